@@ -1,0 +1,55 @@
+# courier — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+COURIER := $(VENV)/bin/courier
+TOOLS := .tools
+AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
+STAMP := $(VENV)/.installed
+
+.PHONY: help install install-dev run test test-fast lint format typecheck bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## virtualenv with courier and its dev tools
+
+$(AZURITE):
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && npm install --silent --no-audit --no-fund --prefix . azurite@3 >/dev/null
+
+install-dev: install $(AZURITE)  ## also Azurite (npm) for the Azure tests
+
+run: install  ## land a day of example payloads, run the couriers, show the feed tables
+	$(PY) -m courier.examples run
+
+test: install-dev  ## the full suite (starts/stops moto server and Azurite itself)
+	AZURITE_BIN=$(abspath $(AZURITE)) $(PY) -m pytest -q -p no:cacheprovider
+	$(COURIER) --project . validate
+
+test-fast: install  ## unit tests only (no servers)
+	$(PY) -m pytest -q -m "not integration and not slow"
+
+lint: install  ## ruff + mypy
+	$(VENV)/bin/ruff check courier tests bench
+	$(VENV)/bin/ruff format --check courier tests bench
+	$(VENV)/bin/mypy
+
+format: install  ## apply ruff formatting and fixes
+	$(VENV)/bin/ruff check --fix courier tests bench
+	$(VENV)/bin/ruff format courier tests bench
+
+bench: install  ## benchmarks vs raw DuckDB and dlt (BENCH_MB=1024 for the 1 GB window)
+	$(PIP) install -q -e '.[bench]'
+	$(PY) -m bench.run
+
+clean:  ## remove local state and tools
+	rm -rf .courier $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

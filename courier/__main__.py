@@ -1,0 +1,3 @@
+from courier.cli.main import main
+
+main()

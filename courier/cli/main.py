@@ -1,0 +1,247 @@
+"""`courier` command line: thin commands over Context. Exit 0 ok, 1 failed, 2 usage."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from typing import Any
+
+import click
+
+from courier.cli.options import (
+    State,
+    emit_json,
+    error_handler,
+    json_option,
+    now_utc,
+    table,
+    window_options,
+)
+from courier.context import Context, run_record
+from courier.errors import ConfigErrors
+from courier.project import load_project
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--project", "project", metavar="DIR", help="project folder (default: search up)")
+@click.option("--debug", is_flag=True, help="show tracebacks and debug logs")
+@click.pass_context
+def cli(ctx: click.Context, project: str | None, debug: bool) -> None:
+    """courier: land streamed events, courier them into typed feed tables."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = State(project, debug)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+@error_handler
+def validate(state: State, as_json: bool) -> None:
+    """Check every config, query and feed; exit 1 listing all problems."""
+    project = load_project(state.project_dir, strict=False)
+    errors = [str(e) for e in project.errors]
+    if as_json:
+        emit_json({"ok": not errors, "errors": errors})
+    elif not errors:
+        click.echo(
+            f"ok: {len(project.couriers)} courier(s), {len(project.feeds)} feed(s), "
+            f"{len(project.queries)} query(ies), {len(project.streams)} stream(s), "
+            f"{len(project.groups)} group(s)"
+        )
+    if errors:
+        if not as_json:
+            raise ConfigErrors(project.errors)
+        sys.exit(1)
+
+
+def resolve_window(context: Context, courier_name: str, **window: Any) -> Any:
+    courier = context.project.courier(courier_name)
+    return context.window(courier, now=now_utc(), **window)
+
+
+@cli.command()
+@click.argument("courier")
+@window_options
+@json_option
+@click.pass_obj
+@error_handler
+def files(state: State, courier: str, as_json: bool, **window: Any) -> None:
+    """List the files a run would load, with sizes."""
+    context = state.context()
+    w = resolve_window(context, courier, **window)
+    plan = context.plan(courier, w, now_utc())
+    rows = [
+        {
+            "key": f.key,
+            "size": f.info.size,
+            "partition": f.partition.strftime("%Y-%m-%dT%H:%MZ"),
+            "loaded": f.already_loaded,
+            "lookback": f.lookback,
+        }
+        for f in plan.files
+    ]
+    if as_json:
+        emit_json({"courier": courier, "window": w.as_dict(), "files": rows})
+        return
+    click.echo(f"{courier}: window [{w.as_dict()['start']}, {w.as_dict()['end']})")
+    if rows:
+        click.echo(table(rows, ["key", "size", "partition", "loaded"]))
+    new = [r for r in rows if not r["loaded"]]
+    click.echo(f"{len(rows)} file(s), {len(new)} not loaded yet, {sum(r['size'] for r in new)} bytes")
+
+
+@cli.command()
+@click.argument("courier")
+@window_options
+@click.option("--reload", is_flag=True, help="load files again even if already loaded")
+@click.option("--dry-run", is_flag=True, help="show what would be loaded; change nothing")
+@json_option
+@click.pass_obj
+@error_handler
+def run(state: State, courier: str, reload: bool, dry_run: bool, as_json: bool, **window: Any) -> None:
+    """Run a courier over a window (default: the latest complete partition)."""
+    context = state.context()
+    w = resolve_window(context, courier, **window)
+    result = context.run(courier, w, now_utc(), reload=reload, dry_run=dry_run)
+    getattr(context.console, "done", lambda: None)()
+    if as_json:
+        emit_json(result)
+    else:
+        print_run(result)
+    if result["status"] == "failed":
+        sys.exit(1)
+
+
+def print_run(result: dict[str, Any]) -> None:
+    w = result["window"]
+    status = result["status"]
+    color = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(status)
+    click.secho(f"{result['courier']} [{w['start']}, {w['end']}): {status}", fg=color)
+    f = result["files"]
+    click.echo(
+        f"  files: {f['found']} found, {f['loaded']} loaded, {f['skipped']} already loaded; "
+        f"{result['bytes']} bytes, {result.get('records', 0)} records"
+    )
+    for feed, counts in result["feeds"].items():
+        click.echo(
+            f"  {feed}: {counts['read']} read, {counts['loaded']} loaded, "
+            f"{counts['rejected']} rejected"
+        )
+    if result["quarantined"]:
+        click.echo(f"  quarantined: {result['quarantined']} (see courier.quarantine)")
+    for change in result.get("schema_changes") or []:
+        click.echo(f"  schema: {change}")
+    for warning in result.get("warnings") or []:
+        click.echo(f"  note: {warning}")
+    for listed in f.get("list", []):
+        mark = "loaded" if listed["loaded"] else "new"
+        click.echo(f"  {listed['key']}  {listed['size']}  {mark}")
+    if result.get("error"):
+        click.secho(f"  error: {result['error']}", fg="red")
+
+
+@cli.command()
+@click.option("--courier", "courier", help="only this courier's runs")
+@click.option("--limit", default=20, show_default=True)
+@json_option
+@click.pass_obj
+@error_handler
+def runs(state: State, courier: str | None, limit: int, as_json: bool) -> None:
+    """Run history, newest first."""
+    records = state.context().runs(courier, limit)
+    if as_json:
+        emit_json(records)
+        return
+    rows = [
+        {
+            "run_id": r["run_id"],
+            "courier": r["courier"],
+            "status": r["status"],
+            "window": f"{r['window']['start']}..{r['window']['end']}",
+            "files": r["files"]["loaded"],
+            "loaded": sum(f["loaded"] for f in r["feeds"].values()),
+            "rejected": sum(f["rejected"] for f in r["feeds"].values()),
+            "error": r["error"],
+        }
+        for r in records
+    ]
+    click.echo(table(rows, list(rows[0]) if rows else ["run_id"]))
+
+
+@cli.group()
+def feeds() -> None:
+    """Feed definitions and their tables."""
+
+
+@feeds.command("list")
+@json_option
+@click.pass_obj
+@error_handler
+def feeds_list(state: State, as_json: bool) -> None:
+    context = state.context()
+    with context.workspace() as ws:
+        rows = [
+            {
+                "feed": f.id,
+                "fields": len(f.fields),
+                "primary_key": ",".join(f.primary_key),
+                "rows": ws.destination.row_count(f.id),
+            }
+            for f in context.project.feeds.values()
+        ]
+    if as_json:
+        emit_json(rows)
+    else:
+        click.echo(table(rows, ["feed", "fields", "primary_key", "rows"]))
+
+
+@feeds.command("show")
+@click.argument("feed")
+@click.option("--sample", default=0, help="also show K rows")
+@json_option
+@click.pass_obj
+@error_handler
+def feeds_show(state: State, feed: str, sample: int, as_json: bool) -> None:
+    context = state.context()
+    definition = context.project.feed(feed)
+    with context.workspace() as ws:
+        count = ws.destination.row_count(feed)
+        rows = ws.destination.sample(feed, sample) if sample and count else []  # type: ignore[attr-defined]
+    out = {**definition.model_dump(), "rows": count or 0}
+    if sample:
+        out["sample"] = rows
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(f"feed {feed}: {count or 0} row(s); primary key {definition.primary_key or '-'}")
+    for name, typ in definition.fields.items():
+        flags = []
+        if name in definition.primary_key:
+            flags.append("pk")
+        if name in definition.required:
+            flags.append("required")
+        click.echo(f"  {name:24} {typ:16} {' '.join(flags)}")
+    if rows:
+        click.echo(table(rows, list(rows[0])))
+
+
+PLUGINS = ["courier.cli.ingest", "courier.cli.scheduling", "courier.cli.analyst"]
+
+
+def load_plugins() -> None:
+    for name in PLUGINS:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(cli)
+
+
+def main() -> None:
+    load_plugins()
+    cli(prog_name="courier")
+
+
+__all__ = ["cli", "main", "run_record"]

@@ -1,0 +1,344 @@
+"""Typed config models. Shapes follow SPEC section 2: keys may be added, never renamed."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+
+
+def parse_duration_seconds(text: str) -> int:
+    """'90s', '15m', '24h', '3d' -> seconds."""
+    m = DURATION.match(text)
+    if not m:
+        raise ValueError(f"expected a duration like '15m', '24h' or '3d', got {text!r}")
+    n, unit = int(m.group(1)), m.group(2)
+    return n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def check_identifier(value: str, what: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} {value!r} must start with a letter or '_' and hold only letters, digits "
+            "and '_' (at most 63 characters)"
+        )
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+# -- settings: config/courier.toml ------------------------------------------------------------
+
+
+class LocalStorageConfig(Strict):
+    type: Literal["local"] = "local"
+    path: str = ".courier/landing"
+
+
+class S3StorageConfig(Strict):
+    type: Literal["s3"]
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+
+class AzureStorageConfig(Strict):
+    type: Literal["azure"]
+    container: str
+    prefix: str = ""
+    connection_string: str | None = None
+    account_url: str | None = None
+    credential: str | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AzureStorageConfig:
+        if not self.connection_string and not self.account_url:
+            raise ValueError("set connection_string, or account_url (with credential)")
+        return self
+
+
+StorageConfig = Annotated[
+    LocalStorageConfig | S3StorageConfig | AzureStorageConfig, Field(discriminator="type")
+]
+
+
+class ProjectSection(Strict):
+    time_zone: str = "UTC"
+    name: str | None = None
+
+
+class FeedsSection(Strict):
+    database: str = ".courier/feeds.duckdb"
+    memory_limit: str | None = None  # e.g. "1GB": bounds the engine's memory (spills to disk)
+    threads: int | None = None
+
+
+class StateSection(Strict):
+    database: str = ".courier/feeds.duckdb"
+
+
+class IngestSection(Strict):
+    storage: str = "landing"
+    wal_dir: str = ".courier/wal"
+    tenant: str = "acme"
+    tenant_header: str = "X-Amperity-Tenant"
+    max_body_bytes: int = 254 * 1024
+    roll_seconds: float = 5.0
+    wal_max_bytes: int = 1 << 30
+
+
+class Settings(Strict):
+    project: ProjectSection = ProjectSection()
+    storages: dict[str, StorageConfig] = Field(
+        default_factory=lambda: {"landing": LocalStorageConfig()}
+    )
+    feeds: FeedsSection = FeedsSection()
+    state: StateSection = StateSection()
+    ingest: IngestSection = IngestSection()
+    alerts: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("storages")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            check_identifier(name, "storage name")
+        return v
+
+
+# -- feeds: feeds/FEED.toml -------------------------------------------------------------------
+
+FEED_TYPE = re.compile(
+    r"^(string|int|bigint|double|boolean|date|timestamp|json|decimal\(\s*\d+\s*,\s*\d+\s*\))$"
+)
+
+
+class FeedConfig(Strict):
+    id: str
+    fields: dict[str, str]
+    primary_key: list[str] = Field(default_factory=list)
+    required: list[str] = Field(default_factory=list)
+    unknown_columns: Literal["ignore", "reject"] = "ignore"
+    description: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return check_identifier(v, "feed id")
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("a feed needs at least one field under [fields]")
+        out = {}
+        for name, typ in v.items():
+            check_identifier(name, "field name")
+            if name.startswith("_courier_"):
+                raise ValueError(f"field {name!r}: the _courier_ prefix is reserved")
+            t = typ.strip().lower()
+            if not FEED_TYPE.match(t):
+                raise ValueError(
+                    f"field {name!r} has type {typ!r}; use string, int, bigint, decimal(p,s), "
+                    "double, boolean, date, timestamp or json"
+                )
+            out[name] = re.sub(r"\s+", "", t)
+        return out
+
+    @model_validator(mode="after")
+    def _keys(self) -> FeedConfig:
+        for key_list, what in ((self.primary_key, "primary_key"), (self.required, "required")):
+            for f in key_list:
+                if f not in self.fields:
+                    raise ValueError(
+                        f"{what} names {f!r}, which is not under [fields] "
+                        f"(fields: {', '.join(self.fields)})"
+                    )
+        return self
+
+    @property
+    def not_null(self) -> list[str]:
+        return list(dict.fromkeys([*self.primary_key, *self.required]))
+
+
+# -- couriers: config/couriers/NAME.toml ------------------------------------------------------
+
+
+class SqlFile(Strict):
+    file: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LoadOperation(Strict):
+    type: Literal["load", "truncateAndLoad", "sql"]
+    file: str | None = None
+    sql_query: str | None = Field(default=None, alias="sql-query")
+    sql_files: list[SqlFile] = Field(default_factory=list, alias="sql-files")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("type") == "spark-sql":
+                data["type"] = "sql"
+            for spark, ours in (("spark-sql-query", "sql-query"), ("spark-sql-files", "sql-files")):
+                if spark in data:
+                    data.setdefault(ours, data.pop(spark))
+            for snake, dash in (("sql_query", "sql-query"), ("sql_files", "sql-files")):
+                if snake in data:
+                    data.setdefault(dash, data.pop(snake))
+        return data
+
+    @model_validator(mode="after")
+    def _shape(self) -> LoadOperation:
+        if self.type == "sql":
+            if not self.sql_query:
+                raise ValueError("a 'sql' load operation needs sql-query = \"QUERY_NAME\"")
+        elif not self.file:
+            raise ValueError(f"a '{self.type}' load operation needs file = \"FILE_TAG\"")
+        return self
+
+    @property
+    def tags(self) -> list[str]:
+        if self.type == "sql":
+            return [f.file for f in self.sql_files]
+        return [self.file] if self.file else []
+
+
+Format = Literal["ndjson", "cbor", "json", "xml"]
+
+
+class CourierOptions(Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    max_bad_records: float = 100
+    schema_scan: Literal["detect", "full"] = "detect"
+
+
+class CourierConfig(Strict):
+    name: str
+    storage: str = "landing"
+    stream: str | None = None
+    file_pattern: str | None = None
+    prefix: str | None = None
+    format: Format = "ndjson"
+    file_tag: str
+    load_operations: dict[str, list[LoadOperation]] = Field(default_factory=dict)
+    skip_missing: bool = False
+    required: bool = True
+    lookback: str | None = None
+    options: CourierOptions = CourierOptions()
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_identifier(v, "courier name")
+
+    @field_validator("file_tag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        return check_identifier(v, "file_tag")
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, v: str | None) -> str | None:
+        if v is not None and not STREAM_ID.match(v):
+            raise ValueError(f"stream id {v!r}: use letters, digits, '_', '.' and '-'")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"([01]\d|2[0-3])", v):
+            raise ValueError(f"prefix {v!r}: use a two-digit hour \"00\" to \"23\"")
+        return v
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration_seconds(v)
+        return v
+
+    @field_validator("load_operations")
+    @classmethod
+    def _feeds(cls, v: dict[str, list[LoadOperation]]) -> dict[str, list[LoadOperation]]:
+        for feed in v:
+            check_identifier(feed, "feed id")
+        return v
+
+    @model_validator(mode="after")
+    def _pattern(self) -> CourierConfig:
+        if not self.file_pattern and not self.stream:
+            raise ValueError("set file_pattern, or stream for the stream's landing layout")
+        return self
+
+    @property
+    def pattern(self) -> str:
+        if self.file_pattern:
+            return self.file_pattern
+        ext = {"ndjson": "ndjson", "cbor": "cbor", "json": "json", "xml": "xml"}[self.format]
+        return f"'{self.stream}/'yyyy/MM/dd/HH'/*.{ext}'"
+
+
+# -- streams: config/streams/ID.toml ----------------------------------------------------------
+
+
+class StreamAuth(Strict):
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    secret: str | None = None
+    public_key: str | None = None
+    private_key: str | None = None
+
+
+class StreamConfig(Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    id: str
+    payload: Literal["json", "xml"] = "json"
+    tenant: str | None = None
+    batch_arrays: bool = False
+    rate_limit: float = 5000
+    roll_bytes: int = 128 * 1024 * 1024
+    storage: str | None = None
+    auth: StreamAuth = StreamAuth()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not STREAM_ID.match(v):
+            raise ValueError(f"stream id {v!r}: use letters, digits, '_', '.' and '-'")
+        return v
+
+
+# -- groups: config/groups/NAME.toml ----------------------------------------------------------
+
+
+class GroupCourier(Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    offset: str = "0h"
+    range: str | None = None
+    wait: str = "0m"
+    required: bool = True
+    lookback: str | None = None
+    alert_after: str | None = None
+
+
+class GroupConfig(Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    schedule: str
+    time_zone: str | None = None
+    catch_up: Literal["all", "latest", "none"] = "latest"
+    run_after: list[str] = Field(default_factory=list)
+    couriers: list[GroupCourier] = Field(default_factory=list)

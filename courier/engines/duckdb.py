@@ -1,0 +1,263 @@
+"""DuckDB query engine: reads the window's files (NDJSON natively, other formats as Arrow
+batches) into per-run temp tables, and runs saved queries over them."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from courier.engines.base import QueryEngine, Relation
+from courier.errors import LoadError, QueryError, TransientError
+from courier.formats import base as formats
+from courier.formats.ndjson import scan_ndjson
+from courier.plan import BadRecord, InputFile, InputSummary
+from courier.project import SavedQuery
+
+FILE_COLUMN = "_courier_file"
+FILE_NAMES = "_courier_file_names"
+_ids = itertools.count(1)
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def connect(
+    path: Path | str, memory_limit: str | None = None, threads: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open the feed database (creating its folder). A lock held by another process is transient."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path))
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise TransientError(
+                f"the feed database {path} is in use by another courier process; "
+                "wait for it to finish and try again"
+            ) from exc
+        raise LoadError(f"cannot open the feed database {path}: {exc}") from exc
+    con.execute("SET TimeZone = 'UTC'")
+    if memory_limit:
+        con.execute(f"SET memory_limit = {literal(memory_limit)}")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+def describe(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
+    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {sql}").fetchall()}
+
+
+class DuckDBEngine(QueryEngine):
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.tags: dict[str, Relation] = {}
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def read_input(
+        self,
+        tag: str,
+        files: list[InputFile],
+        fmt: str,
+        options: dict[str, Any],
+        pinned_schema: dict[str, str] | None,
+    ) -> tuple[Relation, InputSummary]:
+        table = f"_courier_in_{tag}_{next(_ids)}"
+        summary = InputSummary(tag=tag)
+        nonempty = [f for f in files if f.size > 0]
+        if fmt == "ndjson":
+            self._read_ndjson(table, nonempty, options, pinned_schema, summary)
+        else:
+            self._read_batches(table, nonempty, fmt, options, summary)
+        columns = describe(self.con, table)
+        rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
+        summary.records = rows
+        summary.schema = {k: v for k, v in columns.items() if k != FILE_COLUMN}
+        if pinned_schema is not None:
+            summary.schema_changes = schema_changes(pinned_schema, summary.schema)
+        relation = Relation(table, columns, rows, FILE_COLUMN)
+        visible = ", ".join(quote(c) for c in summary.schema) or "NULL AS _empty"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {quote(tag)} AS SELECT {visible} FROM {quote(table)}"
+        )
+        self.tags[tag] = relation
+        return relation, summary
+
+    def _read_ndjson(
+        self,
+        table: str,
+        files: list[InputFile],
+        options: dict[str, Any],
+        pinned: dict[str, str] | None,
+        summary: InputSummary,
+    ) -> None:
+        if not files:
+            self._empty_table(table, pinned)
+            return
+        self._name_files({str(f.path): f.key for f in files})
+        paths = [str(f.path) for f in files]
+        full_scan = options.get("schema_scan") == "full"
+        try:
+            schema = self._ndjson_schema(paths, pinned, full_scan)
+            self._ndjson_into(table, paths, schema)
+            return
+        except duckdb.ConversionException:
+            # A field changed type after the sample: look at every record, widen, read again.
+            schema = self._ndjson_schema(paths, pinned, True)
+            try:
+                self._ndjson_into(table, paths, schema)
+                return
+            except duckdb.Error:
+                pass
+        except duckdb.Error:
+            pass
+        # Malformed input somewhere: find it line by line, read the good lines, quarantine the rest.
+        clean_dir = Path(files[0].path).parent / f".clean-{table}"
+        clean_dir.mkdir(exist_ok=True)
+        clean_paths: list[str] = []
+        for f in files:
+            clean, bad = scan_ndjson(f.path, f.key, clean_dir)
+            summary.bad.extend(bad)
+            if clean.stat().st_size > 0:
+                clean_paths.append(str(clean))
+                self._name_files({str(clean): f.key})
+        if not clean_paths:
+            self._empty_table(table, pinned)
+            return
+        try:
+            schema = self._ndjson_schema(clean_paths, pinned, full_scan)
+            self._ndjson_into(table, clean_paths, schema)
+        except duckdb.ConversionException:
+            schema = self._ndjson_schema(clean_paths, pinned, True)
+            self._ndjson_into(table, clean_paths, schema)
+
+    def _ndjson_schema(
+        self, paths: list[str], pinned: dict[str, str] | None, full_scan: bool
+    ) -> dict[str, str]:
+        sample = ", sample_size = -1" if full_scan else ""
+        source = (
+            f"read_json({sql_list(paths)}, format = 'newline_delimited', union_by_name = true"
+            f"{sample})"
+        )
+        schema = dict(pinned or {})
+        schema.update({k: v for k, v in describe(self.con, f"SELECT * FROM {source}").items()})
+        if not full_scan:
+            # The sample may miss fields first seen late: every record's top-level keys are
+            # checked (cheap), and any key the schema lacks triggers a full-coverage scan.
+            keys = self.con.execute(
+                f"SELECT DISTINCT unnest(json_keys(json)) FROM read_ndjson_objects("
+                f"{sql_list(paths)})"
+            ).fetchall()
+            if any(k not in schema for (k,) in keys):
+                return self._ndjson_schema(paths, pinned, True)
+        return schema
+
+    def _ndjson_into(self, table: str, paths: list[str], schema: dict[str, str]) -> None:
+        columns = "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in schema.items()) + "}"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS SELECT * FROM read_json("
+            f"{sql_list(paths)}, format = 'newline_delimited', columns = {columns}, "
+            f"filename = {literal(FILE_COLUMN)})"
+        )
+
+    def _name_files(self, mapping: dict[str, str]) -> None:
+        """Remember which storage key each local path holds (the file column keeps the path;
+        keys are joined in only for the few rows that reach quarantine)."""
+        self.con.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {FILE_NAMES} (path VARCHAR, key VARCHAR)"
+        )
+        self.con.executemany(f"INSERT INTO {FILE_NAMES} VALUES (?, ?)", list(mapping.items()))
+
+    def _empty_table(self, table: str, schema: dict[str, str] | None) -> None:
+        cols = [f"{quote(k)} {v}" for k, v in (schema or {}).items()]
+        cols.append(f"{FILE_COLUMN} VARCHAR")
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} ({', '.join(cols)})")
+
+    def _read_batches(
+        self,
+        table: str,
+        files: list[InputFile],
+        fmt: str,
+        options: dict[str, Any],
+        summary: InputSummary,
+    ) -> None:
+        """Formats decoded in Python, batch by batch into Arrow, then into DuckDB."""
+        reader = formats.get_reader(fmt)
+        created = False
+        for batch, bad in reader.batches(files, options):
+            summary.bad.extend(bad)
+            if batch is None or batch.num_rows == 0:
+                continue
+            arrow_batch = batch  # noqa: F841 - referenced by name in SQL below
+            if not created:
+                self.con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS SELECT * FROM arrow_batch"
+                )
+                created = True
+            else:
+                self.con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM arrow_batch")
+        if not created:
+            self._empty_table(table, None)
+
+    # -- queries --------------------------------------------------------------------------------
+    def run_query(self, query: SavedQuery, tags: list[str]) -> Relation:
+        table = f"_courier_q_{query.name}_{next(_ids)}"
+        sql = query.sql.strip().rstrip(";")
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS {sql}")
+        except duckdb.Error as exc:
+            raise query_error(exc, query, self.visible_columns(tags)) from exc
+        columns = describe(self.con, table)
+        rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
+        return Relation(table, columns, rows, None)
+
+    def visible_columns(self, tags: list[str]) -> dict[str, list[str]]:
+        out = {}
+        for tag in tags:
+            if tag in self.tags:
+                out[tag] = [c for c in self.tags[tag].columns if c != FILE_COLUMN]
+        return out
+
+    def drop(self, relation: Relation) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {quote(relation.name)}")
+
+
+def sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join(literal(p) for p in paths) + "]"
+
+
+def schema_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    out = []
+    for name, typ in after.items():
+        if name not in before:
+            out.append(f"new field {name} ({typ})")
+        elif before[name] != typ:
+            out.append(f"field {name} changed type {before[name]} -> {typ}")
+    return out
+
+
+_LINE = re.compile(r"LINE (\d+):")
+
+
+def query_error(exc: duckdb.Error, query: SavedQuery, columns: dict[str, list[str]]) -> QueryError:
+    """Point at the query file and line, and list what the query could have used."""
+    message = str(exc).strip()
+    first = message.splitlines()[0] if message else type(exc).__name__
+    location = query.path
+    m = _LINE.search(message)
+    line_hint = ""
+    if m:
+        # DuckDB counts lines of the statement we ran, which starts with our CREATE prefix.
+        line_hint = f" at line {int(m.group(1))}"
+    available = "; ".join(f"{tag}: {', '.join(cols)}" for tag, cols in columns.items())
+    hint = f". Available columns: {available}" if available else ""
+    return QueryError(f"{first}{line_hint}{hint}", query.name, location)

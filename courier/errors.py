@@ -1,0 +1,87 @@
+"""Every error courier raises, one tree; the message says what went wrong and what to do.
+
+    CourierError
+    ├── ConfigError          a config/query/feed file is wrong (carries the file and key)
+    ├── StorageError         a storage backend could not be reached or refused us
+    ├── FormatError          a file could not be read in its declared format
+    ├── QueryError           a saved query failed in the engine
+    ├── LoadError            rows could not be loaded into a feed table
+    ├── RunError             a courier run failed as a whole (missing files, too many bad records)
+    └── IngestError          the ingest API refused a payload (carries the HTTP status)
+
+TransientError marks errors worth retrying (network, throttling); all others are terminal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CourierError(Exception):
+    """Root of courier's errors."""
+
+
+class TransientError(CourierError):
+    """Retrying later may succeed (network, throttling, a lock held by another process)."""
+
+
+class ConfigError(CourierError):
+    def __init__(self, message: str, location: Path | str | None = None, key: str | None = None):
+        self.location = Path(location) if location is not None else None
+        self.key = key
+        self.problem = message
+        where = ""
+        if self.location is not None:
+            where = f"{self.location}"
+            if key:
+                where += f" [{key}]"
+            where += ": "
+        super().__init__(where + message)
+
+
+class ConfigErrors(CourierError):
+    """Several config problems found at once (courier validate reports all of them)."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = errors
+        lines = "\n".join(f"  - {e}" for e in errors)
+        super().__init__(f"{len(errors)} config problem(s):\n{lines}")
+
+
+class StorageError(CourierError):
+    def __init__(self, storage: str, message: str):
+        self.storage = storage
+        super().__init__(f"storage '{storage}': {message}")
+
+
+class TransientStorageError(StorageError, TransientError):
+    pass
+
+
+class FormatError(CourierError):
+    pass
+
+
+class QueryError(CourierError):
+    def __init__(self, message: str, query: str | None = None, location: Path | None = None):
+        self.query = query
+        self.location = location
+        prefix = f"query '{query}'" if query else "query"
+        if location is not None:
+            prefix += f" ({location})"
+        super().__init__(f"{prefix}: {message}")
+
+
+class LoadError(CourierError):
+    pass
+
+
+class RunError(CourierError):
+    pass
+
+
+class IngestError(CourierError):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        self.status = status
+        self.headers = headers or {}
+        super().__init__(message)

@@ -1,0 +1,105 @@
+"""The example job behind `make run`: land a day of payloads, run the couriers, show feeds.
+
+`python -m courier.examples run [--project DIR] [--date D]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from courier.context import Context
+from courier.project import load_project
+from courier.storage.base import StorageBackend
+
+SKUS = ["sku-espresso", "sku-grinder", "sku-filter", "sku-mug", "sku-beans", "sku-kettle"]
+PAGES = ["/", "/cart", "/checkout", "/product/espresso", "/product/kettle"]
+
+
+def web_events(day: date, hour: int, rng: random.Random, per_hour: int) -> list[dict]:
+    out = []
+    for n in range(per_hour):
+        customer = rng.randrange(1, 400)
+        items = [
+            {"sku": rng.choice(SKUS), "qty": rng.randint(1, 4), "price": round(rng.uniform(2, 90), 2)}
+            for _ in range(rng.randint(1, 4))
+        ]
+        out.append(
+            {
+                "event_id": f"ev-{day:%Y%m%d}-{hour:02d}-{n:05d}",
+                "type": "order_placed",
+                "occurred_at": f"{day:%Y-%m-%d}T{hour:02d}:{n * 60 // per_hour:02d}:00Z",
+                "customer": {"id": customer, "email": f"c{customer}@example.com", "tier": "gold"},
+                "items": items,
+                "context": {"page": rng.choice(PAGES), "user_agent": "Mozilla/5.0", "ip": "192.0.2.7"},
+            }
+        )
+    return out
+
+
+def profile_updates(day: date, hour: int, rng: random.Random, per_hour: int) -> list[dict]:
+    out = []
+    for n in range(per_hour):
+        customer = rng.randrange(1, 400)
+        out.append(
+            {
+                "customer_id": customer,
+                "email": f"c{customer}@example.com",
+                "first_name": rng.choice(["Ada", "Grace", "Linus", "Margaret", "Ken"]),
+                "last_name": rng.choice(["Lovelace", "Hopper", "Torvalds", "Hamilton", "Thompson"]),
+                "loyalty_tier": rng.choice(["bronze", "silver", "gold"]),
+                "updated_at": f"{day:%Y-%m-%d}T{hour:02d}:{n * 60 // per_hour:02d}:30Z",
+            }
+        )
+    return out
+
+
+def land_day(storage: StorageBackend, day: date, seed: int = 7, per_hour: int = 50) -> int:
+    """Write a day of example payloads in the landing layout; returns records written."""
+    rng = random.Random(seed)
+    total = 0
+    for hour in range(24):
+        for stream, make in (("web-events", web_events), ("profile-updates", profile_updates)):
+            records = make(day, hour, rng, per_hour)
+            body = b"".join(orjson.dumps(r) + b"\n" for r in records)
+            key = f"{stream}/{day:%Y/%m/%d}/{hour:02d}/part-example-000000.ndjson"
+            storage.write_bytes(key, body)
+            total += len(records)
+    return total
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m courier.examples")
+    parser.add_argument("command", choices=["run"])
+    parser.add_argument("--project", default=str(Path.cwd()))
+    parser.add_argument("--date", help="day to land and load (default: yesterday, UTC)")
+    args = parser.parse_args(argv)
+    project = load_project(args.project)
+    context = Context(project)
+    day = date.fromisoformat(args.date) if args.date else (datetime.now(UTC) - timedelta(days=1)).date()
+    landed = land_day(context.storage(project.settings.ingest.storage), day)
+    print(f"landed {landed} example payloads for {day} under {project.settings.ingest.storage}")
+    now = datetime.now(UTC)
+    for name in ("web_events", "profile_updates"):
+        courier = project.courier(name)
+        window = context.window(courier, date=day.isoformat())
+        result = context.run(name, window, now)
+        feeds = ", ".join(f"{k}: {v['loaded']} loaded" for k, v in result["feeds"].items())
+        print(
+            f"courier {name}: {result['status']}, {result['files']['loaded']} file(s) "
+            f"({result['files']['skipped']} already loaded) {feeds} {result['error'] or ''}"
+        )
+    with context.workspace() as ws:
+        for feed_id in project.feeds:
+            count = ws.destination.row_count(feed_id)
+            print(f"\nfeed {feed_id}: {count} rows")
+            for row in ws.destination.sample(feed_id, 3) if count else []:
+                print("  ", {k: v for k, v in row.items() if not k.startswith("_courier")})
+
+
+if __name__ == "__main__":
+    main()

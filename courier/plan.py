@@ -1,0 +1,98 @@
+"""A run's plan as plain data: window, files, load operations, feeds. Any engine can take it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from courier.config.models import CourierConfig, FeedConfig, LoadOperation
+from courier.project import SavedQuery
+from courier.storage.base import ObjectInfo
+from courier.windows import Window
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    storage: str
+    info: ObjectInfo
+    partition: datetime  # UTC start of the partition the file's path dates it to
+    already_loaded: bool = False
+    lookback: bool = False  # found by looking back before the window
+
+    @property
+    def key(self) -> str:
+        return self.info.key
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file ready for an engine: a local path and the storage key it came from."""
+
+    key: str
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    file: str
+    line: int | None
+    reason: str
+    raw: str
+
+
+@dataclass
+class InputSummary:
+    """What reading a file tag produced."""
+
+    tag: str
+    records: int = 0
+    bad: list[BadRecord] = field(default_factory=list)
+    schema: dict[str, str] = field(default_factory=dict)
+    schema_changes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FeedCounts:
+    read: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    deleted: int = 0
+
+    def add(self, other: FeedCounts) -> None:
+        self.read += other.read
+        self.loaded += other.loaded
+        self.rejected += other.rejected
+        self.deleted += other.deleted
+
+    def as_dict(self) -> dict[str, int]:
+        return {"read": self.read, "loaded": self.loaded, "rejected": self.rejected}
+
+
+@dataclass(frozen=True)
+class FeedLoad:
+    """One load operation resolved against its feed and (for sql) its query."""
+
+    feed: FeedConfig
+    operation: LoadOperation
+    query: SavedQuery | None
+    truncate_first: bool
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    courier: CourierConfig
+    window: Window
+    files: list[PlannedFile]
+    loads: list[FeedLoad]
+    started_at: datetime
+    reload: bool = False
+    trigger: str = "manual"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def to_load(self) -> list[PlannedFile]:
+        return [f for f in self.files if self.reload or not f.already_loaded]

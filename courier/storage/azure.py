@@ -1,0 +1,291 @@
+"""Azure Blob storage (azure-storage-blob); Azurite for tests and local development.
+
+Keys are relative to the configured `prefix`. azure-core errors are translated here, at the
+boundary: a missing blob is FileNotFoundError, everything else a StorageError (a
+TransientStorageError when retrying later may help). Messages never carry the connection
+string, keys or SAS tokens (the SDK's own messages may contain request URLs, so they are not
+passed on).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import ContainerClient, ExponentialRetry
+
+from courier.errors import StorageError, TransientStorageError
+from courier.storage.base import ObjectInfo, StorageBackend, validate_key
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient
+
+    from courier.config.models import AzureStorageConfig
+
+MiB = 1 << 20
+
+_CREDENTIALS_HINT = (
+    "check connection_string (AZURE_STORAGE_CONNECTION_STRING) or account_url + credential "
+    "(account key or SAS token) in the storage config, and their permissions on the container"
+)
+
+
+def _strip_etag(etag: str | None) -> str | None:
+    return etag.strip('"') if etag else None
+
+
+class AzureStorage(StorageBackend):
+    type = "azure"
+
+    def __init__(self, name: str, config: AzureStorageConfig):
+        super().__init__(name)
+        self.config = config
+        self.container = config.container
+        self.prefix = config.prefix.strip("/")
+        if self.prefix:
+            validate_key(name, self.prefix)
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._container_checked = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        client = self._client
+        if client is not None:
+            return f"{client.scheme}://{client.primary_hostname}"
+        return "the Azure Blob endpoint"
+
+    @property
+    def _container(self) -> ContainerClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client  # type: ignore[no-any-return]
+
+    def _make_client(self) -> ContainerClient:
+        cfg = self.config
+        options: dict[str, Any] = {
+            # Fail fast when the endpoint is unreachable; the runner retries transient errors.
+            "connection_timeout": 3,
+            "read_timeout": 60,
+            "retry_policy": ExponentialRetry(
+                initial_backoff=1,
+                increment_base=2,
+                retry_total=2,
+                random_jitter_range=1,
+                retry_connect=1,
+            ),
+            "max_single_put_size": 8 * MiB,
+            "max_block_size": 8 * MiB,
+        }
+        try:
+            if cfg.connection_string:
+                return ContainerClient.from_connection_string(
+                    cfg.connection_string, container_name=self.container, **options
+                )
+            return ContainerClient(
+                account_url=cfg.account_url or "",
+                container_name=self.container,
+                credential=cfg.credential or None,
+                **options,
+            )
+        except (ValueError, AzureError) as exc:
+            setting = "connection_string" if cfg.connection_string else "account_url / credential"
+            raise StorageError(
+                self.name,
+                f"invalid {setting} for container '{self.container}' ({type(exc).__name__}): "
+                "copy the connection string from the storage account's Access keys, or set "
+                "account_url = 'https://ACCOUNT.blob.core.windows.net'",
+            ) from exc
+
+    def _blob(self, key: str) -> BlobClient:
+        validate_key(self.name, key)
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        return self._container.get_blob_client(full)
+
+    def _full_prefix(self, prefix: str) -> str:
+        if prefix:
+            # A prefix may end in '/' or in part of a name; it must not escape the storage.
+            validate_key(self.name, prefix + "_")
+        if self.prefix:
+            return f"{self.prefix}/{prefix}"
+        return prefix
+
+    def _missing_container(self) -> StorageError:
+        return StorageError(
+            self.name,
+            f"container '{self.container}' does not exist at {self.endpoint}: create it "
+            f"(az storage container create --name {self.container}) or fix `container` in "
+            f"[storages.{self.name}] of config/courier.toml",
+        )
+
+    def _check_container(self) -> None:
+        """A bare 404 (HEAD) may not say whether the blob or the container is missing."""
+        if self._container_checked:
+            return
+        try:
+            self._container.get_container_properties()
+        except ResourceNotFoundError as exc:
+            raise self._missing_container() from exc
+        except AzureError as exc:
+            raise self._translate(exc, "check container", None) from exc
+        self._container_checked = True
+
+    def _translate(self, exc: BaseException, action: str, key: str | None) -> Exception:
+        what = f"{action} {key!r}" if key is not None else action
+        if isinstance(exc, ResourceNotFoundError):
+            code = str(exc.error_code or "")
+            if code == "ContainerNotFound":
+                return self._missing_container()
+            if key is not None and code in ("BlobNotFound", ""):
+                if not code:
+                    self._check_container()
+                return FileNotFoundError(f"{self.describe()}: no object {key!r}")
+            if not code:
+                return self._missing_container()
+        if isinstance(exc, ClientAuthenticationError) or (
+            isinstance(exc, HttpResponseError) and exc.status_code == 403
+        ):
+            code = getattr(exc, "error_code", None) or "403"
+            return StorageError(
+                self.name,
+                f"{what}: Azure refused access to container '{self.container}' ({code}): "
+                f"{_CREDENTIALS_HINT}",
+            )
+        if isinstance(exc, ServiceRequestError | ServiceResponseError):
+            return TransientStorageError(
+                self.name,
+                f"{what}: cannot reach {self.endpoint} ({type(exc).__name__}): check "
+                "account_url / BlobEndpoint in the connection string and that the service is "
+                "running and reachable",
+            )
+        if isinstance(exc, HttpResponseError):
+            status = exc.status_code or 0
+            code = exc.error_code or status
+            if status == 429 or status >= 500:
+                return TransientStorageError(
+                    self.name, f"{what}: Azure is busy or failing ({code}); retry later"
+                )
+            return StorageError(self.name, f"{what} failed: Azure answered {status} ({code})")
+        return StorageError(self.name, f"{what} failed: {type(exc).__name__}")
+
+    @contextmanager
+    def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except AzureError as exc:
+            raise self._translate(exc, action, key) from exc
+
+    def _raise(self, exc: BaseException, action: str, key: str | None) -> NoReturn:
+        raise self._translate(exc, action, key) from exc
+
+    # -- primitives -------------------------------------------------------------------------
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = self._full_prefix(prefix)
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        found: list[ObjectInfo] = []
+        with self._errors(f"list {prefix!r}"):
+            for blob in self._container.list_blobs(name_starts_with=full or None):
+                rel = blob.name[cut:]
+                if not rel or rel.endswith("/"):
+                    continue  # folder markers
+                found.append(
+                    ObjectInfo(
+                        key=rel,
+                        size=int(blob.size),
+                        etag=_strip_etag(blob.etag),
+                        modified=blob.last_modified,
+                    )
+                )
+        found.sort(key=lambda o: o.key)
+        yield from found
+
+    def stat(self, key: str) -> ObjectInfo:
+        blob = self._blob(key)
+        with self._errors("stat", key):
+            props = blob.get_blob_properties()
+        return ObjectInfo(
+            key=key, size=int(props.size), etag=_strip_etag(props.etag), modified=props.last_modified
+        )
+
+    def read_bytes(self, key: str) -> bytes:
+        blob = self._blob(key)
+        with self._errors("read", key):
+            return blob.download_blob(max_concurrency=4).readall()
+
+    def download(self, key: str, dest: Path) -> None:
+        blob = self._blob(key)
+        dest = Path(dest)
+        # Into a temporary file beside dest, renamed when complete: dest is never half written.
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh, self._errors("download", key):
+                blob.download_blob(max_concurrency=4).readinto(fh)
+            os.replace(tmp, dest)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        blob = self._blob(key)
+        with self._errors("write", key):
+            result = blob.upload_blob(data, overwrite=True)
+        return ObjectInfo(
+            key=key,
+            size=len(data),
+            etag=_strip_etag(result.get("etag")),
+            modified=result.get("last_modified"),
+        )
+
+    def upload(self, src: Path, key: str) -> ObjectInfo:
+        blob = self._blob(key)
+        # Above 8 MiB: staged blocks streamed from the file, committed at once at the end.
+        with open(src, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            with self._errors("upload", key):
+                result = blob.upload_blob(fh, length=size, overwrite=True, max_concurrency=4)
+        return ObjectInfo(
+            key=key,
+            size=size,
+            etag=_strip_etag(result.get("etag")),
+            modified=result.get("last_modified"),
+        )
+
+    def delete(self, key: str) -> None:
+        blob = self._blob(key)
+        try:
+            blob.delete_blob()
+        except ResourceNotFoundError as exc:
+            if exc.error_code == "BlobNotFound":
+                return
+            if exc.error_code == "ContainerNotFound":
+                raise self._missing_container() from exc
+            self._check_container()  # a bare 404: the blob was already gone
+        except AzureError as exc:
+            self._raise(exc, f"delete {key!r}", None)
+
+    def describe(self) -> str:
+        where = f"az://{self.container}/{self.prefix}" if self.prefix else f"az://{self.container}"
+        return f"azure storage '{self.name}' ({where})"
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

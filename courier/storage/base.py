@@ -1,0 +1,115 @@
+"""The storage seam: a few primitives every backend implements; the rest is derived here."""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from courier.errors import StorageError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object. `version` is what exactly-once state compares (etag, or mtime)."""
+
+    key: str
+    size: int
+    etag: str | None = None
+    modified: datetime | None = None
+
+    @property
+    def version(self) -> str:
+        if self.etag:
+            return self.etag
+        return self.modified.isoformat() if self.modified else ""
+
+
+def validate_key(storage: str, key: str) -> str:
+    """Keys are relative POSIX paths without '..' segments (no escaping the storage root)."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise StorageError(storage, f"invalid object key {key!r}: use a relative path like 'a/b.ndjson'")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in ("", ".", ".."):
+        raise StorageError(storage, f"invalid object key {key!r}: no empty, '.' or '..' segments")
+    return key
+
+
+class StorageBackend(abc.ABC):
+    """Object storage with keys relative to the backend's root/prefix.
+
+    Primitives: list, stat, read_bytes, download, write_bytes, delete. Writes are atomic:
+    a reader sees the whole object or nothing.
+    """
+
+    type: str = ""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    # -- primitives -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with `prefix`, recursively, sorted by key."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Raise FileNotFoundError when the object does not exist."""
+
+    @abc.abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        """Whole object; FileNotFoundError when absent."""
+
+    @abc.abstractmethod
+    def download(self, key: str, dest: Path) -> None:
+        """Stream the object into a local file (never the whole object in memory)."""
+
+    @abc.abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        """Create or replace the object atomically."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; absent objects are not an error."""
+
+    # -- derived ----------------------------------------------------------------------------
+    def local_path(self, key: str) -> Path | None:
+        """A path DuckDB can read directly, when the backend is a local folder; else None."""
+        return None
+
+    def upload(self, src: Path, key: str) -> ObjectInfo:
+        """Store a local file as an object (backends override to stream large files)."""
+        return self.write_bytes(key, src.read_bytes())
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list_many(self, prefixes: list[str]) -> Iterator[ObjectInfo]:
+        """List several prefixes, skipping prefixes nested in another one (no double listing)."""
+        kept: list[str] = []
+        for p in sorted(set(prefixes)):
+            if not any(p.startswith(k) for k in kept):
+                kept.append(p)
+        for p in kept:
+            yield from self.list(p)
+
+    def checksum(self, key: str) -> str:
+        return hashlib.md5(self.read_bytes(key), usedforsecurity=False).hexdigest()
+
+    def describe(self) -> str:
+        return f"{self.type} storage '{self.name}'"
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def join_key(prefix: str, key: str) -> str:
+    return posixpath.join(prefix, key) if prefix else key

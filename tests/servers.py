@@ -1,0 +1,159 @@
+"""Real servers on loopback for integration tests: a moto S3 server and Azurite (blob).
+
+Plain functions, usable from any test package's fixtures:
+
+    proc, endpoint = start_moto_server()        # endpoint: http://127.0.0.1:PORT
+    proc, endpoint = start_azurite(location)    # endpoint: http://127.0.0.1:PORT/devstoreaccount1
+    stop_process(proc)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_AZURITE = REPO / ".tools" / "node_modules" / ".bin" / "azurite-blob"
+
+# Azurite's well-known development account (public, documented by Microsoft).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+MOTO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's dummy credentials
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class ServerError(RuntimeError):
+    """A test server could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Wait until something accepts connections on host:port (or the process dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"server process exited with code {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise ServerError(f"nothing answered on {host}:{port} within {timeout:.0f}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
+def _log_tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _start(cmd: list[str], port: int, log: Path, timeout: float) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=proc, timeout=timeout)
+    except ServerError as exc:
+        stop_process(proc)
+        raise ServerError(f"{' '.join(cmd)}: {exc}\n{_log_tail(log)}") from None
+    return proc
+
+
+def moto_command(port: int) -> list[str]:
+    """moto_server beside the running interpreter, else `python -m moto.server`."""
+    script = Path(sys.executable).parent / "moto_server"
+    if script.exists():
+        return [str(script), "-H", "127.0.0.1", "-p", str(port)]
+    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+
+
+def start_moto_server(
+    log_dir: Path | None = None, timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a moto server (all AWS services, S3 included) on a free loopback port."""
+    port = free_port()
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="moto-"))
+    proc = _start(moto_command(port), port, log_dir / "moto.log", timeout)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def azurite_binary() -> Path:
+    """AZURITE_BIN, else the copy `make install-dev` puts under .tools/."""
+    configured = os.environ.get("AZURITE_BIN")
+    candidates = [Path(configured)] if configured else [DEFAULT_AZURITE]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    found = shutil.which("azurite-blob")
+    if found and not configured:
+        return Path(found)
+    where = f"AZURITE_BIN={configured}" if configured else str(DEFAULT_AZURITE)
+    raise ServerError(
+        f"Azurite is not installed ({where} not found): run make install-dev "
+        "(it installs azurite@3 with npm under .tools/)"
+    )
+
+
+def start_azurite(
+    location: Path | None = None, timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start Azurite's blob service on a free loopback port, its data under `location`."""
+    binary = azurite_binary()
+    location = Path(location or tempfile.mkdtemp(prefix="azurite-"))
+    location.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [
+        str(binary),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--location",
+        str(location),
+        "--silent",
+        "--skipApiVersionCheck",
+        "--loose",
+    ]
+    proc = _start(cmd, port, location / "azurite.log", timeout)
+    return proc, f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+
+
+def azurite_connection_string(endpoint: str, key: str = AZURITE_KEY) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={key};"
+        f"BlobEndpoint={endpoint};"
+    )

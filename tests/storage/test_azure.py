@@ -1,0 +1,154 @@
+"""The Azure Blob backend against a real Azurite on loopback (tests/servers.py)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ServiceRequestError
+from azure.storage.blob import ContainerClient
+
+from courier.config.models import AzureStorageConfig
+from courier.errors import StorageError, TransientStorageError
+from courier.storage.azure import AzureStorage
+from courier.storage.base import StorageBackend
+from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, azurite_connection_string, free_port
+from tests.storage.contract import StorageContract
+
+pytestmark = pytest.mark.integration
+
+
+def make_storage(connection_string: str, container: str, prefix: str = "") -> AzureStorage:
+    config = AzureStorageConfig(
+        type="azure", container=container, prefix=prefix, connection_string=connection_string
+    )
+    return AzureStorage("blob", config)
+
+
+@pytest.fixture
+def connection_string(azurite_endpoint: str) -> str:
+    return azurite_connection_string(azurite_endpoint)
+
+
+@pytest.fixture
+def container(connection_string: str) -> Iterator[ContainerClient]:
+    client = ContainerClient.from_connection_string(
+        connection_string, container_name=f"courier-{uuid.uuid4().hex[:16]}"
+    )
+    client.create_container()
+    yield client
+    client.close()
+
+
+class TestAzureStorage(StorageContract):
+    @pytest.fixture
+    def storage(
+        self, connection_string: str, container: ContainerClient
+    ) -> Iterator[StorageBackend]:
+        # Neighbours outside the storage prefix must never show up.
+        for key in ("landing2/x.txt", "other/landing/y.txt", "landing"):
+            container.upload_blob(key, b"not mine")
+        backend = make_storage(connection_string, container.container_name, prefix="landing/")
+        yield backend
+        backend.close()
+
+
+class TestAzureSpecifics:
+    def test_keys_live_under_the_prefix(
+        self, connection_string: str, container: ContainerClient
+    ) -> None:
+        for prefix in ("landing", "landing/", "/landing/"):
+            storage = make_storage(connection_string, container.container_name, prefix)
+            storage.write_bytes("s/a.txt", b"x")
+            storage.close()
+        assert [b.name for b in container.list_blobs()] == ["landing/s/a.txt"]
+
+    def test_no_prefix_uses_the_container_root(
+        self, connection_string: str, container: ContainerClient
+    ) -> None:
+        storage = make_storage(connection_string, container.container_name)
+        storage.write_bytes("s/a.txt", b"x")
+        assert [o.key for o in storage.list()] == ["s/a.txt"]
+        assert storage.describe() == f"azure storage 'blob' (az://{container.container_name})"
+        storage.close()
+        assert container.download_blob("s/a.txt").readall() == b"x"
+
+    def test_account_url_and_key(self, azurite_endpoint: str, container: ContainerClient) -> None:
+        config = AzureStorageConfig(
+            type="azure",
+            container=container.container_name,
+            account_url=azurite_endpoint,
+            credential=AZURITE_KEY,
+        )
+        storage = AzureStorage("blob", config)
+        storage.write_bytes("a.txt", b"x")
+        assert storage.read_bytes("a.txt") == b"x"
+        storage.close()
+
+    def test_missing_container(self, connection_string: str, tmp_path: Path) -> None:
+        name = f"courier-missing-{uuid.uuid4().hex[:12]}"
+        storage = make_storage(connection_string, name, prefix="landing")
+        src = tmp_path / "src"
+        src.write_bytes(b"x")
+        attempts = [
+            lambda: list(storage.list()),
+            lambda: storage.stat("a.txt"),
+            lambda: storage.read_bytes("a.txt"),
+            lambda: storage.write_bytes("a.txt", b"x"),
+            lambda: storage.download("a.txt", tmp_path / "dest"),
+            lambda: storage.upload(src, "a.txt"),
+            lambda: storage.delete("a.txt"),
+            lambda: storage.exists("a.txt"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(StorageError) as info:
+                attempt()
+            message = str(info.value)
+            assert not isinstance(info.value, TransientStorageError)
+            assert f"container '{name}' does not exist" in message
+            assert "create it" in message
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no partial download
+        storage.close()
+
+    def test_wrong_key(self, azurite_endpoint: str, container: ContainerClient) -> None:
+        wrong = "d3Jvbmcta2V5LW5vdC10aGUtcmVhbC1vbmUtZm9yLWF6dXJpdGUtdGVzdHMtMTIzNDU2Nzg5MA=="
+        storage = make_storage(
+            azurite_connection_string(azurite_endpoint, key=wrong), container.container_name
+        )
+        with pytest.raises(StorageError) as info:
+            storage.write_bytes("a.txt", b"x")
+        message = str(info.value)
+        assert not isinstance(info.value, TransientStorageError)
+        assert "connection_string" in message
+        assert wrong not in message
+        storage.close()
+
+    def test_malformed_connection_string(self) -> None:
+        storage = make_storage("AccountKey=s3cr3t;nonsense", "c")
+        with pytest.raises(StorageError, match="invalid connection_string") as info:
+            list(storage.list())
+        assert "s3cr3t" not in str(info.value)
+
+    def test_unreachable_endpoint_fails_fast(self) -> None:
+        endpoint = f"http://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"
+        storage = make_storage(azurite_connection_string(endpoint), "c")
+        attempts: list[Any] = [
+            lambda: list(storage.list("x/")),
+            lambda: storage.stat("a.txt"),
+            lambda: storage.write_bytes("a.txt", b"x"),
+        ]
+        for attempt in attempts:
+            started = time.monotonic()
+            with pytest.raises(TransientStorageError) as info:
+                attempt()
+            assert time.monotonic() - started < 8
+            message = str(info.value)
+            assert "cannot reach http://127.0.0.1:" in message
+            assert AZURITE_KEY not in message
+            assert "Traceback" not in message
+            assert isinstance(info.value.__cause__, ServiceRequestError)
+        storage.close()
