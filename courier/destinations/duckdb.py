@@ -25,15 +25,18 @@ class DuckDBDestination(FeedDestination):
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
+        # fully qualified: a file tag's temp view may carry the same name as a feed
+        self.catalog = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
 
     def table(self, feed_id: str) -> str:
-        return f"{quote(self.schema)}.{quote(feed_id)}"
+        return f"{quote(self.catalog)}.{quote(self.schema)}.{quote(feed_id)}"
 
     def existing_columns(self, feed_id: str) -> dict[str, str] | None:
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-            [self.schema, feed_id],
+            "WHERE table_catalog = ? AND table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position",
+            [self.catalog, self.schema, feed_id],
         ).fetchall()
         return {r[0]: r[1] for r in rows} if rows else None
 
