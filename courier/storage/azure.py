@@ -25,7 +25,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import ContainerClient, ExponentialRetry
+from azure.storage.blob import ContainerClient, LinearRetry
 
 from courier.errors import StorageError, TransientStorageError
 from courier.storage.base import ObjectInfo, StorageBackend, validate_key
@@ -45,6 +45,11 @@ _CREDENTIALS_HINT = (
 
 def _strip_etag(etag: str | None) -> str | None:
     return etag.strip('"') if etag else None
+
+
+def _error_code(exc: BaseException) -> str:
+    """The storage error code (BlobNotFound, ContainerNotFound, ...) the SDK attaches."""
+    return str(getattr(exc, "error_code", None) or "")
 
 
 class AzureStorage(StorageBackend):
@@ -83,12 +88,9 @@ class AzureStorage(StorageBackend):
             # Fail fast when the endpoint is unreachable; the runner retries transient errors.
             "connection_timeout": 3,
             "read_timeout": 60,
-            "retry_policy": ExponentialRetry(
-                initial_backoff=1,
-                increment_base=2,
-                retry_total=2,
-                random_jitter_range=1,
-                retry_connect=1,
+            # (the SDK's default backs off 15 s and more between attempts)
+            "retry_policy": LinearRetry(
+                backoff=1, random_jitter_range=1, retry_total=3, retry_connect=1
             ),
             "max_single_put_size": 8 * MiB,
             "max_block_size": 8 * MiB,
@@ -149,7 +151,7 @@ class AzureStorage(StorageBackend):
     def _translate(self, exc: BaseException, action: str, key: str | None) -> Exception:
         what = f"{action} {key!r}" if key is not None else action
         if isinstance(exc, ResourceNotFoundError):
-            code = str(exc.error_code or "")
+            code = _error_code(exc)
             if code == "ContainerNotFound":
                 return self._missing_container()
             if key is not None and code in ("BlobNotFound", ""):
@@ -161,7 +163,7 @@ class AzureStorage(StorageBackend):
         if isinstance(exc, ClientAuthenticationError) or (
             isinstance(exc, HttpResponseError) and exc.status_code == 403
         ):
-            code = getattr(exc, "error_code", None) or "403"
+            code = _error_code(exc) or "403"
             return StorageError(
                 self.name,
                 f"{what}: Azure refused access to container '{self.container}' ({code}): "
@@ -176,7 +178,7 @@ class AzureStorage(StorageBackend):
             )
         if isinstance(exc, HttpResponseError):
             status = exc.status_code or 0
-            code = exc.error_code or status
+            code = _error_code(exc) or str(status)
             if status == 429 or status >= 500:
                 return TransientStorageError(
                     self.name, f"{what}: Azure is busy or failing ({code}); retry later"
@@ -220,7 +222,10 @@ class AzureStorage(StorageBackend):
         with self._errors("stat", key):
             props = blob.get_blob_properties()
         return ObjectInfo(
-            key=key, size=int(props.size), etag=_strip_etag(props.etag), modified=props.last_modified
+            key=key,
+            size=int(props.size),
+            etag=_strip_etag(props.etag),
+            modified=props.last_modified,
         )
 
     def read_bytes(self, key: str) -> bytes:
@@ -272,9 +277,9 @@ class AzureStorage(StorageBackend):
         try:
             blob.delete_blob()
         except ResourceNotFoundError as exc:
-            if exc.error_code == "BlobNotFound":
+            if _error_code(exc) == "BlobNotFound":
                 return
-            if exc.error_code == "ContainerNotFound":
+            if _error_code(exc) == "ContainerNotFound":
                 raise self._missing_container() from exc
             self._check_container()  # a bare 404: the blob was already gone
         except AzureError as exc:

@@ -217,7 +217,9 @@ class S3Storage(StorageBackend):
             message = str(error.get("Message", ""))[:200]
             return StorageError(self.name, f"{what} failed: {code or status} {message}".rstrip())
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            return StorageError(self.name, f"{what}: no usable AWS credentials: {_CREDENTIALS_HINT}")
+            return StorageError(
+                self.name, f"{what}: no usable AWS credentials: {_CREDENTIALS_HINT}"
+            )
         if isinstance(exc, ConnectionError | HTTPClientError):
             return TransientStorageError(
                 self.name,
@@ -225,7 +227,7 @@ class S3Storage(StorageBackend):
                 "endpoint_url / region and that the service is running and reachable",
             )
         if isinstance(exc, ParamValidationError):
-            return StorageError(self.name, f"{what}: invalid request: {exc}")
+            return StorageError(self.name, f"{what}: invalid request: {str(exc)[:200]}")
         return StorageError(self.name, f"{what} failed: {type(exc).__name__}")
 
     @contextmanager

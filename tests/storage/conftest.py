@@ -21,7 +21,11 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         proc, endpoint = start_moto_server(log_dir=tmp_path_factory.mktemp("moto"))
     except ServerError as exc:
-        pytest.fail(f"cannot start the moto server: {exc}\nrun make install-dev", pytrace=False)
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(f"cannot start the moto server: {problem}\nrun make install-dev", pytrace=False)
     try:
         yield endpoint
     finally:
@@ -34,7 +38,11 @@ def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         proc, endpoint = start_azurite(location)
     except ServerError as exc:
-        pytest.fail(f"cannot start Azurite: {exc}", pytrace=False)
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(f"cannot start Azurite: {problem}", pytrace=False)
     try:
         yield endpoint
     finally:

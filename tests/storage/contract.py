@@ -209,7 +209,9 @@ class StorageContract:
         assert storage.stat("up/large.bin").size == size
         dest = tmp_path / "large.copy"
         storage.download("up/large.bin", dest)
-        assert hashlib.sha256(dest.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+        assert (
+            hashlib.sha256(dest.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+        )
         # uploading again replaces the object
         src.write_bytes(b"small now")
         storage.upload(src, "up/large.bin")
@@ -232,9 +234,7 @@ class StorageContract:
 
     # -- keys -------------------------------------------------------------------------------
     @pytest.mark.parametrize("key", INVALID_KEYS)
-    def test_invalid_keys_rejected(
-        self, storage: StorageBackend, key: str, tmp_path: Path
-    ) -> None:
+    def test_invalid_keys_rejected(self, storage: StorageBackend, key: str, tmp_path: Path) -> None:
         src = tmp_path / "src"
         src.write_bytes(b"x")
         with pytest.raises(StorageError, match="invalid object key"):

@@ -77,6 +77,18 @@ class TestAzureSpecifics:
         storage.close()
         assert container.download_blob("s/a.txt").readall() == b"x"
 
+    def test_large_upload_is_staged_in_blocks(
+        self, connection_string: str, container: ContainerClient, tmp_path: Path
+    ) -> None:
+        src = tmp_path / "large.bin"
+        src.write_bytes(b"x" * (17 << 20))
+        storage = make_storage(connection_string, container.container_name, prefix="landing")
+        info = storage.upload(src, "big.bin")
+        assert info.size == 17 << 20
+        committed, _ = container.get_blob_client("landing/big.bin").get_block_list()
+        assert len(committed) == 3
+        storage.close()
+
     def test_account_url_and_key(self, azurite_endpoint: str, container: ContainerClient) -> None:
         config = AzureStorageConfig(
             type="azure",

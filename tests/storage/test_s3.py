@@ -62,7 +62,9 @@ class TestS3Storage(StorageContract):
 
 @pytest.mark.integration
 class TestS3Specifics:
-    def test_keys_live_under_the_prefix(self, moto_endpoint: str, bucket: str, s3_client: Any):
+    def test_keys_live_under_the_prefix(
+        self, moto_endpoint: str, bucket: str, s3_client: Any
+    ) -> None:
         for prefix in ("landing", "landing/", "/landing/"):
             storage = make_storage(moto_endpoint, bucket, prefix=prefix)
             storage.write_bytes("s/a.txt", b"x")
@@ -70,7 +72,9 @@ class TestS3Specifics:
         listed = s3_client.list_objects_v2(Bucket=bucket)["Contents"]
         assert [o["Key"] for o in listed] == ["landing/s/a.txt"]
 
-    def test_no_prefix_uses_the_bucket_root(self, moto_endpoint: str, bucket: str, s3_client: Any):
+    def test_no_prefix_uses_the_bucket_root(
+        self, moto_endpoint: str, bucket: str, s3_client: Any
+    ) -> None:
         storage = make_storage(moto_endpoint, bucket)
         storage.write_bytes("s/a.txt", b"x")
         assert [o.key for o in storage.list()] == ["s/a.txt"]
@@ -78,7 +82,9 @@ class TestS3Specifics:
         storage.close()
         assert s3_client.get_object(Bucket=bucket, Key="s/a.txt")["Body"].read() == b"x"
 
-    def test_folder_markers_are_not_objects(self, moto_endpoint: str, bucket: str, s3_client: Any):
+    def test_folder_markers_are_not_objects(
+        self, moto_endpoint: str, bucket: str, s3_client: Any
+    ) -> None:
         s3_client.put_object(Bucket=bucket, Key="landing/", Body=b"")
         s3_client.put_object(Bucket=bucket, Key="landing/s/", Body=b"")
         s3_client.put_object(Bucket=bucket, Key="landing/s/a.txt", Body=b"x")
@@ -86,12 +92,14 @@ class TestS3Specifics:
         assert [o.key for o in storage.list()] == ["s/a.txt"]
         storage.close()
 
-    def test_list_requests_only_the_prefix(self, moto_endpoint: str, bucket: str, s3_client: Any):
+    def test_list_requests_only_the_prefix(
+        self, moto_endpoint: str, bucket: str, s3_client: Any
+    ) -> None:
         def put(i: int) -> None:
             s3_client.put_object(Bucket=bucket, Key=f"landing/other/{i:05d}.ndjson", Body=b"")
 
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(put, range(2000)))
+            list(pool.map(put, range(1100)))
         for key in ("a", "b", "c"):
             s3_client.put_object(Bucket=bucket, Key=f"landing/want/{key}.ndjson", Body=b"x")
 
@@ -104,15 +112,31 @@ class TestS3Specifics:
         assert found == ["want/a.ndjson", "want/b.ndjson", "want/c.ndjson"]
         assert len(calls) == 1
         assert calls[0]["query_string"]["prefix"] == "landing/want/"
-        # ... and the big listing pages through all 2,000 (more than one page of 1,000).
+        # ... while the other prefix, over one page of 1,000 keys, takes two requests.
         calls.clear()
-        assert sum(1 for _ in storage.list("other/")) == 2000
+        assert sum(1 for _ in storage.list("other/")) == 1100
         assert len(calls) == 2
+        storage.close()
+
+    def test_large_upload_is_multipart(
+        self, moto_endpoint: str, bucket: str, tmp_path: Path
+    ) -> None:
+        src = tmp_path / "large.bin"
+        src.write_bytes(b"x" * (17 << 20))
+        storage = make_storage(moto_endpoint, bucket, prefix="landing")
+        parts: list[str] = []
+        storage._s3.meta.events.register(
+            "before-call.s3.UploadPart", lambda params, **_: parts.append("part")
+        )
+        info = storage.upload(src, "big.bin")
+        assert info.size == 17 << 20
+        assert len(parts) == 3
+        assert info.etag is not None and info.etag.endswith("-3")
         storage.close()
 
     def test_credentials_from_config(
         self, moto_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
-    ):
+    ) -> None:
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
             monkeypatch.delenv(name, raising=False)
         storage = make_storage(
@@ -125,7 +149,7 @@ class TestS3Specifics:
 
     def test_no_credentials_anywhere(
         self, moto_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
-    ):
+    ) -> None:
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
             monkeypatch.delenv(name, raising=False)
         storage = make_storage(moto_endpoint, bucket)
@@ -133,7 +157,7 @@ class TestS3Specifics:
             list(storage.list())
         storage.close()
 
-    def test_missing_bucket(self, moto_endpoint: str, aws_env: None, tmp_path: Path):
+    def test_missing_bucket(self, moto_endpoint: str, aws_env: None, tmp_path: Path) -> None:
         name = f"courier-missing-{uuid.uuid4().hex[:12]}"
         storage = make_storage(moto_endpoint, name, prefix="landing")
         src = tmp_path / "src"
@@ -158,7 +182,7 @@ class TestS3Specifics:
             assert "create the bucket" in message
         storage.close()
 
-    def test_unreachable_endpoint_fails_fast(self, aws_env: None):
+    def test_unreachable_endpoint_fails_fast(self, aws_env: None) -> None:
         storage = make_storage(f"http://127.0.0.1:{free_port()}", "some-bucket")
         for attempt in (
             lambda: list(storage.list("x/")),
