@@ -25,7 +25,11 @@ def web_events(day: date, hour: int, rng: random.Random, per_hour: int) -> list[
     for n in range(per_hour):
         customer = rng.randrange(1, 400)
         items = [
-            {"sku": rng.choice(SKUS), "qty": rng.randint(1, 4), "price": round(rng.uniform(2, 90), 2)}
+            {
+                "sku": rng.choice(SKUS),
+                "qty": rng.randint(1, 4),
+                "price": round(rng.uniform(2, 90), 2),
+            }
             for _ in range(rng.randint(1, 4))
         ]
         out.append(
@@ -35,7 +39,11 @@ def web_events(day: date, hour: int, rng: random.Random, per_hour: int) -> list[
                 "occurred_at": f"{day:%Y-%m-%d}T{hour:02d}:{n * 60 // per_hour:02d}:00Z",
                 "customer": {"id": customer, "email": f"c{customer}@example.com", "tier": "gold"},
                 "items": items,
-                "context": {"page": rng.choice(PAGES), "user_agent": "Mozilla/5.0", "ip": "192.0.2.7"},
+                "context": {
+                    "page": rng.choice(PAGES),
+                    "user_agent": "Mozilla/5.0",
+                    "ip": "192.0.2.7",
+                },
             }
         )
     return out
@@ -80,7 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     project = load_project(args.project)
     context = Context(project)
-    day = date.fromisoformat(args.date) if args.date else (datetime.now(UTC) - timedelta(days=1)).date()
+    day = (
+        date.fromisoformat(args.date)
+        if args.date
+        else (datetime.now(UTC) - timedelta(days=1)).date()
+    )
     landed = land_day(context.storage(project.settings.ingest.storage), day)
     print(f"landed {landed} example payloads for {day} under {project.settings.ingest.storage}")
     now = datetime.now(UTC)

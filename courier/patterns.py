@@ -111,7 +111,10 @@ class FilePattern:
         g = m.groupdict()
         try:
             return datetime(
-                int(g.get("y") or 1970), int(g.get("m") or 1), int(g.get("d") or 1), int(g.get("h") or 0)
+                int(g.get("y") or 1970),
+                int(g.get("m") or 1),
+                int(g.get("d") or 1),
+                int(g.get("h") or 0),
             )
         except ValueError:
             return None

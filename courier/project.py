@@ -65,7 +65,9 @@ class Project:
     def feed(self, feed_id: str) -> FeedConfig:
         if feed_id not in self.feeds:
             known = ", ".join(sorted(self.feeds)) or "none"
-            raise ConfigError(f"no feed named {feed_id!r} (known: {known}); add feeds/{feed_id}.toml")
+            raise ConfigError(
+                f"no feed named {feed_id!r} (known: {known}); add feeds/{feed_id}.toml"
+            )
         return self.feeds[feed_id]
 
     def raise_errors(self) -> None:
@@ -210,7 +212,9 @@ def cross_check(project: Project) -> list[ConfigError]:
             pattern = FilePattern.parse(courier.pattern)
             if courier.prefix is not None and not pattern.has_day:
                 errors.append(
-                    ConfigError("prefix makes a daily courier: its pattern needs dd", path, "prefix")
+                    ConfigError(
+                        "prefix makes a daily courier: its pattern needs dd", path, "prefix"
+                    )
                 )
         except ValueError as exc:
             errors.append(ConfigError(str(exc), path, "file_pattern"))
@@ -236,7 +240,7 @@ def cross_check(project: Project) -> list[ConfigError]:
                         errors.append(
                             ConfigError(
                                 f"file tag {tag!r} is not this courier's file_tag "
-                                f"{courier.file_tag!r}: use file = \"{courier.file_tag}\"",
+                                f'{courier.file_tag!r}: use file = "{courier.file_tag}"',
                                 path,
                                 key,
                             )
@@ -254,7 +258,7 @@ def cross_check(project: Project) -> list[ConfigError]:
                     if not op.sql_files:
                         errors.append(
                             ConfigError(
-                                "a sql load operation needs sql-files = [{ file = \"TAG\" }]",
+                                'a sql load operation needs sql-files = [{ file = "TAG" }]',
                                 path,
                                 key,
                             )

@@ -62,7 +62,7 @@ class ProjectFactory:
     def __init__(self, root: Path):
         self.root = root
         (root / "config").mkdir(parents=True)
-        self.write("config/courier.toml", "[project]\ntime_zone = \"UTC\"\n")
+        self.write("config/courier.toml", '[project]\ntime_zone = "UTC"\n')
 
     def write(self, relative: str, text: str) -> Path:
         path = self.root / relative

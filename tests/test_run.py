@@ -19,10 +19,23 @@ def test_sql_load_flattens_and_upserts(make_project: ProjectFactory) -> None:
     assert result["status"] == "succeeded", result["error"]
     assert result["files"] == {"found": 2, "loaded": 2, "skipped": 0}
     assert result["feeds"]["order_items"] == {"read": 6, "loaded": 6, "rejected": 0}
-    rows = p.sql("SELECT event_id, item_idx, customer_id, sku, qty, price FROM order_items ORDER BY 1, 2")
+    rows = p.sql(
+        "SELECT event_id, item_idx, customer_id, sku, qty, price FROM order_items ORDER BY 1, 2"
+    )
     assert rows[0] == ("e1", 1, 1, "s0", 1, pytest.approx(1.5))
-    assert [r[:2] for r in rows] == [("e1", 1), ("e1", 2), ("e2", 1), ("e2", 2), ("e2", 3), ("e3", 1)]
-    types = dict(p.sql("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'order_items'"))
+    assert [r[:2] for r in rows] == [
+        ("e1", 1),
+        ("e1", 2),
+        ("e2", 1),
+        ("e2", 2),
+        ("e2", 3),
+        ("e3", 1),
+    ]
+    types = dict(
+        p.sql(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'order_items'"
+        )
+    )
     assert types["price"] == "DECIMAL(12,2)" and types["item_idx"] == "INTEGER"
     assert "_courier_run_id" in types and "_courier_loaded_at" in types
     run_ids = p.sql("SELECT DISTINCT _courier_run_id FROM order_items")
@@ -126,9 +139,16 @@ def test_dry_run_changes_nothing(make_project: ProjectFactory) -> None:
     p.land_hour(DAY, 0, [event(1)])
     result = p.run(dry_run=True)
     assert result["status"] == "dry_run"
-    assert [f["key"] for f in result["files"]["list"]] == ["events/2026/11/22/00/part-test-000000.ndjson"]
+    assert [f["key"] for f in result["files"]["list"]] == [
+        "events/2026/11/22/00/part-test-000000.ndjson"
+    ]
     assert p.sql("SELECT count(*) FROM courier.runs")[0][0] == 0
-    assert p.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'order_items'")[0][0] == 0
+    assert (
+        p.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'order_items'")[0][
+            0
+        ]
+        == 0
+    )
 
 
 def test_window_only_lists_its_partitions(make_project: ProjectFactory) -> None:
@@ -167,7 +187,9 @@ def test_malformed_lines_are_quarantined_and_good_lines_load(make_project: Proje
     assert result["quarantined"] == 4
 
 
-def test_not_json_at_all_over_the_limit_fails_and_changes_nothing(make_project: ProjectFactory) -> None:
+def test_not_json_at_all_over_the_limit_fails_and_changes_nothing(
+    make_project: ProjectFactory,
+) -> None:
     p = make_project.events_project()
     p.land_hour(DAY, 0, [event(1)])
     assert p.run()["status"] == "succeeded"
@@ -188,21 +210,32 @@ def test_not_json_at_all_over_the_limit_fails_and_changes_nothing(make_project: 
     statuses = sorted(s for (s,) in p.sql("SELECT status FROM courier.runs"))
     assert statuses == ["failed", "succeeded"]
     # the bad lines are kept for diagnosis
-    assert p.sql("SELECT count(*) FROM courier.quarantine WHERE run_id = ?".replace("?", f"'{result['run_id']}'"))[0][0] == 20
+    assert (
+        p.sql(
+            "SELECT count(*) FROM courier.quarantine WHERE run_id = ?".replace(
+                "?", f"'{result['run_id']}'"
+            )
+        )[0][0]
+        == 20
+    )
 
 
 def test_fractional_max_bad_records(make_project: ProjectFactory) -> None:
     p = make_project.events_project()
     p.write(
         "config/couriers/events.toml",
-        (p.root / "config/couriers/events.toml").read_text().replace("max_bad_records = 10", "max_bad_records = 0.5"),
+        (p.root / "config/couriers/events.toml")
+        .read_text()
+        .replace("max_bad_records = 10", "max_bad_records = 0.5"),
     )
     p.land_hour(DAY, 0, [event(i) for i in range(10)])
     p.land_hour(DAY, 1, b"bad\n" * 4)
     assert p.run()["status"] == "succeeded"  # 4 of 14 < 50%
 
 
-def test_cast_failures_and_null_keys_are_quarantined_by_column(make_project: ProjectFactory) -> None:
+def test_cast_failures_and_null_keys_are_quarantined_by_column(
+    make_project: ProjectFactory,
+) -> None:
     p = make_project
     p.feed(
         "people",
@@ -246,14 +279,16 @@ def test_cast_failures_and_null_keys_are_quarantined_by_column(make_project: Pro
     assert any("extra" in w for w in result["warnings"])
 
 
-def test_missing_files_fail_naming_the_pattern_unless_skip_missing(make_project: ProjectFactory) -> None:
+def test_missing_files_fail_naming_the_pattern_unless_skip_missing(
+    make_project: ProjectFactory,
+) -> None:
     p = make_project.events_project()
     result = p.run()
     assert result["status"] == "failed"
     assert "'events/'yyyy/MM/dd/HH'/*.ndjson'" in result["error"]
     assert "2026-11-22T00:00:00Z" in result["error"]
     text = (p.root / "config/couriers/events.toml").read_text()
-    p.write("config/couriers/events.toml", 'skip_missing = true\n' + text)
+    p.write("config/couriers/events.toml", "skip_missing = true\n" + text)
     ok = p.run()
     assert ok["status"] == "skipped" and ok["warnings"]
 
@@ -268,7 +303,12 @@ def test_query_errors_name_the_query_and_columns(make_project: ProjectFactory) -
     assert "queries/order_items.sql" in result["error"]
     assert "no_such_field" in result["error"]
     assert "events: event_id, customer, items" in result["error"]
-    assert p.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'order_items'")[0][0] == 0
+    assert (
+        p.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'order_items'")[0][
+            0
+        ]
+        == 0
+    )
 
 
 def test_field_first_seen_after_100k_records_still_loads(make_project: ProjectFactory) -> None:
@@ -302,15 +342,18 @@ def test_adding_a_nullable_field_migrates_in_place(make_project: ProjectFactory)
     p.feed("order_items", (p.root / "feeds/order_items.toml").read_text() + 'email = "string"\n')
     p.query(
         "order_items",
-        (p.root / "queries/order_items.sql").read_text().replace(
-            "AS customer_id,", "AS customer_id, e.customer.email AS email,"
-        ),
+        (p.root / "queries/order_items.sql")
+        .read_text()
+        .replace("AS customer_id,", "AS customer_id, e.customer.email AS email,"),
     )
     p.land_hour(DAY, 1, [event(2, customer=3, items=1)])
     result = p.run()
     assert result["status"] == "succeeded", result["error"]
     assert any("added column order_items.email" in w for w in result["warnings"])
-    assert p.sql("SELECT event_id, email FROM order_items ORDER BY 1") == [("e1", None), ("e2", "c3@x.test")]
+    assert p.sql("SELECT event_id, email FROM order_items ORDER BY 1") == [
+        ("e1", None),
+        ("e2", "c3@x.test"),
+    ]
 
 
 def test_run_history_records_counts(make_project: ProjectFactory) -> None:
@@ -337,5 +380,9 @@ def test_lookback_loads_late_files_once(make_project: ProjectFactory) -> None:
     p.land_hour(date(2026, 11, 23), 1, [event(3)])
     nxt = p.run(day="2026-11-23")
     assert nxt["files"]["loaded"] == 2
-    assert p.sql("SELECT DISTINCT event_id FROM order_items ORDER BY 1") == [("e1",), ("e2",), ("e3",)]
+    assert p.sql("SELECT DISTINCT event_id FROM order_items ORDER BY 1") == [
+        ("e1",),
+        ("e2",),
+        ("e3",),
+    ]
     assert p.run(day="2026-11-23")["status"] == "skipped"

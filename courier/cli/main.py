@@ -91,8 +91,9 @@ def files(state: State, courier: str, as_json: bool, **window: Any) -> None:
     click.echo(f"{courier}: window [{w.as_dict()['start']}, {w.as_dict()['end']})")
     if rows:
         click.echo(table(rows, ["key", "size", "partition", "loaded"]))
-    new = [r for r in rows if not r["loaded"]]
-    click.echo(f"{len(rows)} file(s), {len(new)} not loaded yet, {sum(r['size'] for r in new)} bytes")
+    new = [f for f in plan.files if not f.already_loaded]
+    size = sum(f.info.size for f in new)
+    click.echo(f"{len(rows)} file(s), {len(new)} not loaded yet, {size} bytes")
 
 
 @cli.command()
@@ -103,7 +104,9 @@ def files(state: State, courier: str, as_json: bool, **window: Any) -> None:
 @json_option
 @click.pass_obj
 @error_handler
-def run(state: State, courier: str, reload: bool, dry_run: bool, as_json: bool, **window: Any) -> None:
+def run(
+    state: State, courier: str, reload: bool, dry_run: bool, as_json: bool, **window: Any
+) -> None:
     """Run a courier over a window (default: the latest complete partition)."""
     context = state.context()
     w = resolve_window(context, courier, **window)

@@ -97,11 +97,13 @@ class IngestSection(Strict):
     wal_max_bytes: int = 1 << 30
 
 
+def default_storages() -> dict[str, StorageConfig]:
+    return {"landing": LocalStorageConfig()}
+
+
 class Settings(Strict):
     project: ProjectSection = ProjectSection()
-    storages: dict[str, StorageConfig] = Field(
-        default_factory=lambda: {"landing": LocalStorageConfig()}
-    )
+    storages: dict[str, StorageConfig] = Field(default_factory=lambda: default_storages())
     feeds: FeedsSection = FeedsSection()
     state: StateSection = StateSection()
     ingest: IngestSection = IngestSection()
@@ -260,7 +262,7 @@ class CourierConfig(Strict):
     @classmethod
     def _prefix(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"([01]\d|2[0-3])", v):
-            raise ValueError(f"prefix {v!r}: use a two-digit hour \"00\" to \"23\"")
+            raise ValueError(f'prefix {v!r}: use a two-digit hour "00" to "23"')
         return v
 
     @field_validator("lookback")

@@ -50,7 +50,9 @@ class DuckDBDestination(FeedDestination):
         changes = []
         for name, typ in {**wanted, **SYSTEM_COLUMNS}.items():
             if name not in existing:
-                self.con.execute(f"ALTER TABLE {self.table(feed.id)} ADD COLUMN {quote(name)} {typ}")
+                self.con.execute(
+                    f"ALTER TABLE {self.table(feed.id)} ADD COLUMN {quote(name)} {typ}"
+                )
                 changes.append(f"added column {feed.id}.{name} {typ}")
             elif not same_type(existing[name], typ):
                 try:
@@ -107,10 +109,13 @@ class DuckDBDestination(FeedDestination):
             if ftype != "json" and not same_type(incoming[src], target):
                 reasons.append(
                     f"CASE WHEN {col} IS NOT NULL AND {cast} IS NULL THEN "
-                    f"'{field}: cannot cast ' || left(CAST({col} AS VARCHAR), 60) || ' to {ftype}' END"
+                    f"'{field}: cannot cast ' || left(CAST({col} AS VARCHAR), 60) || "
+                    f"' to {ftype}' END"
                 )
             if field in feed.not_null:
-                reasons.append(f"CASE WHEN {col} IS NULL THEN '{field}: required field is null' END")
+                reasons.append(
+                    f"CASE WHEN {col} IS NULL THEN '{field}: required field is null' END"
+                )
         if feed.unknown_columns == "reject":
             for col in ignored:
                 reasons.append(
@@ -128,8 +133,10 @@ class DuckDBDestination(FeedDestination):
         if reasons:
             rejected = self._quarantine(stage, source, feed, ctx)
         fields = ", ".join(quote(f) for f in feed.fields)
-        good = f"SELECT * FROM {quote(stage)} WHERE _courier_reason = ''" if reasons else (
-            f"SELECT * FROM {quote(stage)}"
+        good = (
+            f"SELECT * FROM {quote(stage)} WHERE _courier_reason = ''"
+            if reasons
+            else (f"SELECT * FROM {quote(stage)}")
         )
         deleted = 0
         if feed.primary_key:
@@ -164,7 +171,11 @@ class DuckDBDestination(FeedDestination):
         if not n:
             return 0
         visible = [c for c in source.columns if c != source.file_column]
-        raw = "to_json(struct_pack(" + ", ".join(f"{quote(c)} := s.{quote(c)}" for c in visible) + "))"
+        raw = (
+            "to_json(struct_pack("
+            + ", ".join(f"{quote(c)} := s.{quote(c)}" for c in visible)
+            + "))"
+        )
         if source.file_column:
             fc = f"s.{quote(source.file_column)}"
             numbered = (
@@ -173,9 +184,14 @@ class DuckDBDestination(FeedDestination):
             )
             file_expr = "coalesce(n.key, s._file)"
             names = f"LEFT JOIN {FILE_NAMES} n ON n.path = s._file"
-            self.con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {FILE_NAMES} (path VARCHAR, key VARCHAR)")
+            self.con.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {FILE_NAMES} (path VARCHAR, key VARCHAR)"
+            )
         else:
-            numbered = f"SELECT s.rowid AS _ord, NULL AS _file, s.rowid + 1 AS _line, s.* FROM {quote(source.name)} s"
+            numbered = (
+                "SELECT s.rowid AS _ord, NULL AS _file, s.rowid + 1 AS _line, s.* "
+                f"FROM {quote(source.name)} s"
+            )
             file_expr = "NULL"
             names = ""
         self.con.execute(
@@ -208,7 +224,7 @@ def cast_expr(col: str, incoming_type: str, feed_type: str) -> str:
         return f"TRY_CAST(epoch_ms({col}) AS TIMESTAMPTZ)"
     if same_type(incoming_type, target):
         return col
-    if feed_type == "string" and incoming_type.upper() != "VARCHAR":
-        if incoming_type.upper().startswith(("STRUCT", "MAP")) or incoming_type.endswith("]"):
-            return f"CAST(to_json({col}) AS VARCHAR)"
+    nested = incoming_type.upper().startswith(("STRUCT", "MAP")) or incoming_type.endswith("]")
+    if feed_type == "string" and nested:
+        return f"CAST(to_json({col}) AS VARCHAR)"
     return f"TRY_CAST({col} AS {target})"

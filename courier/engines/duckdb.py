@@ -14,7 +14,7 @@ from courier.engines.base import QueryEngine, Relation
 from courier.errors import LoadError, QueryError, TransientError
 from courier.formats import base as formats
 from courier.formats.ndjson import scan_ndjson
-from courier.plan import BadRecord, InputFile, InputSummary
+from courier.plan import InputFile, InputSummary
 from courier.project import SavedQuery
 
 FILE_COLUMN = "_courier_file"

@@ -39,7 +39,9 @@ def scan_ndjson(path: Path, key: str, out_dir: Path) -> tuple[Path, list[BadReco
             if not isinstance(value, dict):
                 bad.append(
                     BadRecord(
-                        key, number, f"expected a JSON object, got {type(value).__name__}",
+                        key,
+                        number,
+                        f"expected a JSON object, got {type(value).__name__}",
                         raw(stripped),
                     )
                 )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
+import builtins
 import hashlib
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -92,9 +93,9 @@ class StorageBackend(abc.ABC):
             return False
         return True
 
-    def list_many(self, prefixes: list[str]) -> Iterator[ObjectInfo]:
+    def list_many(self, prefixes: Sequence[str]) -> Iterator[ObjectInfo]:
         """List several prefixes, skipping prefixes nested in another one (no double listing)."""
-        kept: list[str] = []
+        kept: builtins.list[str] = []
         for p in sorted(set(prefixes)):
             if not any(p.startswith(k) for k in kept):
                 kept.append(p)
