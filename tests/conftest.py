@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.projects import ProjectFactory
+from tests.servers import (
+    MOTO_CREDENTIALS,
+    ServerError,
+    start_azurite,
+    start_moto_server,
+    stop_process,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -22,3 +29,48 @@ def _isolated_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def make_project(tmp_path: Path) -> ProjectFactory:
     return ProjectFactory(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    try:
+        proc, endpoint = start_moto_server(log_dir=tmp_path_factory.mktemp("moto"))
+    except ServerError as exc:
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(f"cannot start the moto server: {problem}\nrun make install-dev", pytrace=False)
+    try:
+        yield endpoint
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    location: Path = tmp_path_factory.mktemp("azurite")
+    try:
+        proc, endpoint = start_azurite(location)
+    except ServerError as exc:
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(f"cannot start Azurite: {problem}", pytrace=False)
+    try:
+        yield endpoint
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy credentials for moto; no profile or config file of the developer leaks in."""
+    for name, value in MOTO_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config-absent"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials-absent"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

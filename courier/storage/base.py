@@ -33,11 +33,20 @@ class ObjectInfo:
 def validate_key(storage: str, key: str) -> str:
     """Keys are relative POSIX paths without '..' segments (no escaping the storage root)."""
     if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-        raise StorageError(storage, f"invalid object key {key!r}: use a relative path like 'a/b.ndjson'")
+        raise StorageError(
+            storage, f"invalid object key {key!r}: use a relative path like 'a/b.ndjson'"
+        )
     parts = key.split("/")
     if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in ("", ".", ".."):
         raise StorageError(storage, f"invalid object key {key!r}: no empty, '.' or '..' segments")
     return key
+
+
+def validate_prefix(storage: str, prefix: str) -> str:
+    """List prefixes may end mid-name ('a/part-') but never leave the storage root."""
+    if prefix.startswith("/") or "\\" in prefix or ".." in prefix.split("/"):
+        raise StorageError(storage, f"invalid list prefix {prefix!r}: use a relative path")
+    return prefix
 
 
 class StorageBackend(abc.ABC):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from courier.errors import StorageError
-from courier.storage.base import ObjectInfo, StorageBackend, validate_key
+from courier.storage.base import ObjectInfo, StorageBackend, validate_key, validate_prefix
 
 
 class LocalStorage(StorageBackend):
@@ -29,6 +29,7 @@ class LocalStorage(StorageBackend):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the deepest folder fully named by the prefix, never the whole root.
+        validate_prefix(self.name, prefix)
         if not self.root.exists():
             return
         folder, _, _ = prefix.rpartition("/")

@@ -32,3 +32,16 @@ class TestLocalStorage(StorageContract):
         storage.write_bytes("a/b.txt", b"hi")
         (storage.root / "a" / ".tmp-upload").write_bytes(b"partial")
         assert [o.key for o in storage.list()] == ["a/b.txt"]
+
+
+def test_list_prefix_cannot_leave_the_root(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from courier.errors import StorageError
+    from courier.storage.local import LocalStorage
+
+    (tmp_path / "outside.txt").write_text("secret")
+    storage = LocalStorage("landing", tmp_path / "root")
+    for prefix in ("../", "a/../../", "/etc/"):
+        with pytest.raises(StorageError, match="invalid list prefix"):
+            list(storage.list(prefix))
