@@ -192,15 +192,27 @@ class Context:
                 result["duration_s"] = round(time.monotonic() - clock, 3)
                 ws.state.quarantine(plan.run_id, courier.name, None, bad)
                 result["quarantined"] = len(bad)
+                if bad:
+                    result["quarantine_file"] = str(self._quarantine_file(ws, plan))
                 ws.state.finish_run(self._row(result, datetime.now(UTC)))
                 if not isinstance(exc, CourierError):
                     log.exception("courier run %s failed", plan.run_id)
                 return result
             finally:
                 self._cleanup(plan)
+                if result.get("quarantined"):
+                    result["quarantine_file"] = str(self._quarantine_file(ws, plan))
             result["duration_s"] = round(time.monotonic() - clock, 3)
             ws.state.finish_run(self._row(result, datetime.now(UTC)))
             return result
+
+    def _quarantine_file(self, ws: Workspace, plan: RunPlan) -> Path:
+        """The run's quarantine rows also as an NDJSON file, for people without SQL at hand."""
+        path = (
+            self.project.path(".courier/quarantine") / plan.courier.name / f"{plan.run_id}.ndjson"
+        )
+        ws.state.export_quarantine(plan.run_id, path)
+        return path
 
     def _execute(
         self, ws: Workspace, plan: RunPlan, result: dict[str, Any], bad: list[BadRecord]

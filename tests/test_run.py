@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -185,6 +187,8 @@ def test_malformed_lines_are_quarantined_and_good_lines_load(make_project: Proje
     assert "expected a JSON object" in quarantined[2][2]
     assert "truncated last line" in quarantined[3][2]
     assert result["quarantined"] == 4
+    exported = Path(result["quarantine_file"]).read_text().splitlines()
+    assert [json.loads(line)["line"] for line in exported] == [2, 3, 4, 6]
 
 
 def test_not_json_at_all_over_the_limit_fails_and_changes_nothing(

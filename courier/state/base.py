@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from courier.plan import BadRecord, PlannedFile
@@ -42,6 +43,10 @@ class StateStore(abc.ABC):
     def quarantine(
         self, run_id: str, courier: str, feed: str | None, bad: list[BadRecord]
     ) -> None: ...
+
+    @abc.abstractmethod
+    def export_quarantine(self, run_id: str, path: Path) -> None:
+        """Write a run's quarantine rows to an NDJSON file (atomically)."""
 
     @abc.abstractmethod
     def pinned_schema(self, courier: str, tag: str) -> dict[str, str] | None: ...

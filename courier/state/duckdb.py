@@ -4,8 +4,10 @@ and its feed rows commit in one transaction."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -139,6 +141,16 @@ class DuckDBStateStore(StateStore):
             "INSERT INTO courier.quarantine VALUES (?, ?, ?, ?, ?, ?, ?, now())",
             [(run_id, courier, feed, b.file, b.line, b.reason, b.raw) for b in bad],
         )
+
+    def export_quarantine(self, run_id: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        self.con.execute(
+            "COPY (SELECT * FROM courier.quarantine WHERE run_id = $run_id ORDER BY file, line) "
+            f"TO '{str(tmp).replace(chr(39), chr(39) * 2)}' (FORMAT json)",
+            {"run_id": run_id},
+        )
+        os.replace(tmp, path)
 
     def pinned_schema(self, courier: str, tag: str) -> dict[str, str] | None:
         row = self.con.execute(
