@@ -246,18 +246,42 @@ def schema_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
 
 
 _LINE = re.compile(r"LINE (\d+):")
+_QUOTED = re.compile(r'"([^"]+)"')
 
 
 def query_error(exc: duckdb.Error, query: SavedQuery, columns: dict[str, list[str]]) -> QueryError:
     """Point at the query file and line, and list what the query could have used."""
     message = str(exc).strip()
-    first = message.splitlines()[0] if message else type(exc).__name__
-    location = query.path
+    lines = message.splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    # DuckDB's hints ("Did you mean", "Candidate bindings") come before its "LINE n:" excerpt.
+    hints = []
+    for extra in lines[1:]:
+        if extra.startswith("LINE "):
+            break
+        if extra.strip():
+            hints.append(extra.strip())
+    line = query_line(query.sql, message, first)
+    where = f"line {line}: " if line else ""
+    text = " ".join(p if p[-1] in ".!?" else p + "." for p in [first, *hints])
+    if columns:
+        available = "; ".join(f"{tag}: {', '.join(cols)}" for tag, cols in columns.items())
+        text += f" Available file tags and columns: {available}"
+    return QueryError(where + text, query.name, query.path)
+
+
+def query_line(sql: str, message: str, first: str) -> int | None:
+    """The line of the query file an engine error is about."""
+    # run_query strips leading whitespace; the CREATE prefix shares the statement's first line,
+    # so DuckDB's "LINE n" is line n of the stripped text.
+    offset = sql[: len(sql) - len(sql.lstrip())].count("\n")
     m = _LINE.search(message)
-    line_hint = ""
     if m:
-        # DuckDB counts lines of the statement we ran, which starts with our CREATE prefix.
-        line_hint = f" at line {int(m.group(1))}"
-    available = "; ".join(f"{tag}: {', '.join(cols)}" for tag, cols in columns.items())
-    hint = f". Available columns: {available}" if available else ""
-    return QueryError(f"{first}{line_hint}{hint}", query.name, location)
+        return int(m.group(1)) + offset
+    # No position (e.g. a missing struct key): the first line naming the quoted identifier.
+    for name in _QUOTED.findall(first):
+        pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", re.I)
+        for number, text in enumerate(sql.splitlines(), start=1):
+            if pattern.search(text.split("--", 1)[0]):
+                return number
+    return None
