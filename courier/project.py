@@ -276,3 +276,9 @@ def cross_check(project: Project) -> list[ConfigError]:
                     )
                 )
     return errors
+
+
+# Streams (auth, storage, the format couriers read them in) are checked by the ingest side.
+from courier.ingest.checks import check_streams  # noqa: E402
+
+CHECKS.append(check_streams)

@@ -92,9 +92,14 @@ class IngestSection(Strict):
     wal_dir: str = ".courier/wal"
     tenant: str = "acme"
     tenant_header: str = "X-Amperity-Tenant"
-    max_body_bytes: int = 254 * 1024
-    roll_seconds: float = 5.0
-    wal_max_bytes: int = 1 << 30
+    max_body_bytes: int = Field(default=254 * 1024, gt=0)  # 413 above this
+    roll_seconds: float = Field(default=60.0, gt=0)  # a part file also rolls this often
+    wal_max_bytes: int = Field(default=1 << 30, gt=0)  # 503 + Retry-After when the log is full
+    fsync: bool = True  # fdatasync (group-committed) before every 202; off: tests/benches only
+    body_timeout: float = Field(default=10.0, gt=0)  # 408 when a body takes longer to arrive
+    xml_max_depth: int = Field(default=64, gt=0)  # deeper XML payloads are refused (400)
+    shutdown_timeout: float = Field(default=30.0, ge=0)  # uploads tried this long on shutdown
+    admin_token: str | None = None  # "${COURIER_ADMIN_TOKEN}": enables the token refresh API
 
 
 def default_storages() -> dict[str, StorageConfig]:
@@ -309,8 +314,8 @@ class StreamConfig(Strict):
     payload: Literal["json", "xml"] = "json"
     tenant: str | None = None
     batch_arrays: bool = False
-    rate_limit: float = 5000
-    roll_bytes: int = 128 * 1024 * 1024
+    rate_limit: float = Field(default=5000, gt=0)  # accepted payloads/s (429 above)
+    roll_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)  # part files roll at this size
     storage: str | None = None
     auth: StreamAuth = StreamAuth()
 

@@ -1,0 +1,294 @@
+"""CLI plugin for streams: `courier serve`, `courier token create`, `courier land`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from courier.cli.options import State, emit_json, error_handler, json_option
+from courier.errors import ConfigError, ConfigErrors, CourierError, IngestError
+from courier.project import Project, load_project
+
+
+def _project(state: State) -> Project:
+    return load_project(state.project_dir)
+
+
+def _stream(project: Project, stream_id: str) -> Any:
+    if stream_id not in project.streams:
+        known = ", ".join(sorted(project.streams)) or "none"
+        raise ConfigError(
+            f"no stream named {stream_id!r} (known: {known}); add config/streams/{stream_id}.toml"
+        )
+    return project.streams[stream_id]
+
+
+# -- courier serve ------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="processes"
+)
+@click.option("--access-log", is_flag=True, help="log every request (slower)")
+@click.pass_obj
+@error_handler
+def serve(state: State, host: str, port: int, workers: int, access_log: bool) -> None:
+    """Run the ingest API (uvicorn: httptools + uvloop) until SIGINT/SIGTERM.
+
+    Each worker process has its own write-ahead log folder and writer id; on shutdown it
+    commits, seals and uploads what storage takes within [ingest] shutdown_timeout.
+    """
+    import uvicorn
+
+    from courier.ingest.service import stream_keys
+
+    project = _project(state)
+    if not project.streams:
+        raise ConfigError("no streams to serve: add config/streams/STREAM_ID.toml")
+    stream_keys(project)  # every stream must be able to verify tokens before we listen
+    wal = project.path(project.settings.ingest.wal_dir)
+    try:
+        wal.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the write-ahead log folder {wal}: {exc}", key="ingest.wal_dir"
+        ) from exc
+    os.environ["COURIER_PROJECT"] = str(project.root)
+    os.environ["COURIER_INGEST_WORKERS"] = str(workers)
+    click.echo(
+        f"courier serve: {len(project.streams)} stream(s) on http://{host}:{port} "
+        f"({workers} worker(s)); write-ahead log {wal}",
+        err=True,
+    )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again; with
+    # these handlers in place that ends the command with exit code 0 instead of a signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
+    uvicorn.run(
+        "courier.ingest.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=access_log,
+        log_level="debug" if state.debug else "info",
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(project.settings.ingest.shutdown_timeout) + 5,
+        backlog=4096,
+    )
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    sys.exit(0)
+
+
+# -- courier token create -----------------------------------------------------------------------
+
+
+@click.group()
+def token() -> None:
+    """Stream tokens (JWT)."""
+
+
+@token.command("create")
+@click.option("--stream", "stream_id", required=True, help="the stream the token is for")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3660))
+@click.pass_obj
+@error_handler
+def token_create(state: State, stream_id: str, days: int) -> None:
+    """Print a signed token (tenant, stream, exp claims) alone on stdout."""
+    from courier.ingest.service import stream_tenant
+    from courier.ingest.tokens import create_token, load_keys
+
+    project = _project(state)
+    stream = _stream(project, stream_id)
+    keys = load_keys(
+        stream,
+        stream_tenant(project, stream),
+        project.root,
+        project.files.get(f"config/streams:{stream_id}"),
+    )
+    now = datetime.now(UTC)
+    click.echo(create_token(keys, now + timedelta(days=days), now))
+
+
+# -- courier land -------------------------------------------------------------------------------
+
+
+@dataclass
+class Payload:
+    where: str  # file, or file:line / file:record N
+    records: list[bytes]
+
+
+def _payloads(path: Path, stream: Any, split: bool | None, max_body: int, depth: int) -> list:
+    from courier.ingest import payloads
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    splitting = split if split is not None else path.suffix.lower() in (".ndjson", ".jsonl")
+    out: list[Payload] = []
+    try:
+        if stream.payload == "json" and splitting:
+            for line_no, line in payloads.split_lines(data):
+                where = f"{path}:{line_no}"
+                if len(line) > max_body:
+                    raise IngestError(413, f"{where}: the line is over {max_body} bytes")
+                try:
+                    out.append(Payload(where, payloads.json_records(line, stream.batch_arrays)))
+                except IngestError as exc:
+                    raise IngestError(400, f"{where}: {exc}") from None
+            return out
+        if stream.payload == "xml" and splitting:
+            items = payloads.split_xml(data, depth)
+            return [Payload(f"{path} record {i}", [item]) for i, item in enumerate(items, 1)]
+        if len(data) > max_body:
+            raise IngestError(
+                413,
+                f"{len(data)} bytes: one payload is at most {max_body} bytes "
+                "(record files: use --split)",
+            )
+        return [
+            Payload(str(path), payloads.records(stream.payload, data, stream.batch_arrays, depth))
+        ]
+    except IngestError as exc:
+        text = str(exc)
+        raise IngestError(
+            exc.status, text if text.startswith(str(path)) else f"{path}: {text}"
+        ) from None
+
+
+def _parse_at(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO time like 2026-11-22T07:30:00Z", param_hint="--at"
+        ) from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.timestamp()
+
+
+@click.command()
+@click.argument("stream_id", metavar="STREAM")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--split/--no-split",
+    default=None,
+    help="one payload per NDJSON line / per child of the XML root (default: split "
+    ".ndjson and .jsonl files, one payload per other file)",
+)
+@click.option("--at", "at", help="arrival time (UTC) deciding the hour partition; default now")
+@click.option("--timeout", default=120.0, show_default=True, help="seconds to wait for storage")
+@json_option
+@click.pass_obj
+@error_handler
+def land(
+    state: State,
+    stream_id: str,
+    files: tuple[Path, ...],
+    split: bool | None,
+    at: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Land payload files through the API's writer (backfills, tests).
+
+    Every file is validated first (nothing lands when one is bad); then the payloads go
+    through the write-ahead log and the roller, and the command returns when the part files
+    are in storage.
+    """
+    from courier.ingest.service import IngestService
+    from courier.ingest.wal import new_writer_id
+
+    project = _project(state)
+    stream = _stream(project, stream_id)
+    settings = project.settings.ingest
+    arrival = _parse_at(at)
+    problems: list[str] = []
+    counts = {"payloads": 0, "records": 0}
+    for path in files:  # pass 1: validate everything, land nothing
+        try:
+            for p in _payloads(
+                path, stream, split, settings.max_body_bytes, settings.xml_max_depth
+            ):
+                counts["payloads"] += 1
+                counts["records"] += len(p.records)
+        except IngestError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise (
+            ConfigErrors([ConfigError(p) for p in problems])
+            if len(problems) > 1
+            else ConfigError(problems[0])
+        )
+    # one part per stream and hour (up to roll_bytes): `land` seals everything at the end
+    service = IngestService(
+        project, writer=new_writer_id("land-"), authenticate=False, roll_seconds=86400.0
+    )
+    service.start()
+    runtime = service.streams[stream_id]
+    try:
+        for path in files:  # pass 2: land
+            for p in _payloads(
+                path, stream, split, settings.max_body_bytes, settings.xml_max_depth
+            ):
+                try:
+                    service.submit(runtime, p.records, None, at=arrival)
+                except IngestError as exc:
+                    if exc.status != 503:
+                        raise
+                    service.flush(timeout)  # the log is full: let the roller empty it first
+                    service.submit(runtime, p.records, None, at=arrival)
+        drained = service.flush(timeout)
+    finally:
+        service.stop(timeout=0)
+    if service.errors:
+        raise CourierError(f"landing failed: {service.errors[0]}")
+    keys = list(service.roller.keys)
+    storage = service.storage_for(stream_id)
+    if not drained:
+        raise CourierError(
+            f"{counts['payloads']} payload(s) are safe in the write-ahead log "
+            f"({service.root}) but {storage.describe()} did not take them within {timeout:g}s "
+            f"({service.roller.last_error}); the next `courier serve` or `courier land` "
+            "uploads them"
+        )
+    if as_json:
+        emit_json({"stream": stream_id, "files": len(files), **counts, "parts": keys})
+        return
+    click.echo(
+        f"landed {counts['records']} record(s) from {counts['payloads']} payload(s) in "
+        f"{len(files)} file(s) into stream {stream_id!r}: {len(keys)} part file(s) in "
+        f"{storage.describe()}"
+    )
+    for key in keys:
+        click.echo(f"  {key}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve)
+    cli.add_command(token)
+    cli.add_command(land)
+
+
+__all__ = ["register"]

@@ -1,0 +1,185 @@
+"""Stream tokens: JWTs with `tenant`, `stream` and `exp` claims, HS256 or RS256 per stream.
+
+Verification pins the stream's one algorithm (so `alg: none` and HS/RS confusion fail), needs
+all three claims, and checks them against the stream. A verified token is cached by its exact
+text, so a busy client costs one dictionary lookup per request; its expiry is still checked
+on every request.
+
+Key material comes from the stream's [auth] (usually `${ENV}` references): `secret` for HS256
+(at least 32 bytes), `public_key` (verify) and `private_key` (sign) for RS256, each either PEM
+text or the path of a PEM file (relative to the project root).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from courier.config.models import StreamConfig
+from courier.errors import ConfigError, IngestError
+
+MIN_SECRET_BYTES = 32
+MIN_RSA_BITS = 2048
+REQUIRED_CLAIMS = ["exp", "stream", "tenant"]
+
+
+@dataclass(frozen=True)
+class StreamKeys:
+    """What signs and verifies one stream's tokens."""
+
+    stream: str
+    tenant: str
+    algorithm: str
+    verify_key: Any
+    sign_key: Any | None
+
+
+def _pem(value: str, root: Path) -> bytes:
+    text = value.strip()
+    if text.startswith("-----BEGIN"):
+        return text.replace("\\n", "\n").encode()
+    path = Path(text)
+    path = path if path.is_absolute() else root / path
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"not PEM text and not a readable PEM file ({path}: {exc})") from None
+
+
+def load_keys(
+    stream: StreamConfig, tenant: str, root: Path, location: Path | None = None
+) -> StreamKeys:
+    """The stream's keys; ConfigError naming the [auth] key when one is missing or unusable."""
+    auth = stream.auth
+    if auth.algorithm == "HS256":
+        if not auth.secret:
+            raise ConfigError(
+                "auth.secret is not set (is its environment variable exported?); HS256 "
+                'needs a secret, e.g. secret = "${COURIER_JWT_SECRET}"',
+                location,
+                "auth.secret",
+            )
+        secret = auth.secret.encode()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"auth.secret is {len(secret)} bytes; HS256 needs at least {MIN_SECRET_BYTES} "
+                "(generate one with: python -c 'import secrets; print(secrets.token_hex(32))')",
+                location,
+                "auth.secret",
+            )
+        return StreamKeys(stream.id, tenant, "HS256", secret, secret)
+    private: Any = None
+    public: Any = None
+    try:
+        if auth.private_key:
+            private = serialization.load_pem_private_key(_pem(auth.private_key, root), None)
+            if not isinstance(private, rsa.RSAPrivateKey):
+                raise ValueError("not an RSA private key")
+            public = private.public_key()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"auth.private_key: {exc}", location, "auth.private_key") from None
+    try:
+        if auth.public_key:
+            public = serialization.load_pem_public_key(_pem(auth.public_key, root))
+            if not isinstance(public, rsa.RSAPublicKey):
+                raise ValueError("not an RSA public key")
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"auth.public_key: {exc}", location, "auth.public_key") from None
+    if public is None:
+        raise ConfigError(
+            "auth.public_key is not set (is its environment variable exported?); RS256 needs "
+            "the public key (PEM text or file) to verify, e.g. "
+            'public_key = "${COURIER_JWT_PUBLIC_KEY}"',
+            location,
+            "auth.public_key",
+        )
+    if public.key_size < MIN_RSA_BITS:
+        raise ConfigError(
+            f"the RSA key has {public.key_size} bits; use at least {MIN_RSA_BITS}",
+            location,
+            "auth.public_key",
+        )
+    return StreamKeys(stream.id, tenant, "RS256", public, private)
+
+
+def create_token(keys: StreamKeys, expires_at: datetime, now: datetime | None = None) -> str:
+    """A signed token for the stream; ConfigError when only the verifying key is configured."""
+    if keys.sign_key is None:
+        raise ConfigError(
+            f"stream {keys.stream!r} uses RS256 and no auth.private_key is set: tokens can be "
+            "verified here but not signed; set private_key (PEM text or file) to create them",
+            key="auth.private_key",
+        )
+    issued = now or datetime.now(UTC)
+    if expires_at <= issued:
+        raise ValueError(f"expiry {expires_at.isoformat()} is not in the future")
+    claims = {
+        "tenant": keys.tenant,
+        "stream": keys.stream,
+        "iat": int(issued.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, keys.sign_key, algorithm=keys.algorithm)
+
+
+def _unauthorized(message: str) -> IngestError:
+    return IngestError(401, message, {"www-authenticate": 'Bearer realm="courier"'})
+
+
+class TokenVerifier:
+    """Verifies bearer tokens for the streams it holds keys for."""
+
+    def __init__(self, keys: dict[str, StreamKeys], leeway: float = 30.0, cache_size: int = 8192):
+        self.keys = keys
+        self.leeway = leeway
+        self.cache_size = cache_size
+        self._cache: dict[str, dict[bytes, float]] = {}  # stream -> token -> exp
+
+    def verify(self, stream_id: str, token: bytes | str) -> None:
+        """Raise IngestError(401) unless `token` is valid now for `stream_id` and its tenant."""
+        raw = token.strip() if isinstance(token, bytes) else token.strip().encode("latin-1")
+        cache = self._cache.get(stream_id)
+        if cache is None:
+            cache = self._cache[stream_id] = {}
+        exp = cache.get(raw)
+        if exp is not None:
+            if time.time() <= exp + self.leeway:
+                return
+            del cache[raw]
+            raise _unauthorized("the token has expired: create a new one")
+        keys = self.keys[stream_id]
+        try:
+            claims = jwt.decode(
+                raw,
+                keys.verify_key,
+                algorithms=[keys.algorithm],
+                options={"require": REQUIRED_CLAIMS},
+                leeway=self.leeway,
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("the token has expired: create a new one") from None
+        except jwt.InvalidAlgorithmError:
+            raise _unauthorized(
+                f"the token's algorithm is not allowed: stream {stream_id!r} accepts "
+                f"{keys.algorithm} only"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _unauthorized(f"the token lacks the {exc.claim!r} claim") from None
+        except jwt.PyJWTError as exc:
+            raise _unauthorized(f"invalid token: {exc}") from None
+        if claims.get("stream") != stream_id:
+            raise _unauthorized(f"the token is for another stream, not {stream_id!r}")
+        if claims.get("tenant") != keys.tenant:
+            raise _unauthorized("the token is for another tenant")
+        if len(cache) >= self.cache_size:
+            cache.clear()
+        cache[raw] = float(claims["exp"])
