@@ -1,0 +1,162 @@
+"""`make bench-ingest`: the ingest API under load, fsync on, on this machine's cores.
+
+    python -m bench.ingest
+
+Starts `courier serve --workers N` (a subprocess, fsync on, local storage) on a fresh
+project with one JSON stream, warms it up, then drives it from a separate load-generator
+process (courier.ingest.loadgen: raw asyncio connections, one request in flight each,
+unique ids) with 1 KB JSON payloads. Then stops the server gracefully (SIGTERM: commit,
+seal, upload) and checks what landed against what was acknowledged: every id that got a
+202 is in a part file exactly once, and the count of landed records equals the count of
+202s.
+
+Environment: BENCH_INGEST_SECONDS (default 15), BENCH_INGEST_CONNECTIONS (64),
+BENCH_INGEST_WORKERS (2), BENCH_INGEST_SIZE (1024 bytes), BENCH_DIR (bench/data).
+Targets (SPEC 7): at least 10,000 payloads/s with p99 under 50 ms and no acknowledged
+payload lost. The exit status is 0 even when a target is missed: this is a report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_RATE = 10_000
+TARGET_P99_MS = 50.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"courier serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit("courier serve did not become ready")
+
+
+def make_project(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "config" / "streams").mkdir(parents=True)
+    (root / "config" / "courier.toml").write_text(
+        "[ingest]\nfsync = true\nroll_seconds = 5\nwal_max_bytes = 8589934592\n"
+    )
+    (root / "config" / "streams" / "bench.toml").write_text(
+        'payload = "json"\nrate_limit = 1000000\n\n[auth]\nsecret = "${COURIER_JWT_SECRET}"\n'
+    )
+
+
+def load(port: int, token: str, seconds: float, connections: int, size: int, prefix: str,
+         acked: Path | None) -> dict[str, Any]:  # fmt: skip
+    cmd = [
+        sys.executable, "-m", "courier.ingest.loadgen",
+        "--url", f"http://127.0.0.1:{port}/stream/v0/data/bench", "--token", token,
+        "--connections", str(connections), "--duration", str(seconds), "--size", str(size),
+        "--prefix", prefix,
+    ]  # fmt: skip
+    if acked is not None:
+        cmd += ["--acked", str(acked)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def landed_ids(root: Path) -> list[str]:
+    ids: list[str] = []
+    for path in sorted((root / ".courier" / "landing" / "bench").rglob("part-*.ndjson")):
+        with open(path, "rb") as fh:
+            for line in fh:
+                # {"id":"...": the id is the first key of every payload
+                ids.append(line[7 : line.index(b'"', 7)].decode())
+    return ids
+
+
+def main() -> None:
+    seconds = float(os.environ.get("BENCH_INGEST_SECONDS", "15"))
+    connections = int(os.environ.get("BENCH_INGEST_CONNECTIONS", "64"))
+    workers = int(os.environ.get("BENCH_INGEST_WORKERS", "2"))
+    size = int(os.environ.get("BENCH_INGEST_SIZE", "1024"))
+    base = Path(os.environ.get("BENCH_DIR", REPO / "bench" / "data"))
+    root = base / "ingest-project"
+    make_project(root)
+    env = {**os.environ, "COURIER_JWT_SECRET": secrets.token_hex(32)}
+    os.environ.update(env)
+    token = subprocess.run(
+        [sys.executable, "-m", "courier", "--project", str(root), "token", "create",
+         "--stream", "bench", "--days", "1"],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout.strip()  # fmt: skip
+    port = free_port()
+    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "courier", "--project", str(root), "serve",
+         "--port", str(port), "--workers", str(workers)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_ready(port, server)
+        print(
+            f"ingest bench: courier serve --workers {workers} (uvicorn, httptools, uvloop), "
+            f"fsync on, {os.cpu_count()} cores; load generator: {connections} connections, "
+            f"{size}-byte JSON payloads, {seconds:g} s (after a 3 s warm-up)",
+            flush=True,
+        )
+        warm = load(port, token, 3, connections, size, "w", None)
+        acked_file = root / "acked.txt"
+        result = load(port, token, seconds, connections, size, "m", acked_file)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=120)
+        log.close()
+    acked = set(acked_file.read_text().split())
+    ids = landed_ids(root)
+    counts = Counter(ids)
+    twice = sum(1 for n in counts.values() if n > 1)
+    lost = len(acked - counts.keys())
+    accepted = warm["accepted"] + result["accepted"]
+    lat = result["latency_ms"]
+    rate = result["payloads_per_s"]
+    other = {k: v for k, v in result["statuses"].items() if k != "202"}
+    print(
+        f"  accepted {result['accepted']} payloads in {result['seconds']} s: "
+        f"{rate:,.0f} payloads/s; latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, "
+        f"p99 {lat['p99']} ms, max {lat['max']} ms"
+    )
+    if other or result["errors"]:
+        print(f"  other answers: {other}; errors: {result['errors']}")
+    print(
+        f"  landed {len(ids)} records; 202s {accepted} (warm-up {warm['accepted']}); "
+        f"acknowledged but missing {lost}; landed twice {twice}; server exit code {code}"
+    )
+    checks = [
+        (f">= {TARGET_RATE:,} payloads/s", rate >= TARGET_RATE),
+        (f"p99 < {TARGET_P99_MS:g} ms", lat["p99"] < TARGET_P99_MS),
+        ("landed == 202s, none lost, none twice", len(ids) == accepted and not lost and not twice),
+    ]
+    for name, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+
+
+if __name__ == "__main__":
+    main()
