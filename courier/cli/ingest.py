@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -111,22 +112,20 @@ def token() -> None:
 @error_handler
 def token_create(state: State, stream_id: str, days: int) -> None:
     """Print a signed token (tenant, stream, exp claims) alone on stdout."""
-    from courier.ingest.service import stream_tenant
-    from courier.ingest.tokens import create_token, load_keys
+    from courier.ingest.service import stream_key
+    from courier.ingest.tokens import create_token
 
     project = _project(state)
-    stream = _stream(project, stream_id)
-    keys = load_keys(
-        stream,
-        stream_tenant(project, stream),
-        project.root,
-        project.files.get(f"config/streams:{stream_id}"),
-    )
+    _stream(project, stream_id)
+    keys = stream_key(project, stream_id)
     now = datetime.now(UTC)
     click.echo(create_token(keys, now + timedelta(days=days), now))
 
 
 # -- courier land -------------------------------------------------------------------------------
+
+
+LAND_PENDING = 64 << 20  # bytes `land` queues for the log before waiting for a commit
 
 
 @dataclass
@@ -135,38 +134,42 @@ class Payload:
     records: list[bytes]
 
 
-def _payloads(path: Path, stream: Any, split: bool | None, max_body: int, depth: int) -> list:
+def _payloads(
+    path: Path, stream: Any, split: bool | None, max_body: int, depth: int
+) -> Iterator[Payload]:
+    """The payloads of one file, one at a time (NDJSON files are read line by line)."""
     from courier.ingest import payloads
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
     splitting = split if split is not None else path.suffix.lower() in (".ndjson", ".jsonl")
-    out: list[Payload] = []
     try:
         if stream.payload == "json" and splitting:
-            for line_no, line in payloads.split_lines(data):
-                where = f"{path}:{line_no}"
-                if len(line) > max_body:
-                    raise IngestError(413, f"{where}: the line is over {max_body} bytes")
-                try:
-                    out.append(Payload(where, payloads.json_records(line, stream.batch_arrays)))
-                except IngestError as exc:
-                    raise IngestError(400, f"{where}: {exc}") from None
-            return out
+            with open(path, "rb") as fh:
+                for line_no, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    where = f"{path}:{line_no}"
+                    if len(line) > max_body:
+                        raise IngestError(413, f"{where}: the line is over {max_body} bytes")
+                    try:
+                        yield Payload(where, payloads.json_records(line, stream.batch_arrays))
+                    except IngestError as exc:
+                        raise IngestError(400, f"{where}: {exc}") from None
+            return
+        data = path.read_bytes()
         if stream.payload == "xml" and splitting:
             items = payloads.split_xml(data, depth)
-            return [Payload(f"{path} record {i}", [item]) for i, item in enumerate(items, 1)]
+            for i, item in enumerate(items, 1):
+                yield Payload(f"{path} record {i}", [item])
+            return
         if len(data) > max_body:
             raise IngestError(
                 413,
                 f"{len(data)} bytes: one payload is at most {max_body} bytes "
                 "(record files: use --split)",
             )
-        return [
-            Payload(str(path), payloads.records(stream.payload, data, stream.batch_arrays, depth))
-        ]
+        yield Payload(str(path), payloads.records(stream.payload, data, stream.batch_arrays, depth))
+    except OSError as exc:
+        raise IngestError(400, f"cannot read {path}: {exc}") from exc
     except IngestError as exc:
         text = str(exc)
         raise IngestError(
@@ -252,6 +255,8 @@ def land(
             for p in _payloads(
                 path, stream, split, settings.max_body_bytes, settings.xml_max_depth
             ):
+                if service.wal.pending_bytes > LAND_PENDING:
+                    service.wal.flush()  # backpressure: do not queue a whole file in memory
                 try:
                     service.submit(runtime, p.records, None, at=arrival)
                 except IngestError as exc:

@@ -24,7 +24,7 @@ LANDED_FORMAT = {"json": "ndjson", "xml": "cbor"}
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
-def _raw(path: Path | None, *keys: str) -> Any:
+def raw_value(path: Path | None, *keys: str) -> Any:
     """A value as written in the file, before ${ENV} resolution (None when absent)."""
     if path is None:
         return None
@@ -65,7 +65,7 @@ def check_streams(project: Project) -> list[ConfigError]:
                 "ingest.tenant_header",
             )
         )
-    admin = _raw(settings_path, "ingest", "admin_token")
+    admin = raw_value(settings_path, "ingest", "admin_token")
     if admin is not None and not _is_reference(admin):
         errors.append(
             ConfigError(
@@ -118,7 +118,7 @@ def _check_auth(project: Project, sid: str, path: Path | None) -> list[ConfigErr
     auth = stream.auth
     errors: list[ConfigError] = []
     if auth.algorithm == "HS256":
-        raw = _raw(path, "auth", "secret")
+        raw = raw_value(path, "auth", "secret")
         if raw is None:
             return [
                 ConfigError(
@@ -138,8 +138,8 @@ def _check_auth(project: Project, sid: str, path: Path | None) -> list[ConfigErr
                 )
             )
     else:
-        public = _raw(path, "auth", "public_key")
-        private = _raw(path, "auth", "private_key")
+        public = raw_value(path, "auth", "public_key")
+        private = raw_value(path, "auth", "private_key")
         if public is None and private is None:
             return [
                 ConfigError(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from courier.config.loader import ENV_REF
 from courier.config.models import StreamConfig
 from courier.errors import ConfigError, ConfigErrors, IngestError
 from courier.ingest import payloads
@@ -63,18 +64,44 @@ def stream_storage(project: Project, stream: StreamConfig) -> str:
     return stream.storage or project.settings.ingest.storage
 
 
+def stream_key(project: Project, sid: str) -> StreamKeys:
+    """One stream's keys; the ConfigError names the unset environment variable, if any."""
+    stream = project.streams[sid]
+    path = project.files.get(f"config/streams:{sid}")
+    try:
+        return load_keys(stream, stream_tenant(project, stream), project.root, path)
+    except ConfigError as exc:
+        names = unset_references(path, exc.key)
+        if not names:
+            raise
+        variables = " and ".join(names)
+        raise ConfigError(
+            f"{exc.key} comes from the environment variable {variables}, which is not set: "
+            f"export {variables} before starting courier",
+            path,
+            exc.key,
+        ) from None
+
+
+def unset_references(path: Path | None, key: str | None) -> list[str]:
+    """The ${VAR} names the file gives for `key` (like auth.secret) that are not set."""
+    if path is None or not key:
+        return []
+    from courier.ingest.checks import raw_value
+
+    raw = raw_value(path, *key.split("."))
+    if not isinstance(raw, str):
+        return []
+    return [n for n in ENV_REF.findall(raw) if n not in os.environ]
+
+
 def stream_keys(project: Project, strict: bool = True) -> dict[str, StreamKeys]:
     """Every stream's keys; ConfigErrors listing each stream that cannot verify tokens."""
     keys: dict[str, StreamKeys] = {}
     errors: list[ConfigError] = []
-    for sid, stream in project.streams.items():
+    for sid in project.streams:
         try:
-            keys[sid] = load_keys(
-                stream,
-                stream_tenant(project, stream),
-                project.root,
-                project.files.get(f"config/streams:{sid}"),
-            )
+            keys[sid] = stream_key(project, sid)
         except ConfigError as exc:
             errors.append(exc)
     if errors and strict:

@@ -48,6 +48,7 @@ log = logging.getLogger("courier.ingest")
 MAGIC = b"CWL1"
 FRAME = struct.Struct("<4sII")  # magic, payload length, crc32 of the payload
 LOCK_NAME = ".lock"
+STAGING = ".new-"  # a writer folder being set up (not yet locked): never an orphan
 SEGMENT = re.compile(r"^(\d{8})-(\d{10})-(.+)\.(ndjson|cbor)\.wal$")
 EXTENSIONS = {"json": "ndjson", "xml": "cbor"}
 
@@ -190,10 +191,14 @@ class Wal:
 
     # -- lifecycle --------------------------------------------------------------------------
     def open(self) -> None:
+        # Locked before it gets its name: a writer starting next door scanning for orphans
+        # must never see this folder unlocked (it would take it for a dead writer's).
+        staging = self.root / f"{STAGING}{self.writer}"
         try:
-            self.dir.mkdir(parents=True, exist_ok=False)
-            fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            staging.mkdir(parents=True, exist_ok=False)
+            fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(staging, self.dir)
             fsync_dir(self.dir)
             fsync_dir(self.root)
         except OSError as exc:
@@ -253,6 +258,11 @@ class Wal:
                 if self._thread is None or not self._thread.is_alive():
                     raise RuntimeError("the write-ahead log committer is not running")
                 self._cond.wait(0.5)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes submitted and not written yet."""
+        return self._pending_bytes
 
     @property
     def used_bytes(self) -> int:
@@ -437,6 +447,9 @@ def orphans(root: Path, own: str) -> Iterator[Orphan]:
     if not root.is_dir():
         return
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != own):
+        if folder.name.startswith(STAGING):
+            _remove_stale_staging(folder)
+            continue
         try:
             fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
@@ -455,6 +468,18 @@ def orphans(root: Path, own: str) -> Iterator[Orphan]:
             if seg is not None:
                 segments.append(seg)
         yield Orphan(folder, folder.name, fd, segments)
+
+
+def _remove_stale_staging(folder: Path, age: float = 300.0) -> None:
+    """A writer killed while setting up leaves an empty staging folder: remove it later."""
+    try:
+        if time.time() - folder.stat().st_mtime < age:
+            return
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def disk_bytes(root: Path, skip: str) -> int:

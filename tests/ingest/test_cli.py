@@ -184,3 +184,16 @@ def test_validate_checks_streams(tmp_path: Path) -> None:
         "pos_wrong.toml [format]: stream 'pos' takes xml payloads and lands them as cbor: set format = \"cbor\""
         in errors
     )
+
+
+def test_land_a_large_ndjson_file(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p")
+    big = tmp_path / "big.ndjson"
+    with open(big, "w") as fh:
+        for i in range(30_000):
+            fh.write(f'{{"id": "b{i}", "pad": "{"x" * 100}"}}\n')
+    proc = courier(root, "land", "events", str(big), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["records"] == 30_000
+    ids = [r["id"] for r in landed_json(root, "events")]
+    assert ids == [f"b{i}" for i in range(30_000)]  # in file order

@@ -222,3 +222,42 @@ def test_fsync_setting(tmp_path: Path, fsync: bool) -> None:
     svc.stop()
     assert len(landed_json(tmp_path, "events")) == 1
     shutil.rmtree(tmp_path / ".courier")
+
+
+def test_writers_starting_together_never_adopt_each_other(tmp_path: Path) -> None:
+    make_project(tmp_path, "[ingest]\nroll_seconds = 30\n", {"events": 'payload = "json"\n'})
+    project = load_project(tmp_path)
+    for _ in range(25):
+        services = [IngestService(project, authenticate=False) for _ in range(4)]
+        barrier = threading.Barrier(len(services))
+
+        def start(svc: IngestService, barrier: threading.Barrier) -> None:
+            barrier.wait()
+            svc.start()
+
+        threads = [threading.Thread(target=start, args=(s, barrier)) for s in services]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for svc in services:
+            assert svc.started and svc.wal.dir.is_dir()
+            svc.submit(svc.streams["events"], [line(1)], None)
+            assert svc.flush(10)
+        for svc in services:
+            svc.stop()
+    assert len(landed_json(tmp_path, "events")) == 100
+
+
+def test_staging_folders_are_not_orphans(tmp_path: Path) -> None:
+    from courier.ingest.wal import STAGING, orphans
+
+    root = tmp_path / "wal"
+    fresh = root / f"{STAGING}host-1-aaaaaa"
+    stale = root / f"{STAGING}host-2-bbbbbb"
+    for folder in (fresh, stale):
+        folder.mkdir(parents=True)
+        (folder / LOCK_NAME).touch()  # a writer between mkdir and flock, or killed there
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert list(orphans(root, "me")) == []
+    assert fresh.is_dir() and not stale.exists()
