@@ -26,7 +26,7 @@ from courier.storage.base import StorageBackend
 log = logging.getLogger("courier.ingest")
 
 IN_MEMORY = 32 << 20  # segments up to this size are uploaded from memory, larger via a file
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 10.0  # retry a storage outage at least this often
 
 
 class Roller:
