@@ -144,6 +144,9 @@ def headers(stream: str, content_type: str = "application/json", **kw: Any) -> d
 # -- the server -------------------------------------------------------------------------------
 
 
+RUNNING: list[Server] = []  # every server started; tests/ingest/conftest.py kills leftovers
+
+
 class Server:
     def __init__(self, root: Path, port: int | None = None, workers: int = 1):
         self.root = root
@@ -169,6 +172,7 @@ class Server:
                 env=environment(),
                 start_new_session=True,  # its own process group: kill -9 takes the workers too
             )
+        RUNNING.append(self)
         try:
             wait_for_port(self.port, proc=self.proc, timeout=timeout)
             deadline = time.monotonic() + timeout
@@ -192,9 +196,9 @@ class Server:
         return self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
-        """kill -9, no goodbye."""
+        """kill -9 the server and its workers (its process group), no goodbye."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
 
     def health(self) -> dict[str, Any]:

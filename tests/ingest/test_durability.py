@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -48,13 +46,6 @@ def loadgen(
     )
 
 
-def kill_group(server: Server) -> None:
-    """kill -9 the server and its worker processes at once."""
-    assert server.proc is not None
-    os.killpg(server.proc.pid, signal.SIGKILL)
-    server.proc.wait(timeout=30)
-
-
 def check_exactly_once(root: Path, acked: set[str]) -> list[str]:
     records = landed_json(root, "events")
     landed = [r["id"] for r in records]
@@ -67,7 +58,9 @@ def check_exactly_once(root: Path, acked: set[str]) -> list[str]:
     return landed
 
 
-def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
+def test_kill_9_under_load_loses_nothing_acknowledged(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     root = make_project(
         tmp_path / "p", "[ingest]\nroll_seconds = 0.5\n", {"events": 'payload = "json"\n'}
     )
@@ -76,8 +69,9 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     first.start()
     acked = tmp_path / "acked.txt"
     gen = loadgen(first, acked, seconds=7)
+    request.addfinalizer(gen.kill)
     time.sleep(2.5)
-    kill_group(first)  # mid-load, both workers, no goodbye
+    first.kill()  # kill -9 mid-load, both workers, no goodbye
     orphaned = wal_segments(root)
     time.sleep(0.5)
     second = Server(root, port=port, workers=2).start()  # the load generator reconnects
