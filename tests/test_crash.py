@@ -45,6 +45,8 @@ def start_run(p: ProjectFactory) -> subprocess.Popen[bytes]:
 
 
 def table(p: ProjectFactory) -> list[tuple]:
+    if not (p.root / ".courier" / "feeds.duckdb").exists():
+        return []  # killed before the run opened its feed database
     exists = p.sql(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'order_items'"
     )[0][0]

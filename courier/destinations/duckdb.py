@@ -94,7 +94,9 @@ class DuckDBDestination(FeedDestination):
         used = {m for m in matched.values() if m}
         ignored = [c for c in incoming if c not in used]
 
-        selects, reasons = [], []
+        # selects: the feed's columns cast from the incoming ones; reasons: why a row is
+        # rejected (text, for quarantine); rejects: the same conditions as booleans (cheap check)
+        selects, reasons, rejects = [], [], []
         for field, ftype in feed.fields.items():
             target = sql_type(ftype)
             src = matched[field]
@@ -102,67 +104,98 @@ class DuckDBDestination(FeedDestination):
                 selects.append(f"CAST(NULL AS {target}) AS {quote(field)}")
                 if field in feed.not_null:
                     reasons.append(f"'{field}: required field is missing'")
+                    rejects.append("TRUE")
                 continue
             col = f"s.{quote(src)}"
             cast = cast_expr(col, incoming[src], ftype)
             selects.append(f"{cast} AS {quote(field)}")
             if ftype != "json" and not same_type(incoming[src], target):
+                uncastable = f"{col} IS NOT NULL AND {cast} IS NULL"
                 reasons.append(
-                    f"CASE WHEN {col} IS NOT NULL AND {cast} IS NULL THEN "
+                    f"CASE WHEN {uncastable} THEN "
                     f"'{field}: cannot cast ' || left(CAST({col} AS VARCHAR), 60) || "
                     f"' to {ftype}' END"
                 )
+                rejects.append(f"({uncastable})")
             if field in feed.not_null:
                 reasons.append(
                     f"CASE WHEN {col} IS NULL THEN '{field}: required field is null' END"
                 )
+                rejects.append(f"{col} IS NULL")
         if feed.unknown_columns == "reject":
             for col in ignored:
                 reasons.append(
                     f"CASE WHEN s.{quote(col)} IS NOT NULL THEN "
                     f"'{col}: column is not in feed {feed.id}' END"
                 )
-        reason_sql = f"concat_ws('; ', {', '.join(reasons)})" if reasons else "''"
+                rejects.append(f"s.{quote(col)} IS NOT NULL")
+        # The rows to load, in input order (_courier_ord): cast straight from the source, or,
+        # only when some row is rejected, from a stage table that also keeps the reasons.
+        rows = f"SELECT {', '.join(selects)}, s.rowid AS _courier_ord FROM {quote(source.name)} s"
         stage = f"_courier_stage_{feed.id}"
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {quote(stage)} AS SELECT {', '.join(selects)}, "
-            f"s.rowid AS _courier_ord, {reason_sql} AS _courier_reason "
-            f"FROM {quote(source.name)} s"
-        )
+        dups = f"_courier_dups_{feed.id}"
+        losers = f"_courier_losers_{feed.id}"
         rejected = 0
-        if reasons:
+        if rejects and self._count(
+            f"SELECT count(*) FROM {quote(source.name)} s WHERE {' OR '.join(rejects)}"
+        ):
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {quote(stage)} AS SELECT {', '.join(selects)}, "
+                f"s.rowid AS _courier_ord, concat_ws('; ', {', '.join(reasons)}) "
+                f"AS _courier_reason FROM {quote(source.name)} s"
+            )
             rejected = self._quarantine(stage, source, feed, ctx)
+            rows = (
+                f"SELECT * EXCLUDE (_courier_reason) FROM {quote(stage)} WHERE _courier_reason = ''"
+            )
         fields = ", ".join(quote(f) for f in feed.fields)
-        good = (
-            f"SELECT * FROM {quote(stage)} WHERE _courier_reason = ''"
-            if reasons
-            else (f"SELECT * FROM {quote(stage)}")
-        )
+        table = self.table(feed.id)
         deleted = 0
         if feed.primary_key:
-            pk = ", ".join(quote(k) for k in feed.primary_key)
-            # last record wins, by file and line order (the stage keeps the input's row order)
-            good = (
-                f"SELECT * FROM ({good}) QUALIFY row_number() OVER "
-                f"(PARTITION BY {pk} ORDER BY _courier_ord DESC) = 1"
+            keys = [quote(k) for k in feed.primary_key]
+            # Last record wins, by file and line order. Only keys held more than once need
+            # work: one aggregate on a 64-bit hash of the key finds candidates (a collision
+            # only adds a candidate), the exact key then ranks just their rows, and the
+            # earlier ones (the losers) are left out by an anti join on the row order.
+            key_hash = f"hash({', '.join(keys)})"
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {quote(dups)} AS SELECT {key_hash} AS _h "
+                f"FROM ({rows}) GROUP BY _h HAVING count(*) > 1"
             )
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(stage + '_good')} AS {good}")
-            good = f"SELECT * FROM {quote(stage + '_good')}"
-            match = " AND ".join(f"f.{quote(k)} = g.{quote(k)}" for k in feed.primary_key)
-            deleted = self.con.execute(
-                f"DELETE FROM {self.table(feed.id)} f USING {quote(stage + '_good')} g "
-                f"WHERE {match}"
-            ).fetchone()[0]  # type: ignore[index]
-        loaded = self.con.execute(
-            f"INSERT INTO {self.table(feed.id)} ({fields}, _courier_run_id, _courier_loaded_at) "
-            f"SELECT {fields}, {literal(ctx.run_id)}, "
-            f"CAST({literal(ctx.loaded_at.isoformat())} AS TIMESTAMPTZ) FROM ({good})"
-        ).fetchone()[0]  # type: ignore[index]
-        for t in (stage, stage + "_good"):
+            if self._count(f"SELECT count(*) FROM {quote(dups)}"):
+                self.con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {quote(losers)} AS SELECT _courier_ord "
+                    f"FROM ({rows}) WHERE {key_hash} IN (SELECT _h FROM {quote(dups)}) "
+                    f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} "
+                    "ORDER BY _courier_ord DESC) > 1"
+                )
+                rows = (
+                    f"SELECT * FROM ({rows}) WHERE _courier_ord NOT IN "
+                    f"(SELECT _courier_ord FROM {quote(losers)})"
+                )
+            if self._count(f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT 1)"):
+                match = " AND ".join(f"f.{k} = g.{k}" for k in keys)
+                deleted = self._count(f"DELETE FROM {table} f USING ({rows}) g WHERE {match}")
+        # The feed's physical row order means nothing (the dedupe above already used the input
+        # order), so DuckDB may insert in any order: less buffering, less memory.
+        self.con.execute("SET preserve_insertion_order = false")
+        try:
+            loaded = self._count(
+                f"INSERT INTO {table} ({fields}, _courier_run_id, _courier_loaded_at) "
+                f"SELECT {fields}, {literal(ctx.run_id)}, "
+                f"CAST({literal(ctx.loaded_at.isoformat())} AS TIMESTAMPTZ) FROM ({rows})"
+            )
+        finally:
+            self.con.execute("RESET preserve_insertion_order")
+        for t in (stage, dups, losers):
             self.con.execute(f"DROP TABLE IF EXISTS {quote(t)}")
-        counts = FeedCounts(read=source.rows, loaded=int(loaded), rejected=rejected)
-        counts.deleted = int(deleted)
+        counts = FeedCounts(read=source.rows, loaded=loaded, rejected=rejected)
+        counts.deleted = deleted
         return LoadResult(counts, ignored)
+
+    def _count(self, sql: str) -> int:
+        """Run a statement that answers one number (a count, or rows changed)."""
+        return int(self.con.execute(sql).fetchone()[0])  # type: ignore[index]
 
     def _quarantine(self, stage: str, source: Relation, feed: FeedConfig, ctx: LoadContext) -> int:
         n = self.con.execute(
