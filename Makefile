@@ -9,7 +9,7 @@ TOOLS := .tools
 AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 STAMP := $(VENV)/.installed
 
-.PHONY: help install install-dev run test test-fast lint format typecheck bench bench-ingest clean
+.PHONY: help install install-dev run test test-fast lint format typecheck bench bench-ingest bench-cbor clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,9 +51,14 @@ bench: install  ## benchmarks vs raw DuckDB and dlt (BENCH_MB=1024 for the 1 GB 
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m bench.run
 	$(PY) -m bench.ingest
+	$(PY) -m bench.cbor
 
 bench-ingest: install  ## ingest API under load (fsync on): payloads/s, p50/p99, landed == 202s
 	$(PY) -m bench.ingest
+
+bench-cbor: install  ## the same records as NDJSON and as CBOR through Context.run (BENCH_MB)
+	$(PIP) install -q -e '.[bench]'
+	$(PY) -m bench.cbor
 
 clean:  ## remove local state and tools
 	rm -rf .courier $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -10,9 +10,11 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import cbor2
 import orjson
 
 from courier.context import Context
+from courier.formats.xml import parse_xml
 from courier.project import load_project
 from courier.storage.base import StorageBackend
 
@@ -66,9 +68,47 @@ def profile_updates(day: date, hour: int, rng: random.Random, per_hour: int) -> 
     return out
 
 
+TENDERS = ["cash", "card", "gift_card", "voucher"]
+STORES = ["berlin-01", "berlin-02", "hamburg-01", "munich-01"]
+
+
+def pos_payloads(day: date, hour: int, rng: random.Random, per_hour: int) -> list[bytes]:
+    """Point-of-sale XML payloads as tills post them: one or several records each, every
+    record with one or more tenders."""
+    out = []
+    n = 0
+    while n < per_hour:
+        records = []
+        for _ in range(min(rng.randint(1, 3), per_hour - n)):
+            count = rng.choice([1, 1, 2, 3])
+            tenders = [(rng.choice(TENDERS), rng.randint(100, 9000)) for _ in range(count)]
+            total = sum(cents for _, cents in tenders)
+            records.append(
+                f"<record><id>pos-{day:%Y%m%d}-{hour:02d}-{n:05d}</id>"
+                f"<store>{rng.choice(STORES)}</store>"
+                f"<ts>{day:%Y-%m-%d}T{hour:02d}:{n * 60 // per_hour:02d}:00Z</ts>"
+                f"<total>{total / 100:.2f}</total><tenders>"
+                + "".join(
+                    f"<tender><type>{t}</type><amount>{c / 100:.2f}</amount></tender>"
+                    for t, c in tenders
+                )
+                + "</tenders></record>"
+            )
+            n += 1
+        out.append(("<records>" + "".join(records) + "</records>").encode())
+    return out
+
+
+def land_pos_hour(storage: StorageBackend, day: date, hour: int, payloads: list[bytes]) -> None:
+    """Land XML payloads as the ingest API does: each one's xmltodict tree a CBOR item."""
+    body = b"".join(cbor2.dumps(parse_xml(p)) for p in payloads)
+    storage.write_bytes(f"pos-records/{day:%Y/%m/%d}/{hour:02d}/part-example-000000.cbor", body)
+
+
 def land_day(storage: StorageBackend, day: date, seed: int = 7, per_hour: int = 50) -> int:
     """Write a day of example payloads in the landing layout; returns records written."""
     rng = random.Random(seed)
+    pos_rng = random.Random(seed + 1)
     total = 0
     for hour in range(24):
         for stream, make in (("web-events", web_events), ("profile-updates", profile_updates)):
@@ -77,6 +117,9 @@ def land_day(storage: StorageBackend, day: date, seed: int = 7, per_hour: int = 
             key = f"{stream}/{day:%Y/%m/%d}/{hour:02d}/part-example-000000.ndjson"
             storage.write_bytes(key, body)
             total += len(records)
+        payloads = pos_payloads(day, hour, pos_rng, per_hour // 5)
+        land_pos_hour(storage, day, hour, payloads)
+        total += len(payloads)
     return total
 
 
@@ -96,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     landed = land_day(context.storage(project.settings.ingest.storage), day)
     print(f"landed {landed} example payloads for {day} under {project.settings.ingest.storage}")
     now = datetime.now(UTC)
-    for name in ("web_events", "profile_updates"):
+    for name in ("web_events", "profile_updates", "pos_tenders"):
         courier = project.courier(name)
         window = context.window(courier, date=day.isoformat())
         result = context.run(name, window, now)

@@ -278,6 +278,11 @@ def cross_check(project: Project) -> list[ConfigError]:
     return errors
 
 
+# Options of the cbor/json/xml formats (record_path, force_list, ...) are checked on load.
+from courier.formats.options import check_tree_options  # noqa: E402
+
+CHECKS.append(check_tree_options)
+
 # Streams (auth, storage, the format couriers read them in) are checked by the ingest side.
 from courier.ingest.checks import check_streams  # noqa: E402
 

@@ -1,0 +1,223 @@
+"""`make bench-cbor`: the same records through the courier path as NDJSON and as CBOR.
+
+    python -m bench.cbor            # ~200 MB of NDJSON (BENCH_MB), the same records as CBOR
+
+The data is bench/data.py's day of nested web events; each NDJSON file is re-encoded record by
+record as a CBOR sequence (RFC 8742, as the ingest API lands XML payloads). Contenders, each in
+its own process, each `Context.run("web_events", --date D)` with the repository's order_items
+query and feed (flattening + upsert) into a fresh feed database:
+
+  ndjson       format = "ndjson": DuckDB reads the files natively
+  cbor         format = "cbor": items decoded by cbor2, re-encoded as JSON lines, read by the
+               NDJSON reader (the default, options.decode = "json")
+  cbor-arrow   format = "cbor", options.decode = "arrow": decoded rows to Arrow batches
+
+Target (SPEC 7): CBOR at least 50% of the NDJSON path's records/s, peak RSS under 1.5 GB, and
+the feed tables identical (row count and checksum). Exit status 0 even when a target fails:
+this is a report, printed loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import MB, REPO, Measurement, human_rate, run_isolated, table
+from bench.data import Dataset, ensure_dataset
+
+TARGET_RATIO = 0.5
+TARGET_RSS = 1.5e9
+FEED = "order_items"
+COURIER = "web_events"
+
+CHECKSUM_SQL = (
+    "SELECT count(*), sum(hash(event_id, item_idx, occurred_at, customer_id, customer_email, "
+    "sku, qty, price, page, CAST(context AS VARCHAR))) FROM order_items"
+)
+
+SETTINGS = """\
+[project]
+time_zone = "UTC"
+
+[storages.landing]
+type = "local"
+path = "{landing}"
+
+[feeds]
+database = ".courier/feeds.duckdb"
+"""
+
+CBOR_COURIER = """\
+storage = "landing"
+file_pattern = "'web-events/'yyyy/MM/dd/HH'/*.cbor'"
+prefix = "00"
+format = "cbor"
+file_tag = "web_events"
+options = {{ max_bad_records = 100, decode = "{decode}" }}
+
+[load_operations]
+order_items = [
+    {{ type = "sql", sql-query = "order_items", sql-files = [{{ file = "web_events" }}] }},
+]
+"""
+
+
+def to_cbor(ndjson: Path, target: Path) -> int:
+    """Re-encode an NDJSON file as a CBOR sequence, a few thousand records at a time."""
+    import cbor2
+    import orjson
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    with open(ndjson, "rb") as src, open(tmp, "wb") as out:
+        batch: list[bytes] = []
+        for line in src:
+            if line.strip():
+                batch.append(cbor2.dumps(orjson.loads(line)))
+            if len(batch) >= 4096:
+                out.write(b"".join(batch))
+                batch = []
+        out.write(b"".join(batch))
+    tmp.replace(target)
+    return target.stat().st_size
+
+
+def cbor_projects(ds: Dataset, root: Path) -> tuple[Path, Path, int]:
+    """Two projects over one CBOR landing (decode json / arrow); returns them and its bytes."""
+    landing = root / "landing"
+    total = 0
+    for f in ds.files:
+        rel = Path(f).relative_to(ds.landing)
+        target = (landing / rel).with_suffix(".cbor")
+        if not target.exists():
+            to_cbor(Path(f), target)
+        total += target.stat().st_size
+    projects = []
+    for decode in ("json", "arrow"):
+        project = root / f"project-{decode}"
+        for rel in ("feeds/order_items.toml", "queries/order_items.sql"):
+            (project / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / rel, project / rel)
+        (project / "config" / "couriers").mkdir(parents=True, exist_ok=True)
+        (project / "config" / "courier.toml").write_text(SETTINGS.format(landing=landing))
+        (project / "config" / "couriers" / f"{COURIER}.toml").write_text(
+            CBOR_COURIER.format(decode=decode)
+        )
+        projects.append(project)
+    return projects[0], projects[1], total
+
+
+# -- the contender (runs in its own process through bench.common) ------------------------------
+def courier_load(project: str, day: str) -> dict[str, Any]:
+    import duckdb
+
+    from courier.context import Context
+    from courier.project import load_project
+
+    db = Path(project) / ".courier" / "feeds.duckdb"
+    for leftover in (db, db.with_suffix(".duckdb.wal")):
+        leftover.unlink(missing_ok=True)
+    started = time.perf_counter()
+    ctx = Context(load_project(project))
+    window = ctx.window(ctx.project.courier(COURIER), date=day)
+    result = ctx.run(COURIER, window, datetime.now(UTC))
+    seconds = time.perf_counter() - started
+    if result["status"] != "succeeded":
+        raise RuntimeError(f"courier run {result['status']}: {result['error']}")
+    con = duckdb.connect(str(db), read_only=True)
+    rows, checksum = con.execute(CHECKSUM_SQL).fetchone()  # type: ignore[misc]
+    con.close()
+    return {
+        "seconds": seconds,
+        "records": result["records"],
+        "bytes": result["bytes"],
+        "rows": rows,
+        "checksum": str(checksum),
+        "quarantined": result["quarantined"],
+    }
+
+
+def main() -> int:
+    megabytes = int(os.environ.get("BENCH_MB", "200"))
+    root = Path(os.environ.get("BENCH_DIR", str(REPO / "bench" / "data"))).resolve()
+    print(f"== courier bench: the same records as NDJSON and as CBOR, BENCH_MB={megabytes} ==")
+    ds = ensure_dataset(root, megabytes)
+    started = time.perf_counter()
+    json_project, arrow_project, cbor_bytes = cbor_projects(ds, root / "cbor")
+    print(
+        f"data: {ds.events:,} events in {len(ds.files)} hourly files: NDJSON "
+        f"{ds.bytes / MB:,.0f} MB, CBOR {cbor_bytes / MB:,.0f} MB "
+        f"(CBOR ready in {time.perf_counter() - started:.1f} s)"
+    )
+    runs: list[Measurement] = []
+    for name, project in (
+        ("ndjson", ds.project),
+        ("cbor", json_project),
+        ("cbor-arrow", arrow_project),
+    ):
+        print(f"running {name} ...", flush=True)
+        m = run_isolated(name, "bench.cbor:courier_load", {"project": str(project), "day": ds.day})
+        if m.ok:
+            print(
+                f"  {m.seconds:.2f} s, {human_rate(m.records_per_s)} records/s, "
+                f"peak RSS {m.peak_rss / MB:,.0f} MB",
+                flush=True,
+            )
+        else:
+            print(f"  FAILED: {m.error}", flush=True)
+        runs.append(m)
+
+    print()
+    print("== results (Context.run into an empty order_items feed; records = input events) ==")
+    rows = []
+    for m in runs:
+        if m.ok:
+            rows.append([
+                m.name, f"{m.records:,}", f"{m.bytes / MB:,.0f}", f"{m.seconds:.2f}",
+                human_rate(m.records_per_s), f"{m.peak_rss / MB:,.0f}", f"{m.detail['rows']:,}",
+            ])  # fmt: skip
+        else:
+            rows.append([m.name, "-", "-", "-", "-", f"{m.peak_rss / MB:,.0f}", "FAILED"])
+    print(
+        table(["contender", "records", "MB", "seconds", "records/s", "peak RSS MB", "rows"], rows)
+    )
+
+    print()
+    print("== targets (SPEC 7) ==")
+    ndjson, cbor, arrow = runs
+    checks: list[tuple[str, str, bool | None]] = []
+    for m in (cbor, arrow):
+        if ndjson.ok and m.ok:
+            ratio = m.records_per_s / ndjson.records_per_s
+            checks.append(
+                (f"{m.name} / ndjson records/s >= {TARGET_RATIO:g}", f"{ratio:.2f}",
+                 ratio >= TARGET_RATIO)
+            )  # fmt: skip
+            same = m.detail["checksum"] == ndjson.detail["checksum"]
+            checks.append(
+                (f"{m.name} feed identical to ndjson (rows, checksum)",
+                 f"{m.detail['rows']:,} rows", same)
+            )  # fmt: skip
+        else:
+            checks.append((f"{m.name} / ndjson", "not measured", None))
+        if m.ok:
+            checks.append(
+                (f"{m.name} peak RSS < {TARGET_RSS / 1e9:g} GB", f"{m.peak_rss / MB:,.0f} MB",
+                 m.peak_rss < TARGET_RSS)
+            )  # fmt: skip
+    print(table(
+        ["target", "measured", "met"],
+        [[c, v, "yes" if ok else ("NOT MEASURED" if ok is None else "NO")] for c, v, ok in checks],
+    ))  # fmt: skip
+    if any(ok is not True for _, _, ok in checks):
+        print("\nSOME CBOR TARGETS NOT MET (see above)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""JSON document reader: one JSON document per file — an object (one record) or a top-level
+array whose elements are the records (item numbers count the elements from 1).
+
+A document is parsed whole (orjson), so a file larger than options.max_document_bytes is one
+bad record rather than a memory blow-up: land big data as NDJSON instead. options.record_path
+picks the records inside each document; options.force_list makes the named keys lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+
+from courier.formats.arrow_tree import Item, TreeReader, force_lists
+from courier.formats.options import TreeOptions
+from courier.plan import BadRecord, InputFile
+
+RAW_LIMIT = 4096
+
+
+class JsonDocumentReader(TreeReader):
+    format = "json"
+
+    def items(self, file: InputFile, options: TreeOptions) -> Iterator[Item | BadRecord]:
+        size = file.path.stat().st_size
+        if size > options.max_document_bytes:
+            yield BadRecord(
+                file.key,
+                None,
+                f"the JSON document is {size} bytes, over options.max_document_bytes = "
+                f'{options.max_document_bytes}; land large data as NDJSON (format = "ndjson")',
+                "",
+            )
+            return
+        data = file.path.read_bytes()
+        if not data.strip():
+            return  # an empty file holds no records
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            reason = f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as uexc:
+                reason = f"not UTF-8: {uexc.reason} at byte {uexc.start}"
+            text = data.decode("utf-8", errors="backslashreplace")[:RAW_LIMIT]
+            yield BadRecord(file.key, exc.lineno, reason, text)
+            return
+        del data
+        if options.force_list:
+            force_lists(document, options.force_list)
+        if isinstance(document, list):
+            yield from enumerate(document, start=1)
+        else:
+            yield 1, document

@@ -1,0 +1,117 @@
+"""The tree formats through the DuckDB engine: nested data reaches queries as STRUCTs and LISTs
+exactly as with NDJSON, the file column names each row's file, batches of differing shapes
+are unified in record order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from courier.formats import arrow_tree
+from courier.formats.xml import parse_xml
+from tests.formats.helpers import NESTED_QUERY, Engine, cbor_seq, events, ndjson, write
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    e = Engine()
+    yield e
+    e.close()
+
+
+def test_nested_records_query_the_same_from_every_format(engine: Engine, tmp_path: Path) -> None:
+    first, second = events(30), events(20, start=30)
+    engine.read("nd", [write(tmp_path / "a.ndjson", ndjson(first)),
+                       write(tmp_path / "b.ndjson", ndjson(second))], "ndjson")  # fmt: skip
+    engine.read("cb", [write(tmp_path / "a.cbor", cbor_seq(first)),
+                       write(tmp_path / "b.cbor", cbor_seq(second))], "cbor")  # fmt: skip
+    engine.read("js", [write(tmp_path / "a.json", orjson.dumps(first)),
+                       write(tmp_path / "b.json", orjson.dumps(second))], "json")  # fmt: skip
+    engine.read("ar", [write(tmp_path / "c.cbor", cbor_seq(first + second))], "cbor",
+                decode="arrow")  # fmt: skip
+    expected = engine.rows(NESTED_QUERY.format(tag="nd"))
+    assert len(expected) == sum(len(e["items"]) for e in first + second)
+    assert engine.rows(NESTED_QUERY.format(tag="cb")) == expected
+    assert engine.rows(NESTED_QUERY.format(tag="js")) == expected
+    # Arrow keeps strings as strings: the timestamp text is not detected as on the JSON path.
+    arrow = engine.rows(NESTED_QUERY.format(tag="ar"))
+    assert [r[:1] + r[2:] for r in arrow] == [r[:1] + r[2:] for r in expected]
+    types = engine.types("nd")
+    assert types["customer"] == "STRUCT(id BIGINT, email VARCHAR)"
+    assert types["items"] == "STRUCT(sku VARCHAR, qty BIGINT, price DOUBLE)[]"
+    assert engine.types("cb") == types
+    assert engine.types("js") == types
+
+
+def test_file_column_names_each_rows_storage_key(engine: Engine, tmp_path: Path) -> None:
+    for route in ("json", "arrow"):
+        files = [
+            write(tmp_path / route / "a.cbor", cbor_seq(events(3))),
+            write(tmp_path / route / "b.cbor", cbor_seq(events(2, start=3))),
+        ]
+        engine.read(f"t_{route}", files, "cbor", decode=route)
+        table = engine.engine.tags[f"t_{route}"].name
+        rows = engine.rows(
+            f'SELECT n.key, count(*) FROM "{table}" t JOIN _courier_file_names n '
+            "ON n.path = t._courier_file GROUP BY n.key ORDER BY n.key"
+        )
+        assert rows == [("landing/a.cbor", 3), ("landing/b.cbor", 2)], route
+
+
+def test_xml_trees_landed_as_cbor_query_like_the_xml_files(engine: Engine, tmp_path: Path) -> None:
+    pos = (Path(__file__).resolve().parents[2] / "samples" / "pos-records.xml").read_bytes()
+    options = {"record_path": "records.record", "force_list": ["record", "tender"]}
+    engine.read("x", [write(tmp_path / "p.xml", pos)], "xml", **options)
+    engine.read("c", [write(tmp_path / "p.cbor", cbor_seq([parse_xml(pos)]))], "cbor", **options)
+    query = "SELECT r.id, unnest(r.tenders.tender).type, r.ts FROM {tag} r ORDER BY ALL"
+    expected = engine.rows(query.format(tag="x"))
+    assert [row[:2] for row in expected] == [
+        ("pos-0001", "card"), ("pos-0001", "cash"), ("pos-0002", "card"),
+    ]  # fmt: skip
+    assert engine.rows(query.format(tag="c")) == expected
+
+
+def test_arrow_batches_of_different_shapes_are_unified_in_order(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(arrow_tree, "BATCH_ROWS", 2)
+    records = [
+        {"n": 1, "s": {"x": 1}},
+        {"n": 2, "s": {"x": 2}},
+        {"n": 3.5, "s": {"y": "a"}, "extra": "e"},  # double, another struct field, a new column
+        {"n": 4, "s": {"x": 4}},  # the first shape again
+        {"n": 5, "s": {"x": 5}},
+        {"n": 6, "mixed": 1},  # a column whose values cannot share a type: JSON text
+        {"n": 7, "mixed": {"k": 1}},
+    ]
+    summary = engine.read("t", [write(tmp_path / "a.cbor", cbor_seq(records))], "cbor",
+                          decode="arrow")  # fmt: skip
+    assert summary.records == 7 and summary.bad == []
+    assert engine.types("t")["s"] == "STRUCT(x BIGINT, y VARCHAR)"
+    assert engine.rows("SELECT n, s.x, s.y, extra, mixed FROM t") == [
+        (1.0, 1, None, None, None),
+        (2.0, 2, None, None, None),
+        (3.5, None, "a", "e", None),
+        (4.0, 4, None, None, None),
+        (5.0, 5, None, None, None),
+        (6.0, None, None, None, "1"),
+        (7.0, None, None, None, '{"k":1}'),
+    ]
+
+
+def test_bad_items_reach_the_summary_with_item_numbers(engine: Engine, tmp_path: Path) -> None:
+    data = cbor_seq([{"a": 1}, "not a map", {"a": 3}]) + cbor_seq([{"a": 4}])[:-1]
+    summary = engine.read("t", [write(tmp_path / "a.cbor", data)], "cbor")
+    assert summary.records == 2
+    assert [(b.file, b.line) for b in summary.bad] == [("landing/a.cbor", 2), ("landing/a.cbor", 4)]
+    assert engine.rows("SELECT a FROM t") == [(1,), (3,)]
+
+
+@pytest.mark.parametrize("fmt", ["cbor", "json", "xml"])
+def test_files_without_records_give_an_empty_tag(engine: Engine, tmp_path: Path, fmt: str) -> None:
+    f = write(tmp_path / f"a.{fmt}", b"\n")
+    summary = engine.read("t", [f], fmt)
+    assert summary.records == 0 and engine.rows("SELECT count(*) FROM t") == [(0,)]
