@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from courier.engines.base import QueryEngine, Relation
 from courier.errors import LoadError, QueryError, TransientError
@@ -19,6 +22,7 @@ from courier.project import SavedQuery
 
 FILE_COLUMN = "_courier_file"
 FILE_NAMES = "_courier_file_names"
+ORDER_COLUMN = "_courier_ord"  # record order across Arrow batches
 DEFAULT_MEMORY_LIMIT = "1GB"  # DuckDB buffer pool; the process stays ~200 MB above
 SAMPLE_RECORDS = 20_480  # DuckDB's default JSON sample, shared by a window's files
 SAMPLE_MIN_PER_FILE = 2_048
@@ -81,7 +85,7 @@ class DuckDBEngine(QueryEngine):
         if fmt == "ndjson":
             self._read_ndjson(table, nonempty, options, pinned_schema, summary)
         else:
-            self._read_batches(table, nonempty, fmt, options, summary)
+            self._read_batches(table, nonempty, fmt, options, summary, pinned_schema)
         columns = describe(self.con, table)
         rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
         summary.records = rows
@@ -209,24 +213,82 @@ class DuckDBEngine(QueryEngine):
         fmt: str,
         options: dict[str, Any],
         summary: InputSummary,
+        pinned: dict[str, str] | None = None,
     ) -> None:
-        """Formats decoded in Python, batch by batch into Arrow, then into DuckDB."""
+        """Formats decoded in Python (courier/formats), batch by batch.
+
+        Tree formats (cbor, json, xml) are re-encoded as JSON lines, one NDJSON file per input
+        file, and read by the NDJSON path: same types, same STRUCTs and LISTs as NDJSON, and the
+        file column holds the temporary file, named after its storage key. Readers that only
+        give Arrow batches (or options.decode = "arrow"): each distinct batch schema fills its
+        own part table, and the parts are combined in record order with UNION ALL BY NAME,
+        which unifies columns and struct fields across batches.
+        """
         reader = formats.get_reader(fmt)
-        created = False
+        transcode = getattr(reader, "json_lines", None)
+        if transcode is not None and options.get("decode", "json") != "arrow":
+            tmp = Path(tempfile.mkdtemp(prefix=f"courier-{table}-"))
+            try:
+                converted: list[InputFile] = []
+                for produced, bad in transcode(files, options, tmp):
+                    summary.bad.extend(bad)
+                    if produced is not None:
+                        converted.append(produced)
+                self._read_ndjson(table, converted, options, pinned, summary)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return
+        self._name_files({str(f.path): f.key for f in files})
+        parts: list[tuple[pa.Schema, str]] = []
+        ordinal = 0
+        view = f"_courier_arrow_{next(_ids)}"
         for batch, bad in reader.batches(files, options):
             summary.bad.extend(bad)
             if batch is None or batch.num_rows == 0:
                 continue
-            arrow_batch = batch  # noqa: F841 - referenced by name in SQL below
-            if not created:
-                self.con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS SELECT * FROM arrow_batch"
-                )
-                created = True
-            else:
-                self.con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM arrow_batch")
-        if not created:
-            self._empty_table(table, None)
+            if FILE_COLUMN not in batch.schema.names:
+                batch = batch.append_column(FILE_COLUMN, pa.nulls(batch.num_rows, pa.string()))
+            order = pa.array(range(ordinal, ordinal + batch.num_rows), pa.int64())
+            ordinal += batch.num_rows
+            part = next((name for schema, name in parts if schema.equals(batch.schema)), None)
+            self.con.register(view, batch.append_column(ORDER_COLUMN, order))
+            try:
+                if part is None:
+                    part = f"{table}_part{len(parts)}"
+                    self.con.execute(
+                        f"CREATE OR REPLACE TEMP TABLE {quote(part)} AS SELECT * FROM {view}"
+                    )
+                    parts.append((batch.schema, part))
+                else:
+                    self.con.execute(f"INSERT INTO {quote(part)} BY NAME SELECT * FROM {view}")
+            finally:
+                self.con.unregister(view)
+        if not parts:
+            self._empty_table(table, pinned)
+            return
+        # Columns Arrow can promote to one type (int64 and double, structs with other fields)
+        # are unified by UNION ALL BY NAME; the others (a number here, a struct there) would
+        # turn into NULLs, so they become JSON in every part, as read_json does.
+        as_json = conflicting_columns([schema for schema, _ in parts])
+        selects = []
+        for schema, name in parts:
+            replace = [f"to_json({quote(c)}) AS {quote(c)}" for c in schema.names if c in as_json]
+            star = f"* REPLACE ({', '.join(replace)})" if replace else "*"
+            selects.append(f"SELECT {star} FROM {quote(name)}")
+        union = " UNION ALL BY NAME ".join(selects)
+        try:
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS SELECT * EXCLUDE "
+                f"({ORDER_COLUMN}) FROM ({union}) ORDER BY {ORDER_COLUMN}"
+            )
+        except duckdb.Error as exc:
+            raise LoadError(
+                f"the {fmt} batches of this run have columns of incompatible types ({exc}); "
+                'set options.decode = "json" or fix the files'
+            ) from exc
+        finally:
+            for _, name in parts:
+                self.con.execute(f"DROP TABLE IF EXISTS {quote(name)}")
 
     # -- queries --------------------------------------------------------------------------------
     def run_query(self, query: SavedQuery, tags: list[str]) -> Relation:
@@ -249,6 +311,23 @@ class DuckDBEngine(QueryEngine):
 
     def drop(self, relation: Relation) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {quote(relation.name)}")
+
+
+def conflicting_columns(schemas: list[pa.Schema]) -> set[str]:
+    """Columns whose types differ across Arrow schemas beyond what permissive promotion joins."""
+    fields: dict[str, list[pa.Field]] = {}
+    for schema in schemas:
+        for f in schema:
+            fields.setdefault(f.name, []).append(f)
+    out = set()
+    for name, found in fields.items():
+        if len({f.type for f in found}) < 2:
+            continue
+        try:
+            pa.unify_schemas([pa.schema([f]) for f in found], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            out.add(name)
+    return out
 
 
 def sql_list(paths: list[str]) -> str:
