@@ -31,6 +31,7 @@ from courier.errors import ConfigError, CourierError, IngestError
 from courier.ingest.ratelimit import retry_after
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
+from courier.ingest.wal import Pending
 from courier.project import Project, load_project
 
 log = logging.getLogger("courier.ingest")
@@ -192,6 +193,7 @@ class IngestApp:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopped = False
         self.bodies = BodyDeadlines()
+        self.outbox: list[Pending] = []  # payloads of this loop iteration, for the log
 
     # -- lifecycle --------------------------------------------------------------------------
     def startup(self) -> None:
@@ -327,10 +329,20 @@ class IngestApp:
             return  # the client left; nothing to answer
         records = service.records(stream, body)
         future: asyncio.Future[None] = self.loop.create_future()  # type: ignore[union-attr]
-        service.submit(stream, records, future)
+        outbox = self.outbox
+        outbox.append(service.prepare(stream, records, future))
+        if len(outbox) == 1:  # hand everything of this loop iteration to the log at once
+            self.loop.call_soon(self.hand_over)  # type: ignore[union-attr]
         await future
         await send(ACCEPTED_START)
         await send(ACCEPTED)
+
+    def hand_over(self) -> None:
+        items, self.outbox = self.outbox, []
+        try:
+            self.service.wal.submit_many(items)  # type: ignore[union-attr]
+        except IngestError as exc:
+            _resolve([i.waiter for i in items], exc)
 
     def authenticate(
         self, stream: StreamRuntime, authorization: bytes | None, tenant: bytes | None

@@ -25,7 +25,7 @@ from courier.ingest import payloads
 from courier.ingest.ratelimit import TokenBucket, retry_after
 from courier.ingest.roller import Roller
 from courier.ingest.tokens import StreamKeys, TokenVerifier, load_keys
-from courier.ingest.wal import EXTENSIONS, Wal, disk_bytes, hour_of, new_writer_id, orphans
+from courier.ingest.wal import EXTENSIONS, Pending, Wal, disk_bytes, hour_of, new_writer_id, orphans
 from courier.project import Project
 from courier.storage.base import StorageBackend
 from courier.storage.registry import create_storage
@@ -236,14 +236,30 @@ class IngestService:
                 {"retry-after": retry_after(10)},
             )
 
-    def submit(
+    def prepare(
         self, stream: StreamRuntime, records: list[bytes], waiter: Any, at: float | None = None
-    ) -> None:
-        """Append the records of one payload as one unit (all land, or none)."""
+    ) -> Pending:
+        """The records of one payload as one unit (all land, or none); 503 without room."""
         data = records[0] if len(records) == 1 else b"".join(records)
         self.check_room(len(data))
         arrival = time.time() if at is None else at
-        self.wal.submit(stream.id, stream.ext, hour_of(arrival), data, waiter)
+        return Pending(stream.id, stream.ext, hour_of(arrival), data, waiter)
+
+    def submit(
+        self, stream: StreamRuntime, records: list[bytes], waiter: Any, at: float | None = None
+    ) -> None:
+        self.wal.submit_many([self.prepare(stream, records, waiter, at)])
+
+    def commit_stats(self) -> dict[str, Any]:
+        s = dict(self.wal.stats)
+        batches = max(1, s["batches"])
+        return {
+            "batches": s["batches"],
+            "records": s["records"],
+            "records_per_batch": round(s["records"] / batches, 1),
+            "fsync_ms_avg": round(s["fsync_s"] * 1e3 / batches, 3),
+            "commit_ms_avg": round(s["commit_s"] * 1e3 / batches, 3),
+        }
 
     def health(self) -> dict[str, Any]:
         used = self.used_bytes()
@@ -260,6 +276,7 @@ class IngestService:
                 "failing_since": self.roller.failing_since,
                 "last_error": self.roller.last_error,
             },
+            "commits": self.commit_stats(),
             "fault": str(self.wal.fault) if self.wal.fault else None,
         }
 
