@@ -6,9 +6,10 @@ options.force_list the named elements are lists even when they occur once, so a 
 unnest them whatever their count. The ingest API lands XML payloads as CBOR items holding the
 same tree, and the CBOR reader applies the same options, so both give the same rows.
 
-The parser is hardened (parse_xml, also for the ingest side): entity declarations are refused
-(no entity expansion bombs, no external entities), external references are never fetched,
-nesting is bounded by options.max_depth and a document by options.max_document_bytes.
+The parser is hardened (parse_xml, also for the ingest side and query tests): entity
+declarations are refused (no entity expansion bombs, no external entities), so are a DOCTYPE
+naming an external DTD and references to undefined entities; nothing is ever fetched; nesting
+is bounded by options.max_depth and a document by options.max_document_bytes.
 """
 
 from __future__ import annotations
