@@ -131,7 +131,8 @@ class _Sequence:
                     if self.more():
                         decoder = None
                         continue
-                    count, length = 0, len(self.buf)
+                    yield self.truncated(1, 0)
+                    return
                 in_array = -1 if count is None else count
                 self.pos = length
                 decoder = None

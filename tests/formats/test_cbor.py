@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import tempfile
 from pathlib import Path
 
 import cbor2
@@ -57,6 +58,12 @@ def test_an_array_cut_short_reports_its_missing_end(tmp_path: Path) -> None:
     assert good(entries) == list(enumerate(records, start=1))
     [record] = bad(entries)
     assert record.line == 4 and "array" in record.reason
+
+
+def test_a_truncated_array_head_is_a_bad_record(tmp_path: Path) -> None:
+    entries = read_items(CborReader(), write(tmp_path / "a.cbor", b"\x9a\x00\x01"))
+    assert [(r.line, "truncated" in r.reason) for r in bad(entries)] == [(1, True)]
+    assert good(entries) == []
 
 
 def test_items_across_chunk_boundaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,3 +244,25 @@ def test_item_end_follows_indefinite_lengths_and_rejects_stray_breaks() -> None:
         item_end(b"\xff", 0)
     with pytest.raises(_Malformed):
         item_end(b"\x7f\x01\xff", 0)  # an integer chunk inside a text string
+
+
+SEQUENCE = cbor_seq(events(6))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, len(SEQUENCE) - 1), st.integers(0, 255)), max_size=4),
+    st.integers(0, len(SEQUENCE)),
+)
+def test_corrupt_files_never_break_the_reader(edits: list[tuple[int, int]], cut: int) -> None:
+    """Whatever the damage (bytes changed, the file cut anywhere), reading ends without an
+    exception and every entry is a value or a bad record, numbered 1, 2, 3... in file order."""
+    data = bytearray(SEQUENCE)
+    for at, value in edits:
+        data[at] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        entries = read_items(CborReader(), write(Path(tmp) / "a.cbor", bytes(data[:cut])))
+    numbers = [e.line if isinstance(e, BadRecord) else e[0] for e in entries]
+    assert numbers == list(range(1, len(entries) + 1))
+    if not edits:
+        assert [v for _, v in good(entries)] == events(6)[: len(good(entries))]
