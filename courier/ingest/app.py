@@ -343,6 +343,9 @@ class IngestApp:
             self.service.wal.submit_many(items)  # type: ignore[union-attr]
         except IngestError as exc:
             _resolve([i.waiter for i in items], exc)
+        except Exception as exc:  # never leave a request waiting
+            log.exception("ingest: handing payloads to the log failed")
+            _resolve([i.waiter for i in items], IngestError(500, f"internal error: {exc}"))
 
     def authenticate(
         self, stream: StreamRuntime, authorization: bytes | None, tenant: bytes | None
