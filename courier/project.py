@@ -278,6 +278,9 @@ def cross_check(project: Project) -> list[ConfigError]:
     return errors
 
 
+# Group checks (cron, time zones, run_after) live with the groups and register in CHECKS.
+from courier import groups as _groups  # noqa: E402, F401
+
 # Options of the cbor/json/xml formats (record_path, force_list, ...) are checked on load.
 from courier.formats.options import check_tree_options  # noqa: E402
 

@@ -106,13 +106,52 @@ def default_storages() -> dict[str, StorageConfig]:
     return {"landing": LocalStorageConfig()}
 
 
+class LogSinkConfig(Strict):
+    type: Literal["log"] = "log"
+
+
+class WebhookSinkConfig(Strict):
+    type: Literal["webhook"]
+    url: str  # e.g. "${ALERT_WEBHOOK_URL}": a webhook URL is a secret, keep it out of the repo
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError("a webhook url starts with http:// or https://")
+        return v
+
+
+class CommandSinkConfig(Strict):
+    type: Literal["command"]
+    command: list[str] = Field(min_length=1)  # argv; the alert is JSON on stdin and in env
+    timeout: float = Field(default=30.0, gt=0)
+
+
+AlertSinkConfig = Annotated[
+    LogSinkConfig | WebhookSinkConfig | CommandSinkConfig, Field(discriminator="type")
+]
+
+
+class AlertsSection(Strict):
+    """[alerts] sinks = [{type = "log"}, {type = "webhook", url = "..."}, {type = "command"}]"""
+
+    sinks: list[AlertSinkConfig] = Field(default_factory=lambda: default_sinks())
+
+
+def default_sinks() -> list[LogSinkConfig | WebhookSinkConfig | CommandSinkConfig]:
+    return [LogSinkConfig()]
+
+
 class Settings(Strict):
     project: ProjectSection = ProjectSection()
     storages: dict[str, StorageConfig] = Field(default_factory=lambda: default_storages())
     feeds: FeedsSection = FeedsSection()
     state: StateSection = StateSection()
     ingest: IngestSection = IngestSection()
-    alerts: dict[str, Any] = Field(default_factory=dict)
+    alerts: AlertsSection = AlertsSection()
 
     @field_validator("storages")
     @classmethod
@@ -330,22 +369,56 @@ class StreamConfig(Strict):
 # -- groups: config/groups/NAME.toml ----------------------------------------------------------
 
 
+def check_duration(value: str | None, what: str, positive: bool = False) -> str | None:
+    if value is None:
+        return None
+    seconds = parse_duration_seconds(value)
+    if positive and seconds <= 0:
+        raise ValueError(f"{what} must be longer than zero, got {value!r}")
+    return value
+
+
 class GroupCourier(Strict):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """One courier of a group: how its scheduled window sits behind the run time (SPEC 3)."""
+
     name: str
-    offset: str = "0h"
-    range: str | None = None
-    wait: str = "0m"
-    required: bool = True
-    lookback: str | None = None
-    alert_after: str | None = None
+    offset: str = "0h"  # the window ends this far behind the scheduled time
+    range: str | None = None  # how much the window covers; default: the schedule period
+    wait: str = "0m"  # keep polling this long for files of every partition in the window
+    required: bool = True  # missing files fail the run and alert; false: run with what is there
+    lookback: str | None = None  # overrides the courier's lookback
+    alert_after: str | None = None  # alert when a run takes longer than this
+    retries: int = Field(default=3, ge=0)  # later runs retry a failed window this many times
+
+    @field_validator("offset", "wait", "lookback", "alert_after")
+    @classmethod
+    def _durations(cls, v: str | None) -> str | None:
+        return check_duration(v, "the duration")
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v: str | None) -> str | None:
+        return check_duration(v, "range", positive=True)
 
 
 class GroupConfig(Strict):
-    model_config = ConfigDict(extra="allow", frozen=True)
     name: str
-    schedule: str
-    time_zone: str | None = None
+    schedule: str  # cron: "min hour day month weekday" (or seconds first), in time_zone
+    time_zone: str | None = None  # default: [project] time_zone
+    file_dates_in_time_zone: bool = True  # false: file paths keep the project's zone
     catch_up: Literal["all", "latest", "none"] = "latest"
     run_after: list[str] = Field(default_factory=list)
+    max_parallel: int = Field(default=4, ge=1, le=64)  # couriers of the group run in parallel
     couriers: list[GroupCourier] = Field(default_factory=list)
+
+    @field_validator("couriers")
+    @classmethod
+    def _members(cls, v: list[GroupCourier]) -> list[GroupCourier]:
+        if not v:
+            raise ValueError('a group needs at least one [[couriers]] entry with name = "..."')
+        seen: set[str] = set()
+        for member in v:
+            if member.name in seen:
+                raise ValueError(f"courier {member.name!r} is listed twice; list it once")
+            seen.add(member.name)
+        return v

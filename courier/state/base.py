@@ -53,3 +53,55 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def pin_schema(self, courier: str, tag: str, schema: dict[str, str], run_id: str) -> None: ...
+
+    # -- groups and the scheduler (courier.group_runs, courier.leases, courier.alerts) -------
+    # Concrete so that a store without scheduling support still works for plain runs.
+    def start_group_run(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError("this state store does not support courier groups")
+
+    def finish_group_run(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError("this state store does not support courier groups")
+
+    def group_runs(
+        self,
+        group: str | None = None,
+        limit: int = 20,
+        trigger: str | None = None,
+        scheduled_at: datetime | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Group runs, newest scheduled time first."""
+        raise NotImplementedError("this state store does not support courier groups")
+
+    def last_scheduled_run(self, group: str) -> datetime | None:
+        """The newest scheduled time a scheduled run of the group finished (in any status)."""
+        raise NotImplementedError("this state store does not support courier groups")
+
+    def window_runs(self, courier: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Runs of a courier over exactly this window, newest first."""
+        raise NotImplementedError("this state store does not support courier groups")
+
+    def runs_of_groups(self, group_run_ids: list[str]) -> list[dict[str, Any]]:
+        raise NotImplementedError("this state store does not support courier groups")
+
+    def get_lease(self, scope: str) -> dict[str, Any] | None:
+        raise NotImplementedError("this state store does not support leases")
+
+    def put_lease(self, record: dict[str, Any]) -> None:
+        """Create or take over the lease of record['scope']."""
+        raise NotImplementedError("this state store does not support leases")
+
+    def drop_lease(self, scope: str, holder: str) -> None:
+        raise NotImplementedError("this state store does not support leases")
+
+    def record_alert(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError("this state store does not support alerts")
+
+    def alerts(
+        self, group_run_id: str | None = None, run_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError("this state store does not support alerts")
+
+    def courier_summary(self, courier: str) -> dict[str, Any]:
+        """{'last_success': datetime|None, 'last_run': row|None, 'newest_partition': ...}"""
+        raise NotImplementedError("this state store does not support status")

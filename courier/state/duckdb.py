@@ -36,6 +36,17 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS courier.schemas (
         courier VARCHAR, file_tag VARCHAR, columns JSON, run_id VARCHAR,
         updated_at TIMESTAMPTZ)""",
+    """CREATE TABLE IF NOT EXISTS courier.group_runs (
+        group_run_id VARCHAR, group_name VARCHAR, scheduled_at TIMESTAMPTZ, trigger VARCHAR,
+        status VARCHAR, members JSON, error VARCHAR, started_at TIMESTAMPTZ,
+        finished_at TIMESTAMPTZ, duration_s DOUBLE, host VARCHAR, pid INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS courier.leases (
+        scope VARCHAR, holder VARCHAR, host VARCHAR, pid INTEGER, acquired_at TIMESTAMPTZ,
+        expires_at TIMESTAMPTZ)""",
+    """CREATE TABLE IF NOT EXISTS courier.alerts (
+        alert_id VARCHAR, kind VARCHAR, group_name VARCHAR, group_run_id VARCHAR,
+        courier VARCHAR, run_id VARCHAR, window_start TIMESTAMPTZ, window_end TIMESTAMPTZ,
+        message VARCHAR, details JSON, deliveries JSON, created_at TIMESTAMPTZ)""",
 ]
 
 RUN_COLUMNS = [
@@ -168,3 +179,157 @@ class DuckDBStateStore(StateStore):
             "INSERT INTO courier.schemas VALUES (?, ?, ?, ?, now())",
             [courier, tag, json.dumps(schema), run_id],
         )
+
+    # -- groups, leases, alerts, status -----------------------------------------------------
+    def _select(
+        self, table: str, columns: list[str], tail: str, params: list[Any]
+    ) -> list[dict[str, Any]]:
+        cur = self.con.execute(f"SELECT {', '.join(columns)} FROM {table} {tail}", params)
+        out = []
+        for row in cur.fetchall():
+            rec = dict(zip(columns, row, strict=True))
+            for c in JSON_COLUMNS | {"members", "details", "deliveries"}:
+                if isinstance(rec.get(c), str):
+                    rec[c] = json.loads(rec[c])
+            out.append(rec)
+        return out
+
+    def _insert(self, table: str, columns: list[str], record: dict[str, Any]) -> None:
+        values = [
+            json.dumps(record.get(c)) if c in GROUP_JSON and record.get(c) is not None
+            else record.get(c)
+            for c in columns
+        ]  # fmt: skip
+        marks = ", ".join("?" for _ in columns)
+        self.con.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
+
+    def start_group_run(self, record: dict[str, Any]) -> None:
+        self._insert("courier.group_runs", GROUP_RUN_COLUMNS, record)
+
+    def finish_group_run(self, record: dict[str, Any]) -> None:
+        cols = [c for c in GROUP_RUN_COLUMNS if c != "group_run_id" and c in record]
+        values = [
+            json.dumps(record[c]) if c in GROUP_JSON and record[c] is not None else record[c]
+            for c in cols
+        ]
+        self.con.execute(
+            f"UPDATE courier.group_runs SET {', '.join(f'{c} = ?' for c in cols)} "
+            "WHERE group_run_id = ?",
+            [*values, record["group_run_id"]],
+        )
+
+    def group_runs(
+        self,
+        group: str | None = None,
+        limit: int = 20,
+        trigger: str | None = None,
+        scheduled_at: datetime | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        where, params = ["true"], []
+        for clause, value in (
+            ("group_name = ?", group),
+            ("trigger = ?", trigger),
+            ("scheduled_at = ?", scheduled_at),
+            ("scheduled_at >= ?", since),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        return self._select(
+            "courier.group_runs",
+            GROUP_RUN_COLUMNS,
+            f"WHERE {' AND '.join(where)} "
+            f"ORDER BY scheduled_at DESC, started_at DESC LIMIT {int(limit)}",
+            params,
+        )
+
+    def last_scheduled_run(self, group: str) -> datetime | None:
+        row = self.con.execute(
+            "SELECT max(scheduled_at) FROM courier.group_runs WHERE group_name = ? "
+            "AND trigger = 'scheduled' AND status NOT IN ('running', 'abandoned')",
+            [group],
+        ).fetchone()
+        return row[0] if row else None
+
+    def window_runs(self, courier: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        return self._select(
+            "courier.runs",
+            RUN_COLUMNS,
+            "WHERE courier = ? AND window_start = ? AND window_end = ? "
+            "ORDER BY started_at DESC, run_id DESC",
+            [courier, start, end],
+        )
+
+    def runs_of_groups(self, group_run_ids: list[str]) -> list[dict[str, Any]]:
+        if not group_run_ids:
+            return []
+        marks = ", ".join("?" for _ in group_run_ids)
+        return self._select(
+            "courier.runs",
+            RUN_COLUMNS,
+            f"WHERE group_run_id IN ({marks}) ORDER BY started_at, run_id",
+            list(group_run_ids),
+        )
+
+    def get_lease(self, scope: str) -> dict[str, Any] | None:
+        rows = self._select("courier.leases", LEASE_COLUMNS, "WHERE scope = ?", [scope])
+        return rows[0] if rows else None
+
+    def put_lease(self, record: dict[str, Any]) -> None:
+        self.con.execute("DELETE FROM courier.leases WHERE scope = ?", [record["scope"]])
+        self._insert("courier.leases", LEASE_COLUMNS, record)
+
+    def drop_lease(self, scope: str, holder: str) -> None:
+        self.con.execute(
+            "DELETE FROM courier.leases WHERE scope = ? AND holder = ?", [scope, holder]
+        )
+
+    def record_alert(self, record: dict[str, Any]) -> None:
+        self._insert("courier.alerts", ALERT_COLUMNS, record)
+
+    def alerts(
+        self, group_run_id: str | None = None, run_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        where, params = ["true"], []
+        if group_run_id is not None:
+            where.append("group_run_id = ?")
+            params.append(group_run_id)
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(run_id)
+        return self._select(
+            "courier.alerts",
+            ALERT_COLUMNS,
+            f"WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT {int(limit)}",
+            params,
+        )
+
+    def courier_summary(self, courier: str) -> dict[str, Any]:
+        last_success = self.con.execute(
+            "SELECT max(finished_at) FROM courier.runs WHERE courier = ? AND status = 'succeeded'",
+            [courier],
+        ).fetchone()
+        newest = self.con.execute(
+            "SELECT max(partition_start), count(*) FROM courier.files WHERE courier = ?",
+            [courier],
+        ).fetchone()
+        last = self.runs(courier, limit=1)
+        return {
+            "last_success": last_success[0] if last_success else None,
+            "newest_partition": newest[0] if newest else None,
+            "files_loaded": int(newest[1]) if newest else 0,
+            "last_run": last[0] if last else None,
+        }
+
+
+GROUP_RUN_COLUMNS = [
+    "group_run_id", "group_name", "scheduled_at", "trigger", "status", "members", "error",
+    "started_at", "finished_at", "duration_s", "host", "pid",
+]  # fmt: skip
+LEASE_COLUMNS = ["scope", "holder", "host", "pid", "acquired_at", "expires_at"]
+ALERT_COLUMNS = [
+    "alert_id", "kind", "group_name", "group_run_id", "courier", "run_id", "window_start",
+    "window_end", "message", "details", "deliveries", "created_at",
+]  # fmt: skip
+GROUP_JSON = {"members", "details", "deliveries"}

@@ -1,0 +1,239 @@
+"""`courier scheduler`: run every group on its schedule until stopped. No business logic here:
+APScheduler wakes the loop at each group's fire times (a CronTrigger in the group's zone); the
+loop asks `courier.groups` what is due and what may start, and hands runs to a GroupRunner.
+
+- On start, group runs left 'running' by a dead process are marked interrupted, and fire
+  times missed while down are queued per the group's `catch_up` (all | latest | none), from
+  the newest scheduled time the state store has as finished.
+- A group runs after the groups in its `run_after` have finished their runs at or before its
+  scheduled time; runs of one group never overlap; up to `max_groups` groups run at once.
+- A run held by another process (lease) is retried a little later: when that process
+  finishes it is skipped as already run, when that process died it is taken over.
+- SIGTERM/SIGINT: no new runs start, waits end, running courier runs get `grace` seconds to
+  finish; then (or on a second signal) the process exits and abandons them, which leaves no
+  trace in the feed tables (their transaction never commits); the next start runs them again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from courier.context import Context
+from courier.groups import GroupRunner, Schedule, due_times, is_ready, run_after_order, schedule_of
+from courier.state.base import StateStore
+from courier.windows import iso_utc
+
+log = logging.getLogger("courier.scheduler")
+
+HELD_RETRY = timedelta(seconds=5)
+
+
+def last_scheduled_run(state: StateStore, group: str) -> datetime | None:
+    return state.last_scheduled_run(group)
+
+
+@dataclass
+class Item:
+    at: datetime
+    group: str
+    not_before: datetime | None = None
+
+    @property
+    def key(self) -> tuple[datetime, str]:
+        return (self.at, self.group)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        context: Context,
+        *,
+        since: datetime | None = None,
+        once: bool = False,
+        max_groups: int = 2,
+        grace: float = 60.0,
+        tick: float = 5.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        runner: GroupRunner | None = None,
+    ):
+        self.context = context
+        self.project = context.project
+        self.since = since
+        self.once = once
+        self.max_groups = max_groups
+        self.grace = grace
+        self.tick = tick
+        self.now = now
+        self.stopping = threading.Event()  # no new runs
+        self.runner = runner or GroupRunner(context, stop=self.stopping, now=now)
+        self.wake = threading.Event()
+        self.schedules: dict[str, Schedule] = {
+            name: schedule_of(self.project, group) for name, group in self.project.groups.items()
+        }
+        self.waiting: list[Item] = []
+        self.running: dict[Future[dict[str, Any]], Item] = {}
+        self.cursor: dict[str, datetime] = {}
+        self.results: list[dict[str, Any]] = []
+        self._signals = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: abandoning the running courier runs now")
+            logging.shutdown()
+            os._exit(130)
+        log.info("%s: finishing; no new runs start", signal.Signals(signum).name)
+        self.stop()
+
+    def run(self) -> int:
+        """Run until stopped (or, with once, until what is due now has run). Exit code."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        interrupted = self.runner.mark_interrupted()
+        if interrupted:
+            log.info("%d group run(s) of a stopped process marked interrupted", interrupted)
+        started = self.now()
+        self._catch_up(started)
+        aps = None
+        if not self.once:
+            aps = BackgroundScheduler(timezone=UTC)
+            for name, schedule in self.schedules.items():
+                aps.add_job(
+                    self.wake.set,
+                    schedule.trigger,
+                    id=name,
+                    name=f"group {name}",
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=None,
+                )
+            aps.start()
+            for name, schedule in self.schedules.items():
+                nxt = schedule.next_after(started)
+                log.info("group %s: next run %s", name, iso_utc(nxt) if nxt else "never")
+        pool = ThreadPoolExecutor(max_workers=self.max_groups, thread_name_prefix="scheduler")
+        try:
+            self._loop(pool)
+        finally:
+            if aps is not None:
+                aps.shutdown(wait=False)
+            abandoned = self._drain()
+            pool.shutdown(wait=not abandoned, cancel_futures=True)
+        if abandoned:
+            log.warning("abandoned %d running group run(s); they run again on restart", abandoned)
+            logging.shutdown()
+            os._exit(3)  # running threads cannot be joined; their transactions never commit
+        log.info("scheduler stopped")
+        return 0
+
+    def _catch_up(self, started: datetime) -> None:
+        for name in run_after_order(self.project.groups):
+            group = self.project.groups[name]
+            last: datetime | None = self.runner.with_state(
+                functools.partial(last_scheduled_run, group=name)
+            )
+            if last is None and self.since is not None:
+                last = self.since
+            due = due_times(self.schedules[name], group.catch_up, last, started, started)
+            if due:
+                log.info(
+                    "group %s: %d run(s) due since %s (catch_up = %s)",
+                    name,
+                    len(due),
+                    iso_utc(last) if last else "start",
+                    group.catch_up,
+                )
+            self.waiting.extend(Item(at, name) for at in due)
+            self.cursor[name] = started
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        while not self.stopping.is_set():
+            self.wake.clear()
+            now = self.now()
+            if not self.once:
+                self._queue_fired(now)
+            self._collect()
+            self._start_ready(pool, now)
+            if self.once and not self.waiting and not self.running:
+                return
+            self.wake.wait(self.tick)
+
+    def _queue_fired(self, now: datetime) -> None:
+        for name, schedule in self.schedules.items():
+            for at in schedule.fires(self.cursor[name], now):
+                log.info("group %s: due at %s", name, iso_utc(at))
+                self.waiting.append(Item(at, name))
+            self.cursor[name] = max(self.cursor[name], now)
+
+    def _start_ready(self, pool: ThreadPoolExecutor, now: datetime) -> None:
+        self.waiting.sort(key=lambda i: i.key)
+        for item in list(self.waiting):
+            if len(self.running) >= self.max_groups:
+                return
+            if item.not_before is not None and item.not_before > now:
+                continue
+            waiting = [i.key for i in self.waiting]
+            running = [i.key for i in self.running.values()]
+            if not is_ready(item.key, waiting, running, self.project.groups):
+                continue
+            self.waiting.remove(item)
+            future = pool.submit(self.runner.run, item.group, item.at, trigger="scheduled")
+            future.add_done_callback(lambda _: self.wake.set())
+            self.running[future] = item
+
+    def _collect(self) -> None:
+        for future, item in list(self.running.items()):
+            if not future.done():
+                continue
+            del self.running[future]
+            try:
+                result = future.result()
+            except Exception:
+                log.exception("group %s at %s failed", item.group, iso_utc(item.at))
+                continue
+            self.results.append(result)
+            status = result["status"]
+            if status == "held":
+                log.info(
+                    "group %s at %s: %s; checking again shortly",
+                    item.group,
+                    iso_utc(item.at),
+                    result["error"],
+                )
+                self.waiting.append(Item(item.at, item.group, self.now() + HELD_RETRY))
+            elif status == "already_run":
+                log.info("group %s at %s: already run", item.group, iso_utc(item.at))
+
+    def _drain(self) -> int:
+        """After a stop: give running group runs `grace` seconds; return how many remain."""
+        pending = [f for f in self.running if not f.done()]
+        if pending:
+            log.info("waiting up to %.0fs for %d running group run(s)", self.grace, len(pending))
+            deadline = threading.Event()
+            timer = threading.Timer(self.grace, deadline.set)
+            timer.daemon = True
+            timer.start()
+            for future in pending:
+                while not future.done() and not deadline.is_set():
+                    deadline.wait(0.2)
+            timer.cancel()
+        self._collect()
+        return sum(1 for f in self.running if not f.done())
