@@ -26,8 +26,10 @@ import datetime as dt
 import decimal
 import gc
 import ipaddress
+import multiprocessing
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -43,6 +45,7 @@ from courier.plan import BadRecord, InputFile
 FILE_COLUMN = "_courier_file"  # the engines' name for the source-file column
 RAW_LIMIT = 4096  # characters of a bad item kept in quarantine
 JSON_BATCH_ROWS = 2048  # rows encoded at a time: small batches stay in the CPU caches
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024  # below this a window is decoded in-process
 
 Item = tuple[int, Any]  # (item number in its file, decoded value)
 
@@ -95,25 +98,54 @@ class TreeReader(BatchReader):
     def json_lines(
         self, files: list[InputFile], options: Mapping[str, Any], out_dir: Path
     ) -> Iterator[tuple[InputFile | None, list[BadRecord]]]:
-        """Write each file's rows as NDJSON into out_dir; yield the written file (None when the
-        file held no rows) with the file's bad records."""
+        """Write each file's rows as NDJSON into out_dir; yield, in file order, the written
+        file (None when the file held no rows) with the file's bad records.
+
+        Decoding is Python work on one core; a window of several files and at least
+        PARALLEL_MIN_BYTES is decoded by options.decode_workers processes (spawned, so they
+        share nothing with the engine's threads or database), a file each at a time."""
         opts = TreeOptions.from_options(options)
-        for i, f in enumerate(files):
-            target = out_dir / f"{i:06d}-{Path(f.key).name}.ndjson"
-            bad_all: list[BadRecord] = []
-            written = 0
-            with open(target, "wb") as out, _gc_paused():
-                for rows, numbers, bad in self.rows(f, opts, JSON_BATCH_ROWS):
-                    bad_all.extend(bad)
-                    if rows:
-                        data, count = encode_lines(rows, numbers, f.key, bad_all)
-                        out.write(data)
-                        written += count
-            if written:
-                yield InputFile(f.key, target, target.stat().st_size), bad_all
-            else:
-                target.unlink()
-                yield None, bad_all
+        workers = min(opts.decode_workers, len(files))
+        if workers < 2 or sum(f.size for f in files) < PARALLEL_MIN_BYTES:
+            for i, f in enumerate(files):
+                yield self.transcode(i, f, opts, out_dir)
+            return
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            futures = [
+                pool.submit(_transcode, type(self), i, f, opts, out_dir)
+                for i, f in enumerate(files)
+            ]
+            for future in futures:
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def transcode(
+        self, index: int, file: InputFile, options: TreeOptions, out_dir: Path
+    ) -> tuple[InputFile | None, list[BadRecord]]:
+        """One file's rows as NDJSON in out_dir (see json_lines)."""
+        target = out_dir / f"{index:06d}-{Path(file.key).name}.ndjson"
+        bad_all: list[BadRecord] = []
+        written = 0
+        with open(target, "wb") as out, _gc_paused():
+            for rows, numbers, bad in self.rows(file, options, JSON_BATCH_ROWS):
+                bad_all.extend(bad)
+                if rows:
+                    data, count = encode_lines(rows, numbers, file.key, bad_all)
+                    out.write(data)
+                    written += count
+        if written:
+            return InputFile(file.key, target, target.stat().st_size), bad_all
+        target.unlink()
+        return None, bad_all
+
+
+def _transcode(
+    reader: type[TreeReader], index: int, file: InputFile, options: TreeOptions, out_dir: Path
+) -> tuple[InputFile | None, list[BadRecord]]:
+    """json_lines' work in a decode worker process."""
+    return reader().transcode(index, file, options, out_dir)
 
 
 @contextmanager

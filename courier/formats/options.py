@@ -5,12 +5,15 @@
     max_depth = 100                    # nesting deeper than this is a bad record
     max_document_bytes = 268435456     # json/xml: a file (one document) larger is a bad record
     decode = "json"                    # how decoded trees reach the engine: "json" or "arrow"
+    decode_workers = 2                 # processes decoding a large window (default: cores, at
+                                       # most 4; 1: in-process)
 
 `courier validate` reports a wrong option with the courier file and key (CHECKS below).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 TREE_FORMATS = ("cbor", "json", "xml")
 DEFAULT_MAX_DEPTH = 100
 DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+DEFAULT_DECODE_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class TreeOptions:
     max_depth: int = DEFAULT_MAX_DEPTH
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     decode: str = "json"
+    decode_workers: int = DEFAULT_DECODE_WORKERS
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> TreeOptions:
@@ -44,6 +49,7 @@ class TreeOptions:
                 options, "max_document_bytes", DEFAULT_MAX_DOCUMENT_BYTES
             ),
             decode=_decode(options.get("decode", "json")),
+            decode_workers=_positive_int(options, "decode_workers", DEFAULT_DECODE_WORKERS),
         )
 
     @classmethod

@@ -115,3 +115,30 @@ def test_files_without_records_give_an_empty_tag(engine: Engine, tmp_path: Path,
     f = write(tmp_path / f"a.{fmt}", b"\n")
     summary = engine.read("t", [f], fmt)
     assert summary.records == 0 and engine.rows("SELECT count(*) FROM t") == [(0,)]
+
+
+@pytest.mark.slow
+def test_decode_workers_give_the_same_rows_and_bad_records(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large window is decoded by spawned worker processes: same rows, same order, same
+    bad records (with their files and item numbers) as decoding in-process."""
+    monkeypatch.setattr(arrow_tree, "PARALLEL_MIN_BYTES", 0)
+    files = []
+    for n in range(4):
+        data = cbor_seq(events(50, start=50 * n)) + cbor_seq(["bad"]) + cbor_seq(events(5))[:-2]
+        files.append(write(tmp_path / f"p{n}.cbor", data))
+    files.append(write(tmp_path / "empty.cbor", cbor_seq([1, 2])))
+    one = engine.read("one", files, "cbor", decode_workers=1)
+    two = engine.read("two", files, "cbor", decode_workers=2)
+    assert two.records == one.records == 4 * 54
+    assert two.bad == one.bad
+    assert [(b.file, b.line) for b in two.bad][:2] == [
+        ("landing/p0.cbor", 51),
+        ("landing/p0.cbor", 56),
+    ]
+    query = "SELECT event_id, customer, items, n.key FROM {t} t JOIN _courier_file_names n ON n.path = t._courier_file"
+    table_one, table_two = engine.engine.tags["one"].name, engine.engine.tags["two"].name
+    assert engine.rows(query.format(t=f'"{table_two}"')) == engine.rows(
+        query.format(t=f'"{table_one}"')
+    )
