@@ -304,7 +304,7 @@ def best(measurements: list[Measurement]) -> Measurement:
 def main() -> int:
     megabytes = int(os.environ.get("BENCH_MB", "200"))
     dlt_files = int(os.environ.get("BENCH_DLT_FILES", "2"))
-    rounds = max(1, int(os.environ.get("BENCH_RUNS", "1")))
+    rounds = max(1, int(os.environ.get("BENCH_RUNS", "3")))
     repeat = os.environ.get("BENCH_REPEAT", "0") == "1"
     root = Path(os.environ.get("BENCH_DIR", str(REPO / "bench" / "data"))).resolve()
     print(f"== courier bench: nested NDJSON -> order_items upsert, BENCH_MB={megabytes} ==")
@@ -345,7 +345,9 @@ def main() -> int:
     results: dict[str, list[Measurement]] = {name: [] for name, _, _ in contenders}
     for n in range(rounds):  # round robin, so a busy spell on the machine hits everyone alike
         for name, target, kwargs in contenders:
-            label = f"{name} (run {n + 1}/{rounds})" if rounds > 1 else name
+            if name == "dlt" and n > 0:
+                continue  # ~100x slower: once is enough for the 10x target
+            label = f"{name} (run {n + 1}/{rounds})" if rounds > 1 and name != "dlt" else name
             print(f"running {label} ...", flush=True)
             m = run_isolated(name, target, kwargs, env={"RUNTIME__DLTHUB_TELEMETRY": "false"})
             if m.ok:
@@ -423,12 +425,18 @@ def main() -> int:
     print()
     print("== targets (SPEC 7) ==")
     checks: list[tuple[str, str, bool | None]] = []
+    notes: list[str] = []
     if courier.ok and hand.ok:
         r = courier.records_per_s / hand.records_per_s
         checks.append((
             f"courier / duckdb-upsert records/s >= {TARGET_VS_DUCKDB}x", f"{r:.2f}x",
             r >= TARGET_VS_DUCKDB,
         ))  # fmt: skip
+        cpu = hand.cpu_seconds / courier.cpu_seconds if courier.cpu_seconds else 0.0
+        notes.append(
+            f"  (for information: by CPU seconds, which a busy shared machine disturbs less, "
+            f"courier / duckdb-upsert = {cpu:.2f}x)"
+        )
     else:
         checks.append(("courier / duckdb-upsert", "not measured (a contender failed)", None))
     if courier.ok and dlt is not None and dlt.ok:
@@ -449,6 +457,8 @@ def main() -> int:
         print(f"  [{'N/A ' if ok is None else verdict(ok)}] {name}: {value}")
         if ok is not True:
             failed.append(name)
+    for note in notes:
+        print(note)
     if failed:
         print()
         print("!" * 78)
