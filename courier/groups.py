@@ -123,15 +123,21 @@ def parse_cron(expr: str, tz: ZoneInfo) -> CronTrigger:
             "both day of month and day of week are restricted, which cron reads as either/or; "
             "restrict only one of them (use two groups for both)"
         )
-    return CronTrigger(
-        second=second,
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=crontab_weekdays(weekday),
-        timezone=tz,
-    )
+    values = {
+        "second": second,
+        "minute": minute,
+        "hour": hour,
+        "day": day,
+        "month": month,
+        "day_of_week": crontab_weekdays(weekday),
+    }
+    for name, value in values.items():
+        try:
+            CronTrigger(timezone=tz, **{name: value})
+        except ValueError as exc:
+            shown = weekday if name == "day_of_week" else value
+            raise ValueError(f"{name.replace('_', ' ')} field {shown!r}: {exc}") from None
+    return CronTrigger(timezone=tz, **values)
 
 
 @dataclass(frozen=True)
