@@ -195,7 +195,7 @@ class Drafter:
             if child.kind == "struct" and child.fields:
                 self.walk(child, child_expr, parts + [name], here)
             elif child.kv_fields() is not None:
-                self.pivot(child, child_expr, parts + [name], ".".join(here))
+                self.pivot(child, child_expr, parts + [name], ".".join(here).replace(".[]", "[]"))
             else:
                 comment = ""
                 if child.kind in ("list", "map"):
@@ -220,7 +220,10 @@ class Drafter:
         key_f, value_f, type_f = shape
         value_node = node.element.child(value_f)
         kv_type = f"kv.{self.ident(type_f)}" if type_f else "NULL"
-        source = f"SELECT unnest({expr}) AS kv {self.from_clause()}"
+        # pairs inside the unnested list are read through it; the others from every record
+        inside = expr.startswith(f"{EXPLODED}.")
+        rows = self.from_clause() if inside else f"FROM {self.ident(self.entry.tag)} AS {ROW}"
+        source = f"SELECT unnest({expr}) AS kv {rows}"
         found = self.wb.sql(
             f"SELECT kv.{self.ident(key_f)} AS k, lower(CAST({kv_type} AS VARCHAR)) AS t, "
             f"count(*) AS n FROM ({source}) WHERE k IS NOT NULL GROUP BY ALL"

@@ -25,7 +25,7 @@ KEY_CANDIDATES = {1: 64, 2: 14, 3: 9}  # columns tried per key size (pairs/tripl
 EPOCH_MS = (10**11, 10**14)  # 1973 .. 5138 as milliseconds since the epoch
 ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}"
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
-TIME_NAME = re.compile(r"(^|_)(ts|time|timestamp|date|datetime)$|_at$|^at$", re.I)
+TIME_NAME = re.compile(r"(^|_)(ts|time|timestamp|date|datetime|epoch)(_|$)|_at$|^at$", re.I)
 KEY_NAME = re.compile(r"(^|_)(id|idx|index|key|uuid|guid|code|seq|num|no)$|id$", re.I)
 
 TEMPORAL = ("timestamp", "date")
@@ -297,7 +297,7 @@ def family_counts(types: dict[str, int]) -> list[tuple[str, int]]:
     for t, n in types.items():
         family = JSON_FAMILIES.get(t, t.lower())
         out[family] = out.get(family, 0) + n
-    return sorted(out.items(), key=lambda kv: -kv[1])
+    return sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def raw_conflicts(wb: Workbench, entry: TagInput) -> list[str]:
@@ -333,7 +333,7 @@ def raw_conflicts(wb: Workbench, entry: TagInput) -> list[str]:
         if len(counts) > 1:
             found = ", ".join(
                 f"{family} in {n} record(s)"
-                for family, n in sorted(counts.items(), key=lambda kv: -kv[1])
+                for family, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             )
             shown = path.removeprefix("$.") if path != "$" else path
             out.append(f"{entry.tag} field {shown}: {found}")

@@ -237,9 +237,10 @@ def query_import(state: State, file: str, dialect: str, out: str | None, force: 
     if out == "-":
         click.echo(result.sql, nl=False)
         return
-    target = Path(out) if out else default_target(source, analyst_context(state).project.root)
+    root = analyst_context(state).project.root
+    target = Path(out) if out else default_target(source, root)
     write_translation(target, result.sql, force)
-    click.echo(f"wrote {target}: translated from Spark SQL ({result.summary()})")
+    click.echo(f"wrote {_rel(target, root)}: translated from Spark SQL ({result.summary()})")
 
 
 @click.command("infer")
