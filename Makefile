@@ -34,6 +34,7 @@ run: install  ## land a day of example payloads, run the couriers, show the feed
 test: install-dev  ## the full suite (starts/stops moto server and Azurite itself)
 	AZURITE_BIN=$(abspath $(AZURITE)) $(PY) -m pytest -q -p no:cacheprovider
 	$(COURIER) --project . validate
+	$(COURIER) --project . query test
 
 test-fast: install  ## unit tests only (no servers)
 	$(PY) -m pytest -q -m "not integration and not slow"
