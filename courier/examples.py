@@ -123,6 +123,17 @@ def land_day(storage: StorageBackend, day: date, seed: int = 7, per_hour: int = 
     return total
 
 
+def land_sample_payloads(context: Context, day: date) -> list[str]:
+    """The analyst examples (samples/, docs/analyst-guide.md): land their sample payloads at
+    noon of `day`; returns the couriers that read them."""
+    from courier.analyst.samples import land_samples, sample_couriers
+
+    project = context.project
+    landed = land_samples(project, context.storage(project.settings.ingest.storage), day)
+    print(f"landed samples/ for {day}: " + ", ".join(f"{k} {v}" for k, v in landed.items()))
+    return sample_couriers(project)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m courier.examples")
     parser.add_argument("command", choices=["run"])
@@ -138,8 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     landed = land_day(context.storage(project.settings.ingest.storage), day)
     print(f"landed {landed} example payloads for {day} under {project.settings.ingest.storage}")
+    samples = land_sample_payloads(context, day)
     now = datetime.now(UTC)
-    for name in ("web_events", "profile_updates", "pos_tenders"):
+    for name in ("web_events", "profile_updates", "pos_tenders", *samples):
         courier = project.courier(name)
         window = context.window(courier, date=day.isoformat())
         result = context.run(name, window, now)
