@@ -106,6 +106,34 @@ class LogSink:
         log.warning("ALERT %s: %s", alert.kind, alert.message)
 
 
+class RedactSecrets(logging.Filter):
+    """httpx logs request URLs at INFO (--debug shows them); webhook URLs are secrets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets and isinstance(record.args, tuple):
+            args = []
+            for arg in record.args:
+                text = str(arg)
+                for secret in self.secrets:
+                    text = text.replace(secret, hidden(secret))
+                args.append(text if text != str(arg) else arg)
+            record.args = tuple(args)
+        return True
+
+
+def hidden(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or '?'}/***"
+
+
+REDACT = RedactSecrets()
+logging.getLogger("httpx").addFilter(REDACT)
+
+
 class WebhookSink:
     """POST the alert payload as JSON; any 2xx is a delivery."""
 
@@ -113,6 +141,7 @@ class WebhookSink:
         self.url = url
         self.headers = headers or {}
         self.timeout = timeout
+        REDACT.secrets.add(url)
 
     def describe(self) -> str:
         return f"webhook {urlsplit(self.url).hostname or '?'}"
@@ -199,6 +228,9 @@ class Alerter:
     def fire(self, alert: Alert) -> Alert:
         for sink in self.sinks:
             name = sink.describe()
+            n = 2
+            while name in alert.deliveries:
+                name, n = f"{sink.describe()} #{n}", n + 1
             try:
                 sink.send(alert)
             except AlertDeliveryError as exc:

@@ -947,17 +947,19 @@ class GroupRunner:
         courier = ctx.project.courier(plan.courier)
         locks = [self._feed_lock(f) for f in sorted(courier.load_operations)]
         timer = None
+        fired: list[Alert] = []
         if plan.alert_after is not None:
             limit = plan.alert_after
             started = time.monotonic()
 
             def overlong() -> None:
-                self._alert(
+                alert = self._alert(
                     alerts, "overlong", plan, window, record, None,
                     f"courier {plan.courier} has been running for over {plan.member.alert_after}",
                     {"alert_after_s": limit.total_seconds(),
                      "running_s": round(time.monotonic() - started, 3)},
                 )  # fmt: skip
+                fired.append(alert)
 
             timer = threading.Timer(limit.total_seconds(), overlong)
             timer.daemon = True
@@ -973,7 +975,7 @@ class GroupRunner:
                 self._check_stop()
                 try:
                     log.info("courier %s: running window %s", plan.courier, window.as_dict())
-                    return ctx.run(
+                    result = ctx.run(
                         plan.courier,
                         window,
                         self.now(),
@@ -981,6 +983,12 @@ class GroupRunner:
                         trigger=trigger,
                         group=(plan.group, record["group_run_id"]),
                     )
+                    if timer is not None:
+                        timer.cancel()
+                        timer.join()  # an alert being sent finishes first
+                    for alert in fired:
+                        alert.run_id = result["run_id"]
+                    return result
                 except TransientError as exc:
                     if deadline is not None and self.clock() >= deadline:
                         raise
