@@ -374,12 +374,12 @@ def primary_key(
             )
             counts = wb.sql(f"SELECT {select} FROM {table}")[0]
             unique.extend(combo for combo, n in zip(chunk, counts, strict=True) if n == rows)
-        strong = [u for u in unique if not all(typed.get(c) in TEMPORAL for c in u)]
+        strong = [u for u in unique if any(KEY_NAME.search(c) for c in u)]
         if strong:
             return sorted(min(strong, key=score), key=lambda c: order[c])
         if unique and weak is None:
-            # timestamps alone are unique by chance in most event data: look one size up
-            # for a set with an id column, and fall back to the timestamp when there is none
+            # a set without an id-like column (a timestamp, a URL) is often unique by chance
+            # in a sample: look one size up for a set with one, else fall back to this
             weak = sorted(min(unique, key=score), key=lambda c: order[c])
         elif weak is not None:
             return weak

@@ -92,6 +92,22 @@ def query_users(project: Project, query: str) -> list[tuple[CourierConfig, list[
     return out
 
 
+def resolve(
+    project: Project, ref: str, courier: str | None
+) -> tuple[SavedQuery, CourierConfig]:
+    """What preview runs: a saved query (or .sql file) and the courier whose files it reads;
+    or, when ref names a courier and no query, that courier's input as it is."""
+    if ref not in project.queries and not ref.endswith(".sql") and ref in project.couriers:
+        target = project.couriers[ref]
+        if courier and courier != ref:
+            raise ConfigError(f"{ref!r} is a courier, not a query; give one of them")
+        tag = target.file_tag
+        path = project.files.get(f"config/couriers:{ref}", Path(ref))
+        return SavedQuery(tag, path, f'SELECT * FROM "{tag}"'), target
+    query = find_query(project, ref)
+    return query, courier_for_query(project, query.name, courier)
+
+
 def courier_for_query(project: Project, query: str, courier: str | None) -> CourierConfig:
     if courier:
         return project.courier(courier)
@@ -226,8 +242,7 @@ def preview(
     with_schema: bool = False,
 ) -> Preview:
     project = context.project
-    query = find_query(project, query_ref)
-    courier = courier_for_query(project, query.name, courier_name)
+    query, courier = resolve(project, query_ref, courier_name)
     with Workbench() as wb:
         entry, report = read_courier_input(context, wb, courier, window, sample, full)
         schemas = {entry.tag: entry.schema}

@@ -71,12 +71,13 @@ def query_preview(
     as_json: bool,
     **window: Any,
 ) -> None:
-    """Run saved query NAME over COURIER's files for a window (or --file PATH) and show rows."""
-    from courier.analyst.preview import courier_for_query, display, find_query, preview
+    """Run saved query NAME over COURIER's files for a window (or --file PATH) and show rows.
+
+    NAME may be a .sql file (a draft), or a courier: then its input is shown as it is."""
+    from courier.analyst.preview import display, preview, resolve
 
     context = analyst_context(state)
-    saved = find_query(context.project, name)
-    courier_cfg = courier_for_query(context.project, saved.name, courier)
+    _, courier_cfg = resolve(context.project, name, courier)
     w = chosen_window(context, courier_cfg.name, sample, **window)
     result = preview(
         context, name, courier_cfg.name, w, Path(sample) if sample else None, limit, full,

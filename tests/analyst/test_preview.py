@@ -129,6 +129,15 @@ def test_preview_a_local_sample_file_and_a_draft_query_path(make_project: Projec
     assert out["inputs"][0]["source"] == f"sample file {sample}"
 
 
+def test_preview_a_courier_shows_its_input_as_it_is(make_project: ProjectFactory) -> None:
+    p = make_project.events_project()
+    p.land_hour(DAY, 3, [event(1), event(2)])
+    ctx, window = window_of(p)
+    result = preview(ctx, "events", None, window)
+    assert list(result.columns) == ["event_id", "customer", "items"]
+    assert result.records()[1]["customer"] == {"id": 1, "email": "c1@x.test"}
+
+
 def test_preview_errors(make_project: ProjectFactory) -> None:
     p = make_project.events_project()
     ctx, window = window_of(p)
