@@ -8,11 +8,13 @@ its own process, each `Context.run("web_events", --date D)` with the repository'
 query and feed (flattening + upsert) into a fresh feed database:
 
   ndjson       format = "ndjson": DuckDB reads the files natively
-  cbor         format = "cbor": items decoded by cbor2, re-encoded as JSON lines, read by the
+  cbor         format = "cbor": items decoded by cbor2 (in options.decode_workers spawned
+               processes, default the cores up to 4), re-encoded as JSON lines, read by the
                NDJSON reader (the default, options.decode = "json")
   cbor-arrow   format = "cbor", options.decode = "arrow": decoded rows to Arrow batches
 
-Target (SPEC 7): CBOR at least 50% of the NDJSON path's records/s, peak RSS under 1.5 GB, and
+Target (SPEC 7): CBOR at least 50% of the NDJSON path's records/s, peak RSS under 1.5 GB (the
+contender's ru_maxrss, and the sampled sum over it and its decode workers), and
 the feed tables identical (row count and checksum). Exit status 0 even when a target fails:
 this is a report, printed loudly.
 """
@@ -122,11 +124,13 @@ def courier_load(project: str, day: str) -> dict[str, Any]:
     db = Path(project) / ".courier" / "feeds.duckdb"
     for leftover in (db, db.with_suffix(".duckdb.wal")):
         leftover.unlink(missing_ok=True)
+    sampler = TreeRss()
     started = time.perf_counter()
     ctx = Context(load_project(project))
     window = ctx.window(ctx.project.courier(COURIER), date=day)
     result = ctx.run(COURIER, window, datetime.now(UTC))
     seconds = time.perf_counter() - started
+    sampler.stop()
     if result["status"] != "succeeded":
         raise RuntimeError(f"courier run {result['status']}: {result['error']}")
     con = duckdb.connect(str(db), read_only=True)
@@ -139,7 +143,40 @@ def courier_load(project: str, day: str) -> dict[str, Any]:
         "rows": rows,
         "checksum": str(checksum),
         "quarantined": result["quarantined"],
+        "tree_peak_rss": sampler.peak,
     }
+
+
+class TreeRss:
+    """Peak of the summed RSS of this process and its children (the decode workers), sampled
+    every 50 ms: ru_maxrss covers one process only."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self.peak = 0
+        self._me = psutil.Process()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._done.wait(0.05):
+            total = 0
+            for p in [self._me, *self._me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def main() -> int:
@@ -179,13 +216,13 @@ def main() -> int:
         if m.ok:
             rows.append([
                 m.name, f"{m.records:,}", f"{m.bytes / MB:,.0f}", f"{m.seconds:.2f}",
-                human_rate(m.records_per_s), f"{m.peak_rss / MB:,.0f}", f"{m.detail['rows']:,}",
+                human_rate(m.records_per_s), f"{m.peak_rss / MB:,.0f}",
+                f"{m.detail['tree_peak_rss'] / MB:,.0f}", f"{m.detail['rows']:,}",
             ])  # fmt: skip
         else:
-            rows.append([m.name, "-", "-", "-", "-", f"{m.peak_rss / MB:,.0f}", "FAILED"])
-    print(
-        table(["contender", "records", "MB", "seconds", "records/s", "peak RSS MB", "rows"], rows)
-    )
+            rows.append([m.name, "-", "-", "-", "-", f"{m.peak_rss / MB:,.0f}", "-", "FAILED"])
+    headers = ["contender", "records", "MB", "seconds", "records/s", "peak RSS MB"]
+    print(table([*headers, "with workers MB", "rows"], rows))
 
     print()
     print("== targets (SPEC 7) ==")
@@ -206,16 +243,21 @@ def main() -> int:
         else:
             checks.append((f"{m.name} / ndjson", "not measured", None))
         if m.ok:
+            rss = max(m.peak_rss, m.detail["tree_peak_rss"])
             checks.append(
-                (f"{m.name} peak RSS < {TARGET_RSS / 1e9:g} GB", f"{m.peak_rss / MB:,.0f} MB",
-                 m.peak_rss < TARGET_RSS)
+                (f"{m.name} peak RSS (with decode workers) < {TARGET_RSS / 1e9:g} GB",
+                 f"{rss / MB:,.0f} MB", rss < TARGET_RSS)
             )  # fmt: skip
-    print(table(
-        ["target", "measured", "met"],
-        [[c, v, "yes" if ok else ("NOT MEASURED" if ok is None else "NO")] for c, v, ok in checks],
-    ))  # fmt: skip
-    if any(ok is not True for _, _, ok in checks):
-        print("\nSOME CBOR TARGETS NOT MET (see above)")
+
+    # The target is the CBOR path as couriers run it (decode = "json"); the Arrow route is an
+    # alternative shown for comparison, its misses do not fail the target.
+    def met(ok: bool | None, name: str) -> str:
+        word = "yes" if ok else ("NOT MEASURED" if ok is None else "NO")
+        return word if name.startswith("cbor ") else f"({word}, info)"
+
+    print(table(["target", "measured", "met"], [[c, v, met(ok, c)] for c, v, ok in checks]))
+    if any(ok is not True for c, _, ok in checks if c.startswith("cbor ")):
+        print("\nCBOR TARGETS NOT MET (see above)")
     return 0
 
 

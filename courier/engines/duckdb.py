@@ -266,6 +266,10 @@ class DuckDBEngine(QueryEngine):
         if not parts:
             self._empty_table(table, pinned)
             return
+        if len(parts) == 1:  # one shape: already in record order
+            self.con.execute(f"ALTER TABLE {quote(parts[0][1])} DROP COLUMN {ORDER_COLUMN}")
+            self.con.execute(f"ALTER TABLE {quote(parts[0][1])} RENAME TO {quote(table)}")
+            return
         # Columns Arrow can promote to one type (int64 and double, structs with other fields)
         # are unified by UNION ALL BY NAME; the others (a number here, a struct there) would
         # turn into NULLs, so they become JSON in every part, as read_json does.
