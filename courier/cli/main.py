@@ -233,7 +233,13 @@ def feeds_show(state: State, feed: str, sample: int, as_json: bool) -> None:
         click.echo(table(rows, list(rows[0])))
 
 
-PLUGINS = ["courier.cli.ingest", "courier.cli.scheduling", "courier.cli.analyst"]
+PLUGINS = [
+    "courier.cli.ingest",
+    "courier.cli.scheduling",
+    "courier.cli.analyst",
+    "courier.cli.apikeys",
+    "courier.cli.sources",
+]
 
 
 def load_plugins() -> None:

@@ -347,6 +347,28 @@ class StreamAuth(Strict):
     private_key: str | None = None
 
 
+class StreamKeyHeaders(Strict):
+    """Header-key auth (API keys, `courier apikey create`): which headers carry what."""
+
+    id_header: str = "X-App-Id"
+    secret_header: str = "X-App-Secret"
+    client_header: str = "X-Client-Instance"  # names the client of a multi-tenant producer
+
+
+class WebhookConfig(Strict):
+    """POST /webhook/v0/{stream}: an HMAC signature of the raw body (courier/ingest/webhooks.py)."""
+
+    preset: Literal["github", "stripe"] | None = None
+    secret: str | None = None  # usually "${ENV}"
+    header: str | None = None  # the signature header
+    algorithm: Literal["sha1", "sha256"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""  # e.g. "sha256=" before the signature
+    timestamp_header: str | None = None  # replay protection: the signing time (unix seconds)
+    tolerance: int = Field(default=300, gt=0)  # seconds a signed request stays acceptable
+    signed_payload: str = "{body}"  # what is signed, e.g. "v0:{timestamp}:{body}"
+
+
 class StreamConfig(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
     id: str
@@ -357,6 +379,9 @@ class StreamConfig(Strict):
     roll_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)  # part files roll at this size
     storage: str | None = None
     auth: StreamAuth = StreamAuth()
+    api_keys: StreamKeyHeaders = StreamKeyHeaders()
+    envelope: bool = False  # land {"received_at","client_id","source","payload"}
+    webhook: WebhookConfig | None = None
 
     @field_validator("id")
     @classmethod

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from courier.errors import ConfigError, CourierError, IngestError
+from courier.ingest import apikeys
 from courier.ingest.ratelimit import retry_after
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
@@ -194,6 +195,7 @@ class IngestApp:
         self.stopped = False
         self.bodies = BodyDeadlines()
         self.outbox: list[Pending] = []  # payloads of this loop iteration, for the log
+        self.access: apikeys.Access | None = None  # API keys (courier/ingest/apikeys.py)
 
     # -- lifecycle --------------------------------------------------------------------------
     def startup(self) -> None:
@@ -209,6 +211,9 @@ class IngestApp:
 
         service.on_commit = on_commit
         service.start()
+        self.access = apikeys.Access(
+            apikeys.KeyStore.for_project(self.project), service.verifier.keys, self.project.streams
+        )
         self.service = service
         self.bodies.start(min(1.0, self.body_timeout / 4))
         log.info(
@@ -266,6 +271,10 @@ class IngestApp:
                     raise IngestError(405, "use GET", {"allow": "GET, HEAD"})
                 health = self.service.health()  # type: ignore[union-attr]
                 await respond(send, 200 if health["status"] == "ok" else 503, health)
+            elif path == "/api/token":
+                if method != "GET":
+                    raise IngestError(405, "use GET with Basic auth", {"allow": "GET"})
+                await respond(send, 200, self.access.exchange(scope))  # type: ignore[union-attr]
             elif path.startswith(ADMIN_PREFIX) and path.endswith(ADMIN_SUFFIX):
                 if method != "POST":
                     raise IngestError(405, "use POST to refresh a token", {"allow": "POST"})
@@ -296,7 +305,7 @@ class IngestApp:
                 length = value
             elif name == tenant_header:
                 tenant = value
-        self.authenticate(stream, authorization, tenant)
+        client_id, source = self.authenticate(stream, authorization, tenant, scope)
         self.check_content_type(stream, content_type)
         if length is not None:
             try:
@@ -328,6 +337,8 @@ class IngestApp:
         if body is None:
             return  # the client left; nothing to answer
         records = service.records(stream, body)
+        if stream.config.envelope:
+            records = apikeys.envelope(records, client_id, source)
         future: asyncio.Future[None] = self.loop.create_future()  # type: ignore[union-attr]
         outbox = self.outbox
         outbox.append(service.prepare(stream, records, future))
@@ -348,6 +359,35 @@ class IngestApp:
             _resolve([i.waiter for i in items], IngestError(500, f"internal error: {exc}"))
 
     def authenticate(
+        self,
+        stream: StreamRuntime,
+        authorization: bytes | None,
+        tenant: bytes | None,
+        scope: Scope | None = None,
+    ) -> tuple[str | None, str]:
+        """(client id, source); stream tokens need the tenant header, API keys do not."""
+        access = self.access
+        if scope is not None and access is not None and tenant is None and access.active:
+            return access.authenticate(stream.id, authorization, scope)
+        try:
+            self._authenticate(stream, authorization, tenant)
+        except IngestError:
+            if scope is None or access is None or not access.active:
+                raise
+            try:
+                return access.authenticate(stream.id, authorization, scope)
+            except IngestError:
+                pass
+            raise
+        if scope is None or not stream.config.envelope:
+            return None, "api"
+        client = apikeys.query_value(scope, "client_id")
+        if client is None:
+            header = stream.config.api_keys.client_header.lower().encode()
+            client = next((v.decode("latin-1") for k, v in scope["headers"] if k == header), None)
+        return client, "api"
+
+    def _authenticate(
         self, stream: StreamRuntime, authorization: bytes | None, tenant: bytes | None
     ) -> None:
         if authorization is None or (
