@@ -51,12 +51,14 @@ def serve(state: State, host: str, port: int, workers: int, access_log: bool) ->
     """
     import uvicorn
 
+    from courier.ingest import webhooks
     from courier.ingest.service import stream_keys
 
     project = _project(state)
     if not project.streams:
         raise ConfigError("no streams to serve: add config/streams/STREAM_ID.toml")
     stream_keys(project)  # every stream must be able to verify tokens before we listen
+    webhooks.verifiers(project)  # and every [webhook] must have its secret
     wal = project.path(project.settings.ingest.wal_dir)
     try:
         wal.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from courier.errors import ConfigError, CourierError, IngestError
-from courier.ingest import apikeys
+from courier.ingest import apikeys, webhooks
 from courier.ingest.ratelimit import retry_after
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
@@ -196,6 +196,7 @@ class IngestApp:
         self.bodies = BodyDeadlines()
         self.outbox: list[Pending] = []  # payloads of this loop iteration, for the log
         self.access: apikeys.Access | None = None  # API keys (courier/ingest/apikeys.py)
+        self.webhooks: dict[str, webhooks.WebhookVerifier] = {}  # signed webhooks, per stream
 
     # -- lifecycle --------------------------------------------------------------------------
     def startup(self) -> None:
@@ -203,6 +204,7 @@ class IngestApp:
         # interval would add up to 5 ms to every group commit while the loop is busy.
         sys.setswitchinterval(SWITCH_INTERVAL)
         self.loop = asyncio.get_running_loop()
+        self.webhooks = webhooks.verifiers(self.project)
         service = IngestService(self.project, workers=self.workers)
         loop = self.loop
 
@@ -271,6 +273,10 @@ class IngestApp:
                     raise IngestError(405, "use GET", {"allow": "GET, HEAD"})
                 health = self.service.health()  # type: ignore[union-attr]
                 await respond(send, 200 if health["status"] == "ok" else 503, health)
+            elif path.startswith(webhooks.PREFIX):
+                if method != "POST":
+                    raise IngestError(405, "use POST to deliver a webhook", {"allow": "POST"})
+                await webhooks.handle(self, path[len(webhooks.PREFIX) :], scope, receive, send)
             elif path == "/api/token":
                 if method != "GET":
                     raise IngestError(405, "use GET with Basic auth", {"allow": "GET"})

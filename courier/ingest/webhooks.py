@@ -1,0 +1,284 @@
+"""Signed webhooks: POST /webhook/v0/{stream_id} for services that sign what they send.
+
+A stream takes webhooks when its file has a [webhook] table:
+
+    [webhook]
+    preset = "github"                      # or "stripe", or none and the fields below
+    secret = "${GITHUB_WEBHOOK_SECRET}"    # the shared secret, from the environment
+    header = "X-Signature"                 # where the signature is
+    algorithm = "sha256"                   # HMAC-SHA256 (or sha1)
+    encoding = "hex"                       # or base64
+    prefix = "sha256="                     # before the signature, if the service adds one
+    timestamp_header = "X-Timestamp"       # optional: signing time (unix seconds) ...
+    tolerance = 300                        # ... refused when further than this from now
+    signed_payload = "{timestamp}.{body}"  # what is signed (default: the raw body)
+
+Presets, as the services document them:
+    github  X-Hub-Signature-256: "sha256=" + hex HMAC-SHA256 of the raw body.
+    stripe  Stripe-Signature: "t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">[,v1=...]",
+            refused more than 300 s from now (any v1 may match: secrets roll).
+
+The signature is checked over the raw bytes before anything is parsed, compared with
+hmac.compare_digest; a missing, malformed or wrong signature, or a timestamp outside the
+tolerance, answers 401 and lands nothing. A good request lands its JSON body like the ingest
+API does (batch_arrays and envelope apply) and answers 202 once it is in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from courier.config.models import WebhookConfig
+from courier.errors import ConfigError, ConfigErrors, IngestError
+from courier.ingest import apikeys
+from courier.project import Project
+
+PREFIX = "/webhook/v0/"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "github": {
+        "header": "X-Hub-Signature-256",
+        "algorithm": "sha256",
+        "encoding": "hex",
+        "prefix": "sha256=",
+    },
+    "stripe": {
+        "header": "Stripe-Signature",
+        "algorithm": "sha256",
+        "encoding": "hex",
+        "tolerance": 300,
+        "signed_payload": "{timestamp}.{body}",
+    },
+}
+
+
+def _unauthorized(message: str) -> IngestError:
+    return IngestError(401, f"webhook refused: {message}; nothing was landed")
+
+
+@dataclass(frozen=True)
+class WebhookVerifier:
+    """Checks one stream's webhook signatures."""
+
+    stream: str
+    secret: bytes
+    header: bytes
+    algorithm: str
+    encoding: str
+    prefix: bytes
+    timestamp_header: bytes | None
+    tolerance: int
+    signed_payload: str
+    scheme: str  # "stripe" (t=,v1= in one header) or "plain"
+    source: str
+    header_name: str = ""  # as configured, for messages
+
+    @classmethod
+    def from_config(cls, stream: str, config: WebhookConfig) -> WebhookVerifier:
+        values = dict(PRESETS.get(config.preset or "", {}))
+        values.update({k: getattr(config, k) for k in config.model_fields_set})
+        if not config.secret:
+            raise ConfigError(
+                "webhook.secret is not set (is its environment variable exported?); set the "
+                'shared secret, e.g. secret = "${COURIER_WEBHOOK_SECRET}"',
+                key="webhook.secret",
+            )
+        header = values.get("header")
+        if not header:
+            raise ConfigError(
+                'webhook.header is not set: name the signature header (or set preset = "github" '
+                'or "stripe")',
+                key="webhook.header",
+            )
+        template = values.get("signed_payload", "{body}")
+        if template.count("{body}") != 1:
+            raise ConfigError(
+                "webhook.signed_payload must contain {body} once", key="webhook.signed_payload"
+            )
+        scheme = "stripe" if config.preset == "stripe" else "plain"
+        timestamp_header = values.get("timestamp_header")
+        if "{timestamp}" in template and scheme == "plain" and not timestamp_header:
+            raise ConfigError(
+                "webhook.signed_payload uses {timestamp}: set webhook.timestamp_header",
+                key="webhook.timestamp_header",
+            )
+        return cls(
+            stream=stream,
+            secret=config.secret.encode(),
+            header=header.lower().encode(),
+            algorithm=values.get("algorithm", "sha256"),
+            encoding=values.get("encoding", "hex"),
+            prefix=values.get("prefix", "").encode(),
+            timestamp_header=timestamp_header.lower().encode() if timestamp_header else None,
+            tolerance=int(values.get("tolerance", 300)),
+            signed_payload=template,
+            scheme=scheme,
+            source=f"webhook:{config.preset}" if config.preset else "webhook",
+            header_name=header,
+        )
+
+    def digest(self, body: bytes, timestamp: str | None = None) -> bytes:
+        """The signature of `body` (at `timestamp`) as the sender writes it, prefix excluded."""
+        head, _, tail = self.signed_payload.partition("{body}")
+        ts = timestamp or ""
+        message = (
+            head.replace("{timestamp}", ts).encode()
+            + body
+            + tail.replace("{timestamp}", ts).encode()
+        )
+        mac = hmac.new(self.secret, message, getattr(hashlib, self.algorithm)).digest()
+        return mac.hex().encode() if self.encoding == "hex" else base64.b64encode(mac)
+
+    def _fresh(self, timestamp: bytes | str | None, now: float) -> str:
+        if timestamp is None:
+            raise _unauthorized("missing timestamp")
+        try:
+            text = timestamp.decode("latin-1") if isinstance(timestamp, bytes) else timestamp
+            text = text.strip()
+            at = int(text)
+        except ValueError:
+            raise _unauthorized(f"the timestamp {timestamp!r} is not unix seconds") from None
+        if abs(now - at) > self.tolerance:
+            raise _unauthorized(
+                f"the timestamp is {int(now - at)} s from now, outside the tolerance of "
+                f"{self.tolerance} s (a replay, or a clock that is off)"
+            )
+        return text
+
+    def verify(self, headers: list[tuple[bytes, bytes]], body: bytes, now: float) -> None:
+        signature = timestamp = None
+        for name, value in headers:
+            if name == self.header:
+                signature = value
+            elif name == self.timestamp_header:
+                timestamp = value
+        header = self.header_name or self.header.decode()
+        if signature is None:
+            raise _unauthorized(f"missing {header} signature header")
+        if self.scheme == "stripe":
+            self._verify_stripe(signature, body, now)
+            return
+        if self.prefix:
+            if not signature.startswith(self.prefix):
+                raise _unauthorized(
+                    f"the {header} value does not start with {self.prefix.decode()!r}"
+                )
+            signature = signature[len(self.prefix) :]
+        ts = self._fresh(timestamp, now) if self.timestamp_header is not None else None
+        expected = self.digest(body, ts)
+        given = signature.strip()
+        if self.encoding == "hex":
+            given = given.lower()
+        if not hmac.compare_digest(expected, given):
+            raise _unauthorized(f"the {header} signature does not match the body")
+
+    def _verify_stripe(self, signature: bytes, body: bytes, now: float) -> None:
+        timestamp: bytes | None = None
+        candidates: list[bytes] = []
+        for part in signature.split(b","):
+            name, _, value = part.strip().partition(b"=")
+            if name == b"t":
+                timestamp = value
+            elif name == b"v1":
+                candidates.append(value.lower())
+        if timestamp is None or not candidates:
+            raise _unauthorized("the Stripe-Signature header lacks t= or v1=")
+        expected = self.digest(body, self._fresh(timestamp, now))
+        matched = False
+        for candidate in candidates:  # every one compared: no early exit to time
+            matched |= hmac.compare_digest(expected, candidate)
+        if not matched:
+            raise _unauthorized("no v1 signature in Stripe-Signature matches the body")
+
+
+def verifiers(project: Project) -> dict[str, WebhookVerifier]:
+    """Every stream's webhook verifier; ConfigErrors naming each unusable [webhook]."""
+    from courier.ingest.service import unset_references
+
+    out: dict[str, WebhookVerifier] = {}
+    errors: list[ConfigError] = []
+    for sid, stream in project.streams.items():
+        if stream.webhook is None:
+            continue
+        path = project.files.get(f"config/streams:{sid}")
+        try:
+            out[sid] = WebhookVerifier.from_config(sid, stream.webhook)
+        except ConfigError as exc:
+            names = unset_references(path, exc.key)
+            message = str(exc)
+            if names:
+                message = (
+                    f"{exc.key} comes from the environment variable {' and '.join(names)}, "
+                    "which is not set: export it before starting courier"
+                )
+            errors.append(ConfigError(message, path, exc.key))
+    if errors:
+        raise ConfigErrors(errors)
+    return out
+
+
+async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """POST /webhook/v0/{stream_id} on the IngestApp `app` (courier/ingest/app.py)."""
+    from courier.ingest.app import ACCEPTED, ACCEPTED_START, BodyTooLarge
+    from courier.ingest.ratelimit import retry_after
+
+    service = app.service
+    stream = service.streams.get(stream_id)
+    if stream is None:
+        raise IngestError(404, f"unknown stream {stream_id!r}")
+    verifier: WebhookVerifier | None = app.webhooks.get(stream_id)
+    if verifier is None:
+        raise IngestError(
+            404, f"stream {stream_id!r} takes no webhooks: add a [webhook] table to its file"
+        )
+    content_type = length = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            length = value
+    app.check_content_type(stream, content_type)
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise IngestError(400, "Content-Length is not a number") from None
+        if declared > app.max_body:
+            raise IngestError(413, f"the body is {declared} bytes; the limit is {app.max_body}")
+    wait = stream.bucket.take()
+    if wait:
+        raise IngestError(
+            429, f"stream {stream_id!r} is over its rate limit", {"retry-after": retry_after(wait)}
+        )
+    try:
+        body = await app.bodies.read(receive, app.max_body, app.body_timeout)
+    except BodyTooLarge:
+        raise IngestError(
+            413, f"the body is larger than the limit of {app.max_body} bytes"
+        ) from None
+    except TimeoutError:
+        raise IngestError(
+            408, f"the body did not arrive within {app.body_timeout:g} seconds"
+        ) from None
+    if body is None:
+        return
+    verifier.verify(scope["headers"], body, time.time())
+    records = service.records(stream, body)
+    if stream.config.envelope:
+        records = apikeys.envelope(
+            records, apikeys.query_value(scope, "client_id"), verifier.source
+        )
+    future: asyncio.Future[None] = app.loop.create_future()
+    outbox = app.outbox
+    outbox.append(service.prepare(stream, records, future))
+    if len(outbox) == 1:
+        app.loop.call_soon(app.hand_over)
+    await future
+    await send(ACCEPTED_START)
+    await send(ACCEPTED)
