@@ -290,3 +290,8 @@ CHECKS.append(check_tree_options)
 from courier.ingest.checks import check_streams  # noqa: E402
 
 CHECKS.append(check_streams)
+
+# Polling and file-pull sources (config/sources/*.toml) are checked by courier.sources.
+from courier.sources.config import check_sources  # noqa: E402
+
+CHECKS.append(check_sources)

@@ -102,6 +102,25 @@ class StateStore(abc.ABC):
     ) -> list[dict[str, Any]]:
         raise NotImplementedError("this state store does not support alerts")
 
+    # -- sources (courier.cursors, courier.source_keys) --------------------------------------
+    def source_state(self, source: str) -> dict[str, Any]:
+        """{'cursor': str|None, 'pending': dict|None} of a polling or file-pull source."""
+        raise NotImplementedError("this state store does not support sources")
+
+    def put_source_state(self, source: str, cursor: str | None, pending: Any) -> None:
+        raise NotImplementedError("this state store does not support sources")
+
+    def seen_keys(self, source: str, keys: list[str]) -> dict[str, str | None]:
+        """Of keys, those already landed for the source -> the part key they landed as."""
+        raise NotImplementedError("this state store does not support sources")
+
+    def add_keys(self, source: str, keys: dict[str, str | None], at: datetime) -> None:
+        """Remember keys (-> the part key they landed as, if any) as landed for the source."""
+        raise NotImplementedError("this state store does not support sources")
+
+    def drop_keys(self, source: str, keys: list[str]) -> None:
+        raise NotImplementedError("this state store does not support sources")
+
     def courier_summary(self, courier: str) -> dict[str, Any]:
         """{'last_success': datetime|None, 'last_run': row|None, 'newest_partition': ...}"""
         raise NotImplementedError("this state store does not support status")

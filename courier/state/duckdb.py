@@ -47,6 +47,11 @@ DDL = [
         alert_id VARCHAR, kind VARCHAR, group_name VARCHAR, group_run_id VARCHAR,
         courier VARCHAR, run_id VARCHAR, window_start TIMESTAMPTZ, window_end TIMESTAMPTZ,
         message VARCHAR, details JSON, deliveries JSON, created_at TIMESTAMPTZ)""",
+    """CREATE TABLE IF NOT EXISTS courier.cursors (
+        source VARCHAR PRIMARY KEY, cursor VARCHAR, pending JSON, updated_at TIMESTAMPTZ)""",
+    """CREATE TABLE IF NOT EXISTS courier.source_keys (
+        source VARCHAR, key VARCHAR, landed_as VARCHAR, landed_at TIMESTAMPTZ,
+        PRIMARY KEY (source, key))""",
 ]
 
 RUN_COLUMNS = [
@@ -304,6 +309,49 @@ class DuckDBStateStore(StateStore):
             f"WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT {int(limit)}",
             params,
         )
+
+    # -- sources ------------------------------------------------------------------------------
+    def source_state(self, source: str) -> dict[str, Any]:
+        row = self.con.execute(
+            "SELECT cursor, pending FROM courier.cursors WHERE source = ?", [source]
+        ).fetchone()
+        if row is None:
+            return {"cursor": None, "pending": None}
+        return {"cursor": row[0], "pending": json.loads(row[1]) if row[1] else None}
+
+    def put_source_state(self, source: str, cursor: str | None, pending: Any) -> None:
+        self.con.execute(
+            "INSERT OR REPLACE INTO courier.cursors VALUES (?, ?, ?, now())",
+            [source, cursor, None if pending is None else json.dumps(pending)],
+        )
+
+    def seen_keys(self, source: str, keys: list[str]) -> dict[str, str | None]:
+        if not keys:
+            return {}
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _courier_source_keys (key VARCHAR)")
+        self.con.executemany(
+            "INSERT INTO _courier_source_keys VALUES (?)", [(k,) for k in set(keys)]
+        )
+        rows = self.con.execute(
+            "SELECT s.key, s.landed_as FROM courier.source_keys s "
+            "JOIN _courier_source_keys k ON k.key = s.key WHERE s.source = ?",
+            [source],
+        ).fetchall()
+        return {k: v for k, v in rows}
+
+    def add_keys(self, source: str, keys: dict[str, str | None], at: datetime) -> None:
+        if keys:
+            self.con.executemany(
+                "INSERT OR REPLACE INTO courier.source_keys VALUES (?, ?, ?, ?)",
+                [(source, k, v, at) for k, v in keys.items()],
+            )
+
+    def drop_keys(self, source: str, keys: list[str]) -> None:
+        if keys:
+            self.con.executemany(
+                "DELETE FROM courier.source_keys WHERE source = ? AND key = ?",
+                [(source, k) for k in keys],
+            )
 
     def courier_summary(self, courier: str) -> dict[str, Any]:
         last_success = self.con.execute(
