@@ -153,7 +153,13 @@ class _Sequence:
                 number += 1
                 yield self.truncated(number, start)
                 return
-            except cbor2.CBORDecodeError as exc:
+            except (
+                cbor2.CBORDecodeError,
+                ValueError,
+                TypeError,
+                OverflowError,
+                RecursionError,
+            ) as exc:
                 try:
                     end = item_end(self.buf, start)
                 except _Incomplete:
