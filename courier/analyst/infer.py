@@ -5,6 +5,8 @@ checked on the data, required fields, and the fields whose values disagree on th
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -170,12 +172,26 @@ def analyse(wb: Workbench, relation: Relation, feed_id: str, path: Path) -> Feed
     draft = FeedDraft(feed_id, path, "", relation.rows)
     if not columns:
         raise ConfigError(f"feed {feed_id}: the rows have no columns to draft fields from")
+    # text columns whose first values all look like ISO dates/timestamps are checked in full
+    texts = [n for n, t in columns.items() if t.upper() == "VARCHAR"]
+    temporal: set[str] = set()
+    if texts:
+        looks = ", ".join(
+            f"bool_and(regexp_matches({quote(n)}, {literal(ISO_DATETIME + '|' + ISO_DATE)})) "
+            f"FILTER (WHERE {quote(n)} IS NOT NULL)"
+            for n in texts
+        )
+        first = wb.sql(f"SELECT {looks} FROM (SELECT * FROM {table} LIMIT 1000)")[0]
+        temporal = {n for n, ok in zip(texts, first, strict=True) if ok}
     exprs: list[str] = []
     for name, typ in columns.items():
         col = quote(name)
         exprs.append(f"count({col})")
         base = typ.upper()
-        if base == "VARCHAR":
+        if base == "VARCHAR" and name not in temporal:
+            exprs.append("0")
+            exprs.append("0")
+        elif base == "VARCHAR":
             exprs.append(
                 f"count({col}) FILTER (WHERE regexp_matches({col}, {literal(ISO_DATETIME)}) "
                 f"AND TRY_CAST({col} AS TIMESTAMPTZ) IS NOT NULL)"
@@ -300,43 +316,56 @@ def family_counts(types: dict[str, int]) -> list[tuple[str, int]]:
     return sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+MAX_SHAPES = 10_000  # distinct record shapes examined for conflicting types
+
+
 def raw_conflicts(wb: Workbench, entry: TagInput) -> list[str]:
-    """Paths whose values have different JSON types across the records, as received."""
+    """Fields whose values have different JSON types across the records, as received.
+
+    The engine groups the records by their JSON structure (few distinct shapes, however many
+    records); each shape is walked here once, weighted by its record count. A list whose
+    elements disagree shows as type JSON in its structure and is reported as mixed."""
     if not entry.relation.rows:
         return []
     if entry.fmt == "ndjson" and entry.paths:
         paths = "[" + ", ".join(literal(str(p)) for p in entry.paths) + "]"
-        source = (
-            "SELECT row_number() OVER () AS rid, json AS doc "
-            f"FROM read_ndjson_objects({paths}, ignore_errors = true) WHERE json IS NOT NULL"
-        )
+        docs = f"SELECT json AS doc FROM read_ndjson_objects({paths}, ignore_errors = true)"
     else:
-        cols = [c for c in entry.summary.schema]
-        pack = ", ".join(f"{quote(c)} := t.{quote(c)}" for c in cols)
-        source = (
-            f"SELECT row_number() OVER () AS rid, to_json(struct_pack({pack})) AS doc "
-            f"FROM {quote(entry.relation.name)} t"
-        )
-    rows = wb.sql(
-        f"WITH r AS ({source}) "
-        "SELECT regexp_replace(j.fullkey, '\\[[0-9]+\\]', '[]', 'g') AS path, j.type, "
-        "count(DISTINCT r.rid) FROM r, json_tree(r.doc) AS j WHERE j.type <> 'NULL' "
-        "GROUP BY ALL ORDER BY 1, 3 DESC"
+        pack = ", ".join(f"{quote(c)} := t.{quote(c)}" for c in entry.summary.schema)
+        docs = f"SELECT to_json(struct_pack({pack})) AS doc FROM {quote(entry.relation.name)} t"
+    shapes = wb.sql(
+        f"SELECT json_structure(doc) AS s, count(*) AS n FROM ({docs}) WHERE doc IS NOT NULL "
+        f"GROUP BY s ORDER BY n DESC LIMIT {MAX_SHAPES}"
     )
     by_path: dict[str, dict[str, int]] = {}
-    for path, typ, n in rows:
-        family = JSON_FAMILIES.get(str(typ), str(typ).lower())
-        counts = by_path.setdefault(str(path), {})
-        counts[family] = counts.get(family, 0) + int(n)
+
+    def walk(node: Any, path: str, n: int) -> None:
+        if isinstance(node, dict):
+            family = "object"
+            for key, child in node.items():
+                walk(child, f"{path}.{key}" if path else str(key), n)
+        elif isinstance(node, list):
+            family = "array"
+            for child in node:
+                walk(child, path + "[]", n)
+        elif node == "NULL":
+            return
+        else:
+            family = "mixed" if node == "JSON" else JSON_FAMILIES.get(str(node), str(node).lower())
+        if path:
+            counts = by_path.setdefault(path, {})
+            counts[family] = counts.get(family, 0) + n
+
+    for structure, n in shapes:
+        walk(json.loads(structure), "", int(n))
     out = []
-    for path, counts in by_path.items():
-        if len(counts) > 1:
+    for path, counts in sorted(by_path.items()):
+        if len(counts) > 1 or "mixed" in counts:
             found = ", ".join(
-                f"{family} in {n} record(s)"
-                for family, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                f"{'mixed types' if family == 'mixed' else family} in {k} record(s)"
+                for family, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             )
-            shown = path.removeprefix("$.") if path != "$" else path
-            out.append(f"{entry.tag} field {shown}: {found}")
+            out.append(f"{entry.tag} field {path}: {found}")
     return out
 
 
@@ -359,13 +388,23 @@ def primary_key(
 
     ranked = sorted(candidates, key=lambda c: score((c,)))
     weak: list[str] | None = None
+    distinct: dict[str, int] = {}
     for size in range(1, MAX_KEY_COLUMNS + 1):
         combos = list(itertools.combinations(ranked[: KEY_CANDIDATES[size]], size))
+        if size > 1:  # a set whose columns have fewer value combinations than rows repeats
+            combos = [c for c in combos if math.prod(distinct.get(x, 0) for x in c) >= rows]
         if not combos:
-            break
+            if size == 1:
+                break
+            continue
+        combos.sort(key=score)  # best first: the first strong unique set found is the pick
+        # one query for all single columns; sets one by one first (the best is usually it)
+        bounds = [0, len(combos)] if size == 1 else [0, 1, 2, *range(10, len(combos) + 8, 8)]
         unique: list[tuple[str, ...]] = []
-        for start in range(0, len(combos), 200):
-            chunk = combos[start : start + 200]
+        for start, end in itertools.pairwise(bounds):
+            chunk = combos[start:end]
+            if not chunk:
+                break
             select = ", ".join(
                 f"count(DISTINCT {quote(combo[0])})"
                 if size == 1
@@ -373,7 +412,11 @@ def primary_key(
                 for combo in chunk
             )
             counts = wb.sql(f"SELECT {select} FROM {table}")[0]
+            if size == 1:
+                distinct.update({combo[0]: int(n) for combo, n in zip(chunk, counts, strict=True)})
             unique.extend(combo for combo, n in zip(chunk, counts, strict=True) if n == rows)
+            if size > 1 and any(any(KEY_NAME.search(c) for c in u) for u in unique):
+                break
         strong = [u for u in unique if any(KEY_NAME.search(c) for c in u)]
         if strong:
             return sorted(min(strong, key=score), key=lambda c: order[c])

@@ -92,9 +92,7 @@ def query_users(project: Project, query: str) -> list[tuple[CourierConfig, list[
     return out
 
 
-def resolve(
-    project: Project, ref: str, courier: str | None
-) -> tuple[SavedQuery, CourierConfig]:
+def resolve(project: Project, ref: str, courier: str | None) -> tuple[SavedQuery, CourierConfig]:
     """What preview runs: a saved query (or .sql file) and the courier whose files it reads;
     or, when ref names a courier and no query, that courier's input as it is."""
     if ref not in project.queries and not ref.endswith(".sql") and ref in project.couriers:
