@@ -149,6 +149,19 @@ class SourceRuntime:
                 f"is not JSON ({exc}); nothing was landed"
             ) from None
 
+    # -- landing ------------------------------------------------------------------------------
+    def land(self, key: str, data: bytes) -> None:
+        """Write a part atomically. When a run that stopped before recording it already wrote
+        the same bytes under this key, leave the object alone: rewriting it would give it a
+        new version, and a courier that loaded it already would load it again."""
+        try:
+            same = self.storage.stat(key).size == len(data) and self.storage.read_bytes(key) == data
+        except FileNotFoundError:
+            same = False
+        if not same:
+            self.storage.write_bytes(key, data)
+        fault_after_land(key)
+
     # -- state -------------------------------------------------------------------------------
     def state(self, fn: Callable[[StateStore], T], timeout: float = 60.0) -> T:
         """fn in one transaction on the state store, waiting while another process holds it."""

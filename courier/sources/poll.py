@@ -27,7 +27,7 @@ import httpx
 import orjson
 
 from courier.errors import RunError
-from courier.sources.base import SourceRuntime, fault_after_land, hour_prefix, pointer
+from courier.sources.base import SourceRuntime, hour_prefix, pointer
 from courier.state.base import StateStore
 
 log = logging.getLogger("courier.sources")
@@ -106,8 +106,7 @@ def poll(rt: SourceRuntime, now: Callable[[], datetime] | None = None) -> PollRe
                 intent = {"request": request, "key": part}
                 rt.state(partial(_intent, src.name, cursor, intent))
             data = b"".join(orjson.dumps(r) + b"\n" for r in fresh)
-            rt.storage.write_bytes(part, data)
-            fault_after_land(part)
+            rt.land(part, data)
             result.parts.append(part)
             result.landed += len(fresh)
 

@@ -5,10 +5,11 @@
     DELETE {delete_url with {name}}
 
 Each file lands as `{stream}/yyyy/MM/dd/HH/part-pull-{name}` (hour of the pull) and is
-loaded like any landed part. Order per file: the part key is remembered in the state store
-(`courier.source_keys`), the file lands (atomic write), the source deletes it, the key is
-forgotten. A crash before the delete pulls the file again on the next run and lands it under
-the remembered key, overwriting the same object; the courier's exactly-once file state then
+loaded like any landed part. Per listing: the part key of each name is remembered in the
+state store (`courier.source_keys`); then per file: it lands (atomic write), the source
+deletes it; then the listing's names are forgotten. A crash before a delete pulls the file
+again on the next run and lands it under the remembered key; identical bytes are left alone
+(a rewrite would give the object a new version), so the courier's exactly-once file state
 keeps it from loading twice. A listing with an unsafe name (`/`, `\\`, `..`, control
 characters) lands nothing.
 """
@@ -24,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from courier.errors import RunError
-from courier.sources.base import SourceRuntime, fault_after_land, hour_prefix, pointer
+from courier.sources.base import SourceRuntime, hour_prefix, pointer
 from courier.state.base import StateStore
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -88,39 +89,37 @@ def pull(rt: SourceRuntime, now: Callable[[], datetime] | None = None) -> PullRe
             )
         if not names:
             return result
-        safe = {n: check_name(src.name, n) for n in names}  # all checked before any lands
+        for n in names:  # all checked before any lands
+            check_name(src.name, n)
         if all(n in done for n in names):
             raise RunError(
                 f"source {src.name!r}: the file API lists {len(names)} file(s) it was asked to "
                 "delete; stopping instead of pulling them again"
             )
-        for name in names:
-            if name in done:
-                continue
-            remembered = rt.state(partial(_seen, src.name, name))
-            key = remembered.get(name)
-            if key is None:
-                key = f"{hour_prefix(src.stream, clock())}/part-pull-{safe[name]}"
-                rt.state(partial(_remember, src.name, name, key, clock()))
+        todo = [n for n in dict.fromkeys(names) if n not in done]
+        keys = rt.state(partial(_remember, src.name, todo, hour_prefix(src.stream, clock())))
+        for name in todo:
             quoted = quote(name, safe="")
             data = rt.request("GET", src.get_url.replace("{name}", quoted)).content
-            rt.storage.write_bytes(key, data)
-            fault_after_land(key)
+            rt.land(keys[name], data)
             rt.request("DELETE", src.delete_url.replace("{name}", quoted))
-            rt.state(partial(_forget, src.name, name))
             done.add(name)
             result.files += 1
             result.bytes += len(data)
-            result.parts.append(key)
+            result.parts.append(keys[name])
+        rt.state(partial(_forget, src.name, todo))
 
 
-def _seen(source: str, name: str, s: StateStore) -> dict[str, str | None]:
-    return s.seen_keys(source, [name])
+def _remember(source: str, names: list[str], prefix: str, s: StateStore) -> dict[str, str]:
+    """The part key of each name: the one remembered from a run that stopped before the
+    delete, else a new one under `prefix` (the hour of this pull), remembered before it lands."""
+    keys: dict[str, str] = {n: k for n, k in s.seen_keys(source, names).items() if k}
+    fresh: dict[str, str | None] = {
+        n: f"{prefix}/part-pull-{SAFE.sub('_', n)[:200]}" for n in names if n not in keys
+    }
+    s.add_keys(source, fresh, datetime.now(UTC))
+    return {**keys, **{n: str(k) for n, k in fresh.items()}}
 
 
-def _remember(source: str, name: str, key: str, at: datetime, s: StateStore) -> None:
-    s.add_keys(source, {name: key}, at)
-
-
-def _forget(source: str, name: str, s: StateStore) -> None:
-    s.drop_keys(source, [name])
+def _forget(source: str, names: list[str], s: StateStore) -> None:
+    s.drop_keys(source, names)
