@@ -128,3 +128,26 @@ class FakeApi:
             h.send_header(k, v)
         h.end_headers()
         h.wfile.write(body)
+
+
+def main() -> None:
+    """`python -m tests.sources.api --port 8099`: serve the fake API until interrupted."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--events", type=int, default=25)
+    args = parser.parse_args()
+    api = FakeApi(events=args.events)
+    api.server.server_close()
+    api.server = ThreadingHTTPServer(("127.0.0.1", args.port), api.server.RequestHandlerClass)
+    api.url = f"http://127.0.0.1:{args.port}"
+    print(f"fake source API on {api.url} ({args.events} events)", flush=True)
+    try:
+        api.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
