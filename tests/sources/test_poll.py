@@ -143,3 +143,23 @@ def test_loop_until_sigterm(project: ProjectFactory, api: FakeApi) -> None:
     assert proc.returncode == 0, stderr
     assert landed_records(project, "events") == [event(i) for i in range(1, 29)]
     assert "landed in stream 'events'" in stdout
+
+
+def test_retries_are_bounded_and_retry_after_is_capped(
+    project: ProjectFactory, api: FakeApi
+) -> None:
+    api.throttle_every = 1  # always 429, asking for 100 s
+    api.retry_after = "100"
+    text = CURSOR_SOURCE.format(url=api.url)
+    source(
+        project, "events_api", text.replace("max_backoff = 2", "max_backoff = 0.2\nmax_retries = 2")
+    )
+    started = time.monotonic()
+    out = courier_cli(project, "poll", "events_api", "--once", env=env())
+    assert out.returncode == 1
+    assert time.monotonic() - started < 30  # 2 waits of 0.2 s, not 100 s
+    assert "failed 3 time(s), last with 429" in out.stderr
+    assert "resumes from the last saved cursor" in out.stderr
+    assert "t0ken" not in out.stderr
+    assert len(api.requests) == 3
+    assert landed_parts(project, "events") == []
