@@ -116,7 +116,7 @@ def source_files(root: Path) -> list[Path]:
     return sorted(folder.glob("*.toml")) if folder.is_dir() else []
 
 
-def load_sources(root: Path, streams: set[str] | None = None) -> dict[str, SourceConfig]:
+def load_sources(root: Path, streams: dict[str, str] | None = None) -> dict[str, SourceConfig]:
     """Every config/sources/*.toml; ConfigErrors naming file and key for each problem."""
     sources: dict[str, SourceConfig] = {}
     errors: list[ConfigError] = []
@@ -140,6 +140,16 @@ def load_sources(root: Path, streams: set[str] | None = None) -> dict[str, Sourc
                 )
             )
             continue
+        if streams is not None and streams[source.stream] != "json":
+            errors.append(
+                ConfigError(
+                    f"stream {source.stream!r} takes {streams[source.stream]} payloads; sources "
+                    "land JSON records (NDJSON parts): point the source at a json stream",
+                    path,
+                    "stream",
+                )
+            )
+            continue
         sources[source.name] = source
     if errors:
         raise ConfigErrors(errors)
@@ -149,7 +159,7 @@ def load_sources(root: Path, streams: set[str] | None = None) -> dict[str, Sourc
 def check_sources(project: Project) -> list[ConfigError]:
     """The CHECKS hook of courier.project: config/sources/*.toml parse and name real streams."""
     try:
-        load_sources(project.root, set(project.streams))
+        load_sources(project.root, {k: v.payload for k, v in project.streams.items()})
     except ConfigErrors as exc:
         return list(exc.errors)
     return []

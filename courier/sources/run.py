@@ -14,7 +14,7 @@ log = logging.getLogger("courier.sources")
 
 
 def get_source(project: Project, name: str) -> SourceConfig:
-    sources = load_sources(project.root, set(project.streams))
+    sources = load_sources(project.root, {k: v.payload for k, v in project.streams.items()})
     if name not in sources:
         known = ", ".join(sorted(sources)) or "none"
         raise ConfigError(

@@ -117,10 +117,18 @@ def test_html_answer_is_a_clear_error_and_lands_nothing(
 
 
 def test_bad_source_config_names_file_and_key(project: ProjectFactory) -> None:
+    project.write("config/streams/pos.toml", 'payload = "xml"\n')
     source(project, "broken", 'type = "http_poll"\nstream = "nope"\nurl = "http://x"\n')
+    source(project, "xml", 'type = "http_poll"\nstream = "pos"\nurl = "http://x"\n')
+    source(project, "pull", 'type = "file_pull"\nstream = "events"\nlist_url = "http://x"\n')
+    source(project, "ptr", 'type = "http_poll"\nstream = "events"\nurl = "u"\nrecords = "data"\n')
     out = courier_cli(project, "validate", env=env())
     assert out.returncode == 1
-    assert "config/sources/broken.toml [stream]" in out.stderr + out.stdout
+    text = out.stderr + out.stdout
+    assert "config/sources/broken.toml [stream]: stream 'nope' is not defined" in text
+    assert "config/sources/xml.toml [stream]: stream 'pos' takes xml payloads" in text
+    assert "config/sources/pull.toml: a file_pull source needs get_url, delete_url" in text
+    assert "config/sources/ptr.toml [records]: 'data' is not a JSON pointer" in text
 
 
 def test_loop_until_sigterm(project: ProjectFactory, api: FakeApi) -> None:
