@@ -5,8 +5,8 @@
     max_depth = 100                    # nesting deeper than this is a bad record
     max_document_bytes = 268435456     # json/xml: a file (one document) larger is a bad record
     decode = "json"                    # how decoded trees reach the engine: "json" or "arrow"
-    decode_workers = 2                 # processes decoding a large window (default: cores, at
-                                       # most 4; 1: in-process)
+    decode_workers = 2                 # processes decoding a large window, the courier's own
+                                       # included (default: the cores, at most 4; 1: no helper)
 
 `courier validate` reports a wrong option with the courier file and key (CHECKS below).
 """

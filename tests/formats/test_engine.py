@@ -4,6 +4,10 @@ are unified in record order."""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +15,9 @@ import orjson
 import pytest
 
 from courier.formats import arrow_tree
+from courier.formats.cbor import CborReader
+from courier.formats.options import TreeOptions
+from courier.formats.worker import run_workers
 from courier.formats.xml import parse_xml
 from tests.formats.helpers import NESTED_QUERY, Engine, cbor_seq, events, ndjson, write
 
@@ -142,3 +149,63 @@ def test_decode_workers_give_the_same_rows_and_bad_records(
     assert engine.rows(query.format(t=f'"{table_two}"')) == engine.rows(
         query.format(t=f'"{table_one}"')
     )
+
+
+class _MissingFormatReader(CborReader):
+    format = "no-such-format"  # a helper cannot build this reader and exits 1
+
+
+@pytest.mark.slow
+def test_a_failing_decode_helper_leaves_its_files_to_the_courier(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = [write(tmp_path / f"p{n}.cbor", cbor_seq(events(20, start=20 * n))) for n in range(6)]
+    out = tmp_path / "out"
+    out.mkdir()
+    with caplog.at_level(logging.WARNING, logger="courier.formats"):
+        results = list(run_workers(_MissingFormatReader(), files, TreeOptions(), out, 2))
+    assert "decode helper failed" in caplog.text
+    assert [r[0].key if r[0] else None for r in results] == [f.key for f in files]
+    lines = [
+        orjson.loads(line) for r in results if r[0] for line in r[0].path.read_bytes().splitlines()
+    ]
+    assert lines == orjson.loads(orjson.dumps(events(120)))
+
+
+@pytest.mark.slow
+def test_decode_helpers_work_from_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    """Helpers are plain subprocesses: a script that calls courier at top level (no
+    `if __name__ == "__main__"`) is not re-run, as a spawned multiprocessing child would."""
+    for n in range(4):
+        write(tmp_path / f"p{n}.cbor", cbor_seq(events(10, start=10 * n)))
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys, tempfile\n"
+        "from pathlib import Path\n"
+        "from courier.formats import arrow_tree\n"
+        "from courier.formats.cbor import CborReader\n"
+        "from courier.plan import InputFile\n"
+        "arrow_tree.PARALLEL_MIN_BYTES = 0\n"
+        f"files = sorted(Path({str(tmp_path)!r}).glob('*.cbor'))\n"
+        "inputs = [InputFile(p.name, p, p.stat().st_size) for p in files]\n"
+        "out = Path(tempfile.mkdtemp())\n"
+        "results = list(CborReader().json_lines(inputs, {'decode_workers': 3}, out))\n"
+        "print('RUN', sum(len(r[0].path.read_bytes().splitlines()) for r in results))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["RUN", "40"]
+
+
+def test_files_claimed_by_a_helper_that_died_are_transcoded_here(tmp_path: Path) -> None:
+    files = [write(tmp_path / f"p{n}.cbor", cbor_seq(events(5, start=5 * n))) for n in range(5)]
+    out = tmp_path / "out"
+    (out / "claims").mkdir(parents=True)
+    for index in (3, 4):  # claimed, never finished
+        (out / "claims" / str(index)).touch()
+    results = list(run_workers(CborReader(), files, TreeOptions(), out, 1))
+    lines = [orjson.loads(x) for r in results if r[0] for x in r[0].path.read_bytes().splitlines()]
+    assert lines == orjson.loads(orjson.dumps(events(25)))
