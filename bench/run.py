@@ -185,7 +185,12 @@ def profile_statements() -> Phases:
 
 
 def hand_duckdb(
-    files: list[str], db: str, nbytes: int, upsert: bool = True, repeat: bool = False
+    files: list[str],
+    db: str,
+    nbytes: int,
+    upsert: bool = True,
+    repeat: bool = False,
+    memory_limit: str | None = None,
 ) -> dict[str, Any]:
     import duckdb
 
@@ -198,6 +203,8 @@ def hand_duckdb(
         with Clock() as clock:
             con = duckdb.connect(db)
             con.execute("SET TimeZone = 'UTC'")
+            if memory_limit:
+                con.execute(f"SET memory_limit = '{memory_limit}'")
             con.execute(FEED_DDL)
             for sql in statements:
                 con.execute(sql.format(files=file_list))
@@ -331,6 +338,12 @@ def main() -> int:
             "upsert": False,
         }),
     ]  # fmt: skip
+    hand_limit = os.environ.get("BENCH_HAND_MEMORY_LIMIT")
+    if hand_limit:  # the hand upsert under courier's memory limit, for information
+        contenders.append(("duckdb-upsert-limited", "bench.run:hand_duckdb", {
+            "files": ds.files, "db": str(work / "limited.duckdb"), "nbytes": ds.bytes,
+            "upsert": True, "memory_limit": hand_limit,
+        }))  # fmt: skip
     for _, _, kwargs in contenders:
         kwargs["repeat"] = repeat
     if not dlt_missing:
