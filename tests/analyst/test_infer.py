@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from courier.analyst.infer import infer_feeds
+from courier.analyst.infer import infer_feeds, write_feeds
 from courier.analyst.preview import usable_project
 from courier.config.models import FeedConfig
 from courier.context import Context
@@ -52,7 +52,9 @@ def test_infer_writes_a_valid_feed_that_loads(make_project: ProjectFactory) -> N
 def test_never_overwrites_without_force(make_project: ProjectFactory) -> None:
     p = project_without_feed(make_project)
     p.land_hour(DAY, 0, [event(1), event(2)])
-    assert courier(p, "feeds", "infer", "events", "--date", "2026-11-22").returncode == 0
+    ctx = Context(usable_project(p.root))
+    window = ctx.window(ctx.project.courier("events"), date="2026-11-22")
+    write_feeds(infer_feeds(ctx, "events", window), False, "courier feeds infer events")
     feed = p.root / "feeds/order_items.toml"
     feed.write_text(feed.read_text() + "# reviewed by hand\n")
     again = courier(p, "feeds", "infer", "events", "--date", "2026-11-22")

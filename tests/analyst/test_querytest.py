@@ -63,9 +63,9 @@ def test_passing_and_selected_by_query_name(make_project: ProjectFactory) -> Non
     result = courier(p, "query", "test", "order_items")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed, 0 failed" in result.stdout
-    assert courier(p, "query", "test", "first").stdout.endswith("1 passed, 0 failed\n")
-    none = courier(p, "query", "test", "nothing")
-    assert none.returncode == 1 and "no query test named 'nothing'" in none.stderr
+    assert [o.path.name for o in run_tests(p.load(), "first")] == ["first.toml"]
+    with pytest.raises(ConfigError, match="no query test named 'nothing'"):
+        run_tests(p.load(), "nothing")
 
 
 @pytest.mark.parametrize(
