@@ -19,6 +19,7 @@ to the sinks; leases in the state store keep two processes from running one wind
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -26,7 +27,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -342,12 +343,14 @@ def due_times(
     last_done: datetime | None,
     started: datetime,
     now: datetime,
+    unfinished: Iterable[datetime] = (),
 ) -> list[datetime]:
     """Fire times a scheduler started at `started` runs at `now`, oldest first.
 
     last_done: the newest scheduled time whose run finished (None: this group never ran, so
     nothing was missed). Fire times up to `started` were missed while down: catch_up `all`
-    runs each of them, `latest` only the newest, `none` none."""
+    runs each of them, `latest` only the newest, `none` none. `unfinished`: scheduled times
+    whose run was interrupted (kill -9) or abandoned; they run again whatever catch_up says."""
     missed: list[datetime] = []
     if last_done is not None and last_done < started:
         missed = schedule.fires(last_done, started)
@@ -355,8 +358,19 @@ def due_times(
             missed = missed[-1:]
         elif catch_up == "none":
             missed = []
+    again = {u for u in unfinished if (last_done is None or u > last_done) and u <= started}
     live_from = started if last_done is None or last_done < started else last_done
-    return missed + schedule.fires(live_from, now)
+    return sorted(set(missed) | again) + schedule.fires(live_from, now)
+
+
+def scheduled_progress(state: StateStore, group: str) -> tuple[datetime | None, list[datetime]]:
+    """(newest finished scheduled time, scheduled times whose run never finished)."""
+    unfinished = [
+        r["scheduled_at"]
+        for r in state.group_runs(group, 50, trigger="scheduled")
+        if r["status"] in ("interrupted", "abandoned")
+    ]
+    return state.last_scheduled_run(group), unfinished
 
 
 def run_after_order(groups: dict[str, GroupConfig]) -> list[str]:
@@ -510,6 +524,50 @@ def holder_alive(row: dict[str, Any], now: datetime) -> bool:
     return expires is not None and expires > now
 
 
+class Keeper:
+    """Keeps one connection to the feed database open while any thread of this process works
+    in it, and opens/closes it under a lock.
+
+    DuckDB shares one database instance between the connections of a process, created by the
+    first connect and torn down by the last close; a connect racing a create or a teardown in
+    another thread fails ("Unique file handle conflict"). With the keeper open, couriers
+    running in parallel threads only ever attach to a live instance. Between runs nothing is
+    held, so another process can take its turn."""
+
+    def __init__(self, context: Context):
+        self.context = context
+        self.lock = threading.Lock()
+        self.count = 0
+        self.workspace: Any = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self.lock:
+            if self.count == 0:
+                self.workspace = self.context.workspace()  # TransientError: another process
+            self.count += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.count -= 1
+                if self.count == 0:
+                    self.workspace.close()
+                    self.workspace = None
+
+
+_KEEPERS: dict[str, Keeper] = {}
+_KEEPERS_LOCK = threading.Lock()
+
+
+def keeper(context: Context) -> Keeper:
+    """The process's keeper of the context's feed database."""
+    project = context.project
+    path = str(project.path(project.settings.feeds.database).resolve())
+    with _KEEPERS_LOCK:
+        return _KEEPERS.setdefault(path, Keeper(context))
+
+
 class GroupRunner:
     """Runs groups: what `courier group run` and each scheduler tick call.
 
@@ -560,7 +618,7 @@ class GroupRunner:
         delay = 0.2
         while True:
             try:
-                with self.context.workspace() as ws:
+                with keeper(self.context).hold(), self.context.workspace() as ws:
                     return fn(ws.state)
             except TransientError as exc:
                 if deadline is not None and self.clock() >= deadline:
@@ -975,14 +1033,15 @@ class GroupRunner:
                 self._check_stop()
                 try:
                     log.info("courier %s: running window %s", plan.courier, window.as_dict())
-                    result = ctx.run(
-                        plan.courier,
-                        window,
-                        self.now(),
-                        lookback=lookback,
-                        trigger=trigger,
-                        group=(plan.group, record["group_run_id"]),
-                    )
+                    with keeper(ctx).hold():
+                        result = ctx.run(
+                            plan.courier,
+                            window,
+                            self.now(),
+                            lookback=lookback,
+                            trigger=trigger,
+                            group=(plan.group, record["group_run_id"]),
+                        )
                     if timer is not None:
                         timer.cancel()
                         timer.join()  # an alert being sent finishes first

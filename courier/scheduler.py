@@ -31,17 +31,20 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from courier.context import Context
-from courier.groups import GroupRunner, Schedule, due_times, is_ready, run_after_order, schedule_of
-from courier.state.base import StateStore
+from courier.groups import (
+    GroupRunner,
+    Schedule,
+    due_times,
+    is_ready,
+    run_after_order,
+    schedule_of,
+    scheduled_progress,
+)
 from courier.windows import iso_utc
 
 log = logging.getLogger("courier.scheduler")
 
 HELD_RETRY = timedelta(seconds=5)
-
-
-def last_scheduled_run(state: StateStore, group: str) -> datetime | None:
-    return state.last_scheduled_run(group)
 
 
 @dataclass
@@ -104,9 +107,17 @@ class Scheduler:
 
     def run(self) -> int:
         """Run until stopped (or, with once, until what is due now has run). Exit code."""
+        previous = {}
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            return self._run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _run(self) -> int:
         interrupted = self.runner.mark_interrupted()
         if interrupted:
             log.info("%d group run(s) of a stopped process marked interrupted", interrupted)
@@ -147,12 +158,13 @@ class Scheduler:
     def _catch_up(self, started: datetime) -> None:
         for name in run_after_order(self.project.groups):
             group = self.project.groups[name]
-            last: datetime | None = self.runner.with_state(
-                functools.partial(last_scheduled_run, group=name)
+            last, unfinished = self.runner.with_state(
+                functools.partial(scheduled_progress, group=name)
             )
             if last is None and self.since is not None:
                 last = self.since
-            due = due_times(self.schedules[name], group.catch_up, last, started, started)
+            schedule = self.schedules[name]
+            due = due_times(schedule, group.catch_up, last, started, started, unfinished)
             if due:
                 log.info(
                     "group %s: %d run(s) due since %s (catch_up = %s)",

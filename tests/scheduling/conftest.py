@@ -34,9 +34,11 @@ def clicks(hour: int, n: int = 3, day: str = "2026-11-23") -> list[dict[str, str
     return [{"click_id": f"{day}-{hour:02d}-{i}", "page": f"/p{i}"} for i in range(n)]
 
 
-def land_clicks(p: ProjectFactory, day: date, hour: int, n: int = 3, part: int = 0) -> None:
+def land_clicks(
+    p: ProjectFactory, day: date, hour: int, n: int = 3, part: int = 0, prefix: str = "clicks"
+) -> None:
     p.land(
-        f"clicks/{day:%Y/%m/%d}/{hour:02d}/part-test-{part:06d}.ndjson",
+        f"{prefix}/{day:%Y/%m/%d}/{hour:02d}/part-test-{part:06d}.ndjson",
         clicks(hour, n, day.isoformat()),
     )
 
