@@ -291,6 +291,11 @@ from courier.ingest.checks import check_streams  # noqa: E402
 
 CHECKS.append(check_streams)
 
+# Signed webhooks and API-key headers of the streams ([webhook], [api_keys], envelope).
+from courier.ingest.webhooks import check_webhooks  # noqa: E402
+
+CHECKS.append(check_webhooks)
+
 # Polling and file-pull sources (config/sources/*.toml) are checked by courier.sources.
 from courier.sources.config import check_sources  # noqa: E402
 

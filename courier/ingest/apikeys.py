@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import jwt
@@ -44,7 +44,9 @@ import orjson
 
 from courier.errors import ConfigError, IngestError
 from courier.ingest.tokens import StreamKeys
-from courier.project import Project
+
+if TYPE_CHECKING:
+    from courier.project import Project
 
 STORE = ".courier/apikeys.json"
 TOKEN_SECONDS = 3600
@@ -202,7 +204,7 @@ def _same_signer(a: StreamKeys, b: StreamKeys) -> bool:
     if a.algorithm != b.algorithm:
         return False
     if a.algorithm == "HS256":
-        return hmac.compare_digest(a.sign_key, b.sign_key)
+        return hmac.compare_digest(bytes(a.verify_key), bytes(b.verify_key))
     return bool(a.verify_key.public_numbers() == b.verify_key.public_numbers())
 
 

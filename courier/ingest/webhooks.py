@@ -32,12 +32,15 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from courier.config.loader import ENV_REF
 from courier.config.models import WebhookConfig
 from courier.errors import ConfigError, ConfigErrors, IngestError
 from courier.ingest import apikeys
-from courier.project import Project
+
+if TYPE_CHECKING:
+    from courier.project import Project
 
 PREFIX = "/webhook/v0/"
 
@@ -282,3 +285,59 @@ async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, 
     await future
     await send(ACCEPTED_START)
     await send(ACCEPTED)
+
+
+def check_webhooks(project: Project) -> list[ConfigError]:
+    """`courier validate`: [webhook] and [api_keys] tables of the streams (registered in
+    courier.project.CHECKS). A secret must be an ${ENV} reference; one whose variable is not set
+    in this shell is fine here (`courier serve` refuses to start without it)."""
+    from courier.ingest.checks import HEADER_NAME, raw_value
+
+    errors: list[ConfigError] = []
+    for sid, stream in project.streams.items():
+        path = project.files.get(f"config/streams:{sid}")
+        names = {
+            "api_keys.id_header": stream.api_keys.id_header,
+            "api_keys.secret_header": stream.api_keys.secret_header,
+            "api_keys.client_header": stream.api_keys.client_header,
+        }
+        if stream.envelope and stream.payload != "json":
+            errors.append(
+                ConfigError(
+                    'envelope = true needs payload = "json" (XML payloads land as CBOR trees)',
+                    path,
+                    "envelope",
+                )
+            )
+        webhook = stream.webhook
+        if webhook is not None:
+            raw = raw_value(path, "webhook", "secret")
+            if raw is None:
+                errors.append(
+                    ConfigError(
+                        'webhook.secret is missing: set secret = "${WEBHOOK_SECRET_VARIABLE}"',
+                        path,
+                        "webhook.secret",
+                    )
+                )
+            elif not (isinstance(raw, str) and ENV_REF.search(raw)):
+                errors.append(
+                    ConfigError(
+                        "webhook.secret is written in the file: secrets stay out of the repo; "
+                        'use secret = "${WEBHOOK_SECRET_VARIABLE}"',
+                        path,
+                        "webhook.secret",
+                    )
+                )
+            try:  # everything but the secret, which may be unset in this shell
+                WebhookVerifier.from_config(sid, webhook.model_copy(update={"secret": "x"}))
+            except ConfigError as exc:
+                errors.append(ConfigError(str(exc), path, exc.key))
+            if webhook.header:
+                names["webhook.header"] = webhook.header
+            if webhook.timestamp_header:
+                names["webhook.timestamp_header"] = webhook.timestamp_header
+        for key, value in names.items():
+            if not HEADER_NAME.match(value):
+                errors.append(ConfigError(f"{value!r} is not an HTTP header name", path, key))
+    return errors

@@ -26,13 +26,13 @@ STRIPE_SECRET = "whsec_test_0123456789"
 CUSTOM_SECRET = "custom-secret"
 
 STREAMS = {
-    "github": f'payload = "json"\n[webhook]\npreset = "github"\nsecret = "{GITHUB_SECRET}"\n',
+    "github": 'payload = "json"\n[webhook]\npreset = "github"\nsecret = "${T_GITHUB_SECRET}"\n',
     "stripe": (
-        f'payload = "json"\nenvelope = true\n[webhook]\npreset = "stripe"\n'
-        f'secret = "{STRIPE_SECRET}"\n'
+        'payload = "json"\nenvelope = true\n[webhook]\npreset = "stripe"\n'
+        'secret = "${T_STRIPE_SECRET}"\n'
     ),
     "custom": (
-        f'payload = "json"\n[webhook]\nsecret = "{CUSTOM_SECRET}"\nheader = "X-Sig"\n'
+        'payload = "json"\n[webhook]\nsecret = "${T_CUSTOM_SECRET}"\nheader = "X-Sig"\n'
         'algorithm = "sha1"\nencoding = "base64"\nprefix = "v0="\n'
         'timestamp_header = "X-Sig-Timestamp"\ntolerance = 60\n'
         'signed_payload = "v0:{timestamp}:{body}"\n'
@@ -109,11 +109,15 @@ def test_config_errors_name_the_key() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = make_project(tmp_path_factory.mktemp("webhooks") / "project", streams=STREAMS)
-    srv = Server(root).start()
-    try:
-        yield srv
-    finally:
-        assert srv.stop() == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("T_GITHUB_SECRET", GITHUB_SECRET)
+        mp.setenv("T_STRIPE_SECRET", STRIPE_SECRET)
+        mp.setenv("T_CUSTOM_SECRET", CUSTOM_SECRET)
+        srv = Server(root).start()
+        try:
+            yield srv
+        finally:
+            assert srv.stop() == 0
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +237,31 @@ def test_serve_refuses_to_start_without_the_webhook_secret(tmp_path: Path) -> No
     )
     assert done.returncode == 1
     assert "UNSET_HOOK_SECRET_XYZ" in done.stderr and "webhook.secret" in done.stderr
+
+
+def test_validate_names_webhook_and_header_problems(tmp_path: Path) -> None:
+    root = make_project(
+        tmp_path / "p",
+        streams={
+            "literal": '[webhook]\npreset = "github"\nsecret = "in-the-repo"\n',
+            "noheader": '[webhook]\nsecret = "${HOOK_SECRET}"\n',
+            "badname": '[api_keys]\nid_header = "X App Id"\n',
+            "xmlenv": 'payload = "xml"\nenvelope = true\n',
+            "fine": '[webhook]\npreset = "stripe"\nsecret = "${UNSET_BUT_FINE}"\n',
+        },
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "courier", "--project", str(root), "validate"],
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=60,
+    )
+    assert done.returncode == 1
+    problems = [line for line in done.stderr.splitlines() if line.startswith("  - ")]
+    assert len(problems) == 4, done.stderr
+    text = "\n".join(problems)
+    assert "literal.toml [webhook.secret]: webhook.secret is written in the file" in text
+    assert "noheader.toml [webhook.header]" in text
+    assert "badname.toml [api_keys.id_header]: 'X App Id' is not an HTTP header name" in text
+    assert "xmlenv.toml [envelope]" in text
