@@ -252,7 +252,7 @@ class DuckDBStateStore(StateStore):
     def last_scheduled_run(self, group: str) -> datetime | None:
         row = self.con.execute(
             "SELECT max(scheduled_at) FROM courier.group_runs WHERE group_name = ? "
-            "AND trigger = 'scheduled' AND status NOT IN ('running', 'abandoned')",
+            "AND trigger = 'scheduled' AND status NOT IN ('running', 'abandoned', 'interrupted')",
             [group],
         ).fetchone()
         return row[0] if row else None
