@@ -25,8 +25,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-import httpx
-
 from courier.config.models import (
     AlertsSection,
     CommandSinkConfig,
@@ -147,6 +145,8 @@ class WebhookSink:
         return f"webhook {urlsplit(self.url).hostname or '?'}"
 
     def send(self, alert: Alert) -> None:
+        import httpx  # lazily: keeps `courier` start-up fast
+
         try:
             response = httpx.post(
                 self.url, json=alert.payload(), headers=self.headers, timeout=self.timeout

@@ -157,3 +157,32 @@ def test_two_schedulers_never_run_one_window_twice(project: ProjectFactory, tmp_
     )
     assert grs == [(at, 1) for at in due]
     assert project.sql("SELECT count(*) FROM clicks")[0][0] == 4 * (len(due) - 1)
+
+
+def test_sigterm_during_a_wait_abandons_the_run_and_restart_runs_it(
+    project: ProjectFactory, tmp_path: Path
+) -> None:
+    group(
+        project,
+        "hourly",
+        'schedule = "0 * * * *"\n[[couriers]]\nname = "clicks"\noffset = "1h"\nwait = "10m"\n',
+    )
+    hourly = Schedule.parse("0 * * * *", ZoneInfo("UTC"))
+    at = hourly.latest(datetime.now(UTC))
+    assert at is not None
+    sched = Scheduler(project, tmp_path / "first.log", "--since", iso_utc(at - timedelta(hours=1)))
+    sched.wait_for("waiting for 1 partition(s)")
+    started = time.monotonic()
+    sched.proc.send_signal(signal.SIGTERM)
+    assert sched.finish(timeout=60) == 0, sched.text()
+    assert time.monotonic() - started < 10  # the wait ends at once, it does not run out
+    assert project.sql("SELECT scheduled_at, status FROM courier.group_runs") == [(at, "abandoned")]
+    assert project.sql("SELECT count(*) FROM courier.runs")[0][0] == 0
+    hour = at - timedelta(hours=2)
+    land_clicks(project, hour.date(), hour.hour)
+    again = Scheduler(project, tmp_path / "second.log", "--once")
+    assert again.finish() == 0, again.text()
+    assert project.sql("SELECT status FROM courier.group_runs WHERE status <> 'abandoned'") == [
+        ("succeeded",)
+    ]
+    assert project.sql("SELECT count(*) FROM clicks")[0][0] == 3
