@@ -34,6 +34,7 @@ from courier.context import Context
 from courier.groups import (
     GroupRunner,
     Schedule,
+    Stopped,
     due_times,
     is_ready,
     run_after_order,
@@ -218,6 +219,9 @@ class Scheduler:
             del self.running[future]
             try:
                 result = future.result()
+            except Stopped:
+                log.info("group %s at %s: abandoned at stop", item.group, iso_utc(item.at))
+                continue
             except Exception:
                 log.exception("group %s at %s failed", item.group, iso_utc(item.at))
                 continue

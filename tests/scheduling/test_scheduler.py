@@ -3,7 +3,8 @@ run_after ordering against a real project and DuckDB file."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import time
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -67,7 +68,12 @@ def test_run_after_runs_each_time_after_the_group_it_names(project: ProjectFacto
     for hour in range(8, 14):
         land_clicks(project, TODAY, hour)
         land_clicks(project, TODAY, hour, prefix="copy")
-    sched = Scheduler(project.context(), since=SINCE, once=True, max_groups=2, now=lambda: NOW)
+    t0 = time.monotonic()  # a clock that moves, so start/finish times can be compared
+
+    def now() -> datetime:
+        return NOW + timedelta(seconds=time.monotonic() - t0)
+
+    sched = Scheduler(project.context(), since=SINCE, once=True, max_groups=2, now=now)
     assert sched.run() == 0
     rows = project.sql(
         "SELECT group_name, scheduled_at, started_at, finished_at, status "
