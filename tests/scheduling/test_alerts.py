@@ -101,7 +101,7 @@ def test_overlong_run_alerts_while_running(
 ) -> None:
     url, hook = webhook
     p = make_project.events_project()
-    slow = EVENTS_QUERY + "WHERE (SELECT sum(r) FROM range(1500000000) t(r)) > 0\n"
+    slow = EVENTS_QUERY + "WHERE (SELECT sum(r) FROM range(2500000000) t(r)) > 0\n"
     p.query("order_items", slow)
     p.write("config/courier.toml", f'[alerts]\nsinks = [{{ type = "webhook", url = "{url}" }}]\n')
     group(
