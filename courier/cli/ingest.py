@@ -85,6 +85,10 @@ def serve(state: State, host: str, port: int, workers: int, access_log: bool) ->
         workers=workers,
         loop="uvloop",
         http="httptools",
+        ws="websockets-sansio",  # /stream/v0/ws/: the sans-I/O websockets protocol
+        # frames up to 4x the body limit reach the app, which answers oversize ones with a
+        # clear error; bigger ones are cut by the protocol (close 1009) before buffering
+        ws_max_size=4 * project.settings.ingest.max_body_bytes,
         lifespan="on",
         access_log=access_log,
         log_level="debug" if state.debug else "info",

@@ -351,7 +351,7 @@ class StreamKeyHeaders(Strict):
     """Header-key auth (API keys, `courier apikey create`): which headers carry what."""
 
     id_header: str = "X-App-Id"
-    secret_header: str = "X-App-Secret"
+    secret_header: str = "X-App-Secret"  # noqa: S105 (a header name, not a secret)
     client_header: str = "X-Client-Instance"  # names the client of a multi-tenant producer
 
 

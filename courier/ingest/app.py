@@ -1,6 +1,8 @@
 """The ingest API as a plain ASGI app (no framework: one route table, bytes in, bytes out).
 
     POST /stream/v0/data/{stream_id}            a payload -> 202 once fsynced in the log
+    GET  /stream/v0/ws/{stream_id}              websocket: a payload per message, acks once
+                                                fsynced (courier/ingest/websocket.py)
     POST /api/v0/admin/api-keys/{key}/tokens    a refreshed token for stream `key` (admin)
     GET  /healthz                               200 while accepting, 503 when the log is full
 
@@ -28,7 +30,7 @@ from typing import Any
 import orjson
 
 from courier.errors import ConfigError, CourierError, IngestError
-from courier.ingest import apikeys, webhooks
+from courier.ingest import apikeys, webhooks, websocket
 from courier.ingest.ratelimit import retry_after
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
@@ -251,6 +253,8 @@ class IngestApp:
         kind = scope["type"]
         if kind == "http":
             await self.http(scope, receive, send)
+        elif kind == "websocket":
+            await self.websocket(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
@@ -293,6 +297,13 @@ class IngestApp:
         except Exception:
             log.exception("ingest: %s %s failed", method, path)
             await respond(send, 500, {"error": "internal error; see the server log"}, close=True)
+
+    async def websocket(self, scope: Scope, receive: Any, send: Any) -> None:
+        path: str = scope["path"]
+        if not path.startswith(websocket.PREFIX) or self.service is None:
+            await send({"type": "websocket.close", "code": 1008 if self.service else 1013})
+            return  # refused at the upgrade: 403
+        await websocket.handle(self, path[len(websocket.PREFIX) :], scope, receive, send)
 
     # -- POST /stream/v0/data/{stream_id} ---------------------------------------------------
     async def ingest(self, stream_id: str, scope: Scope, receive: Any, send: Any) -> None:
@@ -346,13 +357,17 @@ class IngestApp:
         if stream.config.envelope:
             records = apikeys.envelope(records, client_id, source)
         future: asyncio.Future[None] = self.loop.create_future()  # type: ignore[union-attr]
-        outbox = self.outbox
-        outbox.append(service.prepare(stream, records, future))
-        if len(outbox) == 1:  # hand everything of this loop iteration to the log at once
-            self.loop.call_soon(self.hand_over)  # type: ignore[union-attr]
+        self.enqueue(service.prepare(stream, records, future))
         await future
         await send(ACCEPTED_START)
         await send(ACCEPTED)
+
+    def enqueue(self, pending: Pending) -> None:
+        """To the log with everything else of this loop iteration (one lock, one wake-up)."""
+        outbox = self.outbox
+        outbox.append(pending)
+        if len(outbox) == 1:
+            self.loop.call_soon(self.hand_over)  # type: ignore[union-attr]
 
     def hand_over(self) -> None:
         items, self.outbox = self.outbox, []

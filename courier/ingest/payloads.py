@@ -44,7 +44,8 @@ _DIGITS = bytes(49 if 48 <= i <= 57 else 48 for i in range(256))
 _LONG_RUN = b"1" * 20
 
 
-def _loads(body: bytes) -> Any:
+def parse_json(body: bytes) -> Any:
+    """One JSON value; big integers kept exact; IngestError(400) naming the problem."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -90,7 +91,11 @@ def json_records(body: bytes, batch_arrays: bool = False) -> list[bytes]:
     """One body -> its NDJSON lines (one, or one per array element with batch_arrays)."""
     if not body.strip():
         raise _bad("empty body: send one JSON object")
-    value = _loads(body)
+    return value_records(parse_json(body), batch_arrays)
+
+
+def value_records(value: Any, batch_arrays: bool = False) -> list[bytes]:
+    """One parsed JSON value -> its NDJSON lines (an object, or an array with batch_arrays)."""
     if type(value) is dict:
         return [_dumps(value)]
     if type(value) is list:
