@@ -10,6 +10,10 @@ seal, upload) and checks what landed against what was acknowledged: every id tha
 202 is in a part file exactly once, and the count of landed records equals the count of
 202s.
 
+Then the websocket route (GET /stream/v0/ws/bench) on the same server: one connection and
+16 connections, each keeping BENCH_INGEST_WINDOW (256) messages in flight, acks only after
+the fsync; printed against the HTTP rate. Their acked ids are checked with the rest.
+
 Environment: BENCH_INGEST_SECONDS (default 15), BENCH_INGEST_CONNECTIONS (64),
 BENCH_INGEST_WORKERS (2), BENCH_INGEST_SIZE (1024 bytes), BENCH_DIR (bench/data).
 Targets (SPEC 7): at least 10,000 payloads/s with p99 under 50 ms and no acknowledged
@@ -69,12 +73,16 @@ def make_project(root: Path) -> None:
 
 
 def load(port: int, token: str, seconds: float, connections: int, size: int, prefix: str,
-         acked: Path | None) -> dict[str, Any]:  # fmt: skip
+         acked: Path | None, websocket: bool = False) -> dict[str, Any]:  # fmt: skip
+    url = (
+        f"ws://127.0.0.1:{port}/stream/v0/ws/bench"
+        if websocket
+        else f"http://127.0.0.1:{port}/stream/v0/data/bench"
+    )
     cmd = [
-        sys.executable, "-m", "courier.ingest.loadgen",
-        "--url", f"http://127.0.0.1:{port}/stream/v0/data/bench", "--token", token,
+        sys.executable, "-m", "courier.ingest.loadgen", "--url", url, "--token", token,
         "--connections", str(connections), "--duration", str(seconds), "--size", str(size),
-        "--prefix", prefix,
+        "--prefix", prefix, "--window", os.environ.get("BENCH_INGEST_WINDOW", "256"),
     ]  # fmt: skip
     if acked is not None:
         cmd += ["--acked", str(acked)]
@@ -125,16 +133,24 @@ def main() -> None:
         warm = load(port, token, 3, connections, size, "w", None)
         acked_file = root / "acked.txt"
         result = load(port, token, seconds, connections, size, "m", acked_file)
+        ws_results = {
+            n: load(port, token, seconds, n, size, f"ws{n}", root / f"acked-ws{n}.txt", True)
+            for n in (1, 16)
+        }
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=120)
         log.close()
     acked = set(acked_file.read_text().split())
+    for n in ws_results:
+        acked |= set((root / f"acked-ws{n}.txt").read_text().split())
     ids = landed_ids(root)
     counts = Counter(ids)
     twice = sum(1 for n in counts.values() if n > 1)
     lost = len(acked - counts.keys())
-    accepted = warm["accepted"] + result["accepted"]
+    accepted = (
+        warm["accepted"] + result["accepted"] + sum(r["accepted"] for r in ws_results.values())
+    )
     lat = result["latency_ms"]
     rate = result["payloads_per_s"]
     other = {k: v for k, v in result["statuses"].items() if k != "202"}
@@ -145,8 +161,16 @@ def main() -> None:
     )
     if other or result["errors"]:
         print(f"  other answers: {other}; errors: {result['errors']}")
+    for n, ws in ws_results.items():
+        wl = ws["latency_ms"]
+        print(
+            f"  websocket x{n}: acked {ws['accepted']} in {ws['seconds']} s: "
+            f"{ws['payloads_per_s']:,.0f} payloads/s ({ws['payloads_per_s'] / rate:.2f}x HTTP); "
+            f"send-to-ack p50 {wl['p50']} ms, p99 {wl['p99']} ms"
+            + (f"; errors {ws['errors']}" if ws["errors"] else "")
+        )
     print(
-        f"  landed {len(ids)} records; 202s {accepted} (warm-up {warm['accepted']}); "
+        f"  landed {len(ids)} records; 202s + acks {accepted} (warm-up {warm['accepted']}); "
         f"acknowledged but missing {lost}; landed twice {twice}; server exit code {code}"
     )
     checks = [

@@ -2,6 +2,11 @@
 
     python -m courier.ingest.loadgen --url http://127.0.0.1:8080/stream/v0/data/web-events \\
         --token TOKEN --connections 128 --duration 15 --size 1024 --acked acked.txt
+    python -m courier.ingest.loadgen --url ws://127.0.0.1:8080/stream/v0/ws/web-events \\
+        --token TOKEN --connections 16 --window 256 ...
+
+With a ws:// URL each connection is a websocket that keeps up to --window messages in flight
+(the protocol acks them in order, once fsynced); latency is send to ack.
 
 Every payload is a JSON object with a unique "id" ({prefix}-{connection}-{sequence}) padded
 to --size bytes. Each connection sends one request at a time and, when time is up, finishes
@@ -158,6 +163,66 @@ async def _worker(
         conn.transport.close()
 
 
+async def _ws_worker(n: int, args: argparse.Namespace, deadline: float, result: Result) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import WebSocketException
+
+    width = len(f"{args.prefix}-{n:04d}-{0:09d}")
+    before, after = payload("#" * width, args.size).decode().split("#" * width)
+    headers = {"Authorization": f"Bearer {args.token}", "X-Amperity-Tenant": args.tenant}
+    sent_at: dict[int, float] = {}
+    window = asyncio.Semaphore(args.window)
+
+    def ident(seq: int) -> str:
+        return f"{args.prefix}-{n:04d}-{seq:09d}"
+
+    async def read_acks(ws: Any) -> None:
+        try:
+            async for message in ws:
+                doc = json.loads(message)
+                seq = doc.get("ack", doc.get("nack"))
+                if seq is None:
+                    result.error(f"closed: {doc.get('error')}")
+                    return
+                result.latencies.append(time.perf_counter() - sent_at.pop(seq))
+                status = 202 if "ack" in doc else int(doc["status"])
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                if status == 202:
+                    result.acked.append(ident(seq))
+                window.release()
+                if finished.is_set() and not sent_at:
+                    return
+        finally:
+            window.release()  # a sender waiting for room sees that the reader is done
+
+    finished = asyncio.Event()
+    try:
+        async with connect(
+            args.url, additional_headers=headers, compression=None, max_size=None
+        ) as ws:
+            ready = json.loads(await ws.recv())
+            if ready.get("type") != "ready":
+                result.error(f"refused: {ready.get('error')}")
+                return
+            reader = asyncio.get_running_loop().create_task(read_acks(ws))
+            seq = 0
+            while time.monotonic() < deadline and not reader.done():
+                await window.acquire()
+                if reader.done():
+                    break
+                seq += 1
+                sent_at[seq] = time.perf_counter()
+                result.sent += 1
+                await ws.send(before + ident(seq) + after)
+            finished.set()
+            if sent_at:
+                await asyncio.wait_for(reader, 30)  # the acks of the messages in flight
+            else:
+                reader.cancel()
+    except (OSError, WebSocketException, TimeoutError) as exc:
+        result.error(type(exc).__name__)
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return 0.0
@@ -170,9 +235,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result = Result()
     started = time.monotonic()
     deadline = started + args.duration
-    await asyncio.gather(
-        *(_worker(n, args, url, deadline, result) for n in range(args.connections))
-    )
+    worker = _ws_worker if url.scheme in ("ws", "wss") else None
+    if worker is not None:
+        await asyncio.gather(*(worker(n, args, deadline, result) for n in range(args.connections)))
+    else:
+        await asyncio.gather(
+            *(_worker(n, args, url, deadline, result) for n in range(args.connections))
+        )
     elapsed = time.monotonic() - started
     lat = sorted(result.latencies)
     if args.acked:
@@ -197,13 +266,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m courier.ingest.loadgen", description=__doc__)
-    parser.add_argument("--url", required=True, help="http://HOST:PORT/stream/v0/data/STREAM")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="http://HOST:PORT/stream/v0/data/STREAM or ws://HOST:PORT/stream/v0/ws/STREAM",
+    )
     parser.add_argument("--token", required=True)
     parser.add_argument("--tenant", default="acme")
     parser.add_argument("--content-type", default="application/json")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds")
     parser.add_argument("--requests", type=int, default=0, help="stop after this many (0: none)")
+    parser.add_argument(
+        "--window", type=int, default=256, help="websocket: messages in flight per connection"
+    )
     parser.add_argument("--size", type=int, default=1024, help="payload bytes")
     parser.add_argument("--prefix", default="p", help="payload id prefix")
     parser.add_argument("--acked", help="write the ids that got a 202 to this file")
