@@ -426,9 +426,11 @@ class Context:
         ws.state.start_run(self._row(result, datetime.now(UTC)))
         return result
 
-    def runs(self, courier: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    def runs(
+        self, courier: str | None = None, limit: int = 20, group: str | None = None
+    ) -> list[dict[str, Any]]:
         with self.workspace() as ws:
-            return [run_record(r) for r in ws.state.runs(courier, limit)]
+            return [run_record(r) for r in ws.state.runs(courier, limit, group)]
 
 
 def expand(pattern: FilePattern, partition: Partition, tz: Any) -> list[str]:

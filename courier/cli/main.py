@@ -150,13 +150,15 @@ def print_run(result: dict[str, Any]) -> None:
 
 @cli.command()
 @click.option("--courier", "courier", help="only this courier's runs")
+@click.option("--group", "group", help="only the runs of this group's group runs")
 @click.option("--limit", default=20, show_default=True)
 @json_option
 @click.pass_obj
 @error_handler
-def runs(state: State, courier: str | None, limit: int, as_json: bool) -> None:
-    """Run history, newest first."""
-    records = state.context().runs(courier, limit)
+def runs(state: State, courier: str | None, group: str | None, limit: int, as_json: bool) -> None:
+    """Run history, newest first; each run names the group run it belongs to, if any
+    (`courier group runs` lists group runs with their courier runs)."""
+    records = state.context().runs(courier, limit, group)
     if as_json:
         emit_json(records)
         return
@@ -165,6 +167,7 @@ def runs(state: State, courier: str | None, limit: int, as_json: bool) -> None:
             "run_id": r["run_id"],
             "courier": r["courier"],
             "status": r["status"],
+            "group": r["group"] or f"({r['trigger'] or 'manual'})",
             "window": f"{r['window']['start']}..{r['window']['end']}",
             "files": r["files"]["loaded"],
             "loaded": sum(f["loaded"] for f in r["feeds"].values()),

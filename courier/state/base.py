@@ -37,7 +37,9 @@ class StateStore(abc.ABC):
     def finish_run(self, record: dict[str, Any]) -> None: ...
 
     @abc.abstractmethod
-    def runs(self, courier: str | None = None, limit: int = 20) -> list[dict[str, Any]]: ...
+    def runs(
+        self, courier: str | None = None, limit: int = 20, group: str | None = None
+    ) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
     def quarantine(

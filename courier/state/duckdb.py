@@ -132,12 +132,15 @@ class DuckDBStateStore(StateStore):
             return json.dumps(value)
         return value
 
-    def runs(self, courier: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        where, params = "", []
-        if courier:
-            where, params = "WHERE courier = ?", [courier]
+    def runs(
+        self, courier: str | None = None, limit: int = 20, group: str | None = None
+    ) -> list[dict[str, Any]]:
+        conditions = [(c, v) for c, v in (("courier", courier), ("group_name", group)) if v]
+        where = " AND ".join(f"{c} = ?" for c, _ in conditions)
+        params = [v for _, v in conditions]
         cur = self.con.execute(
-            f"SELECT {', '.join(RUN_COLUMNS)} FROM courier.runs {where} "
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM courier.runs "
+            f"{'WHERE ' + where if where else ''} "
             f"ORDER BY started_at DESC, run_id DESC LIMIT {int(limit)}",
             params,
         )

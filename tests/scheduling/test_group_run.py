@@ -82,6 +82,21 @@ def test_couriers_run_in_parallel_into_their_feeds(project: ProjectFactory) -> N
     replay = runner.run("daily", T1)
     assert {r["status"] for r in replay["couriers"]} == {"skipped"}  # exactly once per file
     assert project.sql("SELECT count(*) FROM order_items")[0][0] == 30
+    # courier runs shows which group run each courier run belongs to, and filters by group
+    listed = json.loads(courier_cli(project, "runs", "--group", "daily", "--json").stdout)
+    assert {(r["courier"], r["group"]) for r in listed} == {
+        ("clicks", "daily"),
+        ("events", "daily"),
+    }
+    assert result["group_run_id"] in {r["group_run_id"] for r in listed}
+    manual = courier_cli(project, "run", "clicks", "--date", "2026-11-22", "--reload")
+    assert manual.returncode == 0, manual.stderr
+    assert len(json.loads(courier_cli(project, "runs", "--json").stdout)) == len(listed) + 1
+    assert len(json.loads(courier_cli(project, "runs", "--group", "daily", "--json").stdout)) == (
+        len(listed)
+    )
+    text = courier_cli(project, "runs").stdout
+    assert "daily" in text and "(manual)" in text
 
 
 def test_parallel_runs_repeatedly_do_not_conflict(project: ProjectFactory) -> None:
