@@ -1,4 +1,4 @@
-"""Alerts: missing required files, failed runs and overlong runs, sent to pluggable sinks.
+"""Alerts: missing required files, failed or overlong runs, failing sources, sent to sinks.
 
     [alerts]
     sinks = [
@@ -36,7 +36,7 @@ from courier.windows import Window, iso_utc
 
 log = logging.getLogger("courier.alerts")
 
-TAlertKind = Literal["missing_files", "failed", "overlong", "gave_up"]
+TAlertKind = Literal["missing_files", "failed", "overlong", "gave_up", "source_failed"]
 
 
 class AlertDeliveryError(CourierError):

@@ -1,6 +1,9 @@
-"""`courier scheduler`: run every group on its schedule until stopped. No business logic here:
-APScheduler wakes the loop at each group's fire times (a CronTrigger in the group's zone); the
-loop asks `courier.groups` what is due and what may start, and hands runs to a GroupRunner.
+"""`courier scheduler`: run every group on its schedule, and every source on its interval,
+until stopped. No business logic here: APScheduler wakes the loop at each group's fire times (a
+CronTrigger in the group's zone); the loop asks `courier.groups` what is due and what may
+start, and hands runs to a GroupRunner. Sources run in threads of `courier.sources.run`
+(`SourceLoops`), from start-up, each every `interval`; a failed round is logged and alerted,
+never fatal.
 
 - On start, group runs left 'running' by a dead process are marked interrupted, and fire
   times missed while down are queued per the group's `catch_up` (all | latest | none), from
@@ -9,9 +12,11 @@ loop asks `courier.groups` what is due and what may start, and hands runs to a G
   scheduled time; runs of one group never overlap; up to `max_groups` groups run at once.
 - A run held by another process (lease) is retried a little later: when that process
   finishes it is skipped as already run, when that process died it is taken over.
-- SIGTERM/SIGINT: no new runs start, waits end, running courier runs get `grace` seconds to
-  finish; then (or on a second signal) the process exits and abandons them, which leaves no
-  trace in the feed tables (their transaction never commits); the next start runs them again.
+- SIGTERM/SIGINT: no new runs start, waits end, sources stop after the page or file they are
+  landing, running courier runs get `grace` seconds to finish; then (or on a second signal)
+  the process exits and abandons them, which leaves no trace in the feed tables (their
+  transaction never commits); the next start runs them again. An abandoned source round is
+  safe too: its part key and cursor are in the state store.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -37,10 +43,12 @@ from courier.groups import (
     Stopped,
     due_times,
     is_ready,
+    keeper,
     run_after_order,
     schedule_of,
     scheduled_progress,
 )
+from courier.sources.run import SourceLoops
 from courier.windows import iso_utc
 
 log = logging.getLogger("courier.scheduler")
@@ -66,6 +74,7 @@ class Scheduler:
         *,
         since: datetime | None = None,
         once: bool = False,
+        sources: bool = True,
         max_groups: int = 2,
         grace: float = 60.0,
         tick: float = 5.0,
@@ -76,6 +85,7 @@ class Scheduler:
         self.project = context.project
         self.since = since
         self.once = once
+        self.run_sources = sources
         self.max_groups = max_groups
         self.grace = grace
         self.tick = tick
@@ -90,6 +100,7 @@ class Scheduler:
         self.running: dict[Future[dict[str, Any]], Item] = {}
         self.cursor: dict[str, datetime] = {}
         self.results: list[dict[str, Any]] = []
+        self.sources: SourceLoops | None = None
         self._signals = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -119,6 +130,15 @@ class Scheduler:
                 signal.signal(signum, handler)
 
     def _run(self) -> int:
+        if self.run_sources:  # reads config/sources/ first: a config problem stops the start
+            self.sources = SourceLoops(
+                self.project,
+                self.stopping,
+                once=self.once,
+                hold=lambda: keeper(self.context).hold(),
+                alerter=self.runner.alerter,
+                on_round=self.wake.set,
+            )
         interrupted = self.runner.mark_interrupted()
         if interrupted:
             log.info("%d group run(s) of a stopped process marked interrupted", interrupted)
@@ -142,15 +162,23 @@ class Scheduler:
                 nxt = schedule.next_after(started)
                 log.info("group %s: next run %s", name, iso_utc(nxt) if nxt else "never")
         pool = ThreadPoolExecutor(max_workers=self.max_groups, thread_name_prefix="scheduler")
+        if self.sources is not None:
+            self.sources.start()
         try:
             self._loop(pool)
         finally:
             if aps is not None:
                 aps.shutdown(wait=False)
-            abandoned = self._drain()
+            abandoned, abandoned_sources = self._drain()
             pool.shutdown(wait=not abandoned, cancel_futures=True)
         if abandoned:
             log.warning("abandoned %d running group run(s); they run again on restart", abandoned)
+        if abandoned_sources:
+            log.warning(
+                "abandoned source round(s) of %s; the next round resumes from the saved cursor",
+                ", ".join(abandoned_sources),
+            )
+        if abandoned or abandoned_sources:
             logging.shutdown()
             os._exit(3)  # running threads cannot be joined; their transactions never commit
         log.info("scheduler stopped")
@@ -185,7 +213,8 @@ class Scheduler:
                 self._queue_fired(now)
             self._collect()
             self._start_ready(pool, now)
-            if self.once and not self.waiting and not self.running:
+            sources_done = self.sources is None or self.sources.done()
+            if self.once and not self.waiting and not self.running and sources_done:
                 return
             self.wake.wait(self.tick)
 
@@ -238,18 +267,14 @@ class Scheduler:
             elif status == "already_run":
                 log.info("group %s at %s: already run", item.group, iso_utc(item.at))
 
-    def _drain(self) -> int:
-        """After a stop: give running group runs `grace` seconds; return how many remain."""
+    def _drain(self) -> tuple[int, list[str]]:
+        """After a stop: give running group runs and source rounds `grace` seconds; return how
+        many group runs remain and which sources are still in a round."""
+        until = time.monotonic() + self.grace
         pending = [f for f in self.running if not f.done()]
         if pending:
             log.info("waiting up to %.0fs for %d running group run(s)", self.grace, len(pending))
-            deadline = threading.Event()
-            timer = threading.Timer(self.grace, deadline.set)
-            timer.daemon = True
-            timer.start()
-            for future in pending:
-                while not future.done() and not deadline.is_set():
-                    deadline.wait(0.2)
-            timer.cancel()
+            wait(pending, timeout=self.grace)
+        sources = self.sources.join(until) if self.sources is not None else []
         self._collect()
-        return sum(1 for f in self.running if not f.done())
+        return sum(1 for f in self.running if not f.done()), sources

@@ -197,20 +197,28 @@ def group_list(state: State, as_json: bool) -> None:
 @click.command("scheduler")
 @click.option("--since", metavar="TIME", help="on a first start, treat fire times after TIME "
               "as missed (catch_up decides which run)")  # fmt: skip
-@click.option("--once", is_flag=True, help="run what is due now (catch-up included), then exit")
+@click.option("--once", is_flag=True, help="run what is due now (catch-up included) and one "
+              "round of each source, then exit")  # fmt: skip
+@click.option("--no-sources", is_flag=True, help="run groups only, not config/sources/")
 @click.option("--max-groups", default=2, show_default=True, help="groups running at once")
 @click.option("--grace", default=60.0, show_default=True,
               help="seconds running courier runs get to finish after SIGTERM")  # fmt: skip
 @click.pass_obj
 @error_handler
-def scheduler(state: State, since: str | None, once: bool, max_groups: int, grace: float) -> None:
-    """Run every group on its schedule, in the foreground, until SIGTERM or Ctrl-C."""
+def scheduler(
+    state: State, since: str | None, once: bool, no_sources: bool, max_groups: int, grace: float
+) -> None:
+    """Run every group on its schedule and every source on its interval, in the foreground,
+    until SIGTERM or Ctrl-C."""
     context = state.context()
     verbose_logs(state)
     start = parse_time(since, context.project.time_zone) if since else None
     if not context.project.groups:
         click.echo("no groups: add config/groups/NAME.toml", err=True)
-    code = Scheduler(context, since=start, once=once, max_groups=max_groups, grace=grace).run()
+    code = Scheduler(
+        context, since=start, once=once, sources=not no_sources, max_groups=max_groups,
+        grace=grace,
+    ).run()  # fmt: skip
     sys.exit(code)
 
 

@@ -12,20 +12,6 @@ from courier.cli.options import State, emit_json, error_handler, json_option
 from courier.project import load_project
 
 
-def _describe(summary: dict[str, Any]) -> str:
-    if summary["type"] == "http_poll":
-        return (
-            f"source {summary['source']!r}: {summary['pages']} page(s), "
-            f"{summary['records']} record(s), {summary['landed']} landed in stream "
-            f"{summary['stream']!r} ({summary['duplicates']} duplicate(s) skipped), "
-            f"{len(summary['parts'])} part file(s); cursor {summary['cursor']!r}"
-        )
-    return (
-        f"source {summary['source']!r}: {summary['files']} file(s), {summary['bytes']} bytes "
-        f"landed in stream {summary['stream']!r}"
-    )
-
-
 @click.command()
 @click.argument("name", metavar="SOURCE")
 @click.option("--once", is_flag=True, help="fetch until there is nothing more, then exit")
@@ -37,7 +23,7 @@ def poll(state: State, name: str, once: bool, as_json: bool) -> None:
 
     Without --once, fetch every `interval` until SIGTERM/SIGINT.
     """
-    from courier.sources.run import get_source, run_forever, run_source
+    from courier.sources.run import describe, get_source, run_forever, run_source
 
     project = load_project(state.project_dir)
     if once:
@@ -45,7 +31,7 @@ def poll(state: State, name: str, once: bool, as_json: bool) -> None:
         if as_json:
             emit_json(summary)
         else:
-            click.echo(_describe(summary))
+            click.echo(describe(summary))
         return
     get_source(project, name)
     stop = threading.Event()
@@ -62,7 +48,7 @@ def poll(state: State, name: str, once: bool, as_json: bool) -> None:
         elif as_json:
             emit_json(summary)
         elif summary is not None:
-            click.echo(_describe(summary))
+            click.echo(describe(summary))
 
     run_forever(project, name, stop, report)
 

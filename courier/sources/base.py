@@ -8,10 +8,13 @@ after a crash writes the same object again instead of a second copy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -19,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
-from courier.errors import RunError, TransientError
+from courier.errors import CourierError, RunError, TransientError
 from courier.project import Project
 from courier.sources.config import SourceConfig
 from courier.state.base import StateStore
@@ -31,6 +34,11 @@ log = logging.getLogger("courier.sources")
 T = TypeVar("T")
 RETRY_STATUS = {429, 500, 502, 503, 504}
 FAULT_AFTER_LAND = "COURIER_FAULT_AFTER_LAND"  # tests: sleep this long after a part landed
+
+
+class Stopped(CourierError):
+    """The process is stopping: a back-off was cut short, nothing more lands this round (what
+    landed is recorded; the next round resumes from the saved cursor)."""
 
 
 def hour_prefix(stream: str, at: datetime) -> str:
@@ -60,7 +68,11 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 
 
 class SourceRuntime:
-    """One source while it runs: its HTTP client, storage and state store access."""
+    """One source while it runs: its HTTP client, storage and state store access.
+
+    `stop` (set on SIGTERM) ends a round after the page or file being landed, and cuts a
+    back-off short; `hold` wraps every use of the feed database (the scheduler passes its
+    process-wide keeper, so that threads never race DuckDB's instance create/teardown)."""
 
     def __init__(
         self,
@@ -69,12 +81,16 @@ class SourceRuntime:
         *,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        stop: threading.Event | None = None,
+        hold: Callable[[], AbstractContextManager[Any]] | None = None,
     ):
         from courier.ingest.service import stream_storage
 
         self.project = project
         self.source = source
         self.sleep = sleep
+        self.stop = stop
+        self.hold = hold or contextlib.nullcontext
         stream = project.streams[source.stream]
         self.stream = stream
         storage_name = stream_storage(project, stream)
@@ -93,6 +109,10 @@ class SourceRuntime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     # -- HTTP --------------------------------------------------------------------------------
     def request(
@@ -127,9 +147,16 @@ class SourceRuntime:
                     "next poll resumes from the last saved cursor"
                 )
             delay = min(src.max_backoff, wait if wait is not None else 0.5 * 2**attempt)
-            log.info("%s: %s %s: %s, retrying in %.1fs", src.name, method, url, problem, delay)
-            self.sleep(delay)
+            shown = _show(httpx.URL(url))
+            log.info("%s: %s %s: %s, retrying in %.1fs", src.name, method, shown, problem, delay)
+            self._back_off(delay)
         raise AssertionError("unreachable")
+
+    def _back_off(self, delay: float) -> None:
+        if self.stop is None:
+            self.sleep(delay)
+        elif self.stop.wait(delay):
+            raise Stopped(f"source {self.source.name!r}: stopping during a back-off")
 
     def json(self, resp: httpx.Response) -> Any:
         """The body as JSON; an HTML (or otherwise non-JSON) answer is a clear error."""
@@ -171,7 +198,7 @@ class SourceRuntime:
         delay = 0.1
         while True:
             try:
-                with open_workspace(self.project) as ws:
+                with self.hold(), open_workspace(self.project) as ws:
                     ws.state.begin()
                     try:
                         out = fn(ws.state)

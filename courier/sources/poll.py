@@ -11,6 +11,8 @@ One page at a time:
 A crash after 3 and before 4 re-polls from the old cursor on the next run; the first page
 that lands anything is that page again (earlier pages' records are skipped by their keys),
 and it lands under the pending key, overwriting the same object: nothing twice, nothing lost.
+A stop (SIGTERM) is seen between pages: the round ends once the page being landed is
+recorded (4), or at once during a back-off.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import httpx
 import orjson
 
 from courier.errors import RunError
-from courier.sources.base import SourceRuntime, hour_prefix, pointer
+from courier.sources.base import SourceRuntime, Stopped, hour_prefix, pointer
 from courier.state.base import StateStore
 
 log = logging.getLogger("courier.sources")
@@ -57,7 +59,16 @@ class PollResult:
 
 
 def poll(rt: SourceRuntime, now: Callable[[], datetime] | None = None) -> PollResult:
-    """Poll until the API has no more pages; return what landed."""
+    """Poll until the API has no more pages (or a stop); return what landed."""
+    result = PollResult(rt.source.name, rt.source.stream)
+    try:
+        _poll(rt, result, now)
+    except Stopped:
+        log.info("%s: stopped after %d page(s)", rt.source.name, result.pages)
+    return result
+
+
+def _poll(rt: SourceRuntime, result: PollResult, now: Callable[[], datetime] | None) -> None:
     src = rt.source
     clock = now or (lambda: datetime.now(UTC))
     saved = rt.state(lambda s: s.source_state(src.name))
@@ -65,10 +76,10 @@ def poll(rt: SourceRuntime, now: Callable[[], datetime] | None = None) -> PollRe
     if cursor is None and src.cursor is not None:
         cursor = src.cursor.initial
     pending: dict[str, Any] | None = saved["pending"]
-    result = PollResult(src.name, src.stream, cursor=cursor)
+    result.cursor = cursor
     url: str | None = src.url
     page = 1
-    while url is not None and result.pages < src.max_pages:
+    while url is not None and result.pages < src.max_pages and not rt.stopping:
         params: dict[str, Any] = {}
         if url == src.url:  # a next link carries its own parameters
             if src.cursor is not None and cursor is not None:
@@ -117,7 +128,6 @@ def poll(rt: SourceRuntime, now: Callable[[], datetime] | None = None) -> PollRe
         url = _next_url(src, body, url, records, progressed)
         if url is not None and src.pagination is not None and src.pagination.page_param:
             page += 1
-    return result
 
 
 def _seen(name: str, keys: list[str], s: StateStore) -> dict[str, str | None]:

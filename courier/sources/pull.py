@@ -11,7 +11,8 @@ deletes it; then the listing's names are forgotten. A crash before a delete pull
 again on the next run and lands it under the remembered key; identical bytes are left alone
 (a rewrite would give the object a new version), so the courier's exactly-once file state
 keeps it from loading twice. A listing with an unsafe name (`/`, `\\`, `..`, control
-characters) lands nothing.
+characters) lands nothing. A stop (SIGTERM) is seen after each file has landed and been
+deleted: the names not pulled yet stay remembered for the next run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from courier.errors import RunError
-from courier.sources.base import SourceRuntime, hour_prefix, pointer
+from courier.sources.base import SourceRuntime, Stopped, hour_prefix, pointer
 from courier.state.base import StateStore
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -70,13 +71,21 @@ def check_name(source: str, name: Any) -> str:
 
 
 def pull(rt: SourceRuntime, now: Callable[[], datetime] | None = None) -> PullResult:
-    """Pull until the listing is empty; return what landed."""
+    """Pull until the listing is empty (or a stop); return what landed."""
+    result = PullResult(rt.source.name, rt.source.stream)
+    try:
+        _pull(rt, result, now)
+    except Stopped:
+        pass
+    return result
+
+
+def _pull(rt: SourceRuntime, result: PullResult, now: Callable[[], datetime] | None) -> None:
     src = rt.source
     assert src.list_url and src.get_url and src.delete_url
     clock = now or (lambda: datetime.now(UTC))
-    result = PullResult(src.name, src.stream)
     done: set[str] = set()
-    while True:
+    while not rt.stopping:
         body = rt.json(rt.request("GET", src.list_url, {src.num_files_param: src.num_files}))
         try:
             names = pointer(body, src.files, f"source {src.name!r}: the file names")
@@ -88,7 +97,7 @@ def pull(rt: SourceRuntime, now: Callable[[], datetime] | None = None) -> PullRe
                 "of names; check `files`"
             )
         if not names:
-            return result
+            return
         for n in names:  # all checked before any lands
             check_name(src.name, n)
         if all(n in done for n in names):
@@ -98,16 +107,22 @@ def pull(rt: SourceRuntime, now: Callable[[], datetime] | None = None) -> PullRe
             )
         todo = [n for n in dict.fromkeys(names) if n not in done]
         keys = rt.state(partial(_remember, src.name, todo, hour_prefix(src.stream, clock())))
-        for name in todo:
-            quoted = quote(name, safe="")
-            data = rt.request("GET", src.get_url.replace("{name}", quoted)).content
-            rt.land(keys[name], data)
-            rt.request("DELETE", src.delete_url.replace("{name}", quoted))
-            done.add(name)
-            result.files += 1
-            result.bytes += len(data)
-            result.parts.append(keys[name])
-        rt.state(partial(_forget, src.name, todo))
+        try:
+            for name in todo:
+                if rt.stopping:
+                    break
+                quoted = quote(name, safe="")
+                data = rt.request("GET", src.get_url.replace("{name}", quoted)).content
+                rt.land(keys[name], data)
+                rt.request("DELETE", src.delete_url.replace("{name}", quoted))
+                done.add(name)
+                result.files += 1
+                result.bytes += len(data)
+                result.parts.append(keys[name])
+        finally:
+            pulled = [n for n in todo if n in done]
+            if pulled:
+                rt.state(partial(_forget, src.name, pulled))
 
 
 def _remember(source: str, names: list[str], prefix: str, s: StateStore) -> dict[str, str]:
