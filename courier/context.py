@@ -276,9 +276,11 @@ class Context:
                 ws.engine.drop(relation)
             if loaded.ignored_columns:
                 action = "rejected" if feed.unknown_columns == "reject" else "ignored"
+                origin = f"query {op.sql_query!r}" if op.type == "sql" else f"file tag {tag!r}"
                 result["warnings"].append(
-                    f"feed {feed.id}: incoming column(s) not in the feed {action}: "
-                    f"{', '.join(loaded.ignored_columns)}"
+                    f"feed {feed.id}: column(s) from {origin} not in feeds/{feed.id}.toml, "
+                    f"{action}: {', '.join(loaded.ignored_columns)} (add them to the feed's "
+                    "[fields] to load them)"
                 )
             feeds.setdefault(feed.id, FeedCounts()).add(loaded.counts)
             rejected += loaded.counts.rejected

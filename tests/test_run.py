@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.projects import NOW, ProjectFactory, event
+from tests.projects import EVENTS_QUERY, NOW, ProjectFactory, event
 
 DAY = date(2026, 11, 22)
 
@@ -313,6 +313,42 @@ def test_query_errors_name_the_query_and_columns(make_project: ProjectFactory) -
         ]
         == 0
     )
+
+
+def test_query_syntax_error_fails_the_run_naming_the_query(make_project: ProjectFactory) -> None:
+    p = make_project.events_project()
+    p.query("order_items", "SELECT e.event_id,\n  FROM events e WHERE")
+    p.land_hour(DAY, 0, [event(1)])
+    result = p.run()
+    assert result["status"] == "failed"
+    assert "query 'order_items'" in result["error"]
+    assert "queries/order_items.sql" in result["error"]
+    assert "syntax error" in result["error"].lower()
+    assert p.sql("SELECT count(*) FROM courier.files")[0][0] == 0  # nothing counted as loaded
+    assert p.sql("SELECT status FROM courier.runs") == [("failed",)]
+
+
+def test_query_column_not_in_feed_warns_or_rejects(make_project: ProjectFactory) -> None:
+    p = make_project.events_project()
+    p.query(
+        "order_items",
+        EVENTS_QUERY.replace("AS price", "AS price, 'x' AS \"coupon'; DROP TABLE t; --\""),
+    )
+    p.land_hour(DAY, 0, [event(1)])
+    ignored = p.run()
+    assert ignored["status"] == "succeeded", ignored["error"]
+    (warning,) = [w for w in ignored["warnings"] if "coupon" in w]
+    assert "feed order_items" in warning and "query 'order_items'" in warning
+    assert "ignored" in warning
+    assert p.sql("SELECT count(*) FROM order_items")[0][0] == 2
+    feed = (p.root / "feeds/order_items.toml").read_text()
+    p.write("feeds/order_items.toml", 'unknown_columns = "reject"\n' + feed)
+    rejected = p.run(reload=True)
+    assert rejected["status"] == "succeeded", rejected["error"]
+    assert rejected["feeds"]["order_items"]["rejected"] == 2
+    reasons = p.sql("SELECT DISTINCT reason FROM courier.quarantine")
+    assert reasons == [("coupon'; DROP TABLE t; --: column is not in feed order_items",)]
+    assert any("rejected" in w and "coupon" in w for w in rejected["warnings"])
 
 
 def test_field_first_seen_after_100k_records_still_loads(make_project: ProjectFactory) -> None:

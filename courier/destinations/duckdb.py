@@ -113,20 +113,20 @@ class DuckDBDestination(FeedDestination):
                 uncastable = f"{col} IS NOT NULL AND {cast} IS NULL"
                 reasons.append(
                     f"CASE WHEN {uncastable} THEN "
-                    f"'{field}: cannot cast ' || left(CAST({col} AS VARCHAR), 60) || "
-                    f"' to {ftype}' END"
+                    f"{literal(f'{field}: cannot cast ')} || left(CAST({col} AS VARCHAR), 60) || "
+                    f"{literal(f' to {ftype}')} END"
                 )
                 rejects.append(f"({uncastable})")
             if field in feed.not_null:
-                reasons.append(
-                    f"CASE WHEN {col} IS NULL THEN '{field}: required field is null' END"
-                )
+                null_reason = literal(f"{field}: required field is null")
+                reasons.append(f"CASE WHEN {col} IS NULL THEN {null_reason} END")
                 rejects.append(f"{col} IS NULL")
         if feed.unknown_columns == "reject":
             for col in ignored:
+                # col is a key from the data: a literal, never spliced into SQL text
                 reasons.append(
                     f"CASE WHEN s.{quote(col)} IS NOT NULL THEN "
-                    f"'{col}: column is not in feed {feed.id}' END"
+                    f"{literal(f'{col}: column is not in feed {feed.id}')} END"
                 )
                 rejects.append(f"s.{quote(col)} IS NOT NULL")
         # The rows to load, in input order (_courier_ord): cast straight from the source, or,
