@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 from datetime import date
 
+import pytest
+
 from tests.projects import ProjectFactory, event
+from tests.servers import azurite_connection_string
 
 
 def courier(project: ProjectFactory, *args: str) -> subprocess.CompletedProcess[str]:
@@ -140,3 +144,41 @@ def test_unreachable_storage_is_a_short_error_and_a_failed_run(
         timeout=120,
     )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+@pytest.mark.integration
+def test_wrong_azure_key_is_a_short_error_and_a_failed_run(
+    make_project: ProjectFactory, azurite_endpoint: str
+) -> None:
+    wrong = "d3Jvbmcta2V5LW5vdC10aGUtcmVhbC1vbmUtZm9yLWF6dXJpdGUtdGVzdHMtMTIzNDU2Nzg5MA=="
+    p = make_project.events_project()
+    p.write(
+        "config/courier.toml",
+        """
+        [storages.blob]
+        type = "azure"
+        container = "streams"
+        connection_string = "${AZURE_STORAGE_CONNECTION_STRING}"
+        """,
+    )
+    text = (p.root / "config/couriers/events.toml").read_text()
+    p.write("config/couriers/events.toml", text.replace('"landing"', '"blob"'))
+    env = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite_connection_string(
+        azurite_endpoint, key=wrong
+    )}  # fmt: skip
+
+    def with_env(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "courier", "--project", str(p.root), *args],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+
+    proc = with_env("run", "events", "--date", "2026-11-22", "--json")
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert result["status"] == "failed"
+    assert "storage 'blob'" in result["error"] and "connection_string" in result["error"]
+    assert "Traceback" not in proc.stderr
+    assert wrong not in proc.stdout + proc.stderr
+    runs = json.loads(with_env("runs", "--json").stdout)
+    assert [(r["status"], r["error"]) for r in runs] == [("failed", result["error"])]
