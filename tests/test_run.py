@@ -315,6 +315,38 @@ def test_query_errors_name_the_query_and_columns(make_project: ProjectFactory) -
     )
 
 
+def test_field_changing_type_is_reported_and_cast_by_value(make_project: ProjectFactory) -> None:
+    p = make_project
+    p.feed("wide", '[fields]\nid = "bigint"\nv = "string"\nn = "int"\n')
+    p.courier(
+        "wide",
+        """
+        file_pattern = "'wide/'yyyy/MM/dd'/*.ndjson'"
+        file_tag = "wide"
+        [load_operations]
+        wide = [{ type = "load", file = "wide" }]
+        """,
+    )
+    p.land("wide/2026/11/22/a.ndjson", [{"id": 1, "v": 5, "n": 1}])
+    assert p.run("wide")["status"] == "succeeded"
+    p.land(
+        "wide/2026/11/23/a.ndjson",
+        [
+            {"id": 2, "v": "text", "n": "7"},
+            {"id": 3, "v": {"a": 1}, "n": None},
+            {"id": 4, "v": None, "n": "seven"},
+        ],
+    )
+    changed = p.run("wide", day="2026-11-23")
+    assert changed["status"] == "succeeded", changed["error"]
+    assert "field v changed type BIGINT -> JSON" in changed["schema_changes"]
+    assert changed["feeds"]["wide"] == {"read": 3, "loaded": 2, "rejected": 1}
+    rows = p.sql("SELECT id, v, n FROM wide ORDER BY id")
+    assert rows == [(1, "5", 1), (2, "text", 7), (3, '{"a":1}', None)]
+    (reason,) = p.sql("SELECT reason FROM courier.quarantine")[0]
+    assert reason == "n: cannot cast seven to int"
+
+
 def test_query_syntax_error_fails_the_run_naming_the_query(make_project: ProjectFactory) -> None:
     p = make_project.events_project()
     p.query("order_items", "SELECT e.event_id,\n  FROM events e WHERE")

@@ -103,13 +103,17 @@ class DuckDBDestination(FeedDestination):
             if src is None:
                 selects.append(f"CAST(NULL AS {target}) AS {quote(field)}")
                 if field in feed.not_null:
-                    reasons.append(f"'{field}: required field is missing'")
+                    reasons.append(literal(f"{field}: required field is missing"))
                     rejects.append("TRUE")
                 continue
-            col = f"s.{quote(src)}"
-            cast = cast_expr(col, incoming[src], ftype)
+            col, source_type = f"s.{quote(src)}", incoming[src]
+            if source_type.upper() == "JSON" and ftype != "json":
+                # a field of mixed types arrives as JSON: take its value as text (a string
+                # unquoted, JSON null as NULL, objects as JSON text), then cast that
+                col, source_type = f"({col} ->> '$')", "VARCHAR"
+            cast = cast_expr(col, source_type, ftype)
             selects.append(f"{cast} AS {quote(field)}")
-            if ftype != "json" and not same_type(incoming[src], target):
+            if ftype != "json" and not same_type(source_type, target):
                 uncastable = f"{col} IS NOT NULL AND {cast} IS NULL"
                 reasons.append(
                     f"CASE WHEN {uncastable} THEN "
