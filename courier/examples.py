@@ -1,4 +1,6 @@
-"""The example job behind `make run`: land a day of payloads, run the couriers, show feeds.
+"""The example job behind `make run`: land a day of payloads, run the couriers, show feeds;
+in between, the live sources of issue 8 (courier/examples_live.py): an API key and a signed
+webhook against a real `courier serve`, and a source polling the test API.
 
 `python -m courier.examples run [--project DIR] [--date D]`
 """
@@ -7,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import orjson
@@ -134,6 +138,33 @@ def land_sample_payloads(context: Context, day: date) -> list[str]:
     return sample_couriers(project)
 
 
+def print_run(name: str, result: dict[str, Any], what: str = "") -> None:
+    feeds = ", ".join(f"{k}: {v['loaded']} loaded" for k, v in result["feeds"].items())
+    print(
+        f"courier {name}{what}: {result['status']}, {result['files']['loaded']} file(s) "
+        f"({result['files']['skipped']} already loaded) {feeds} {result['error'] or ''}"
+    )
+
+
+def live_examples(context: Context, now: datetime) -> bool:
+    """Sources beyond batch landing (courier/examples_live.py), then the activity courier over
+    the days they landed in; False when a step failed (said on stderr)."""
+    from courier.examples_live import describe_error, print_live, run_live
+
+    project = context.project
+    try:
+        live = run_live(project, context.storage(project.settings.ingest.storage))
+    except Exception as exc:  # the servers are stopped; say what failed, show the feeds
+        print(f"\nlive sources: failed: {describe_error(exc)}", file=sys.stderr)
+        return False
+    print_live(live)
+    courier = project.courier("activity_events")
+    for day in live.activity_dates():
+        window = context.window(courier, date=day)
+        print_run("activity_events", context.run("activity_events", window, now), f" ({day})")
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m courier.examples")
     parser.add_argument("command", choices=["run"])
@@ -154,18 +185,16 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("web_events", "profile_updates", "pos_tenders", *samples):
         courier = project.courier(name)
         window = context.window(courier, date=day.isoformat())
-        result = context.run(name, window, now)
-        feeds = ", ".join(f"{k}: {v['loaded']} loaded" for k, v in result["feeds"].items())
-        print(
-            f"courier {name}: {result['status']}, {result['files']['loaded']} file(s) "
-            f"({result['files']['skipped']} already loaded) {feeds} {result['error'] or ''}"
-        )
+        print_run(name, context.run(name, window, now))
+    live_ok = live_examples(context, now)
     with context.workspace() as ws:
         for feed_id in project.feeds:
             count = ws.destination.row_count(feed_id)
             print(f"\nfeed {feed_id}: {count} rows")
             for row in ws.destination.sample(feed_id, 3) if count else []:
                 print("  ", {k: v for k, v in row.items() if not k.startswith("_courier")})
+    if not live_ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

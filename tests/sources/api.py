@@ -22,8 +22,21 @@ from urllib.parse import parse_qs, unquote, urlsplit
 PAGE = 10
 
 
+ACTIONS = ["viewed", "clicked", "added_to_cart", "searched"]
+
+
 def event(seq: int) -> dict[str, Any]:
-    return {"id": f"ev-{seq:04d}", "seq": seq, "action": "click", "context": {"n": seq % 7}}
+    """An actor/action event in the shape of the activity-events stream (samples/), so that
+    config/sources/activity_poll.toml lands records the activity courier loads."""
+    return {
+        "id": f"ev-{seq:04d}",
+        "seq": seq,
+        "actor": {"type": "user", "id": f"u-{seq % 5}"},
+        "action": {"name": ACTIONS[seq % len(ACTIONS)]},
+        "context": {"name": "api", "attributes": {"n": seq % 7}},
+        "object": {"type": "page", "id": f"p-{seq % 3}"},
+        "metadata": {"localtimestamp": f"2026-11-22T{seq // 60 % 24:02d}:{seq % 60:02d}:00Z"},
+    }
 
 
 class FakeApi:
