@@ -315,9 +315,9 @@ def test_query_errors_name_the_query_and_columns(make_project: ProjectFactory) -
     )
 
 
-def test_field_changing_type_is_reported_and_cast_by_value(make_project: ProjectFactory) -> None:
-    p = make_project
-    p.feed("wide", '[fields]\nid = "bigint"\nv = "string"\nn = "int"\n')
+def wide_project(p: ProjectFactory, **fields: str) -> ProjectFactory:
+    """A feed `wide` of these fields, loaded without a query from daily files wide/yyyy/MM/dd."""
+    p.feed("wide", "[fields]\n" + "".join(f'{k} = "{v}"\n' for k, v in fields.items()))
     p.courier(
         "wide",
         """
@@ -327,6 +327,11 @@ def test_field_changing_type_is_reported_and_cast_by_value(make_project: Project
         wide = [{ type = "load", file = "wide" }]
         """,
     )
+    return p
+
+
+def test_field_changing_type_is_reported_and_cast_by_value(make_project: ProjectFactory) -> None:
+    p = wide_project(make_project, id="bigint", v="string", n="int")
     p.land("wide/2026/11/22/a.ndjson", [{"id": 1, "v": 5, "n": 1}])
     assert p.run("wide")["status"] == "succeeded"
     p.land(
@@ -384,17 +389,7 @@ def test_query_column_not_in_feed_warns_or_rejects(make_project: ProjectFactory)
 
 
 def test_field_first_seen_after_100k_records_still_loads(make_project: ProjectFactory) -> None:
-    p = make_project
-    p.feed("wide", '[fields]\nid = "bigint"\nlate = "string"\n')
-    p.courier(
-        "wide",
-        """
-        file_pattern = "'wide/'yyyy/MM/dd'/*.ndjson'"
-        file_tag = "wide"
-        [load_operations]
-        wide = [{ type = "load", file = "wide" }]
-        """,
-    )
+    p = wide_project(make_project, id="bigint", late="string")
     lines = b"".join(b'{"id": %d}\n' % i for i in range(100_500))
     lines += b'{"id": 100500, "late": "finally"}\n'
     p.land("wide/2026/11/22/a.ndjson", lines)

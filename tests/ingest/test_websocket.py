@@ -23,6 +23,7 @@ from tests.ingest.helpers import (
     landed_cbor,
     landed_json,
     make_project,
+    serving,
     token,
     wait_until,
 )
@@ -37,12 +38,10 @@ WS_STREAMS = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = make_project(tmp_path_factory.mktemp("ws") / "project", streams=WS_STREAMS)
-    srv = Server(root).start()
-    try:
+    with serving(
+        make_project(tmp_path_factory.mktemp("ws") / "project", streams=WS_STREAMS)
+    ) as srv:
         yield srv
-    finally:
-        srv.stop(timeout=30)
 
 
 def ws_url(server: Server, stream: str) -> str:
