@@ -135,9 +135,9 @@ def courier_load(project: str, day: str, repeat: bool = False) -> dict[str, Any]
 # Where a courier run spends its time, by the SQL statements it sends to DuckDB.
 PHASES = [
     ("schema: sampled detection", re.compile(r"^DESCRIBE SELECT \* FROM read_json")),
-    ("schema: top-level key check", re.compile(r"json_keys\(")),
+    ("schema: top-level keys and count", re.compile(r"json_keys\(")),
     ("read files into the tag table", re.compile(r"TEMP TABLE \"_courier_in_")),
-    ("run the saved query", re.compile(r"TEMP TABLE \"_courier_q_")),
+    ("read files + run the saved query", re.compile(r"TEMP TABLE \"_courier_q_")),
     (
         "reject check (casts, required)",
         re.compile(r"^SELECT count\(\*\) FROM \"_courier_q_.*WHERE"),

@@ -239,7 +239,11 @@ class Context:
         tag = courier.file_tag
         options = courier.options.model_dump()
         pinned = ws.state.pinned_schema(courier.name, tag)
-        source, summary = ws.engine.read_input(tag, inputs, courier.format, options, pinned)
+        # One saved query and nothing else reads the tag: it may stream from the files.
+        read_once = len(plan.loads) == 1 and plan.loads[0].operation.type == "sql"
+        source, summary = ws.engine.read_input(
+            tag, inputs, courier.format, options, pinned, read_once=read_once
+        )
         bad.extend(summary.bad)
         result["schema_changes"] = summary.schema_changes if pinned is not None else []
         for change in result["schema_changes"]:
@@ -254,6 +258,12 @@ class Context:
                 f"(first: {first.file} line {first.line}: {first.reason}); nothing was loaded. "
                 "Fix the files or raise options.max_bad_records, then run again"
             )
+        # A streamed tag's query runs before the transaction: should a value need the tag
+        # read again (engines/duckdb.py), the failed statement has not aborted the run.
+        queried = None
+        if read_once:
+            assert plan.loads[0].query is not None
+            queried = ws.engine.run_query(plan.loads[0].query, [tag])
         ws.state.begin()
         ctx = LoadContext(plan.run_id, courier.name, plan.started_at)
         feeds: dict[str, FeedCounts] = {}
@@ -268,7 +278,9 @@ class Context:
             feed, op = feed_load.feed, feed_load.operation
             self.console.status(f"{courier.name}: loading {feed.id}")
             relation = source
-            if op.type == "sql":
+            if queried is not None:
+                relation = queried
+            elif op.type == "sql":
                 assert feed_load.query is not None
                 relation = ws.engine.run_query(feed_load.query, [tag])
             loaded = ws.destination.load(feed, relation, ctx)

@@ -352,6 +352,46 @@ def test_field_changing_type_is_reported_and_cast_by_value(make_project: Project
     assert reason == "n: cannot cast seven to int"
 
 
+@pytest.mark.parametrize(
+    "operation",
+    [
+        '{ type = "sql", sql-query = "measures", sql-files = [{ file = "raw" }] }',
+        '{ type = "load", file = "raw" }',
+    ],
+    ids=["streamed-by-one-query", "held-in-a-table"],
+)
+def test_value_past_the_sample_of_another_type_widens_the_schema(
+    make_project: ProjectFactory, operation: str
+) -> None:
+    # A string where 30,000 records had numbers: DuckDB's sampled schema cannot hold it. A
+    # tag held in a table is read again with a schema over every record; a tag streamed into
+    # its one query is then held in a table too, and the query runs again.
+    p = make_project
+    p.feed("measures", '[fields]\nid = "bigint"\nn = "string"\n')
+    p.query("measures", "SELECT m.id, m.n FROM raw m")
+    p.courier(
+        "raw",
+        f"""
+        file_pattern = "'raw/'yyyy/MM/dd'/*.ndjson'"
+        file_tag = "raw"
+        [load_operations]
+        measures = [{operation}]
+        """,
+    )
+    lines = b"".join(b'{"id": %d, "n": %d}\n' % (i, i) for i in range(30_000))
+    p.land("raw/2026/11/22/a.ndjson", lines + b'{"id": 30000, "n": "thirty thousand"}\n')
+    result = p.run("raw")
+    assert result["status"] == "succeeded", result["error"]
+    assert result["records"] == 30_001
+    assert result["feeds"]["measures"] == {"read": 30_001, "loaded": 30_001, "rejected": 0}
+    assert p.sql("SELECT n FROM measures WHERE id IN (7, 30000) ORDER BY id") == [
+        ("7",),
+        ("thirty thousand",),
+    ]
+    (pinned,) = p.sql("SELECT columns FROM courier.schemas")[0]
+    assert json.loads(pinned)["n"] == "JSON"  # widened over every record, and pinned
+
+
 def test_query_syntax_error_fails_the_run_naming_the_query(make_project: ProjectFactory) -> None:
     p = make_project.events_project()
     p.query("order_items", "SELECT e.event_id,\n  FROM events e WHERE")

@@ -28,8 +28,13 @@ class QueryEngine(abc.ABC):
         fmt: str,
         options: dict[str, object],
         pinned_schema: dict[str, str] | None,
+        read_once: bool = False,
     ) -> tuple[Relation, InputSummary]:
-        """Read a file tag's files; the tag becomes a view queries can select from."""
+        """Read a file tag's files; the tag becomes a view queries can select from.
+
+        read_once: the caller reads the tag through one saved query and nothing else, so the
+        engine may stream it from the files into that query instead of holding it (the
+        returned relation is then only a name for the tag, not rows to load)."""
 
     @abc.abstractmethod
     def run_query(self, query: SavedQuery, tags: list[str]) -> Relation:

@@ -7,6 +7,7 @@ import itertools
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,23 @@ def describe(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     return {row[0]: row[1] for row in con.execute(f"DESCRIBE {sql}").fetchall()}
 
 
+@dataclass
+class StreamedTag:
+    """A tag read straight from its NDJSON files by the one query that uses it; kept so the
+    tag can still be held in a table when that query meets a value the schema cannot read."""
+
+    table: str
+    files: list[InputFile]
+    options: dict[str, Any]
+    pinned: dict[str, str] | None
+    summary: InputSummary
+
+
 class DuckDBEngine(QueryEngine):
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
         self.tags: dict[str, Relation] = {}
+        self.streamed: dict[str, StreamedTag] = {}
 
     # -- inputs ---------------------------------------------------------------------------------
     def read_input(
@@ -78,27 +92,78 @@ class DuckDBEngine(QueryEngine):
         fmt: str,
         options: dict[str, Any],
         pinned_schema: dict[str, str] | None,
+        read_once: bool = False,
     ) -> tuple[Relation, InputSummary]:
         table = f"_courier_in_{tag}_{next(_ids)}"
         summary = InputSummary(tag=tag)
         nonempty = [f for f in files if f.size > 0]
-        if fmt == "ndjson":
+        rows: int | None = None
+        if fmt == "ndjson" and read_once and nonempty:
+            rows = self._stream_ndjson(table, nonempty, options, pinned_schema)
+        if rows is not None:
+            self.streamed[tag] = StreamedTag(table, nonempty, options, pinned_schema, summary)
+        elif fmt == "ndjson":
             self._read_ndjson(table, nonempty, options, pinned_schema, summary)
         else:
             self._read_batches(table, nonempty, fmt, options, summary, pinned_schema)
+        relation = self._register(tag, table, summary, pinned_schema, rows)
+        return relation, summary
+
+    def _register(
+        self,
+        tag: str,
+        table: str,
+        summary: InputSummary,
+        pinned: dict[str, str] | None,
+        rows: int | None = None,
+    ) -> Relation:
+        """Describe the tag's table (or view), fill the summary, and name it for queries."""
         columns = describe(self.con, table)
-        rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
+        if rows is None:
+            rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
         summary.records = rows
-        summary.schema = {k: v for k, v in columns.items() if k != FILE_COLUMN}
-        if pinned_schema is not None:
-            summary.schema_changes = schema_changes(pinned_schema, summary.schema)
+        # in place: a caller may hold these from before a streamed tag was read again
+        summary.schema.clear()
+        summary.schema.update({k: v for k, v in columns.items() if k != FILE_COLUMN})
+        if pinned is not None:
+            summary.schema_changes[:] = schema_changes(pinned, summary.schema)
         relation = Relation(table, columns, rows, FILE_COLUMN)
         visible = ", ".join(quote(c) for c in summary.schema) or "NULL AS _empty"
         self.con.execute(
             f"CREATE OR REPLACE TEMP VIEW {quote(tag)} AS SELECT {visible} FROM {quote(table)}"
         )
         self.tags[tag] = relation
-        return relation, summary
+        return relation
+
+    def _stream_ndjson(
+        self,
+        table: str,
+        files: list[InputFile],
+        options: dict[str, Any],
+        pinned: dict[str, str] | None,
+    ) -> int | None:
+        """The tag as a view over its files (no copy of the window in a table): the record
+        count, or None when the files need the careful path (a malformed line, a line that
+        is not an object, glob characters in a path, a full schema scan asked for)."""
+        paths = [str(f.path) for f in files]
+        if options.get("schema_scan") == "full" or any(c in p for p in paths for c in "*?[{"):
+            return None
+        try:
+            schema = self._ndjson_sample_schema(paths, pinned)
+            # one pass over every record: how many, their top-level keys, and that each is an
+            # object (a malformed line fails it, so the careful path finds and quarantines it)
+            count, keys, not_objects = self.con.execute(
+                "SELECT count(*), list_distinct(flatten(list(DISTINCT json_keys(json)))), "
+                "count(*) FILTER (WHERE json_type(json) <> 'OBJECT') "
+                f"FROM read_ndjson_objects({sql_list(paths)})"
+            ).fetchone()  # type: ignore[misc]
+        except duckdb.Error:
+            return None
+        if not_objects or any(k not in schema for k in keys or []):
+            return None
+        self._name_files({p: f.key for p, f in zip(paths, files, strict=True)})
+        self._ndjson_into(table, paths, schema, kind="VIEW")
+        return int(count)
 
     def _read_ndjson(
         self,
@@ -118,16 +183,15 @@ class DuckDBEngine(QueryEngine):
             schema = self._ndjson_schema(paths, pinned, full_scan)
             self._ndjson_into(table, paths, schema)
             return
-        except duckdb.ConversionException:
-            # A field changed type after the sample: look at every record, widen, read again.
-            schema = self._ndjson_schema(paths, pinned, True)
-            try:
-                self._ndjson_into(table, paths, schema)
-                return
-            except duckdb.Error:
-                pass
-        except duckdb.Error:
-            pass
+        except duckdb.Error as exc:
+            if is_type_error(exc):
+                # A field changed type after the sample: look at every record, widen, read again.
+                try:
+                    schema = self._ndjson_schema(paths, pinned, True)
+                    self._ndjson_into(table, paths, schema)
+                    return
+                except duckdb.Error:
+                    pass
         # Malformed input somewhere: find it line by line, read the good lines, quarantine the rest.
         clean_dir = Path(files[0].path).parent / f".clean-{table}"
         clean_dir.mkdir(exist_ok=True)
@@ -144,7 +208,9 @@ class DuckDBEngine(QueryEngine):
         try:
             schema = self._ndjson_schema(clean_paths, pinned, full_scan)
             self._ndjson_into(table, clean_paths, schema)
-        except duckdb.ConversionException:
+        except duckdb.Error as exc:
+            if not is_type_error(exc):
+                raise
             schema = self._ndjson_schema(clean_paths, pinned, True)
             self._ndjson_into(table, clean_paths, schema)
 
@@ -158,14 +224,7 @@ class DuckDBEngine(QueryEngine):
         # as the sampled type fails the read with a conversion error and reads again with a
         # full-coverage schema. Known limit, as before: DuckDB silently drops nested keys and
         # rounds 2.5 into a BIGINT when first seen after the sample.
-        per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, len(paths)))
-        sample = ", sample_size = -1" if full_scan else f", sample_size = {per_file}"
-        source = (
-            f"read_json({sql_list(paths)}, format = 'newline_delimited', union_by_name = true"
-            f"{sample})"
-        )
-        schema = dict(pinned or {})
-        schema.update({k: v for k, v in describe(self.con, f"SELECT * FROM {source}").items()})
+        schema = self._ndjson_sample_schema(paths, pinned, full_scan)
         if not full_scan:
             # The sample may miss fields first seen late: every record's top-level keys are
             # checked (cheap), and any key the schema lacks triggers a full-coverage scan.
@@ -177,7 +236,23 @@ class DuckDBEngine(QueryEngine):
                 return self._ndjson_schema(paths, pinned, True)
         return schema
 
-    def _ndjson_into(self, table: str, paths: list[str], schema: dict[str, str]) -> None:
+    def _ndjson_sample_schema(
+        self, paths: list[str], pinned: dict[str, str] | None, full_scan: bool = False
+    ) -> dict[str, str]:
+        """The pinned schema widened by DuckDB's detection on a sample (or every record)."""
+        per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, len(paths)))
+        sample = ", sample_size = -1" if full_scan else f", sample_size = {per_file}"
+        source = (
+            f"read_json({sql_list(paths)}, format = 'newline_delimited', union_by_name = true"
+            f"{sample})"
+        )
+        schema = dict(pinned or {})
+        schema.update({k: v for k, v in describe(self.con, f"SELECT * FROM {source}").items()})
+        return schema
+
+    def _ndjson_into(
+        self, table: str, paths: list[str], schema: dict[str, str], kind: str = "TABLE"
+    ) -> None:
         columns = "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in schema.items()) + "}"
         # The file column as an ENUM of the window's paths: one byte a row instead of the path
         # (a 1 GB window's tag table is ~45% smaller, so it spills far less under the memory
@@ -188,7 +263,7 @@ class DuckDBEngine(QueryEngine):
             fc = quote(FILE_COLUMN)
             replace = f" REPLACE (CAST({fc} AS ENUM({names})) AS {fc})"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS SELECT *{replace} "
+            f"CREATE OR REPLACE TEMP {kind} {quote(table)} AS SELECT *{replace} "
             f"FROM read_json({sql_list(paths)}, format = 'newline_delimited', "
             f"columns = {columns}, filename = {literal(FILE_COLUMN)})"
         )
@@ -301,10 +376,30 @@ class DuckDBEngine(QueryEngine):
         try:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS {sql}")
         except duckdb.Error as exc:
-            raise query_error(exc, query, self.visible_columns(tags)) from exc
+            # A value a streamed tag's sampled schema cannot read: hold those tags in tables
+            # (which widens their schema over every record) and run the query once more.
+            held = [t for t in tags if t in self.streamed]
+            if not held or not is_type_error(exc):
+                raise query_error(exc, query, self.visible_columns(tags)) from exc
+            for tag in held:
+                self._hold(tag)
+            return self.run_query(query, tags)
         columns = describe(self.con, table)
         rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
         return Relation(table, columns, rows, None)
+
+    def _hold(self, tag: str) -> None:
+        """Read a streamed tag into a table, as read_input does when not streaming."""
+        streamed = self.streamed.pop(tag)
+        summary = streamed.summary
+        before = len(summary.bad)
+        self.con.execute(f"DROP VIEW IF EXISTS {quote(streamed.table)}")
+        self._read_ndjson(
+            streamed.table, streamed.files, streamed.options, streamed.pinned, summary
+        )
+        if len(summary.bad) != before:  # cannot happen: streaming was refused for bad lines
+            raise LoadError(f"file tag {tag}: the files changed while the run read them")
+        self._register(tag, streamed.table, summary, streamed.pinned)
 
     def visible_columns(self, tags: list[str]) -> dict[str, list[str]]:
         out = {}
@@ -315,6 +410,14 @@ class DuckDBEngine(QueryEngine):
 
     def drop(self, relation: Relation) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {quote(relation.name)}")
+
+
+def is_type_error(exc: duckdb.Error) -> bool:
+    """A value the read's schema cannot hold (DuckDB says so as a conversion error, or as a
+    JSON transform error of read_json), as opposed to malformed input or a bad query."""
+    if isinstance(exc, duckdb.ConversionException):
+        return True
+    return isinstance(exc, duckdb.InvalidInputException) and "JSON transform error" in str(exc)
 
 
 def conflicting_columns(schemas: list[pa.Schema]) -> set[str]:
