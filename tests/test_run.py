@@ -63,6 +63,23 @@ def test_exactly_once_per_file_and_reload(make_project: ProjectFactory) -> None:
     assert p.sql("SELECT count(*) FROM courier.files")[0][0] == 4
 
 
+def test_two_couriers_on_the_same_files_each_load_them_once(make_project: ProjectFactory) -> None:
+    p = make_project.events_project()
+    p.feed("raw_events", '[fields]\nevent_id = "string"\n')
+    text = (p.root / "config/couriers/events.toml").read_text()
+    p.write(
+        "config/couriers/raw.toml",
+        text.split("[load_operations]")[0]
+        + '[load_operations]\nraw_events = [{ type = "load", file = "events" }]\n',
+    )
+    p.land_hour(DAY, 1, [event(1), event(2)])
+    assert p.run()["files"]["loaded"] == 1
+    second = p.run("raw")  # the files are new to this courier
+    assert second["status"] == "succeeded" and second["files"]["loaded"] == 1
+    assert p.sql("SELECT count(*) FROM raw_events")[0][0] == 2
+    assert p.run("raw")["status"] == "skipped" and p.run()["status"] == "skipped"
+
+
 def test_changed_file_is_loaded_again(make_project: ProjectFactory) -> None:
     p = make_project.events_project()
     path = p.land_hour(DAY, 1, [event(1, items=1)])
@@ -189,6 +206,21 @@ def test_malformed_lines_are_quarantined_and_good_lines_load(make_project: Proje
     assert result["quarantined"] == 4
     exported = Path(result["quarantine_file"]).read_text().splitlines()
     assert [json.loads(line)["line"] for line in exported] == [2, 3, 4, 6]
+
+
+def test_valid_json_lines_that_are_not_objects_are_quarantined(
+    make_project: ProjectFactory,
+) -> None:
+    # Every line parses, so only the object check keeps these from the streamed read.
+    p = make_project.events_project()
+    good = b'{"event_id": "e1", "customer": {"id": 1}, "items": [{"sku": "a", "qty": 1, "price": 2}]}\n'
+    p.land_hour(DAY, 0, good + b"[1, 2, 3]\n" + b'"just text"\n' + good.replace(b"e1", b"e2"))
+    result = p.run()
+    assert result["status"] == "succeeded", result["error"]
+    assert result["feeds"]["order_items"]["loaded"] == 2
+    reasons = p.sql("SELECT line, reason FROM courier.quarantine ORDER BY line")
+    assert [r[0] for r in reasons] == [2, 3]
+    assert all("expected a JSON object" in r[1] for r in reasons)
 
 
 def test_not_json_at_all_over_the_limit_fails_and_changes_nothing(

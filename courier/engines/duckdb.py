@@ -154,7 +154,8 @@ class DuckDBEngine(QueryEngine):
             # object (a malformed line fails it, so the careful path finds and quarantines it)
             count, keys, not_objects = self.con.execute(
                 "SELECT count(*), list_distinct(flatten(list(DISTINCT json_keys(json)))), "
-                "count(*) FILTER (WHERE json_type(json) <> 'OBJECT') "
+                # the line parsed as JSON, so starting with { it is an object (no 2nd parse)
+                "count(*) FILTER (WHERE NOT starts_with(ltrim(CAST(json AS VARCHAR)), '{')) "
                 f"FROM read_ndjson_objects({sql_list(paths)})"
             ).fetchone()  # type: ignore[misc]
         except duckdb.Error:
@@ -243,8 +244,8 @@ class DuckDBEngine(QueryEngine):
         per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, len(paths)))
         sample = ", sample_size = -1" if full_scan else f", sample_size = {per_file}"
         source = (
-            f"read_json({sql_list(paths)}, format = 'newline_delimited', union_by_name = true"
-            f"{sample})"
+            f"read_json({sql_list(paths)}, format = 'newline_delimited', records = true, "
+            f"union_by_name = true{sample})"
         )
         schema = dict(pinned or {})
         schema.update({k: v for k, v in describe(self.con, f"SELECT * FROM {source}").items()})
@@ -264,7 +265,7 @@ class DuckDBEngine(QueryEngine):
             replace = f" REPLACE (CAST({fc} AS ENUM({names})) AS {fc})"
         self.con.execute(
             f"CREATE OR REPLACE TEMP {kind} {quote(table)} AS SELECT *{replace} "
-            f"FROM read_json({sql_list(paths)}, format = 'newline_delimited', "
+            f"FROM read_json({sql_list(paths)}, format = 'newline_delimited', records = true, "
             f"columns = {columns}, filename = {literal(FILE_COLUMN)})"
         )
 
@@ -417,7 +418,12 @@ def is_type_error(exc: duckdb.Error) -> bool:
     JSON transform error of read_json), as opposed to malformed input or a bad query."""
     if isinstance(exc, duckdb.ConversionException):
         return True
-    return isinstance(exc, duckdb.InvalidInputException) and "JSON transform error" in str(exc)
+    text = str(exc)
+    return (
+        isinstance(exc, duckdb.InvalidInputException)
+        and "JSON transform error" in text
+        and "Expected OBJECT" not in text  # a line that is no object: malformed input
+    )
 
 
 def conflicting_columns(schemas: list[pa.Schema]) -> set[str]:
