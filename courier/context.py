@@ -128,7 +128,7 @@ class Context:
         files = self.discover(courier, window, lookback)
         ws = workspace or self.workspace()
         try:
-            loaded = ws.state.loaded_versions(courier.storage, [f.key for f in files])
+            loaded = ws.state.loaded_versions(courier.name, courier.storage, [f.key for f in files])
         finally:
             if workspace is None:
                 ws.close()

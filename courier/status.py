@@ -40,7 +40,8 @@ def courier_status(context: Context, now: datetime) -> list[dict[str, Any]]:
             backlog: dict[str, Any] = {"since": iso_utc(now - lookback), "files": 0, "bytes": 0}
             try:
                 files = ctx.discover(courier, Window(now - lookback, now))
-                loaded = ws.state.loaded_versions(courier.storage, [f.key for f in files])
+                keys = [f.key for f in files]
+                loaded = ws.state.loaded_versions(courier.name, courier.storage, keys)
                 new = [
                     f for f in files if (f.info.size, f.info.version) not in loaded.get(f.key, ())
                 ]

@@ -22,8 +22,11 @@ class StateStore(abc.ABC):
     def rollback(self) -> None: ...
 
     @abc.abstractmethod
-    def loaded_versions(self, storage: str, keys: Iterable[str]) -> dict[str, set[tuple[int, str]]]:
-        """key -> {(size, version)} already loaded."""
+    def loaded_versions(
+        self, courier: str, storage: str, keys: Iterable[str]
+    ) -> dict[str, set[tuple[int, str]]]:
+        """key -> {(size, version)} the courier has already loaded (each courier loads a file
+        once; two couriers reading the same files each load them)."""
 
     @abc.abstractmethod
     def record_files(

@@ -81,7 +81,9 @@ class DuckDBStateStore(StateStore):
         except duckdb.TransactionException:
             pass  # nothing was open
 
-    def loaded_versions(self, storage: str, keys: Iterable[str]) -> dict[str, set[tuple[int, str]]]:
+    def loaded_versions(
+        self, courier: str, storage: str, keys: Iterable[str]
+    ) -> dict[str, set[tuple[int, str]]]:
         wanted = list(keys)
         out: dict[str, set[tuple[int, str]]] = {}
         if not wanted:
@@ -90,8 +92,8 @@ class DuckDBStateStore(StateStore):
         self.con.executemany("INSERT INTO _courier_keys VALUES (?)", [(k,) for k in wanted])
         rows = self.con.execute(
             "SELECT f.key, f.size, f.version FROM courier.files f "
-            "JOIN _courier_keys k ON k.key = f.key WHERE f.storage = ?",
-            [storage],
+            "JOIN _courier_keys k ON k.key = f.key WHERE f.storage = ? AND f.courier = ?",
+            [storage, courier],
         ).fetchall()
         for key, size, version in rows:
             out.setdefault(key, set()).add((int(size), version or ""))
