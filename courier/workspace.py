@@ -24,6 +24,7 @@ class Workspace:
     connection: Any
 
     def close(self) -> None:
+        self.engine.close()
         self.connection.close()
 
     def __enter__(self) -> Workspace:

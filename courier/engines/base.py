@@ -43,3 +43,6 @@ class QueryEngine(abc.ABC):
     @abc.abstractmethod
     def drop(self, relation: Relation) -> None:
         """Release what a relation holds."""
+
+    def close(self) -> None:  # noqa: B027 - optional: most engines hold nothing more
+        """Release what the engine still holds for its tags (e.g. scratch files)."""

@@ -83,6 +83,12 @@ class DuckDBEngine(QueryEngine):
         self.con = con
         self.tags: dict[str, Relation] = {}
         self.streamed: dict[str, StreamedTag] = {}
+        self.scratch: list[Path] = []  # transcoded files a streamed tag reads until close()
+
+    def close(self) -> None:
+        for path in self.scratch:
+            shutil.rmtree(path, ignore_errors=True)
+        self.scratch.clear()
 
     # -- inputs ---------------------------------------------------------------------------------
     def read_input(
@@ -98,14 +104,27 @@ class DuckDBEngine(QueryEngine):
         summary = InputSummary(tag=tag)
         nonempty = [f for f in files if f.size > 0]
         rows: int | None = None
-        if fmt == "ndjson" and read_once and nonempty:
-            rows = self._stream_ndjson(table, nonempty, options, pinned_schema)
-        if rows is not None:
-            self.streamed[tag] = StreamedTag(table, nonempty, options, pinned_schema, summary)
-        elif fmt == "ndjson":
-            self._read_ndjson(table, nonempty, options, pinned_schema, summary)
+        scratch: Path | None = None
+        if fmt == "ndjson":
+            lines: list[InputFile] | None = nonempty
         else:
-            self._read_batches(table, nonempty, fmt, options, summary, pinned_schema)
+            scratch = Path(tempfile.mkdtemp(prefix=f"courier-{table}-"))
+            lines = self._transcode(nonempty, fmt, options, summary, scratch)
+        try:
+            if lines is None:
+                self._read_arrow(table, nonempty, fmt, options, summary, pinned_schema)
+            elif read_once and lines:
+                rows = self._stream_ndjson(table, lines, options, pinned_schema)
+            if rows is not None and lines is not None:
+                self.streamed[tag] = StreamedTag(table, lines, options, pinned_schema, summary)
+                if scratch is not None:
+                    self.scratch.append(scratch)
+                    scratch = None
+            elif lines is not None:
+                self._read_ndjson(table, lines, options, pinned_schema, summary)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
         relation = self._register(tag, table, summary, pinned_schema, rows)
         return relation, summary
 
@@ -282,7 +301,33 @@ class DuckDBEngine(QueryEngine):
         cols.append(f"{FILE_COLUMN} VARCHAR")
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} ({', '.join(cols)})")
 
-    def _read_batches(
+    def _transcode(
+        self,
+        files: list[InputFile],
+        fmt: str,
+        options: dict[str, Any],
+        summary: InputSummary,
+        scratch: Path,
+    ) -> list[InputFile] | None:
+        """Formats decoded in Python (courier/formats), batch by batch.
+
+        Tree formats (cbor, json, xml) are re-encoded as JSON lines, one NDJSON file per input
+        file under `scratch`, and read by the NDJSON path: same types, same STRUCTs and LISTs as
+        NDJSON, and the file column holds the temporary file, named after its storage key.
+        None: the reader only gives Arrow batches (or options.decode = "arrow").
+        """
+        reader = formats.get_reader(fmt)
+        transcode = getattr(reader, "json_lines", None)
+        if transcode is None or options.get("decode", "json") == "arrow":
+            return None
+        converted: list[InputFile] = []
+        for produced, bad in transcode(files, options, scratch):
+            summary.bad.extend(bad)
+            if produced is not None:
+                converted.append(produced)
+        return converted
+
+    def _read_arrow(
         self,
         table: str,
         files: list[InputFile],
@@ -291,29 +336,10 @@ class DuckDBEngine(QueryEngine):
         summary: InputSummary,
         pinned: dict[str, str] | None = None,
     ) -> None:
-        """Formats decoded in Python (courier/formats), batch by batch.
-
-        Tree formats (cbor, json, xml) are re-encoded as JSON lines, one NDJSON file per input
-        file, and read by the NDJSON path: same types, same STRUCTs and LISTs as NDJSON, and the
-        file column holds the temporary file, named after its storage key. Readers that only
-        give Arrow batches (or options.decode = "arrow"): each distinct batch schema fills its
-        own part table, and the parts are combined in record order with UNION ALL BY NAME,
-        which unifies columns and struct fields across batches.
-        """
+        """Arrow batches: each distinct batch schema fills its own part table, and the parts
+        are combined in record order with UNION ALL BY NAME, which unifies columns and struct
+        fields across batches."""
         reader = formats.get_reader(fmt)
-        transcode = getattr(reader, "json_lines", None)
-        if transcode is not None and options.get("decode", "json") != "arrow":
-            tmp = Path(tempfile.mkdtemp(prefix=f"courier-{table}-"))
-            try:
-                converted: list[InputFile] = []
-                for produced, bad in transcode(files, options, tmp):
-                    summary.bad.extend(bad)
-                    if produced is not None:
-                        converted.append(produced)
-                self._read_ndjson(table, converted, options, pinned, summary)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            return
         self._name_files({str(f.path): f.key for f in files})
         parts: list[tuple[pa.Schema, str]] = []
         ordinal = 0

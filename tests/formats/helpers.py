@@ -69,8 +69,12 @@ class Engine:
         self.con.execute("SET TimeZone = 'UTC'")
         self.engine = DuckDBEngine(self.con)
 
-    def read(self, tag: str, files: list[InputFile], fmt: str, **options: Any) -> InputSummary:
-        _relation, summary = self.engine.read_input(tag, files, fmt, options, None)
+    def read(
+        self, tag: str, files: list[InputFile], fmt: str, read_once: bool = False, **options: Any
+    ) -> InputSummary:
+        _relation, summary = self.engine.read_input(
+            tag, files, fmt, options, None, read_once=read_once
+        )
         return summary
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
@@ -80,6 +84,7 @@ class Engine:
         return {r[0]: r[1] for r in self.con.execute(f"DESCRIBE {tag}").fetchall()}
 
     def close(self) -> None:
+        self.engine.close()
         self.con.close()
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +52,33 @@ def test_nested_records_query_the_same_from_every_format(engine: Engine, tmp_pat
     assert types["items"] == "STRUCT(sku VARCHAR, qty BIGINT, price DOUBLE)[]"
     assert engine.types("cb") == types
     assert engine.types("js") == types
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "cbor"])
+def test_a_tag_read_once_streams_from_its_files_until_close(
+    engine: Engine, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    encode = ndjson if fmt == "ndjson" else cbor_seq
+    records = events(40)
+    files = [write(tmp_path / f"a.{fmt}", encode(records[:25])),
+             write(tmp_path / f"b.{fmt}", encode(records[25:]))]  # fmt: skip
+    held = engine.read("held", files, fmt)
+    streamed = engine.read("streamed", files, fmt, read_once=True)
+    assert streamed.records == held.records == 40
+    assert streamed.schema == held.schema
+    assert engine.rows(NESTED_QUERY.format(tag="streamed")) == engine.rows(
+        NESTED_QUERY.format(tag="held")
+    )
+    kinds = dict(engine.rows("SELECT table_name, table_type FROM information_schema.tables"))
+    base = engine.engine.tags["streamed"].name
+    assert kinds[base] == "VIEW" and kinds[engine.engine.tags["held"].name] == "LOCAL TEMPORARY"
+    transcoded = list(scratch.iterdir())
+    assert len(transcoded) == (1 if fmt == "cbor" else 0)  # the held tag's are gone already
+    engine.engine.close()
+    assert list(scratch.iterdir()) == []
 
 
 def test_file_column_names_each_rows_storage_key(engine: Engine, tmp_path: Path) -> None:
