@@ -337,11 +337,6 @@ class Context:
 
     def _cleanup(self, plan: RunPlan) -> None:
         shutil.rmtree(self._tmp_dir(plan), ignore_errors=True)
-        for f in plan.to_load:
-            local = self.storage(plan.courier.storage).local_path(f.key)
-            if local is not None:
-                for clean in local.parent.glob(".clean-_courier_in_*"):
-                    shutil.rmtree(clean, ignore_errors=True)
 
     def _mark_interrupted(self, ws: Workspace, courier: str) -> None:
         """Runs left 'running' by a process that died (kill -9, power loss) become failed."""

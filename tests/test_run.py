@@ -206,6 +206,8 @@ def test_malformed_lines_are_quarantined_and_good_lines_load(make_project: Proje
     assert result["quarantined"] == 4
     exported = Path(result["quarantine_file"]).read_text().splitlines()
     assert [json.loads(line)["line"] for line in exported] == [2, 3, 4, 6]
+    landed = sorted(p.landing.rglob("*"))  # the good lines were copied elsewhere, not here
+    assert [f.name for f in landed if f.is_file()] == ["part-test-000000.ndjson"] * 2
 
 
 def test_valid_json_lines_that_are_not_objects_are_quarantined(

@@ -51,7 +51,6 @@ class Workbench:
         self.engine = DuckDBEngine(self.con)
         self.tmp = Path(tempfile.mkdtemp(prefix="courier-analyst-"))
         self.inputs: dict[str, TagInput] = {}
-        self._cleanup: set[Path] = set()
 
     # -- inputs -----------------------------------------------------------------------------
     def read_files(
@@ -59,8 +58,6 @@ class Workbench:
     ) -> TagInput:
         """Read landed or sample files through the engine, as a run reads them."""
         relation, summary = self.engine.read_input(tag, files, fmt, dict(options or {}), None)
-        for f in files:
-            self._cleanup.add(Path(f.path).parent)
         entry = TagInput(tag, relation, summary, fmt, [Path(f.path) for f in files])
         self.inputs[tag] = entry
         return entry
@@ -171,10 +168,7 @@ class Workbench:
     def close(self) -> None:
         self.con.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
-        for folder in self._cleanup:
-            # the engine keeps the good lines of malformed files in .clean-* folders beside them
-            for clean in folder.glob(".clean-_courier_in_*"):
-                shutil.rmtree(clean, ignore_errors=True)
+        self.engine.close()
 
     def __enter__(self) -> Workbench:
         return self

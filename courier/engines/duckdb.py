@@ -212,27 +212,30 @@ class DuckDBEngine(QueryEngine):
                     return
                 except duckdb.Error:
                     pass
-        # Malformed input somewhere: find it line by line, read the good lines, quarantine the rest.
-        clean_dir = Path(files[0].path).parent / f".clean-{table}"
-        clean_dir.mkdir(exist_ok=True)
-        clean_paths: list[str] = []
-        for f in files:
-            clean, bad = scan_ndjson(f.path, f.key, clean_dir)
-            summary.bad.extend(bad)
-            if clean.stat().st_size > 0:
-                clean_paths.append(str(clean))
-                self._name_files({str(clean): f.key})
-        if not clean_paths:
-            self._empty_table(table, pinned)
-            return
+        # Malformed input somewhere: find it line by line, read the good lines (copied to a
+        # scratch folder, never beside the landed files), quarantine the rest.
+        clean_dir = Path(tempfile.mkdtemp(prefix=f"courier-{table}-clean-"))
         try:
-            schema = self._ndjson_schema(clean_paths, pinned, full_scan)
-            self._ndjson_into(table, clean_paths, schema)
-        except duckdb.Error as exc:
-            if not is_type_error(exc):
-                raise
-            schema = self._ndjson_schema(clean_paths, pinned, True)
-            self._ndjson_into(table, clean_paths, schema)
+            clean_paths: list[str] = []
+            for f in files:
+                clean, bad = scan_ndjson(f.path, f.key, clean_dir)
+                summary.bad.extend(bad)
+                if clean.stat().st_size > 0:
+                    clean_paths.append(str(clean))
+                    self._name_files({str(clean): f.key})
+            if not clean_paths:
+                self._empty_table(table, pinned)
+                return
+            try:
+                schema = self._ndjson_schema(clean_paths, pinned, full_scan)
+                self._ndjson_into(table, clean_paths, schema)
+            except duckdb.Error as exc:
+                if not is_type_error(exc):
+                    raise
+                schema = self._ndjson_schema(clean_paths, pinned, True)
+                self._ndjson_into(table, clean_paths, schema)
+        finally:
+            shutil.rmtree(clean_dir, ignore_errors=True)  # the good lines are in the table now
 
     def _ndjson_schema(
         self, paths: list[str], pinned: dict[str, str] | None, full_scan: bool
