@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,40 +15,10 @@ import pytest
 from courier.groups import Schedule
 from courier.windows import iso_utc
 from tests.projects import EVENTS_QUERY, ProjectFactory, event
+from tests.scheduler_process import Scheduler
 from tests.scheduling.conftest import courier_cli, group, land_clicks
 
 pytestmark = pytest.mark.integration
-
-
-class Scheduler:
-    """A `courier scheduler` subprocess with its log in a file."""
-
-    def __init__(self, p: ProjectFactory, log: Path, *args: str):
-        self.log = log
-        self.handle = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "courier", "--project", str(p.root), "scheduler", *args],
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-        )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, needle: str, count: int = 1, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while self.text().count(needle) < count:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"scheduler exited ({self.proc.returncode}):\n{self.text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {needle!r} x{count} in time:\n{self.text()}")
-            time.sleep(0.05)
-
-    def finish(self, timeout: float = 120) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            self.handle.close()
 
 
 def test_cron_fires_and_sigterm_stops_cleanly(project: ProjectFactory, tmp_path: Path) -> None:

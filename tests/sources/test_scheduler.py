@@ -5,63 +5,20 @@ page being landed, `--once` one round of each source alongside the due group run
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.projects import ProjectFactory
+from tests.scheduler_process import Scheduler
 from tests.sources.api import FakeApi, event
 from tests.sources.conftest import courier_cli, env, landed_parts, landed_records, source
 from tests.sources.test_poll import CURSOR_SOURCE
 
 pytestmark = pytest.mark.integration
-
-
-class Scheduler:
-    """A `courier scheduler` subprocess, stdout and stderr in one log file."""
-
-    def __init__(self, p: ProjectFactory, log: Path, *args: str, **extra_env: str):
-        self.log = log
-        self.handle = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "courier", "--project", str(p.root), "scheduler", *args],
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-            env=env(**extra_env),
-        )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_until(self, what: str, predicate: Any, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"scheduler exited ({self.proc.returncode}):\n{self.text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout}s:\n{self.text()}")
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 15) -> tuple[int, float]:
-        """SIGTERM; the exit code and how long the exit took."""
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise AssertionError(f"no exit {timeout}s after SIGTERM:\n{self.text()}") from None
-        finally:
-            self.handle.close()
-        return code, time.monotonic() - started
 
 
 def test_scheduler_polls_every_interval_and_stops_on_sigterm(
@@ -72,7 +29,7 @@ def test_scheduler_polls_every_interval_and_stops_on_sigterm(
         project, "web", f'type = "http_poll"\nstream = "pulled"\nurl = "{api.url}/html"\n'
         'interval = "1s"\n',
     )  # fmt: skip
-    sched = Scheduler(project, tmp_path / "scheduler.log")
+    sched = Scheduler(project, tmp_path / "scheduler.log", env=env())
     sched.wait_until("a first round", lambda: "source 'events_api': " in sched.text())
     assert len(landed_records(project, "events")) == 25
     api.add_events(3)  # the next round, a second later, lands only these
@@ -99,7 +56,7 @@ def test_sigterm_mid_round_finishes_the_page_being_landed(
 ) -> None:
     source(project, "events_api", CURSOR_SOURCE.format(url=api.url))
     # each landed page holds still for 1.5 s before its cursor is saved: SIGTERM arrives then
-    sched = Scheduler(project, tmp_path / "scheduler.log", COURIER_FAULT_AFTER_LAND="1.5")
+    sched = Scheduler(project, tmp_path / "scheduler.log", env=env(COURIER_FAULT_AFTER_LAND="1.5"))
     sched.wait_until("a landed page", lambda: "FAULT landed" in sched.text())
     code, took = sched.stop()
     log = sched.text()
