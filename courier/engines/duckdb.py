@@ -113,15 +113,16 @@ class DuckDBEngine(QueryEngine):
         try:
             if lines is None:
                 self._read_arrow(table, nonempty, fmt, options, summary, pinned_schema)
-            elif read_once and lines:
-                rows = self._stream_ndjson(table, lines, options, pinned_schema)
-            if rows is not None and lines is not None:
-                self.streamed[tag] = StreamedTag(table, lines, options, pinned_schema, summary)
-                if scratch is not None:
-                    self.scratch.append(scratch)
-                    scratch = None
-            elif lines is not None:
-                self._read_ndjson(table, lines, options, pinned_schema, summary)
+            else:
+                if read_once and lines:
+                    rows = self._stream_ndjson(table, lines, options, pinned_schema)
+                if rows is None:
+                    self._read_ndjson(table, lines, options, pinned_schema, summary)
+                else:
+                    self.streamed[tag] = StreamedTag(table, lines, options, pinned_schema, summary)
+                    if scratch is not None:  # the view reads these until close()
+                        self.scratch.append(scratch)
+                        scratch = None
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -244,8 +245,8 @@ class DuckDBEngine(QueryEngine):
         # of files: the window shares DuckDB's default budget of 20,480 sampled records (at
         # least 2,048 per file; one file keeps the full default). Top-level keys do not rest
         # on the sample (every record's keys are checked below); a value that cannot be read
-        # as the sampled type fails the read with a conversion error and reads again with a
-        # full-coverage schema. Known limit, as before: DuckDB silently drops nested keys and
+        # as the sampled type fails the read with a type error (is_type_error) and reads again
+        # with a full-coverage schema. Known limit, as before: DuckDB silently drops nested keys and
         # rounds 2.5 into a BIGINT when first seen after the sample.
         schema = self._ndjson_sample_schema(paths, pinned, full_scan)
         if not full_scan:
