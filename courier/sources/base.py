@@ -191,27 +191,37 @@ class SourceRuntime:
 
     # -- state -------------------------------------------------------------------------------
     def state(self, fn: Callable[[StateStore], T], timeout: float = 60.0) -> T:
-        """fn in one transaction on the state store, waiting while another process holds it."""
-        from courier.workspace import open_workspace
+        return in_state(self.project, fn, self.hold, timeout, self.sleep)
 
-        deadline = time.monotonic() + timeout
-        delay = 0.1
-        while True:
-            try:
-                with self.hold(), open_workspace(self.project) as ws:
-                    ws.state.begin()
-                    try:
-                        out = fn(ws.state)
-                    except BaseException:
-                        ws.state.rollback()
-                        raise
-                    ws.state.commit()
-                    return out
-            except TransientError:
-                if time.monotonic() >= deadline:
+
+def in_state(
+    project: Project,
+    fn: Callable[[StateStore], T],
+    hold: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    timeout: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """fn in one transaction on the state store, waiting while another process holds it."""
+    from courier.workspace import open_workspace
+
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            with hold(), open_workspace(project) as ws:
+                ws.state.begin()
+                try:
+                    out = fn(ws.state)
+                except BaseException:
+                    ws.state.rollback()
                     raise
-                self.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                ws.state.commit()
+                return out
+        except TransientError:
+            if time.monotonic() >= deadline:
+                raise
+            sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def pointer(doc: Any, path: str, what: str) -> Any:

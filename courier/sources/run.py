@@ -4,7 +4,8 @@ or all of a project's (`SourceLoops`, what `courier scheduler` starts: a thread 
 A round holds the lease `source:NAME` in the state store (`courier.leases`), so two processes
 (two schedulers, or a scheduler and `courier poll`) never poll one source at once: the second
 skips its round. A failed round is logged, and alerted once per streak of failures (alert kind
-`source_failed`), never fatal: the next round resumes from the saved cursor.
+`source_failed`, recorded in courier.alerts), never fatal: the next round resumes from the
+saved cursor.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -244,6 +245,12 @@ class SourceLoops:
             details={"source": name, "stream": source.stream, "error": type(error).__name__},
         )
         self.alerter.fire(alert)
+        from courier.sources.base import in_state
+
+        try:  # in courier.alerts with the group runs' alerts
+            in_state(self.project, lambda s: s.record_alert(alert.row()), self.hold or nullcontext)
+        except CourierError as exc:
+            log.warning("source %s: the alert was sent but not recorded: %s", name, exc)
 
     def alive(self) -> list[str]:
         return [name for name, t in self.threads.items() if t.is_alive()]

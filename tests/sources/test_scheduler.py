@@ -46,6 +46,9 @@ def test_scheduler_polls_every_interval_and_stops_on_sigterm(
     assert all(p.name.startswith("part-poll-events_api-") for p in landed_parts(project, "events"))
     assert "source 'events_api': 2 page(s), 3 record(s), 3 landed" in log
     assert log.count("ALERT source_failed: source web") == 1, log  # once per streak
+    recorded = project.sql("SELECT kind, message FROM courier.alerts")
+    assert [k for k, _ in recorded] == ["source_failed"]
+    assert recorded[0][1].startswith("source web (http_poll into stream pulled) failed")
     assert "answered HTML" in log and "Traceback" not in log
     assert landed_parts(project, "pulled") == []
     assert "source 'events_api': 1 page(s), 0 record(s), 0 landed" in log
