@@ -4,7 +4,7 @@ Against a `courier serve` started on a free loopback port (and stopped with SIGT
 lands what it accepted, whatever happens here):
 
 1. an API key for the activity-events stream, created in the project's key store
-   (.courier/apikeys.json, as `courier apikey create` does) and revoked afterwards, and a
+   (.courier/apikeys.json, as `courier apikey create` does) and deleted afterwards, and a
    sample activity event POSTed with it in the stream's headers (X-App-Id, X-App-Secret,
    X-Client-Instance);
 2. the signed GitHub delivery of samples/webhooks/ POSTed to /webhook/v0/github-events, the
@@ -204,7 +204,7 @@ def post_activity_with_api_key(project: Project, url: str, result: LiveResult) -
             f"(event {event['id']})"
         )
     finally:
-        store.revoke(name)  # the secret was only ever in this process
+        store.delete(name)  # a demo key: nothing of it stays in the store
 
 
 def post_webhook_sample(project: Project, url: str, result: LiveResult) -> None:

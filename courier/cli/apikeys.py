@@ -82,6 +82,19 @@ def apikey_revoke(state: State, name: str) -> None:
     click.echo(f"revoked {key.name} ({key.id}) at {key.revoked_at}")
 
 
+@apikey.command("delete")
+@click.argument("name")
+@click.pass_obj
+@error_handler
+def apikey_delete(state: State, name: str) -> None:
+    """Delete key NAME: refused like a revoked key from the next request, and the name is
+    free for a new key."""
+    from courier.ingest.apikeys import KeyStore
+
+    key = KeyStore.for_project(load_project(state.project_dir)).delete(name)
+    click.echo(f"deleted {key.name} ({key.id})")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(apikey)
 

@@ -160,8 +160,8 @@ class KeyStore:
             raise ConfigError(f"API key name {name!r}: use letters, digits, '_', '.' and '-'")
         if name in self.by_name:
             raise ConfigError(
-                f"an API key named {name!r} already exists: revoke it first "
-                f"(`courier apikey revoke {name}`) or pick another name"
+                f"an API key named {name!r} already exists: delete it first "
+                f"(`courier apikey delete {name}`) or pick another name"
             )
         if not streams:
             raise ConfigError("an API key needs at least one stream: --stream ID")
@@ -179,12 +179,24 @@ class KeyStore:
         self._save()
         return key, secret
 
-    def revoke(self, name: str) -> ApiKey:
+    def _named(self, name: str) -> ApiKey:
         self.refresh()
         key = self.by_name.get(name)
         if key is None:
             known = ", ".join(sorted(self.by_name)) or "none"
             raise ConfigError(f"no API key named {name!r} (known: {known})")
+        return key
+
+    def delete(self, name: str) -> ApiKey:
+        """Remove key NAME from the store (revoked or not): it and its tokens stop working,
+        and the name is free again."""
+        key = self._named(name)
+        del self.by_name[name]
+        self._save()
+        return key
+
+    def revoke(self, name: str) -> ApiKey:
+        key = self._named(name)
         if key.active:
             key = ApiKey(**{**key.__dict__, "revoked_at": _now()})
             self.by_name[name] = key

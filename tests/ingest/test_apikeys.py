@@ -226,3 +226,13 @@ def test_revoked_key_answers_401_at_once(server: Server, client: httpx.Client) -
     assert {k["name"]: k["status"] for k in listed}["doomed"] == "revoked"
     missing = courier(server.root, "apikey", "revoke", "nobody")
     assert missing.returncode == 1 and "no API key named 'nobody'" in missing.stderr
+    again = courier(server.root, "apikey", "create", "doomed", "--stream", "activity")
+    assert again.returncode == 1 and "apikey delete doomed" in again.stderr
+    assert courier(server.root, "apikey", "delete", "doomed").returncode == 0
+    r = client.post("/stream/v0/data/activity", json={"id": "deleted"}, headers=by_header)
+    assert r.status_code == 401, r.text  # a deleted key is unknown
+    assert "doomed" not in {k["name"] for k in json.loads(
+        courier(server.root, "apikey", "list", "--json").stdout
+    )}  # fmt: skip
+    fresh = create(server.root, "doomed", "activity")  # the name is free again
+    assert fresh["id"] != key["id"]
