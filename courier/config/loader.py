@@ -13,12 +13,14 @@ from pydantic import BaseModel, ValidationError
 
 from courier.errors import ConfigError
 
-ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${VAR}, or ${VAR:-default} (the default when VAR is unset or empty, as in a shell)
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 M = TypeVar("M", bound=BaseModel)
 
 
 def resolve_env(value: Any, missing: set[str], environ: dict[str, str] | None = None) -> Any:
-    """Replace ${VAR} in strings. A value that is only an unset ${VAR} becomes None."""
+    """Replace ${VAR} and ${VAR:-default} in strings. A value that is only an unset ${VAR}
+    (with no default) becomes None."""
     env = os.environ if environ is None else environ
     if isinstance(value, dict):
         out = {}
@@ -31,15 +33,18 @@ def resolve_env(value: Any, missing: set[str], environ: dict[str, str] | None = 
         return [resolve_env(v, missing, environ) for v in value]
     if isinstance(value, str) and "${" in value:
         whole = ENV_REF.fullmatch(value)
-        if whole and whole.group(1) not in env:
+        if whole and whole.group(2) is None and whole.group(1) not in env:
             missing.add(whole.group(1))
             return None
 
         def sub(m: re.Match[str]) -> str:
-            if m.group(1) not in env:
-                missing.add(m.group(1))
+            name, default = m.group(1), m.group(2)
+            if default is not None:
+                return env.get(name) or default
+            if name not in env:
+                missing.add(name)
                 return ""
-            return env[m.group(1)]
+            return env[name]
 
         return ENV_REF.sub(sub, value)
     return value

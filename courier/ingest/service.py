@@ -92,7 +92,11 @@ def unset_references(path: Path | None, key: str | None) -> list[str]:
     raw = raw_value(path, *key.split("."))
     if not isinstance(raw, str):
         return []
-    return [n for n in ENV_REF.findall(raw) if n not in os.environ]
+    return [
+        m.group(1)
+        for m in ENV_REF.finditer(raw)
+        if m.group(2) is None and m.group(1) not in os.environ
+    ]
 
 
 def stream_keys(project: Project, strict: bool = True) -> dict[str, StreamKeys]:

@@ -61,6 +61,31 @@ def test_env_references_resolve_and_missing_ones_are_named(
     assert "TEST_BUCKET" in str(e)
 
 
+def test_env_references_with_a_default(
+    make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = make_project
+    p.write(
+        "config/courier.toml",
+        """
+        [storages.lake]
+        type = "s3"
+        bucket = "${TEST_BUCKET:-acme-default}"
+        endpoint_url = "http://${TEST_HOST:-127.0.0.1}:${TEST_PORT:-9000}/"
+        """,
+    )
+    monkeypatch.delenv("TEST_BUCKET", raising=False)
+    monkeypatch.setenv("TEST_PORT", "")  # empty counts as unset, as in a shell
+    lake = p.load().settings.storages["lake"]
+    assert lake.bucket == "acme-default"  # type: ignore[union-attr]
+    assert lake.endpoint_url == "http://127.0.0.1:9000/"  # type: ignore[union-attr]
+    monkeypatch.setenv("TEST_BUCKET", "acme-streams")
+    monkeypatch.setenv("TEST_PORT", "4566")
+    lake = p.load().settings.storages["lake"]
+    assert lake.bucket == "acme-streams"  # type: ignore[union-attr]
+    assert lake.endpoint_url == "http://127.0.0.1:4566/"  # type: ignore[union-attr]
+
+
 def test_all_problems_reported_at_once(make_project: ProjectFactory) -> None:
     p = make_project.events_project()
     p.feed("broken", 'primary_key = ["nope"]\n[fields]\na = "varchar"\n')
