@@ -31,7 +31,6 @@ import orjson
 
 from courier.errors import ConfigError, CourierError, IngestError
 from courier.ingest import apikeys, webhooks, websocket
-from courier.ingest.ratelimit import retry_after
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
 from courier.ingest.wal import Pending
@@ -333,14 +332,7 @@ class IngestApp:
                 raise IngestError(
                     413, f"the body is {declared} bytes; the limit is {self.max_body} bytes"
                 )
-        wait = stream.bucket.take()
-        if wait:
-            raise IngestError(
-                429,
-                f"stream {stream_id!r} is over its rate limit of {stream.config.rate_limit:g} "
-                "payloads/s: retry after the time in Retry-After",
-                {"retry-after": retry_after(wait)},
-            )
+        stream.admit()
         try:
             body = await self.bodies.read(receive, self.max_body, self.body_timeout)
         except BodyTooLarge:

@@ -235,13 +235,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result = Result()
     started = time.monotonic()
     deadline = started + args.duration
-    worker = _ws_worker if url.scheme in ("ws", "wss") else None
-    if worker is not None:
-        await asyncio.gather(*(worker(n, args, deadline, result) for n in range(args.connections)))
-    else:
-        await asyncio.gather(
-            *(_worker(n, args, url, deadline, result) for n in range(args.connections))
+    websocket = url.scheme in ("ws", "wss")
+    await asyncio.gather(
+        *(
+            _ws_worker(n, args, deadline, result)
+            if websocket
+            else _worker(n, args, url, deadline, result)
+            for n in range(args.connections)
         )
+    )
     elapsed = time.monotonic() - started
     lat = sorted(result.latencies)
     if args.acked:

@@ -55,6 +55,18 @@ class StreamRuntime:
     def payload(self) -> str:
         return self.config.payload
 
+    def admit(self, then: str = "retry after the time in Retry-After") -> None:
+        """Take one payload from the rate limit; IngestError(429) with Retry-After when over.
+        `then` tells the client what to do (it differs per route)."""
+        wait = self.bucket.take()
+        if wait:
+            raise IngestError(
+                429,
+                f"stream {self.id!r} is over its rate limit of {self.config.rate_limit:g} "
+                f"payloads/s: {then}",
+                {"retry-after": retry_after(wait)},
+            )
+
 
 def stream_tenant(project: Project, stream: StreamConfig) -> str:
     return stream.tenant or project.settings.ingest.tenant

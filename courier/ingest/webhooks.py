@@ -229,7 +229,6 @@ def verifiers(project: Project) -> dict[str, WebhookVerifier]:
 async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
     """POST /webhook/v0/{stream_id} on the IngestApp `app` (courier/ingest/app.py)."""
     from courier.ingest.app import ACCEPTED, ACCEPTED_START, BodyTooLarge
-    from courier.ingest.ratelimit import retry_after
 
     service = app.service
     stream = service.streams.get(stream_id)
@@ -254,11 +253,7 @@ async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, 
             raise IngestError(400, "Content-Length is not a number") from None
         if declared > app.max_body:
             raise IngestError(413, f"the body is {declared} bytes; the limit is {app.max_body}")
-    wait = stream.bucket.take()
-    if wait:
-        raise IngestError(
-            429, f"stream {stream_id!r} is over its rate limit", {"retry-after": retry_after(wait)}
-        )
+    stream.admit()
     try:
         body = await app.bodies.read(receive, app.max_body, app.body_timeout)
     except BodyTooLarge:

@@ -30,7 +30,6 @@ import orjson
 
 from courier.errors import IngestError
 from courier.ingest import apikeys, payloads
-from courier.ingest.ratelimit import retry_after
 
 if TYPE_CHECKING:
     from courier.ingest.app import IngestApp
@@ -74,8 +73,9 @@ class Connection:
         self.receive = receive
         self.send = send
         self.framed = SUBPROTOCOL in scope.get("subprotocols", [])
-        self.acks: asyncio.Queue[tuple[Any, asyncio.Future[None] | None, Exception | None]] = (
-            asyncio.Queue(MAX_IN_FLIGHT)
+        # (message id, its commit future, or what went wrong instead): in message order
+        self.acks: asyncio.Queue[tuple[Any, asyncio.Future[None] | None, Problem]] = asyncio.Queue(
+            MAX_IN_FLIGHT
         )
         self.closed = False
 
@@ -220,9 +220,10 @@ class Connection:
                     records = service.records(stream, raw)
             except IngestError as exc:
                 raise Fatal(exc, message_id) from None
-            wait = stream.bucket.take()
-            if wait:
-                await self.acks.put((message_id, None, _over_rate(stream, wait)))
+            try:
+                stream.admit("send this message again after retry_after seconds")
+            except IngestError as exc:
+                await self.acks.put((message_id, None, exc))
                 continue
             if stream.config.envelope:
                 records = apikeys.envelope(records, client_id, source)
@@ -279,7 +280,7 @@ class Connection:
                     problem = IngestError(500, f"internal error: {exc}")
             if problem is None:
                 await self._send_json({"ack": message_id})
-            elif isinstance(problem, IngestError) and problem.status in (429, 503):
+            elif problem.status in (429, 503):
                 nack: dict[str, Any] = {
                     "nack": message_id,
                     "status": problem.status,
@@ -289,21 +290,14 @@ class Connection:
                     nack["retry_after"] = int(problem.headers["retry-after"])
                 await self._send_json(nack)
             else:
-                error = problem if isinstance(problem, IngestError) else IngestError(500, "error")
-                await self._close(error, message_id)
+                await self._close(problem, message_id)
 
 
 class Disconnected(Exception):
     """The client closed the connection."""
 
 
-def _over_rate(stream: StreamRuntime, wait: float) -> IngestError:
-    return IngestError(
-        429,
-        f"stream {stream.id!r} is over its rate limit of {stream.config.rate_limit:g} "
-        "payloads/s: send this message again after retry_after seconds",
-        {"retry-after": retry_after(wait)},
-    )
+Problem = IngestError | Fatal | None  # a nack (429/503), a fatal error, or fine
 
 
 async def handle(app: IngestApp, stream_id: str, scope: Scope, receive: Any, send: Any) -> None:
