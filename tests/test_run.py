@@ -349,16 +349,21 @@ def test_query_errors_name_the_query_and_columns(make_project: ProjectFactory) -
     )
 
 
-def wide_project(p: ProjectFactory, **fields: str) -> ProjectFactory:
-    """A feed `wide` of these fields, loaded without a query from daily files wide/yyyy/MM/dd."""
+def wide_project(p: ProjectFactory, query: str | None = None, **fields: str) -> ProjectFactory:
+    """A feed `wide` of these fields from daily files wide/yyyy/MM/dd, loaded as they are or,
+    given `query`, through that saved query (which then streams the tag from the files)."""
     p.feed("wide", "[fields]\n" + "".join(f'{k} = "{v}"\n' for k, v in fields.items()))
+    operation = '{ type = "load", file = "wide" }'
+    if query is not None:
+        p.query("wide", query)
+        operation = '{ type = "sql", sql-query = "wide", sql-files = [{ file = "wide" }] }'
     p.courier(
         "wide",
-        """
+        f"""
         file_pattern = "'wide/'yyyy/MM/dd'/*.ndjson'"
         file_tag = "wide"
         [load_operations]
-        wide = [{ type = "load", file = "wide" }]
+        wide = [{operation}]
         """,
     )
     return p
@@ -462,8 +467,11 @@ def test_query_column_not_in_feed_warns_or_rejects(make_project: ProjectFactory)
     assert any("rejected" in w and "coupon" in w for w in rejected["warnings"])
 
 
-def test_field_first_seen_after_100k_records_still_loads(make_project: ProjectFactory) -> None:
-    p = wide_project(make_project, id="bigint", late="string")
+@pytest.mark.parametrize("query", [None, "SELECT * FROM wide"], ids=["held", "streamed"])
+def test_field_first_seen_after_100k_records_still_loads(
+    make_project: ProjectFactory, query: str | None
+) -> None:
+    p = wide_project(make_project, query, id="bigint", late="string")
     lines = b"".join(b'{"id": %d}\n' % i for i in range(100_500))
     lines += b'{"id": 100500, "late": "finally"}\n'
     p.land("wide/2026/11/22/a.ndjson", lines)

@@ -164,7 +164,8 @@ class DuckDBEngine(QueryEngine):
     ) -> int | None:
         """The tag as a view over its files (no copy of the window in a table): the record
         count, or None when the files need the careful path (a malformed line, a line that
-        is not an object, glob characters in a path, a full schema scan asked for)."""
+        is not an object, glob characters in a path, a full schema scan asked for). A key the
+        sample missed widens the schema over every record, as on the careful path."""
         paths = [str(f.path) for f in files]
         if options.get("schema_scan") == "full" or any(c in p for p in paths for c in "*?[{"):
             return None
@@ -178,9 +179,11 @@ class DuckDBEngine(QueryEngine):
                 "count(*) FILTER (WHERE NOT starts_with(ltrim(CAST(json AS VARCHAR)), '{')) "
                 f"FROM read_ndjson_objects({sql_list(paths)})"
             ).fetchone()  # type: ignore[misc]
+            if not_objects:
+                return None
+            if any(k not in schema for k in keys or []):
+                schema = self._ndjson_sample_schema(paths, pinned, full_scan=True)
         except duckdb.Error:
-            return None
-        if not_objects or any(k not in schema for k in keys or []):
             return None
         self._name_files({p: f.key for p, f in zip(paths, files, strict=True)})
         self._ndjson_into(table, paths, schema, kind="VIEW")
