@@ -524,6 +524,24 @@ def holder_alive(row: dict[str, Any], now: datetime) -> bool:
     return expires is not None and expires > now
 
 
+def take_lease(state: StateStore, scope: str, holder: str, now: datetime) -> dict[str, Any] | None:
+    """Take the lease of scope for holder; None when taken, else the live holder's row."""
+    row = state.get_lease(scope)
+    if row and row["holder"] != holder and holder_alive(row, now):
+        return row
+    state.put_lease(
+        {
+            "scope": scope,
+            "holder": holder,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "acquired_at": now,
+            "expires_at": now + LEASE_TTL,
+        }
+    )
+    return None
+
+
 class Keeper:
     """Keeps one connection to the feed database open while any thread of this process works
     in it, and opens/closes it under a lock.
@@ -638,24 +656,7 @@ class GroupRunner:
             if scope in self._held:
                 return {"scope": scope, "host": self.host, "pid": os.getpid()}
             now = self.now()
-
-            def take(state: StateStore) -> dict[str, Any] | None:
-                row = state.get_lease(scope)
-                if row and row["holder"] != self.holder and holder_alive(row, now):
-                    return row
-                state.put_lease(
-                    {
-                        "scope": scope,
-                        "holder": self.holder,
-                        "host": self.host,
-                        "pid": os.getpid(),
-                        "acquired_at": now,
-                        "expires_at": now + LEASE_TTL,
-                    }
-                )
-                return None
-
-            held_by = self.with_state(take)
+            held_by = self.with_state(lambda state: take_lease(state, scope, self.holder, now))
             if held_by is None:
                 self._held.add(scope)
             return held_by  # type: ignore[no-any-return]

@@ -109,23 +109,9 @@ def run_source(
 
 def _claim(scope: str, holder: str, s: StateStore) -> dict[str, Any] | None:
     """Take the lease of scope; None when taken, else the row of the live process holding it."""
-    from courier.groups import LEASE_TTL, holder_alive
+    from courier.groups import take_lease
 
-    now = datetime.now(UTC)
-    row = s.get_lease(scope)
-    if row and row["holder"] != holder and holder_alive(row, now):
-        return row
-    s.put_lease(
-        {
-            "scope": scope,
-            "holder": holder,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "acquired_at": now,
-            "expires_at": now + LEASE_TTL,
-        }
-    )
-    return None
+    return take_lease(s, scope, holder, datetime.now(UTC))
 
 
 def _release(scope: str, holder: str, s: StateStore) -> None:
