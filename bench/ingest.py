@@ -26,39 +26,17 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from courier.processes import start_serve
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATE = 10_000
 TARGET_P99_MS = 50.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"courier serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit("courier serve did not become ready")
 
 
 def make_project(root: Path) -> None:
@@ -115,15 +93,9 @@ def main() -> None:
          "--stream", "bench", "--days", "1"],
         capture_output=True, text=True, check=True, env=env,
     ).stdout.strip()  # fmt: skip
-    port = free_port()
-    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [sys.executable, "-m", "courier", "--project", str(root), "serve",
-         "--port", str(port), "--workers", str(workers)],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )  # fmt: skip
+    server = start_serve(root, root / "serve.log", env, workers=workers, timeout=60)
+    port = int(server.url.rsplit(":", 1)[1])
     try:
-        wait_ready(port, server)
         print(
             f"ingest bench: courier serve --workers {workers} (uvicorn, httptools, uvloop), "
             f"fsync on, {os.cpu_count()} cores; load generator: {connections} connections, "
@@ -138,9 +110,7 @@ def main() -> None:
             for n in (1, 16)
         }
     finally:
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=120)
-        log.close()
+        code = server.stop(timeout=120)
     acked = set(acked_file.read_text().split())
     for n in ws_results:
         acked |= set((root / f"acked-ws{n}.txt").read_text().split())

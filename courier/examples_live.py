@@ -23,11 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +33,7 @@ import httpx
 import orjson
 
 from courier.errors import CourierError
+from courier.processes import ChildProcess, free_port, start_serve
 from courier.project import Project
 from courier.storage.base import StorageBackend
 
@@ -67,64 +64,12 @@ class LiveResult:
         return sorted(dates)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_api_root(project: Project) -> Path | None:
     """The folder holding tests/sources/api.py: the project's, else this checkout's."""
     for root in (project.root, Path(__file__).resolve().parents[1]):
         if (root / "tests" / "sources" / "api.py").is_file():
             return root
     return None
-
-
-class Process:
-    """A subprocess in its own session, its output in a log file, stopped by SIGTERM."""
-
-    def __init__(self, name: str, cmd: list[str], log: Path, env: dict[str, str], cwd: Path):
-        self.name = name
-        self.log = log
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                start_new_session=True,  # Ctrl-C in make reaches us, we stop it
-            )  # fmt: skip
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return ""
-        return "\n".join(f"    | {line}" for line in text)
-
-    def wait_http(self, url: str, timeout: float = START_TIMEOUT) -> None:
-        """Until url answers 200 (or the process exits, or timeout)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise DemoError(
-                    f"{self.name} exited with {self.proc.returncode} while starting:\n{self.tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise DemoError(f"{self.name} did not answer {url} within {timeout:.0f}s:\n{self.tail()}")
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM, then SIGKILL (its whole session) after timeout; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(timeout=10)
 
 
 def snapshot(storage: StorageBackend, streams: list[str]) -> dict[str, str]:
@@ -140,19 +85,14 @@ def count_records(storage: StorageBackend, key: str) -> int:
 def serving(project: Project, env: dict[str, str]) -> Iterator[str]:
     """`courier serve` on a free loopback port; its URL. Stopped (landing what it accepted)
     on the way out, whatever happened."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "courier", "--project", str(project.root), "serve",
-           "--port", str(port), "--workers", "1"]  # fmt: skip
-    server = Process("courier serve", cmd, project.path(".courier/make-run-serve.log"), env,
-                     project.root)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    log = project.path(".courier/make-run-serve.log")
+    server = start_serve(project.root, log, env, timeout=START_TIMEOUT)
     try:
-        server.wait_http(url + "/healthz")
-        yield url
+        yield server.url
     except BaseException:
-        server.stop()
+        server.stop(STOP_TIMEOUT)
         raise
-    code = server.stop()
+    code = server.stop(STOP_TIMEOUT)
     if code != 0:
         raise DemoError(f"courier serve exited with {code} after SIGTERM:\n{server.tail()}")
 
@@ -166,11 +106,12 @@ def test_api(project: Project) -> Iterator[str | None]:
         return
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(root)}
-    api = Process("the test API", [sys.executable, "-m", "tests.sources.api", "--port", str(port)],
-                  project.path(".courier/make-run-test-api.log"), env, root)  # fmt: skip
+    api = ChildProcess("the test API",
+                       [sys.executable, "-m", "tests.sources.api", "--port", str(port)],
+                       project.path(".courier/make-run-test-api.log"), env, root)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        api.wait_http(url + "/events?limit=1")
+        api.wait_http(url + "/events?limit=1", START_TIMEOUT)
         yield url
     finally:
         api.stop(timeout=10)
