@@ -293,6 +293,9 @@ class IngestApp:
                 raise IngestError(404, f"no such endpoint: {method} {path}")
         except IngestError as exc:
             await refuse(send, exc, close=exc.status in (408, 413))
+        except CourierError as exc:  # e.g. a key store broken while serving: the operator's
+            log.error("ingest: %s %s failed: %s", method, path, exc)
+            await respond(send, 500, {"error": "internal error; see the server log"}, close=True)
         except Exception:
             log.exception("ingest: %s %s failed", method, path)
             await respond(send, 500, {"error": "internal error; see the server log"}, close=True)

@@ -236,3 +236,30 @@ def test_revoked_key_answers_401_at_once(server: Server, client: httpx.Client) -
     )}  # fmt: skip
     fresh = create(server.root, "doomed", "activity")  # the name is free again
     assert fresh["id"] != key["id"]
+
+
+def test_a_key_store_broken_while_serving_answers_500_and_the_log_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    root = make_project(tmp_path / "p", streams={"activity": 'payload = "json"\n'})
+    server = Server(root).start()
+    try:
+        key = create(root, "shop", "activity")
+        by_key = {"X-App-Id": key["id"], "X-App-Secret": key["secret"]}
+        url = server.url + "/stream/v0/data/activity"
+        assert httpx.post(url, json={"id": "s-1"}, headers=by_key).status_code == 202
+        store = root / ".courier" / "apikeys.json"
+        good = store.read_text()
+        store.write_text("{ not json")
+        r = httpx.post(url, json={"id": "s-2"}, headers=by_key)
+        assert r.status_code == 500
+        assert r.json() == {"error": "internal error; see the server log"}  # no paths, no keys
+        assert server.health()["status"] == "ok"  # the server keeps serving
+        store.write_text(good)
+        assert httpx.post(url, json={"id": "s-3"}, headers=by_key).status_code == 202
+    finally:
+        assert server.stop() == 0
+    log = server.log.read_text()
+    assert "the API key store is unreadable" in log and "courier apikey create" in log
+    assert "Traceback" not in log  # a known problem is one line, not a stack
+    assert [r["id"] for r in landed_json(root, "activity")] == ["s-1", "s-3"]
