@@ -204,6 +204,13 @@ def test_s3_outage_while_serving(tmp_path: Path, aws_env: None) -> None:
 
             before = send("up")
             wait_until(lambda: sorted(landed_ids()) == sorted(before), 30, "landing in S3")
+            # and the roller done with them: a part whose PUT landed but whose check (HEAD)
+            # the outage cut is uploaded again later, into the new, empty moto
+            wait_until(
+                lambda: client.get("/healthz").json()["uploads"]["backlog"] == 0,
+                30,
+                "the roller to finish",
+            )
             stop_process(moto)  # S3 goes away
             during = send("down")  # still accepted: the log has room
             wait_until(
@@ -212,9 +219,17 @@ def test_s3_outage_while_serving(tmp_path: Path, aws_env: None) -> None:
                 "the outage to show",
             )
             moto = start_moto()  # back (empty: moto keeps nothing)
-            wait_until(
-                lambda: sorted(landed_ids()) == sorted(during), 60, "the backlog to reach S3"
-            )
+            try:
+                wait_until(
+                    lambda: sorted(landed_ids()) == sorted(during), 60, "the backlog to reach S3"
+                )
+            except AssertionError as exc:  # say why: what landed, what the server saw
+                raise AssertionError(
+                    f"{exc}\nlanded: {sorted(landed_ids())}\n"
+                    f"uploads: {client.get('/healthz').json().get('uploads')}\n"
+                    f"server log:\n{server.log.read_text(errors='replace')[-3000:]}\n"
+                    f"moto log:\n{moto_log.read_text(errors='replace')[-2000:]}"
+                ) from None
         assert server.stop() == 0
         assert sorted(landed_ids()) == sorted(during)
         assert not wal_segments(root)
