@@ -26,6 +26,7 @@ from courier.plan import (
     PlannedFile,
     RunPlan,
 )
+from courier.processes import pid_alive
 from courier.project import Project
 from courier.storage.base import StorageBackend
 from courier.storage.registry import create_storage
@@ -451,16 +452,6 @@ def expand(pattern: FilePattern, partition: Partition, tz: Any) -> list[str]:
             continue
         seen.setdefault(pattern.render(local.replace(tzinfo=None)), None)
     return list(seen)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_record(row: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from apscheduler.triggers.cron import CronTrigger
 from courier.alerts import Alert, Alerter
 from courier.config.models import GroupConfig, GroupCourier, parse_duration_seconds
 from courier.errors import ConfigError, CourierError, TransientError
+from courier.processes import pid_alive
 from courier.project import CHECKS, Project
 from courier.windows import Partition, Window, iso_utc
 
@@ -504,16 +505,6 @@ CHECKS.append(check_groups)
 
 class Stopped(CourierError):
     """The scheduler is stopping: the group run is abandoned (nothing half-done is kept)."""
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def holder_alive(row: dict[str, Any], now: datetime) -> bool:

@@ -1,4 +1,5 @@
-"""Child processes on loopback: `courier serve` (and the test API) for `make run` and the benches.
+"""Processes: whether a pid lives, and children on loopback (`courier serve`, the test API) for
+`make run` and the benches.
 
     server = start_serve(root, log, env, workers=2)   # waits for /healthz, else ProcessError
     ...                                               # server.url
@@ -19,13 +20,22 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from courier.errors import CourierError
 
 
 class ProcessError(CourierError):
     """A child process did not start or answer; the message shows the end of its log."""
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid runs on this host (perhaps another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def free_port() -> int:
@@ -66,6 +76,8 @@ class ChildProcess:
 
     def wait_http(self, url: str, timeout: float = 30.0) -> None:
         """Until url answers 200; ProcessError when the process exits or time runs out."""
+        import httpx  # here: pid_alive's users (every CLI command) need not load it
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
