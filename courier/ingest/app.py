@@ -307,6 +307,32 @@ class IngestApp:
             return  # refused at the upgrade: 403
         await websocket.handle(self, path[len(websocket.PREFIX) :], scope, receive, send)
 
+    async def read_body(
+        self, stream: StreamRuntime, length: bytes | None, receive: Any
+    ) -> bytes | None:
+        """The request body within the size and time limits (413, 408), after the stream's
+        rate check (429); None when the client left."""
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise IngestError(400, "Content-Length is not a number") from None
+            if declared > self.max_body:
+                raise IngestError(
+                    413, f"the body is {declared} bytes; the limit is {self.max_body} bytes"
+                )
+        stream.admit()
+        try:
+            return await self.bodies.read(receive, self.max_body, self.body_timeout)
+        except BodyTooLarge:
+            raise IngestError(
+                413, f"the body is larger than the limit of {self.max_body} bytes"
+            ) from None
+        except TimeoutError:
+            raise IngestError(
+                408, f"the body did not arrive within {self.body_timeout:g} seconds"
+            ) from None
+
     # -- POST /stream/v0/data/{stream_id} ---------------------------------------------------
     async def ingest(self, stream_id: str, scope: Scope, receive: Any, send: Any) -> None:
         service: IngestService = self.service  # type: ignore[assignment]
@@ -326,26 +352,7 @@ class IngestApp:
                 tenant = value
         client_id, source = self.authenticate(stream, authorization, tenant, scope)
         self.check_content_type(stream, content_type)
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                raise IngestError(400, "Content-Length is not a number") from None
-            if declared > self.max_body:
-                raise IngestError(
-                    413, f"the body is {declared} bytes; the limit is {self.max_body} bytes"
-                )
-        stream.admit()
-        try:
-            body = await self.bodies.read(receive, self.max_body, self.body_timeout)
-        except BodyTooLarge:
-            raise IngestError(
-                413, f"the body is larger than the limit of {self.max_body} bytes"
-            ) from None
-        except TimeoutError:
-            raise IngestError(
-                408, f"the body did not arrive within {self.body_timeout:g} seconds"
-            ) from None
+        body = await self.read_body(stream, length, receive)
         if body is None:
             return  # the client left; nothing to answer
         records = service.records(stream, body)

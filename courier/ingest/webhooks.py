@@ -228,7 +228,7 @@ def verifiers(project: Project) -> dict[str, WebhookVerifier]:
 
 async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
     """POST /webhook/v0/{stream_id} on the IngestApp `app` (courier/ingest/app.py)."""
-    from courier.ingest.app import ACCEPTED, ACCEPTED_START, BodyTooLarge
+    from courier.ingest.app import ACCEPTED, ACCEPTED_START
 
     service = app.service
     stream = service.streams.get(stream_id)
@@ -246,24 +246,7 @@ async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, 
         elif name == b"content-length":
             length = value
     app.check_content_type(stream, content_type)
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise IngestError(400, "Content-Length is not a number") from None
-        if declared > app.max_body:
-            raise IngestError(413, f"the body is {declared} bytes; the limit is {app.max_body}")
-    stream.admit()
-    try:
-        body = await app.bodies.read(receive, app.max_body, app.body_timeout)
-    except BodyTooLarge:
-        raise IngestError(
-            413, f"the body is larger than the limit of {app.max_body} bytes"
-        ) from None
-    except TimeoutError:
-        raise IngestError(
-            408, f"the body did not arrive within {app.body_timeout:g} seconds"
-        ) from None
+    body = await app.read_body(stream, length, receive)
     if body is None:
         return
     verifier.verify(scope["headers"], body, time.time())
