@@ -48,6 +48,24 @@ PARALLEL_MIN_BYTES = 32 * 1024 * 1024  # below this, no decode helper (one takes
 Item = tuple[int, Any]  # (item number in its file, decoded value)
 
 
+def whole_document(
+    file: InputFile, options: TreeOptions, kind: str, hint: str = ""
+) -> bytes | BadRecord | None:
+    """A one-document file's bytes; a BadRecord when it is over options.max_document_bytes,
+    None when it holds nothing but whitespace."""
+    size = file.path.stat().st_size
+    if size > options.max_document_bytes:
+        return BadRecord(
+            file.key,
+            None,
+            f"the {kind} document is {size} bytes, over options.max_document_bytes = "
+            f"{options.max_document_bytes}{hint}",
+            "",
+        )
+    data = file.path.read_bytes()
+    return data if data.strip() else None
+
+
 class TreeReader(BatchReader):
     """A reader of formats that decode to trees of maps, lists and scalars."""
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import orjson
 
-from courier.formats.arrow_tree import Item, TreeReader, force_lists
+from courier.formats.arrow_tree import Item, TreeReader, force_lists, whole_document
 from courier.formats.options import TreeOptions
 from courier.plan import BadRecord, InputFile
 
@@ -23,19 +23,13 @@ class JsonDocumentReader(TreeReader):
     format = "json"
 
     def items(self, file: InputFile, options: TreeOptions) -> Iterator[Item | BadRecord]:
-        size = file.path.stat().st_size
-        if size > options.max_document_bytes:
-            yield BadRecord(
-                file.key,
-                None,
-                f"the JSON document is {size} bytes, over options.max_document_bytes = "
-                f'{options.max_document_bytes}; land large data as NDJSON (format = "ndjson")',
-                "",
-            )
-            return
-        data = file.path.read_bytes()
-        if not data.strip():
-            return  # an empty file holds no records
+        data = whole_document(
+            file, options, "JSON", '; land large data as NDJSON (format = "ndjson")'
+        )
+        if not isinstance(data, bytes):
+            if data is not None:
+                yield data
+            return  # too large, or an empty file: no records
         try:
             document = orjson.loads(data)
         except orjson.JSONDecodeError as exc:

@@ -20,7 +20,7 @@ from xml.parsers import expat
 
 import xmltodict
 
-from courier.formats.arrow_tree import Item, TreeReader
+from courier.formats.arrow_tree import Item, TreeReader, whole_document
 from courier.formats.options import DEFAULT_MAX_DEPTH, TreeOptions
 from courier.plan import BadRecord, InputFile
 
@@ -147,19 +147,11 @@ class XmlReader(TreeReader):
     format = "xml"
 
     def items(self, file: InputFile, options: TreeOptions) -> Iterator[Item | BadRecord]:
-        size = file.path.stat().st_size
-        if size > options.max_document_bytes:
-            yield BadRecord(
-                file.key,
-                None,
-                f"the XML document is {size} bytes, over options.max_document_bytes = "
-                f"{options.max_document_bytes}",
-                "",
-            )
-            return
-        data = file.path.read_bytes()
-        if not data.strip():
-            return  # an empty file holds no records
+        data = whole_document(file, options, "XML")
+        if not isinstance(data, bytes):
+            if data is not None:
+                yield data
+            return  # too large, or an empty file: no records
         try:
             tree = parse_xml(data, force_list=options.force_list, max_depth=options.max_depth)
         except XmlError as exc:
