@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +27,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, LinearRetry
 
 from courier.errors import StorageError, TransientStorageError
-from courier.storage.base import ObjectInfo, StorageBackend, validate_key
+from courier.storage.base import ObjectInfo, RemoteStorage
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
@@ -52,18 +51,13 @@ def _error_code(exc: BaseException) -> str:
     return str(getattr(exc, "error_code", None) or "")
 
 
-class AzureStorage(StorageBackend):
+class AzureStorage(RemoteStorage):
     type = "azure"
 
     def __init__(self, name: str, config: AzureStorageConfig):
-        super().__init__(name)
+        super().__init__(name, config.prefix)
         self.config = config
         self.container = config.container
-        self.prefix = config.prefix.strip("/")
-        if self.prefix:
-            validate_key(name, self.prefix)
-        self._client: Any = None
-        self._lock = threading.Lock()
         self._container_checked = False
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -76,11 +70,7 @@ class AzureStorage(StorageBackend):
 
     @property
     def _container(self) -> ContainerClient:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._make_client()
-        return self._client  # type: ignore[no-any-return]
+        return self.client  # type: ignore[no-any-return]
 
     def _make_client(self) -> ContainerClient:
         cfg = self.config
@@ -116,17 +106,7 @@ class AzureStorage(StorageBackend):
             ) from exc
 
     def _blob(self, key: str) -> BlobClient:
-        validate_key(self.name, key)
-        full = f"{self.prefix}/{key}" if self.prefix else key
-        return self._container.get_blob_client(full)
-
-    def _full_prefix(self, prefix: str) -> str:
-        if prefix:
-            # A prefix may end in '/' or in part of a name; it must not escape the storage.
-            validate_key(self.name, prefix + "_")
-        if self.prefix:
-            return f"{self.prefix}/{prefix}"
-        return prefix
+        return self._container.get_blob_client(self._key(key))
 
     def _missing_container(self) -> StorageError:
         return StorageError(
@@ -288,9 +268,3 @@ class AzureStorage(StorageBackend):
     def describe(self) -> str:
         where = f"az://{self.container}/{self.prefix}" if self.prefix else f"az://{self.container}"
         return f"azure storage '{self.name}' ({where})"
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()

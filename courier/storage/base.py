@@ -6,10 +6,12 @@ import abc
 import builtins
 import hashlib
 import posixpath
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from courier.errors import StorageError
 
@@ -119,6 +121,48 @@ class StorageBackend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+class RemoteStorage(StorageBackend):
+    """A backend behind a network client (S3, Azure Blob): keys live under an optional
+    `prefix`, and the client is made on first use (thread-safe) and closed by close()."""
+
+    def __init__(self, name: str, prefix: str):
+        super().__init__(name)
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            validate_key(name, self.prefix)
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @abc.abstractmethod
+    def _make_client(self) -> Any:
+        """The SDK client; StorageError with what to fix when the settings are unusable."""
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def _key(self, key: str) -> str:
+        """The object's name in the bucket or container."""
+        validate_key(self.name, key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _full_prefix(self, prefix: str) -> str:
+        if prefix:
+            # A prefix may end in '/' or in part of a name; it must not escape the storage.
+            validate_key(self.name, prefix + "_")
+        return f"{self.prefix}/{prefix}" if self.prefix else prefix
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 def join_key(prefix: str, key: str) -> str:

@@ -7,7 +7,6 @@ TransientStorageError when retrying later may help). Messages never carry creden
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +28,7 @@ from botocore.exceptions import (
 )
 
 from courier.errors import StorageError, TransientStorageError
-from courier.storage.base import ObjectInfo, StorageBackend, validate_key
+from courier.storage.base import ObjectInfo, RemoteStorage
 
 if TYPE_CHECKING:
     from courier.config.models import S3StorageConfig
@@ -81,18 +80,13 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else url
 
 
-class S3Storage(StorageBackend):
+class S3Storage(RemoteStorage):
     type = "s3"
 
     def __init__(self, name: str, config: S3StorageConfig):
-        super().__init__(name)
+        super().__init__(name, config.prefix)
         self.config = config
         self.bucket = config.bucket
-        self.prefix = config.prefix.strip("/")
-        if self.prefix:
-            validate_key(name, self.prefix)
-        self._client: Any = None
-        self._lock = threading.Lock()
         self._bucket_checked = False
         self._transfer = TransferConfig(
             multipart_threshold=8 * MiB,
@@ -107,14 +101,6 @@ class S3Storage(StorageBackend):
         if self.config.endpoint_url:
             return _safe_url(self.config.endpoint_url)
         return f"AWS S3 ({self.config.region or 'default region'})"
-
-    @property
-    def _s3(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._make_client()
-        return self._client
 
     def _make_client(self) -> Any:
         cfg = self.config
@@ -147,18 +133,6 @@ class S3Storage(StorageBackend):
                 "check endpoint_url and region",
             ) from exc
 
-    def _key(self, key: str) -> str:
-        validate_key(self.name, key)
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _full_prefix(self, prefix: str) -> str:
-        if prefix:
-            # A prefix may end in '/' or in part of a name; it must not escape the storage.
-            validate_key(self.name, prefix + "_")
-        if self.prefix:
-            return f"{self.prefix}/{prefix}"
-        return prefix
-
     def _missing_bucket(self) -> StorageError:
         return StorageError(
             self.name,
@@ -172,7 +146,7 @@ class S3Storage(StorageBackend):
         if self._bucket_checked:
             return
         try:
-            self._s3.head_bucket(Bucket=self.bucket)
+            self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NotFound", "NoSuchBucket"):
@@ -246,7 +220,7 @@ class S3Storage(StorageBackend):
         cut = len(self.prefix) + 1 if self.prefix else 0
         # S3 lists in UTF-8 byte order, which is Python's str order: no need to sort here.
         with self._errors(f"list {prefix!r}"):
-            paginator = self._s3.get_paginator("list_objects_v2")
+            paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", ()):
                     rel = obj["Key"][cut:]
@@ -262,7 +236,7 @@ class S3Storage(StorageBackend):
     def stat(self, key: str) -> ObjectInfo:
         full = self._key(key)
         with self._errors("stat", key):
-            head = self._s3.head_object(Bucket=self.bucket, Key=full)
+            head = self.client.head_object(Bucket=self.bucket, Key=full)
         return ObjectInfo(
             key=key,
             size=int(head["ContentLength"]),
@@ -273,7 +247,7 @@ class S3Storage(StorageBackend):
     def read_bytes(self, key: str) -> bytes:
         full = self._key(key)
         with self._errors("read", key):
-            body = self._s3.get_object(Bucket=self.bucket, Key=full)["Body"]
+            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
             try:
                 return bytes(body.read())
             finally:
@@ -283,25 +257,25 @@ class S3Storage(StorageBackend):
         full = self._key(key)
         # s3transfer writes a temporary file beside dest and renames it when complete.
         with self._errors("download", key):
-            self._s3.download_file(self.bucket, full, str(dest), Config=self._transfer)
+            self.client.download_file(self.bucket, full, str(dest), Config=self._transfer)
 
     def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
         full = self._key(key)
         with self._errors("write", key):
-            self._s3.put_object(Bucket=self.bucket, Key=full, Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
         return self.stat(key)
 
     def upload(self, src: Path, key: str) -> ObjectInfo:
         full = self._key(key)
         # Multipart above 8 MiB, streamed from the file; the object appears only when complete.
         with self._errors("upload", key):
-            self._s3.upload_file(str(src), self.bucket, full, Config=self._transfer)
+            self.client.upload_file(str(src), self.bucket, full, Config=self._transfer)
         return self.stat(key)
 
     def delete(self, key: str) -> None:
         full = self._key(key)
         try:
-            self._s3.delete_object(Bucket=self.bucket, Key=full)
+            self.client.delete_object(Bucket=self.bucket, Key=full)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code == "NoSuchKey":
@@ -313,9 +287,3 @@ class S3Storage(StorageBackend):
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         return f"s3 storage '{self.name}' ({where})"
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()

@@ -105,7 +105,7 @@ class TestS3Specifics:
 
         storage = make_storage(moto_endpoint, bucket, prefix="landing/")
         calls: list[dict[str, Any]] = []
-        storage._s3.meta.events.register(
+        storage.client.meta.events.register(
             "before-call.s3.ListObjectsV2", lambda params, **_: calls.append(params)
         )
         found = [o.key for o in storage.list("want/")]
@@ -125,7 +125,7 @@ class TestS3Specifics:
         src.write_bytes(b"x" * (17 << 20))
         storage = make_storage(moto_endpoint, bucket, prefix="landing")
         parts: list[str] = []
-        storage._s3.meta.events.register(
+        storage.client.meta.events.register(
             "before-call.s3.UploadPart", lambda params, **_: parts.append("part")
         )
         info = storage.upload(src, "big.bin")
@@ -143,7 +143,7 @@ class TestS3Specifics:
             moto_endpoint, bucket, access_key_id="AKIDCONFIG", secret_access_key="from-config"
         )
         storage.write_bytes("a.txt", b"x")
-        creds = storage._s3._request_signer._credentials
+        creds = storage.client._request_signer._credentials
         assert creds.access_key == "AKIDCONFIG"
         storage.close()
 
