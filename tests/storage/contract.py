@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from courier.errors import StorageError
+from courier.errors import StorageError, TransientStorageError
 from courier.storage.base import ObjectInfo, StorageBackend
 
 INVALID_KEYS = ["../x", "/abs", "a//b", "a/../b", "a/./b", "", "a/", "a\\b"]
@@ -22,6 +22,30 @@ ODD_KEYS = ["with space/file name.ndjson", "ünïcødé/日本語 ファイル.j
 
 def keys(objects: list[ObjectInfo]) -> list[str]:
     return [o.key for o in objects]
+
+
+def assert_every_primitive_refused(storage: StorageBackend, tmp: Path, *phrases: str) -> None:
+    """Each primitive raises a StorageError (not transient: retrying will not help) whose
+    message holds every phrase, and no partial download is left behind."""
+    src = tmp / "src"
+    src.write_bytes(b"x")
+    attempts = [
+        lambda: list(storage.list()),
+        lambda: storage.stat("a.txt"),
+        lambda: storage.read_bytes("a.txt"),
+        lambda: storage.write_bytes("a.txt", b"x"),
+        lambda: storage.download("a.txt", tmp / "dest"),
+        lambda: storage.upload(src, "a.txt"),
+        lambda: storage.delete("a.txt"),
+        lambda: storage.exists("a.txt"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(StorageError) as info:
+            attempt()
+        assert not isinstance(info.value, TransientStorageError)
+        for phrase in phrases:
+            assert phrase in str(info.value)
+    assert sorted(p.name for p in tmp.iterdir()) == ["src"]
 
 
 class StorageContract:

@@ -17,7 +17,7 @@ from courier.errors import StorageError, TransientStorageError
 from courier.storage.azure import AzureStorage
 from courier.storage.base import StorageBackend
 from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, azurite_connection_string, free_port
-from tests.storage.contract import StorageContract
+from tests.storage.contract import StorageContract, assert_every_primitive_refused
 
 pytestmark = pytest.mark.integration
 
@@ -104,26 +104,9 @@ class TestAzureSpecifics:
     def test_missing_container(self, connection_string: str, tmp_path: Path) -> None:
         name = f"courier-missing-{uuid.uuid4().hex[:12]}"
         storage = make_storage(connection_string, name, prefix="landing")
-        src = tmp_path / "src"
-        src.write_bytes(b"x")
-        attempts = [
-            lambda: list(storage.list()),
-            lambda: storage.stat("a.txt"),
-            lambda: storage.read_bytes("a.txt"),
-            lambda: storage.write_bytes("a.txt", b"x"),
-            lambda: storage.download("a.txt", tmp_path / "dest"),
-            lambda: storage.upload(src, "a.txt"),
-            lambda: storage.delete("a.txt"),
-            lambda: storage.exists("a.txt"),
-        ]
-        for attempt in attempts:
-            with pytest.raises(StorageError) as info:
-                attempt()
-            message = str(info.value)
-            assert not isinstance(info.value, TransientStorageError)
-            assert f"container '{name}' does not exist" in message
-            assert "create it" in message
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no partial download
+        assert_every_primitive_refused(
+            storage, tmp_path, f"container '{name}' does not exist", "create it"
+        )
         storage.close()
 
     def test_wrong_key(self, azurite_endpoint: str, container: ContainerClient) -> None:

@@ -19,7 +19,7 @@ from courier.errors import StorageError, TransientStorageError
 from courier.storage.base import StorageBackend
 from courier.storage.s3 import S3Storage
 from tests.servers import free_port
-from tests.storage.contract import StorageContract
+from tests.storage.contract import StorageContract, assert_every_primitive_refused
 
 
 def make_storage(endpoint: str, bucket: str, prefix: str = "", **extra: Any) -> S3Storage:
@@ -160,26 +160,13 @@ class TestS3Specifics:
     def test_missing_bucket(self, moto_endpoint: str, aws_env: None, tmp_path: Path) -> None:
         name = f"courier-missing-{uuid.uuid4().hex[:12]}"
         storage = make_storage(moto_endpoint, name, prefix="landing")
-        src = tmp_path / "src"
-        src.write_bytes(b"x")
-        attempts = [
-            lambda: list(storage.list()),
-            lambda: storage.stat("a.txt"),
-            lambda: storage.read_bytes("a.txt"),
-            lambda: storage.write_bytes("a.txt", b"x"),
-            lambda: storage.download("a.txt", tmp_path / "dest"),
-            lambda: storage.upload(src, "a.txt"),
-            lambda: storage.delete("a.txt"),
-            lambda: storage.exists("a.txt"),
-        ]
-        for attempt in attempts:
-            with pytest.raises(StorageError) as info:
-                attempt()
-            message = str(info.value)
-            assert not isinstance(info.value, TransientStorageError)
-            assert f"bucket '{name}' does not exist" in message
-            assert "storage 'lake'" in message
-            assert "create the bucket" in message
+        assert_every_primitive_refused(
+            storage,
+            tmp_path,
+            f"bucket '{name}' does not exist",
+            "storage 'lake'",
+            "create the bucket",
+        )
         storage.close()
 
     def test_unreachable_endpoint_fails_fast(self, aws_env: None) -> None:
