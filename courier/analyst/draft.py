@@ -327,6 +327,7 @@ def draft_query(
 
 
 def write_draft(target: Path, sql: str, force: bool) -> None:
+    """Write a drafted or translated query atomically; an existing file only with force."""
     if target.exists() and not force:
         raise ConfigError(
             f"{target} exists; pass --force to overwrite it, or --out FILE to write elsewhere"

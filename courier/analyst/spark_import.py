@@ -14,7 +14,6 @@ zipped by DuckDB (UNNEST calls in one SELECT advance together): the import warns
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,14 +510,3 @@ def import_spark(source: Path) -> Translation:
 def default_target(source: Path, root: Path) -> Path:
     name = source.name.removesuffix(".sql").removesuffix(".spark")
     return root / "queries" / f"{name}.sql"
-
-
-def write_translation(target: Path, sql: str, force: bool) -> None:
-    if target.exists() and not force:
-        raise ConfigError(
-            f"{target} exists; pass --force to overwrite it, or --out FILE to write elsewhere"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(sql, encoding="utf-8")
-    os.replace(tmp, target)

@@ -229,7 +229,8 @@ def query_draft(
 @error_handler
 def query_import(state: State, file: str, dialect: str, out: str | None, force: bool) -> None:
     """Translate a Spark SQL query FILE into a DuckDB saved query."""
-    from courier.analyst.spark_import import default_target, import_spark, write_translation
+    from courier.analyst.draft import write_draft
+    from courier.analyst.spark_import import default_target, import_spark
 
     source = Path(file)
     result = import_spark(source)
@@ -240,7 +241,7 @@ def query_import(state: State, file: str, dialect: str, out: str | None, force: 
         return
     root = analyst_context(state).project.root
     target = Path(out) if out else default_target(source, root)
-    write_translation(target, result.sql, force)
+    write_draft(target, result.sql, force)
     click.echo(f"wrote {_rel(target, root)}: translated from Spark SQL ({result.summary()})")
 
 
