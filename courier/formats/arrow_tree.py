@@ -27,11 +27,11 @@ import decimal
 import gc
 import ipaddress
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pyarrow as pa
@@ -133,47 +133,65 @@ class TreeReader(BatchReader):
     def transcode(
         self, index: int, file: InputFile, options: TreeOptions, out_dir: Path
     ) -> tuple[InputFile | None, list[BadRecord]]:
-        """One file's rows as NDJSON in out_dir (see json_lines). Each row is encoded as soon
-        as it is decoded and only its bytes are kept: a decoded tree lives for one item, which
-        keeps the CPU caches warm (twice as fast as encoding batches of decoded rows)."""
+        """One file's rows as NDJSON in out_dir (see json_lines)."""
         target = out_dir / f"{index:06d}-{Path(file.key).name}.ndjson"
         bad: list[BadRecord] = []
-        lines: list[bytes] = []
-        written = 0
-        path = options.record_path
-        dumps, default, key = orjson.dumps, json_default, file.key
         with open(target, "wb") as out, _gc_paused():
-            for entry in self.items(file, options):
-                if type(entry) is BadRecord:
-                    bad.append(entry)
-                    continue
-                number, value = entry  # type: ignore[misc]
-                if not path and type(value) is dict:
-                    try:
-                        lines.append(dumps(value, default=default))
-                    except (TypeError, orjson.JSONEncodeError):
-                        encode_slowly(value, number, key, lines, bad)
-                else:
-                    rows: list[dict[str, Any]] = []
-                    extract(value, number, path, key, rows, [], bad)
-                    for row in rows:
-                        try:
-                            lines.append(dumps(row, default=default))
-                        except (TypeError, orjson.JSONEncodeError):
-                            encode_slowly(row, number, key, lines, bad)
-                if len(lines) >= JSON_BATCH_ROWS:
-                    lines.append(b"")
-                    out.write(b"\n".join(lines))
-                    written += len(lines) - 1
-                    lines = []
-            if lines:
-                lines.append(b"")
-                out.write(b"\n".join(lines))
-                written += len(lines) - 1
+            written = self.write_lines(file, options, out, bad)
         if written:
             return InputFile(file.key, target, target.stat().st_size), bad
         target.unlink()
         return None, bad
+
+    def write_lines(
+        self, file: InputFile, options: TreeOptions, out: IO[bytes], bad: list[BadRecord]
+    ) -> int:
+        """Write the file's rows to out as JSON lines; the number of rows written."""
+        return write_entries(self.items(file, options), options.record_path, file.key, out, bad)
+
+
+def write_entries(
+    entries: Iterable[Item | BadRecord],
+    path: tuple[str, ...],
+    key: str,
+    out: IO[bytes],
+    bad: list[BadRecord],
+) -> int:
+    """Items' rows as JSON lines to out (bad ones to bad); the number of rows written. Each
+    row is encoded as soon as it is decoded and only its bytes are kept: a decoded tree lives
+    for one item, which keeps the CPU caches warm (twice as fast as encoding batches of
+    decoded rows)."""
+    lines: list[bytes] = []
+    written = 0
+    dumps, default = orjson.dumps, json_default
+    for entry in entries:
+        if type(entry) is BadRecord:
+            bad.append(entry)
+            continue
+        number, value = entry  # type: ignore[misc]
+        if not path and type(value) is dict:
+            try:
+                lines.append(dumps(value, default=default))
+            except (TypeError, orjson.JSONEncodeError):
+                encode_slowly(value, number, key, lines, bad)
+        else:
+            rows: list[dict[str, Any]] = []
+            extract(value, number, path, key, rows, [], bad)
+            for row in rows:
+                try:
+                    lines.append(dumps(row, default=default))
+                except (TypeError, orjson.JSONEncodeError):
+                    encode_slowly(row, number, key, lines, bad)
+        if len(lines) >= JSON_BATCH_ROWS:
+            lines.append(b"")
+            out.write(b"\n".join(lines))
+            written += len(lines) - 1
+            lines = []
+    if lines:
+        lines.append(b"")
+        out.write(b"\n".join(lines))
+        written += len(lines) - 1
+    return written
 
 
 @contextmanager

@@ -22,9 +22,15 @@ from typing import IO, Any
 
 import cbor2
 
-from courier.formats.arrow_tree import Item, TreeReader
+from courier.formats.arrow_tree import Item, TreeReader, write_entries
 from courier.formats.options import TreeOptions
 from courier.plan import BadRecord, InputFile
+
+transcode_lines: Callable[[bytes, int, int], tuple[bytes, int, int, bool]] | None
+try:  # the compiled CBOR -> JSON lines transcoder (courier/_cbor2json.c), when it was built
+    from courier._cbor2json import lines as transcode_lines
+except ImportError:  # pragma: no cover - an install without a C compiler
+    transcode_lines = None
 
 CHUNK = 8 << 20  # bytes of the file decoded from memory at a time
 RAW_BYTES = 256  # bytes of a bad item kept (as hex) in quarantine
@@ -37,6 +43,40 @@ class CborReader(TreeReader):
     def items(self, file: InputFile, options: TreeOptions) -> Iterator[Item | BadRecord]:
         with open(file.path, "rb") as fh:
             yield from _Sequence(fh, file.key, options).items()
+
+    def write_lines(
+        self, file: InputFile, options: TreeOptions, out: IO[bytes], bad: list[BadRecord]
+    ) -> int:
+        """Top-level maps go through the compiled transcoder, JSON text straight from the CBOR
+        bytes; an item it does not handle (tags, byte strings, bad or truncated items) is
+        decoded by cbor2 as in `items`, then the transcoder goes on after it."""
+        transcode = transcode_lines
+        if transcode is None or options.record_path or options.force_list:
+            return super().write_lines(file, options, out, bad)
+        depth, key = options.max_depth, file.key
+        written = number = 0
+        with open(file.path, "rb") as fh:
+            seq = _Sequence(fh, key, options)
+            if not seq.more():
+                return 0
+            if seq.buf[0] >> 5 == 4:  # one top-level array: cbor2 walks it
+                return write_entries(seq.items(), (), key, out, bad)
+            while True:
+                json, seq.pos, items, slow = transcode(seq.buf, seq.pos, depth)
+                if items:
+                    out.write(json)
+                    written += items
+                    number += items
+                if slow:
+                    entry = next(seq.items(after=number), None)
+                    if entry is None:
+                        break
+                    number += 1  # one item (or one bad record), numbered like the rest
+                    written += write_entries((entry,), (), key, out, bad)
+                elif not seq.more():  # the end of the file, or of what it holds whole
+                    written += write_entries(seq.items(after=number), (), key, out, bad)
+                    break
+        return written
 
 
 def force_list_hook(keys: frozenset[str]) -> Callable[[Any, Any], Any]:
@@ -111,8 +151,9 @@ class _Sequence:
         )
 
     # -- items --------------------------------------------------------------------------------
-    def items(self) -> Iterator[Item | BadRecord]:
-        number = 0
+    def items(self, after: int = 0) -> Iterator[Item | BadRecord]:
+        """The items from the current position, numbered from after + 1."""
+        number = after
         in_array: int | None = None  # items left in a top-level array; -1: until a break
         decoder: cbor2.CBORDecoder | None = None
         stream = io.BytesIO()
@@ -177,13 +218,14 @@ class _Sequence:
                 number += 1
                 self.pos = start
                 cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-                yield self.bad(
+                record = self.bad(
                     number,
                     f"item {number} at byte {self.offset} cannot be decoded: {exc}{cause}",
                     end,
                 )
-                self.pos = end
+                self.pos = end  # before the yield: a caller taking one item resumes here
                 decoder = None
+                yield record
             else:
                 number += 1
                 self.pos = stream.tell()

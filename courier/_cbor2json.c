@@ -1,0 +1,315 @@
+/* CBOR sequence -> JSON lines, without building Python objects (the CBOR reader's fast path).
+ *
+ * lines(buf, pos, max_depth) -> (json: bytes, pos: int, items: int, slow: bool)
+ *
+ * Encodes the complete top-level items of buf from pos as one JSON line each, and stops at
+ * the end of buf, at an incomplete item (the caller reads more), or at an item this code does
+ * not handle (slow = True: the caller decodes that item with cbor2). Handled: a top-level map
+ * of text keys (no key twice), and inside it maps, arrays, text strings (checked UTF-8),
+ * integers, floats (NaN and infinities as null, like orjson), true, false, null and
+ * undefined (null). Everything else -- tags, byte strings, indefinite lengths, other simple
+ * values, items deeper than max_depth - 1, invalid UTF-8 -- goes the slow way, so the lines
+ * always mean what the cbor2 + orjson path writes and every bad item is reported by it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Out;
+
+enum { OK = 0, INCOMPLETE = 1, SLOW = 2, NOMEM = 3 };
+
+#define MAX_KEYS_CHECKED 64 /* maps with more keys go the slow way (duplicate check) */
+
+static int out_reserve(Out *o, Py_ssize_t extra) {
+    if (o->len + extra <= o->cap) return 0;
+    Py_ssize_t cap = o->cap ? o->cap : 1 << 16;
+    while (cap < o->len + extra) cap *= 2;
+    char *data = PyMem_RawRealloc(o->data, (size_t)cap);
+    if (!data) return -1;
+    o->data = data;
+    o->cap = cap;
+    return 0;
+}
+
+static inline int out_put(Out *o, const char *s, Py_ssize_t n) {
+    if (out_reserve(o, n) < 0) return -1;
+    memcpy(o->data + o->len, s, (size_t)n);
+    o->len += n;
+    return 0;
+}
+
+static inline int out_byte(Out *o, char c) {
+    if (out_reserve(o, 1) < 0) return -1;
+    o->data[o->len++] = c;
+    return 0;
+}
+
+/* The head at *p: major type, additional info, argument. */
+static int read_head(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, int *major, int *ai,
+                     uint64_t *arg) {
+    if (*p >= n) return INCOMPLETE;
+    uint8_t ib = b[*p];
+    *major = ib >> 5;
+    *ai = ib & 31;
+    Py_ssize_t need = *ai < 24 ? 0 : *ai == 24 ? 1 : *ai == 25 ? 2 : *ai == 26 ? 4 : *ai == 27 ? 8 : -1;
+    if (need < 0) return SLOW; /* indefinite length, or reserved */
+    if (*p + 1 + need > n) return INCOMPLETE;
+    uint64_t v = *ai < 24 ? (uint64_t)*ai : 0;
+    for (Py_ssize_t i = 0; i < need; i++) v = (v << 8) | b[*p + 1 + i];
+    *arg = v;
+    *p += 1 + need;
+    return OK;
+}
+
+/* Strict UTF-8, as Python decodes it: no overlongs, no surrogates, nothing past U+10FFFF. */
+static int valid_utf8(const uint8_t *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        while (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ULL) break;
+            i += 8;
+        }
+        if (i >= n) break;
+        uint8_t c = s[i];
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+            i += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n) return 0;
+            uint8_t c1 = s[i + 1];
+            if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80) return 0;
+            if (c == 0xE0 && c1 < 0xA0) return 0; /* overlong */
+            if (c == 0xED && c1 > 0x9F) return 0; /* surrogate */
+            i += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n) return 0;
+            uint8_t c1 = s[i + 1];
+            if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 || (s[i + 3] & 0xC0) != 0x80)
+                return 0;
+            if (c == 0xF0 && c1 < 0x90) return 0; /* overlong */
+            if (c == 0xF4 && c1 > 0x8F) return 0; /* past U+10FFFF */
+            i += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+static int put_json_string(Out *o, const uint8_t *s, Py_ssize_t n) {
+    if (out_reserve(o, n * 6 + 2) < 0) return -1;
+    char *d = o->data + o->len;
+    *d++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *d++ = (char)c;
+            continue;
+        }
+        *d++ = '\\';
+        switch (c) {
+        case '"': *d++ = '"'; break;
+        case '\\': *d++ = '\\'; break;
+        case '\n': *d++ = 'n'; break;
+        case '\r': *d++ = 'r'; break;
+        case '\t': *d++ = 't'; break;
+        case '\b': *d++ = 'b'; break;
+        case '\f': *d++ = 'f'; break;
+        default:
+            *d++ = 'u'; *d++ = '0'; *d++ = '0';
+            *d++ = HEX[c >> 4]; *d++ = HEX[c & 15];
+        }
+    }
+    *d++ = '"';
+    o->len = d - o->data;
+    return 0;
+}
+
+static int put_uint(Out *o, uint64_t v, int negative_plus_one) {
+    /* negative_plus_one: write -(v + 1), the value of a CBOR negative integer */
+    char tmp[32];
+    int i = 31;
+    tmp[i] = 0;
+    if (negative_plus_one) {
+        /* v + 1 may be 2**64: add one in decimal */
+        char digits[24];
+        int k = 0;
+        uint64_t x = v;
+        do { digits[k++] = (char)('0' + x % 10); x /= 10; } while (x);
+        int carry = 1;
+        for (int j = 0; j < k && carry; j++) {
+            int d = digits[j] - '0' + carry;
+            carry = d / 10;
+            digits[j] = (char)('0' + d % 10);
+        }
+        if (carry) digits[k++] = '1';
+        if (out_byte(o, '-') < 0) return -1;
+        for (int j = k - 1; j >= 0; j--)
+            if (out_byte(o, digits[j]) < 0) return -1;
+        return 0;
+    }
+    do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
+    return out_put(o, tmp + i, 31 - i);
+}
+
+static double half_to_double(uint16_t h) {
+    int exp = (h >> 10) & 0x1f;
+    int mant = h & 0x3ff;
+    double val;
+    if (exp == 0) val = ldexp(mant, -24);
+    else if (exp != 31) val = ldexp(mant + 1024, exp - 25);
+    else val = mant == 0 ? INFINITY : NAN;
+    return (h & 0x8000) ? -val : val;
+}
+
+static int put_double(Out *o, double d) {
+    if (isnan(d) || isinf(d)) return out_put(o, "null", 4);
+    char *s = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (!s) return -1;
+    int rc = out_put(o, s, (Py_ssize_t)strlen(s));
+    PyMem_Free(s);
+    return rc;
+}
+
+static int item(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, Out *o, int depth, int max_depth);
+
+static int text(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, uint64_t len, Out *o) {
+    if (len > (uint64_t)(n - *p)) return INCOMPLETE;
+    const uint8_t *s = b + *p;
+    if (!valid_utf8(s, (Py_ssize_t)len)) return SLOW;
+    if (put_json_string(o, s, (Py_ssize_t)len) < 0) return NOMEM;
+    *p += (Py_ssize_t)len;
+    return OK;
+}
+
+static int map(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, uint64_t count, Out *o,
+               int depth, int max_depth) {
+    if (count > MAX_KEYS_CHECKED) return SLOW;
+    const uint8_t *keys[MAX_KEYS_CHECKED];
+    uint64_t lens[MAX_KEYS_CHECKED];
+    if (out_byte(o, '{') < 0) return NOMEM;
+    for (uint64_t i = 0; i < count; i++) {
+        int major, ai, rc;
+        uint64_t len;
+        if ((rc = read_head(b, n, p, &major, &ai, &len)) != OK) return rc;
+        if (major != 3) return SLOW; /* keys must be text */
+        if (len > (uint64_t)(n - *p)) return INCOMPLETE;
+        for (uint64_t j = 0; j < i; j++) /* a key twice: cbor2 keeps the last value */
+            if (lens[j] == len && memcmp(keys[j], b + *p, (size_t)len) == 0) return SLOW;
+        keys[i] = b + *p;
+        lens[i] = len;
+        if (i && out_byte(o, ',') < 0) return NOMEM;
+        if ((rc = text(b, n, p, len, o)) != OK) return rc;
+        if (out_byte(o, ':') < 0) return NOMEM;
+        if ((rc = item(b, n, p, o, depth + 1, max_depth)) != OK) return rc;
+    }
+    return out_byte(o, '}') < 0 ? NOMEM : OK;
+}
+
+static int item(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, Out *o, int depth, int max_depth) {
+    if (depth >= max_depth - 1) return SLOW; /* cbor2 decides what too deep is */
+    int major, ai, rc;
+    uint64_t arg;
+    if ((rc = read_head(b, n, p, &major, &ai, &arg)) != OK) return rc;
+    switch (major) {
+    case 0:
+        return put_uint(o, arg, 0) < 0 ? NOMEM : OK;
+    case 1:
+        return put_uint(o, arg, 1) < 0 ? NOMEM : OK;
+    case 3:
+        return text(b, n, p, arg, o);
+    case 4:
+        if (out_byte(o, '[') < 0) return NOMEM;
+        for (uint64_t i = 0; i < arg; i++) {
+            if (i && out_byte(o, ',') < 0) return NOMEM;
+            if ((rc = item(b, n, p, o, depth + 1, max_depth)) != OK) return rc;
+        }
+        return out_byte(o, ']') < 0 ? NOMEM : OK;
+    case 5:
+        return map(b, n, p, arg, o, depth, max_depth);
+    case 7:
+        switch (ai) {
+        case 20: return out_put(o, "false", 5) < 0 ? NOMEM : OK;
+        case 21: return out_put(o, "true", 4) < 0 ? NOMEM : OK;
+        case 22:
+        case 23: return out_put(o, "null", 4) < 0 ? NOMEM : OK;
+        case 25: return put_double(o, half_to_double((uint16_t)arg)) < 0 ? NOMEM : OK;
+        case 26: {
+            uint32_t bits = (uint32_t)arg;
+            float f;
+            memcpy(&f, &bits, 4);
+            return put_double(o, (double)f) < 0 ? NOMEM : OK;
+        }
+        case 27: {
+            double d;
+            memcpy(&d, &arg, 8);
+            return put_double(o, d) < 0 ? NOMEM : OK;
+        }
+        default: return SLOW; /* other simple values */
+        }
+    default:
+        return SLOW; /* byte strings (2), tags (6) */
+    }
+}
+
+static PyObject *lines(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    int max_depth;
+    if (!PyArg_ParseTuple(args, "y*ni", &view, &pos, &max_depth)) return NULL;
+    const uint8_t *b = view.buf;
+    Py_ssize_t n = view.len;
+    if (pos < 0 || pos > n) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "pos outside the buffer");
+        return NULL;
+    }
+    Out o = {NULL, 0, 0};
+    Py_ssize_t items = 0;
+    int slow = 0, rc = OK;
+    while (pos < n) {
+        if (b[pos] >> 5 != 5) { slow = 1; break; } /* a top-level item that is not a map */
+        Py_ssize_t p = pos, mark = o.len;
+        rc = item(b, n, &p, &o, 0, max_depth);
+        if (rc == OK) rc = out_byte(&o, '\n') < 0 ? NOMEM : OK;
+        if (rc != OK) {
+            o.len = mark;
+            if (rc == SLOW) slow = 1;
+            break;
+        }
+        pos = p;
+        items++;
+    }
+    PyBuffer_Release(&view);
+    if (rc == NOMEM) {
+        PyMem_RawFree(o.data);
+        return PyErr_NoMemory();
+    }
+    PyObject *json = PyBytes_FromStringAndSize(o.data ? o.data : "", o.len);
+    PyMem_RawFree(o.data);
+    if (!json) return NULL;
+    return Py_BuildValue("(NnnO)", json, pos, items, slow ? Py_True : Py_False);
+}
+
+static PyMethodDef methods[] = {
+    {"lines", lines, METH_VARARGS,
+     "lines(buf, pos, max_depth) -> (json, pos, items, slow): the complete top-level maps of "
+     "buf from pos as JSON lines; stops at an incomplete item or one cbor2 must decode."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cbor2json", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__cbor2json(void) { return PyModule_Create(&module); }

@@ -1,0 +1,194 @@
+"""The compiled CBOR -> JSON lines transcoder (courier/_cbor2json.c) against the cbor2 path:
+the same lines (as JSON values) and the same bad records, whatever the input."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from courier.formats import cbor as cbor_module
+from courier.formats.arrow_tree import TreeReader
+from courier.formats.cbor import CborReader
+from courier.formats.options import TreeOptions
+from courier.plan import BadRecord, InputFile
+from tests.formats.helpers import cbor_seq, events, write
+
+lines = cbor_module.transcode_lines
+
+
+def test_the_transcoder_is_built() -> None:
+    """make install compiles it (gcc and the Python headers are on every machine here)."""
+    assert lines is not None
+
+
+def transcoded(f: InputFile, **options: Any) -> tuple[list[Any], list[BadRecord]]:
+    """Rows and bad records through CborReader.write_lines (the transcoder when it applies)."""
+    out, bad = io.BytesIO(), []
+    CborReader().write_lines(f, TreeOptions.parse(options), out, bad)
+    return [json.loads(line) for line in out.getvalue().splitlines()], bad
+
+
+def decoded(f: InputFile, **options: Any) -> tuple[list[Any], list[BadRecord]]:
+    """The same through cbor2 and orjson alone (TreeReader.write_lines)."""
+    out, bad = io.BytesIO(), []
+    TreeReader.write_lines(CborReader(), f, TreeOptions.parse(options), out, bad)
+    return [json.loads(line) for line in out.getvalue().splitlines()], bad
+
+
+def call(value_bytes: bytes, max_depth: int = 100) -> tuple[bytes, int, int, bool]:
+    assert lines is not None
+    return lines(value_bytes, 0, max_depth)
+
+
+def test_plain_maps_become_one_line_each() -> None:
+    records = [
+        {"a": 1, "b": -5, "c": 'x"y\\z\n\t\u0001é日本', "d": [True, False, None], "e": {}},
+        {"f": 1.5, "g": -0.0, "h": [], "i": {"j": {"k": [1, [2, [3]]]}}},
+    ]
+    data = cbor_seq(records)
+    out, pos, items, slow = call(data)
+    assert (pos, items, slow) == (len(data), 2, False)
+    assert [json.loads(line) for line in out.splitlines()] == records
+
+
+def test_numbers_at_the_edges() -> None:
+    record = {"max": 2**64 - 1, "min": -(2**64), "neg": -(2**63) - 1, "zero": 0}
+    out, _, items, slow = call(cbor2.dumps(record))
+    assert items == 1 and not slow and json.loads(out) == record
+    # half and single floats, NaN and infinities (null, as orjson writes them)
+    half = (
+        b"\xa4\x61h\xf9\x3e\x00\x61s\xfa"
+        + struct.pack(">f", 0.1)
+        + b"\x61n\xf9\x7e\x00\x61i\xf9\x7c\x00"
+    )
+    out, _, items, slow = call(half)
+    assert items == 1 and not slow
+    assert json.loads(out) == {
+        "h": 1.5,
+        "s": float(struct.unpack(">f", struct.pack(">f", 0.1))[0]),
+        "n": None,
+        "i": None,
+    }
+    assert b'"h":1.5' in out and math.isclose(json.loads(out)["s"], 0.1, rel_tol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        cbor2.dumps({"b": b"bytes"}),
+        cbor2.dumps({"t": cbor2.CBORTag(4242, "x")}),
+        cbor2.dumps({1: "integer key"}),
+        cbor2.dumps({"big": 2**70}),
+        cbor2.dumps({"s": cbor2.CBORSimpleValue(99)}),
+        b"\xbf\x61a\x01\xff",  # indefinite-length map
+        b"\xa1\x61a\x7f\x61x\xff",  # indefinite-length text
+        b"\xa2\x61a\x01\x61a\x02",  # a key twice: cbor2 keeps the last value
+        b"\xa1\x61a\x62\xc3\x28",  # invalid UTF-8
+        b"\xa1\x62\xed\xa0\x01",  # a surrogate, which Python refuses
+        cbor2.dumps([1, 2]),  # not a map
+        cbor2.dumps({f"k{i}": i for i in range(65)}),  # more keys than the duplicate check
+    ],
+)
+def test_what_it_leaves_to_cbor2(item: bytes) -> None:
+    good = cbor2.dumps({"ok": 1})
+    out, pos, items, slow = call(good + item + good)
+    assert (pos, items, slow) == (len(good), 1, True)
+    assert json.loads(out) == {"ok": 1}
+
+
+def test_an_incomplete_item_stops_at_its_start() -> None:
+    good = cbor2.dumps({"ok": 1})
+    for cut in range(1, len(good)):
+        out, pos, items, slow = call(good + good[:cut])
+        assert (pos, items, slow) == (len(good), 1, False)
+
+
+def test_depth_is_left_to_cbor2_near_the_limit() -> None:
+    deep: Any = 1
+    for _ in range(10):
+        deep = {"d": deep}
+    assert call(cbor2.dumps(deep), max_depth=20)[1:] == (len(cbor2.dumps(deep)), 1, False)
+    assert call(cbor2.dumps(deep), max_depth=11)[1:] == (0, 0, True)
+
+
+def test_mixed_file_matches_cbor2_across_chunk_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cbor_module, "CHUNK", 97)  # items cut by every chunk edge
+    parts, bad_numbers = [], []
+    for i, record in enumerate(events(40)):
+        parts.append(cbor2.dumps(record))
+        if i % 7 == 3:
+            parts.append(cbor2.dumps({"b": b"\x00\xff", "n": i}))  # cbor2 decodes this one
+        if i % 11 == 5:
+            parts.append(cbor2.dumps("not a map"))
+            bad_numbers.append(len(parts))
+        if i % 13 == 8:
+            parts.append(b"\xa1\x61a\x62\xc3\x28")  # invalid UTF-8
+            bad_numbers.append(len(parts))
+    parts.append(cbor2.dumps({"cut": "short"})[:-2])  # the file ends inside it
+    bad_numbers.append(len(parts))
+    f = write(tmp_path / "a.cbor", b"".join(parts))
+    fast = transcoded(f)
+    assert fast == decoded(f)
+    rows, bad = fast
+    assert len(rows) == 40 + 6 and [b.line for b in bad] == bad_numbers
+    assert "truncated" in bad[-1].reason
+    assert {"not a map" in b.reason or "cannot be decoded" in b.reason for b in bad[:-1]} == {True}
+
+
+def test_a_top_level_array_and_record_path_take_the_cbor2_path(tmp_path: Path) -> None:
+    f = write(tmp_path / "a.cbor", cbor2.dumps(events(3)))
+    assert transcoded(f) == decoded(f) and len(transcoded(f)[0]) == 3
+    nested = {"records": {"record": [{"a": 1}, {"a": 2}]}}
+    g = write(tmp_path / "b.cbor", cbor2.dumps(nested))
+    assert transcoded(g, record_path="records.record") == ([{"a": 1}, {"a": 2}], [])
+
+
+json_maps = st.dictionaries(
+    st.text(max_size=6),
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**65), 2**65) | st.floats() | st.text()
+        | st.binary(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+        max_leaves=20,
+    ),
+    max_size=6,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_maps, max_size=5))
+def test_any_maps_give_the_lines_cbor2_gives(records: list[dict[str, Any]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        f = write(Path(tmp) / "a.cbor", cbor_seq(records))
+        assert transcoded(f) == decoded(f)
+
+
+SEQUENCE = cbor_seq(events(6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, len(SEQUENCE) - 1), st.integers(0, 255)), max_size=4),
+    st.integers(0, len(SEQUENCE)),
+)
+def test_corrupt_files_give_the_same_rows_and_bad_records(
+    edits: list[tuple[int, int]], cut: int
+) -> None:
+    data = bytearray(SEQUENCE)
+    for at, value in edits:
+        data[at] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        f = write(Path(tmp) / "a.cbor", bytes(data[:cut]))
+        assert transcoded(f) == decoded(f)
