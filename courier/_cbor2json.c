@@ -183,62 +183,96 @@ static int put_double(Out *o, double d) {
     return rc;
 }
 
-static int item(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, Out *o, int depth, int max_depth);
+#define MAX_NAMES 32 /* record_path steps and force_list keys the transcoder takes */
 
-static int text(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, uint64_t len, Out *o) {
-    if (len > (uint64_t)(n - *p)) return INCOMPLETE;
-    const uint8_t *s = b + *p;
+typedef struct {
+    const uint8_t *b; /* the buffer and its length */
+    Py_ssize_t n;
+    int max_depth;
+    Py_ssize_t npath, nforce;
+    const char *path[MAX_NAMES], *force[MAX_NAMES];
+    Py_ssize_t path_len[MAX_NAMES], force_len[MAX_NAMES];
+    Out skip; /* where values off the record path are written, to check them, and dropped */
+    Py_ssize_t rows;
+} Ctx;
+
+static int item(Ctx *c, Py_ssize_t *p, Out *o, int depth);
+
+static int text(Ctx *c, Py_ssize_t *p, uint64_t len, Out *o) {
+    if (len > (uint64_t)(c->n - *p)) return INCOMPLETE;
+    const uint8_t *s = c->b + *p;
     if (!valid_utf8(s, (Py_ssize_t)len)) return SLOW;
     if (put_json_string(o, s, (Py_ssize_t)len) < 0) return NOMEM;
     *p += (Py_ssize_t)len;
     return OK;
 }
 
-static int map(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, uint64_t count, Out *o,
-               int depth, int max_depth) {
+static int named(const char *const *names, const Py_ssize_t *lens, Py_ssize_t count,
+                 const uint8_t *key, uint64_t len) {
+    for (Py_ssize_t i = 0; i < count; i++)
+        if ((uint64_t)lens[i] == len && memcmp(names[i], key, (size_t)len) == 0) return (int)i;
+    return -1;
+}
+
+/* A map's next key (text, not seen before in this map): its bytes, length, and JSON. */
+static int map_key(Ctx *c, Py_ssize_t *p, const uint8_t **keys, uint64_t *lens, uint64_t i,
+                   Out *o) {
+    int major, ai, rc;
+    uint64_t len;
+    if ((rc = read_head(c->b, c->n, p, &major, &ai, &len)) != OK) return rc;
+    if (major != 3) return SLOW; /* keys must be text */
+    if (len > (uint64_t)(c->n - *p)) return INCOMPLETE;
+    for (uint64_t j = 0; j < i; j++) /* a key twice: cbor2 keeps the last value */
+        if (lens[j] == len && memcmp(keys[j], c->b + *p, (size_t)len) == 0) return SLOW;
+    keys[i] = c->b + *p;
+    lens[i] = len;
+    return text(c, p, len, o);
+}
+
+static int map(Ctx *c, Py_ssize_t *p, uint64_t count, Out *o, int depth) {
     if (count > MAX_KEYS_CHECKED) return SLOW;
     const uint8_t *keys[MAX_KEYS_CHECKED];
     uint64_t lens[MAX_KEYS_CHECKED];
+    int rc;
     if (out_byte(o, '{') < 0) return NOMEM;
     for (uint64_t i = 0; i < count; i++) {
-        int major, ai, rc;
-        uint64_t len;
-        if ((rc = read_head(b, n, p, &major, &ai, &len)) != OK) return rc;
-        if (major != 3) return SLOW; /* keys must be text */
-        if (len > (uint64_t)(n - *p)) return INCOMPLETE;
-        for (uint64_t j = 0; j < i; j++) /* a key twice: cbor2 keeps the last value */
-            if (lens[j] == len && memcmp(keys[j], b + *p, (size_t)len) == 0) return SLOW;
-        keys[i] = b + *p;
-        lens[i] = len;
         if (i && out_byte(o, ',') < 0) return NOMEM;
-        if ((rc = text(b, n, p, len, o)) != OK) return rc;
+        if ((rc = map_key(c, p, keys, lens, i, o)) != OK) return rc;
         if (out_byte(o, ':') < 0) return NOMEM;
-        if ((rc = item(b, n, p, o, depth + 1, max_depth)) != OK) return rc;
+        /* force_list: xmltodict's one-element lists, as cbor2's object_hook makes them */
+        int wrap = 0;
+        if (c->nforce && named(c->force, c->force_len, c->nforce, keys[i], lens[i]) >= 0) {
+            if (*p >= c->n) return INCOMPLETE;
+            wrap = c->b[*p] >> 5 != 4;
+        }
+        if (wrap && out_byte(o, '[') < 0) return NOMEM;
+        if ((rc = item(c, p, o, depth + 1)) != OK) return rc;
+        if (wrap && out_byte(o, ']') < 0) return NOMEM;
     }
     return out_byte(o, '}') < 0 ? NOMEM : OK;
 }
 
-static int item(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, Out *o, int depth, int max_depth) {
-    if (depth >= max_depth - 1) return SLOW; /* cbor2 decides what too deep is */
+static int item(Ctx *c, Py_ssize_t *p, Out *o, int depth) {
+    if (depth >= c->max_depth - 1) return SLOW; /* cbor2 decides what too deep is */
     int major, ai, rc;
     uint64_t arg;
-    if ((rc = read_head(b, n, p, &major, &ai, &arg)) != OK) return rc;
+    if ((rc = read_head(c->b, c->n, p, &major, &ai, &arg)) != OK) return rc;
     switch (major) {
     case 0:
         return put_uint(o, arg, 0) < 0 ? NOMEM : OK;
     case 1:
         return put_uint(o, arg, 1) < 0 ? NOMEM : OK;
     case 3:
-        return text(b, n, p, arg, o);
+        return text(c, p, arg, o);
     case 4:
         if (out_byte(o, '[') < 0) return NOMEM;
         for (uint64_t i = 0; i < arg; i++) {
             if (i && out_byte(o, ',') < 0) return NOMEM;
-            if ((rc = item(b, n, p, o, depth + 1, max_depth)) != OK) return rc;
+            if ((rc = item(c, p, o, depth + 1)) != OK) return rc;
         }
         return out_byte(o, ']') < 0 ? NOMEM : OK;
     case 5:
-        return map(b, n, p, arg, o, depth, max_depth);
+        return map(c, p, arg, o, depth);
     case 7:
         switch (ai) {
         case 20: return out_put(o, "false", 5) < 0 ? NOMEM : OK;
@@ -264,14 +298,109 @@ static int item(const uint8_t *b, Py_ssize_t n, Py_ssize_t *p, Out *o, int depth
     }
 }
 
+/* A record: a map, one JSON line. */
+static int row(Ctx *c, Py_ssize_t *p, Out *o, int depth) {
+    if (*p >= c->n) return INCOMPLETE;
+    if (c->b[*p] >> 5 != 5) return SLOW; /* not a map: a bad record, cbor2's to name */
+    int rc = item(c, p, o, depth);
+    if (rc != OK) return rc;
+    c->rows++;
+    return out_byte(o, '\n') < 0 ? NOMEM : OK;
+}
+
+/* The records at record_path[level:] below the value at *p, as the Python path's `descend`
+ * finds them: lists on the way are walked element by element, a final list gives its
+ * elements, null gives nothing; a missing step is cbor2's to report (SLOW). */
+static int records(Ctx *c, Py_ssize_t *p, Out *o, int depth, Py_ssize_t level) {
+    if (depth >= c->max_depth - 1) return SLOW;
+    if (*p >= c->n) return INCOMPLETE;
+    uint8_t first = c->b[*p];
+    if (first == 0xf6) { /* null */
+        (*p)++;
+        return OK;
+    }
+    if (level == c->npath && first >> 5 != 4) return row(c, p, o, depth);
+    int major, ai, rc;
+    uint64_t arg;
+    if ((rc = read_head(c->b, c->n, p, &major, &ai, &arg)) != OK) return rc;
+    if (major == 4) {
+        for (uint64_t i = 0; i < arg; i++) {
+            if (level == c->npath) {
+                if (*p >= c->n) return INCOMPLETE;
+                if (c->b[*p] == 0xf6) { /* a null element gives nothing */
+                    (*p)++;
+                    continue;
+                }
+                rc = row(c, p, o, depth + 1);
+            } else {
+                rc = records(c, p, o, depth + 1, level);
+            }
+            if (rc != OK) return rc;
+        }
+        return OK;
+    }
+    if (major != 5 || arg > MAX_KEYS_CHECKED) return SLOW;
+    const uint8_t *keys[MAX_KEYS_CHECKED];
+    uint64_t lens[MAX_KEYS_CHECKED];
+    int found = 0;
+    for (uint64_t i = 0; i < arg; i++) {
+        c->skip.len = 0;
+        if ((rc = map_key(c, p, keys, lens, i, &c->skip)) != OK) return rc;
+        if ((Py_ssize_t)lens[i] == c->path_len[level] &&
+            memcmp(keys[i], c->path[level], (size_t)lens[i]) == 0) {
+            found = 1;
+            rc = records(c, p, o, depth + 1, level + 1);
+        } else {
+            c->skip.len = 0; /* checked as cbor2 would decode it, then dropped */
+            rc = item(c, p, &c->skip, depth + 1);
+        }
+        if (rc != OK) return rc;
+    }
+    return found ? OK : SLOW;
+}
+
+static int names(PyObject *seq, const char **out, Py_ssize_t *lens, Py_ssize_t *count) {
+    PyObject *fast = PySequence_Fast(seq, "record_path and force_list must be sequences");
+    if (!fast) return -1;
+    Py_ssize_t size = PySequence_Fast_GET_SIZE(fast);
+    if (size > MAX_NAMES) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "at most 32 record_path steps and force_list keys");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *name = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyBytes_Check(name)) {
+            Py_DECREF(fast);
+            PyErr_SetString(PyExc_TypeError, "names must be bytes (UTF-8)");
+            return -1;
+        }
+        out[i] = PyBytes_AS_STRING(name);
+        lens[i] = PyBytes_GET_SIZE(name);
+    }
+    *count = size;
+    Py_DECREF(fast); /* the caller's tuple keeps the bytes alive */
+    return 0;
+}
+
 static PyObject *lines(PyObject *self, PyObject *args) {
+    (void)self;
     Py_buffer view;
     Py_ssize_t pos;
     int max_depth;
-    if (!PyArg_ParseTuple(args, "y*ni", &view, &pos, &max_depth)) return NULL;
-    const uint8_t *b = view.buf;
-    Py_ssize_t n = view.len;
-    if (pos < 0 || pos > n) {
+    PyObject *path = NULL, *force = NULL;
+    if (!PyArg_ParseTuple(args, "y*ni|OO", &view, &pos, &max_depth, &path, &force)) return NULL;
+    Ctx c;
+    memset(&c, 0, sizeof c);
+    c.b = view.buf;
+    c.n = view.len;
+    c.max_depth = max_depth;
+    if ((path && names(path, c.path, c.path_len, &c.npath) < 0) ||
+        (force && names(force, c.force, c.force_len, &c.nforce) < 0)) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (pos < 0 || pos > c.n) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "pos outside the buffer");
         return NULL;
@@ -279,13 +408,12 @@ static PyObject *lines(PyObject *self, PyObject *args) {
     Out o = {NULL, 0, 0};
     Py_ssize_t items = 0;
     int slow = 0, rc = OK;
-    while (pos < n) {
-        if (b[pos] >> 5 != 5) { slow = 1; break; } /* a top-level item that is not a map */
-        Py_ssize_t p = pos, mark = o.len;
-        rc = item(b, n, &p, &o, 0, max_depth);
-        if (rc == OK) rc = out_byte(&o, '\n') < 0 ? NOMEM : OK;
+    while (pos < c.n) {
+        Py_ssize_t p = pos, mark = o.len, rows = c.rows;
+        rc = c.npath ? records(&c, &p, &o, 0, 0) : row(&c, &p, &o, 0);
         if (rc != OK) {
             o.len = mark;
+            c.rows = rows;
             if (rc == SLOW) slow = 1;
             break;
         }
@@ -293,6 +421,7 @@ static PyObject *lines(PyObject *self, PyObject *args) {
         items++;
     }
     PyBuffer_Release(&view);
+    PyMem_RawFree(c.skip.data);
     if (rc == NOMEM) {
         PyMem_RawFree(o.data);
         return PyErr_NoMemory();
@@ -300,16 +429,18 @@ static PyObject *lines(PyObject *self, PyObject *args) {
     PyObject *json = PyBytes_FromStringAndSize(o.data ? o.data : "", o.len);
     PyMem_RawFree(o.data);
     if (!json) return NULL;
-    return Py_BuildValue("(NnnO)", json, pos, items, slow ? Py_True : Py_False);
+    return Py_BuildValue("(NnnnO)", json, pos, items, c.rows, slow ? Py_True : Py_False);
 }
 
 static PyMethodDef methods[] = {
     {"lines", lines, METH_VARARGS,
-     "lines(buf, pos, max_depth) -> (json, pos, items, slow): the complete top-level maps of "
-     "buf from pos as JSON lines; stops at an incomplete item or one cbor2 must decode."},
+     "lines(buf, pos, max_depth, record_path=(), force_list=()) -> (json, pos, items, rows, "
+     "slow): the records of the complete items of buf from pos as JSON lines; stops at an "
+     "incomplete item or one cbor2 must decode."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cbor2json", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cbor2json", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__cbor2json(void) { return PyModule_Create(&module); }

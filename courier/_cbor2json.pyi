@@ -1,3 +1,10 @@
-def lines(buf: bytes, pos: int, max_depth: int, /) -> tuple[bytes, int, int, bool]:
-    """The complete top-level maps of buf from pos as JSON lines: (json, pos after them,
-    how many, whether the next item needs cbor2)."""
+def lines(
+    buf: bytes,
+    pos: int,
+    max_depth: int,
+    record_path: tuple[bytes, ...] = (),
+    force_list: tuple[bytes, ...] = (),
+    /,
+) -> tuple[bytes, int, int, int, bool]:
+    """The records of the complete items of buf from pos as JSON lines: (json, pos after
+    them, items, rows, whether the next item needs cbor2)."""

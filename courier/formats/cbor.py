@@ -26,13 +26,20 @@ from courier.formats.arrow_tree import Item, TreeReader, write_entries
 from courier.formats.options import TreeOptions
 from courier.plan import BadRecord, InputFile
 
-transcode_lines: Callable[[bytes, int, int], tuple[bytes, int, int, bool]] | None
+transcode_lines: (
+    Callable[
+        [bytes, int, int, tuple[bytes, ...], tuple[bytes, ...]],
+        tuple[bytes, int, int, int, bool],
+    ]
+    | None
+)
 try:  # the compiled CBOR -> JSON lines transcoder (courier/_cbor2json.c), when it was built
     from courier._cbor2json import lines as transcode_lines
 except ImportError:  # pragma: no cover - an install without a C compiler
     transcode_lines = None
 
 CHUNK = 8 << 20  # bytes of the file decoded from memory at a time
+MAX_NAMES = 32  # record_path steps and force_list keys the compiled transcoder takes
 RAW_BYTES = 256  # bytes of a bad item kept (as hex) in quarantine
 STRUCTURE_DEPTH = 10_000  # nesting the structural scan follows before calling an item broken
 
@@ -47,11 +54,14 @@ class CborReader(TreeReader):
     def write_lines(
         self, file: InputFile, options: TreeOptions, out: IO[bytes], bad: list[BadRecord]
     ) -> int:
-        """Top-level maps go through the compiled transcoder, JSON text straight from the CBOR
-        bytes; an item it does not handle (tags, byte strings, bad or truncated items) is
-        decoded by cbor2 as in `items`, then the transcoder goes on after it."""
+        """Items go through the compiled transcoder, JSON text straight from the CBOR bytes
+        (record_path and force_list applied as below); an item it does not handle (tags,
+        byte strings, bad or truncated items) is decoded by cbor2 as in `items`, then the
+        transcoder goes on after it."""
         transcode = transcode_lines
-        if transcode is None or options.record_path or options.force_list:
+        path = tuple(step.encode() for step in options.record_path)
+        force = tuple(sorted(k.encode() for k in options.force_list))
+        if transcode is None or len(path) > MAX_NAMES or len(force) > MAX_NAMES:
             return super().write_lines(file, options, out, bad)
         depth, key = options.max_depth, file.key
         written = number = 0
@@ -60,21 +70,22 @@ class CborReader(TreeReader):
             if not seq.more():
                 return 0
             if seq.buf[0] >> 5 == 4:  # one top-level array: cbor2 walks it
-                return write_entries(seq.items(), (), key, out, bad)
+                return write_entries(seq.items(), options.record_path, key, out, bad)
             while True:
-                json, seq.pos, items, slow = transcode(seq.buf, seq.pos, depth)
-                if items:
+                json, seq.pos, items, rows, slow = transcode(seq.buf, seq.pos, depth, path, force)
+                if rows:
                     out.write(json)
-                    written += items
-                    number += items
+                    written += rows
+                number += items
                 if slow:
                     entry = next(seq.items(after=number), None)
                     if entry is None:
                         break
                     number += 1  # one item (or one bad record), numbered like the rest
-                    written += write_entries((entry,), (), key, out, bad)
+                    written += write_entries((entry,), options.record_path, key, out, bad)
                 elif not seq.more():  # the end of the file, or of what it holds whole
-                    written += write_entries(seq.items(after=number), (), key, out, bad)
+                    rest = seq.items(after=number)
+                    written += write_entries(rest, options.record_path, key, out, bad)
                     break
         return written
 
@@ -173,6 +184,9 @@ class _Sequence:
                         decoder = None
                         continue
                     yield self.truncated(1, 0)
+                    return
+                except _Malformed as broken:  # e.g. 0x9c: an array head with a reserved length
+                    yield self.rest_is_bad(1, f"broken CBOR ({broken})")
                     return
                 in_array = -1 if count is None else count
                 self.pos = length

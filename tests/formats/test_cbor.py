@@ -266,3 +266,13 @@ def test_corrupt_files_never_break_the_reader(edits: list[tuple[int, int]], cut:
     assert numbers == list(range(1, len(entries) + 1))
     if not edits:
         assert [v for _, v in good(entries)] == events(6)[: len(good(entries))]
+
+
+@pytest.mark.parametrize("first", [0x9C, 0x9D, 0x9E])
+def test_an_array_head_with_a_reserved_length_makes_the_file_one_bad_record(
+    tmp_path: Path, first: int
+) -> None:
+    f = write(tmp_path / "a.cbor", bytes([first]) + SEQUENCE)
+    [record] = read_items(CborReader(), f)
+    assert isinstance(record, BadRecord) and record.line == 1
+    assert "broken CBOR (reserved additional information" in record.reason

@@ -24,6 +24,7 @@ from courier.plan import BadRecord, InputFile
 from tests.formats.helpers import cbor_seq, events, write
 
 lines = cbor_module.transcode_lines
+XML_OPTIONS: dict[str, Any] = {"record_path": "records.record", "force_list": ["record", "tender"]}
 
 
 def test_the_transcoder_is_built() -> None:
@@ -46,8 +47,11 @@ def decoded(f: InputFile, **options: Any) -> tuple[list[Any], list[BadRecord]]:
 
 
 def call(value_bytes: bytes, max_depth: int = 100) -> tuple[bytes, int, int, bool]:
+    """(json, pos, items, slow) of the items as rows (no record_path: one row an item)."""
     assert lines is not None
-    return lines(value_bytes, 0, max_depth)
+    json_lines, pos, items, rows, slow = lines(value_bytes, 0, max_depth, (), ())
+    assert rows == items
+    return json_lines, pos, items, slow
 
 
 def test_plain_maps_become_one_line_each() -> None:
@@ -176,19 +180,83 @@ def test_any_maps_give_the_lines_cbor2_gives(records: list[dict[str, Any]]) -> N
 
 
 SEQUENCE = cbor_seq(events(6))
+XML_SEQUENCE = cbor_seq(
+    [
+        {"records": {"record": [{"id": i, "tender": {"t": "card", "amount": 1.5}}] * 2}}
+        for i in range(4)
+    ]
+)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, len(SEQUENCE) - 1), st.integers(0, 255)), max_size=4),
-    st.integers(0, len(SEQUENCE)),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+    st.integers(0, 10_000),
 )
 def test_corrupt_files_give_the_same_rows_and_bad_records(
-    edits: list[tuple[int, int]], cut: int
+    xml: bool, edits: list[tuple[int, int]], cut: int
 ) -> None:
-    data = bytearray(SEQUENCE)
+    data = bytearray(XML_SEQUENCE if xml else SEQUENCE)
     for at, value in edits:
-        data[at] = value
+        data[at % len(data)] = value
+    options = XML_OPTIONS if xml else {}
     with tempfile.TemporaryDirectory() as tmp:
-        f = write(Path(tmp) / "a.cbor", bytes(data[:cut]))
-        assert transcoded(f) == decoded(f)
+        f = write(Path(tmp) / "a.cbor", bytes(data[: cut % (len(data) + 1)]))
+        assert transcoded(f, **options) == decoded(f, **options)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"records": {"record": [{"id": 1, "tender": {"t": "card"}}, {"id": 2, "tender": []}]}},
+        {"records": {"record": {"id": 3, "tender": [{"t": "cash"}, {"t": "card"}]}}},
+        {"records": {"record": None}},
+        {"records": None},
+        {"records": [{"record": {"id": 4}}, None, {"record": [{"id": 5}, None]}]},
+        {"meta": {"x": [1, 2, {"y": "z"}]}, "records": {"record": {"id": 6, "tender": None}}},
+        {"records": {"other": 1}},  # no 'record': a bad record, named by the cbor2 path
+        {"records": {"record": ["text", {"id": 7}]}},  # a record that is not a map
+        {"records": "text"},
+        {"records": {"record": {"id": 8, "raw": b"\x01"}}},  # bytes: the cbor2 path
+        {"skipped": b"\x01", "records": {"record": {"id": 9}}},  # bytes off the path
+    ],
+)
+def test_record_path_and_force_list_match_cbor2(tmp_path: Path, item: dict[str, Any]) -> None:
+    f = write(tmp_path / "a.cbor", cbor_seq([{"records": {"record": {"id": 0}}}, item]))
+    assert transcoded(f, **XML_OPTIONS) == decoded(f, **XML_OPTIONS)
+
+
+def test_record_path_rows_come_from_the_transcoder() -> None:
+    assert lines is not None
+    data = cbor_seq(
+        [
+            {"records": {"record": [{"id": 1, "tender": {"t": "a"}}, {"id": 2}]}},
+            {"records": {"record": {"id": 3}}},
+        ]
+    )
+    out, pos, items, rows, slow = lines(data, 0, 100, (b"records", b"record"), (b"tender",))
+    assert (pos, items, rows, slow) == (len(data), 2, 3, False)
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"id": 1, "tender": [{"t": "a"}]},
+        {"id": 2},
+        {"id": 3},
+    ]
+
+
+xml_keys = st.sampled_from(["records", "record", "tender", "a", "b"])
+xml_trees = st.recursive(
+    st.none() | st.integers(-5, 5) | st.text(max_size=3) | st.binary(max_size=2),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(xml_keys, inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(xml_keys, xml_trees, max_size=4), max_size=4))
+def test_any_trees_under_record_path_and_force_list_match_cbor2(
+    items: list[dict[str, Any]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        f = write(Path(tmp) / "a.cbor", cbor_seq(items))
+        assert transcoded(f, **XML_OPTIONS) == decoded(f, **XML_OPTIONS)
