@@ -184,6 +184,7 @@ static int put_double(Out *o, double d) {
 }
 
 #define MAX_NAMES 32 /* record_path steps and force_list keys the transcoder takes */
+#define MAX_WALK_DEPTH 256
 
 typedef struct {
     const uint8_t *b; /* the buffer and its length */
@@ -394,7 +395,8 @@ static PyObject *lines(PyObject *self, PyObject *args) {
     memset(&c, 0, sizeof c);
     c.b = view.buf;
     c.n = view.len;
-    c.max_depth = max_depth;
+    /* deeper items go to cbor2: this walk recurses (about 1 KB of stack a map level) */
+    c.max_depth = max_depth < MAX_WALK_DEPTH ? max_depth : MAX_WALK_DEPTH;
     if ((path && names(path, c.path, c.path_len, &c.npath) < 0) ||
         (force && names(force, c.force, c.force_len, &c.nforce) < 0)) {
         PyBuffer_Release(&view);

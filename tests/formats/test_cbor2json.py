@@ -123,6 +123,9 @@ def test_depth_is_left_to_cbor2_near_the_limit() -> None:
         deep = {"d": deep}
     assert call(cbor2.dumps(deep), max_depth=20)[1:] == (len(cbor2.dumps(deep)), 1, False)
     assert call(cbor2.dumps(deep), max_depth=11)[1:] == (0, 0, True)
+    for _ in range(290):  # 300 levels: past what the C walk recurses into, whatever max_depth
+        deep = {"d": deep}
+    assert call(cbor2.dumps(deep), max_depth=10_000)[1:] == (0, 0, True)
 
 
 def test_mixed_file_matches_cbor2_across_chunk_boundaries(
