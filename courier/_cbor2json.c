@@ -1,15 +1,19 @@
 /* CBOR sequence -> JSON lines, without building Python objects (the CBOR reader's fast path).
  *
- * lines(buf, pos, max_depth) -> (json: bytes, pos: int, items: int, slow: bool)
+ * lines(buf, pos, max_depth, record_path=(), force_list=())
+ *     -> (json: bytes, pos: int, items: int, rows: int, slow: bool)
  *
- * Encodes the complete top-level items of buf from pos as one JSON line each, and stops at
- * the end of buf, at an incomplete item (the caller reads more), or at an item this code does
- * not handle (slow = True: the caller decodes that item with cbor2). Handled: a top-level map
- * of text keys (no key twice), and inside it maps, arrays, text strings (checked UTF-8),
+ * Writes the records of the complete top-level items of buf from pos as JSON lines -- each
+ * item itself, or with record_path the maps found there, walked as the Python `descend`
+ * walks it -- and stops at the end of buf, at an incomplete item (the caller reads more), or
+ * at an item this code does not handle (slow = True: the caller decodes that item with
+ * cbor2). Handled: maps of text keys (no key twice), arrays, text strings (checked UTF-8),
  * integers, floats (NaN and infinities as null, like orjson), true, false, null and
- * undefined (null). Everything else -- tags, byte strings, indefinite lengths, other simple
- * values, items deeper than max_depth - 1, invalid UTF-8 -- goes the slow way, so the lines
- * always mean what the cbor2 + orjson path writes and every bad item is reported by it.
+ * undefined (null); force_list wraps the non-list values of those keys in a list, as the
+ * cbor2 object_hook does. Everything else -- tags, byte strings, indefinite lengths, other
+ * simple values, a missing record_path step, a row that is not a map, items near max_depth,
+ * invalid UTF-8 -- goes the slow way, so the lines always mean what the cbor2 + orjson path
+ * writes and every bad item is reported by it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -109,27 +113,41 @@ static int valid_utf8(const uint8_t *s, Py_ssize_t n) {
 static const char HEX[] = "0123456789abcdef";
 
 static int put_json_string(Out *o, const uint8_t *s, Py_ssize_t n) {
-    if (out_reserve(o, n * 6 + 2) < 0) return -1;
-    char *d = o->data + o->len;
-    *d++ = '"';
+    /* one pass counts what escaping adds, so the output grows by exactly that */
+    Py_ssize_t extra = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint8_t c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *d++ = (char)c;
-            continue;
-        }
-        *d++ = '\\';
-        switch (c) {
-        case '"': *d++ = '"'; break;
-        case '\\': *d++ = '\\'; break;
-        case '\n': *d++ = 'n'; break;
-        case '\r': *d++ = 'r'; break;
-        case '\t': *d++ = 't'; break;
-        case '\b': *d++ = 'b'; break;
-        case '\f': *d++ = 'f'; break;
-        default:
-            *d++ = 'u'; *d++ = '0'; *d++ = '0';
-            *d++ = HEX[c >> 4]; *d++ = HEX[c & 15];
+        if (c < 0x20)
+            extra += (c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f') ? 1 : 5;
+        else if (c == '"' || c == '\\')
+            extra += 1;
+    }
+    if (out_reserve(o, n + extra + 2) < 0) return -1;
+    char *d = o->data + o->len;
+    *d++ = '"';
+    if (!extra) {
+        memcpy(d, s, (size_t)n);
+        d += n;
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint8_t c = s[i];
+            if (c >= 0x20 && c != '"' && c != '\\') {
+                *d++ = (char)c;
+                continue;
+            }
+            *d++ = '\\';
+            switch (c) {
+            case '"': *d++ = '"'; break;
+            case '\\': *d++ = '\\'; break;
+            case '\n': *d++ = 'n'; break;
+            case '\r': *d++ = 'r'; break;
+            case '\t': *d++ = 't'; break;
+            case '\b': *d++ = 'b'; break;
+            case '\f': *d++ = 'f'; break;
+            default:
+                *d++ = 'u'; *d++ = '0'; *d++ = '0';
+                *d++ = HEX[c >> 4]; *d++ = HEX[c & 15];
+            }
         }
     }
     *d++ = '"';
