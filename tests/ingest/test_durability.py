@@ -224,8 +224,8 @@ def test_s3_outage_while_serving(tmp_path: Path, aws_env: None) -> None:
             )
             moto = start_moto()  # back (empty: moto keeps nothing)
             try:
-                wait_until(
-                    lambda: sorted(landed_ids()) == sorted(during), 60, "the backlog to reach S3"
+                wait_until(  # the roller retries at least every 10 s; a busy CI is slow
+                    lambda: sorted(landed_ids()) == sorted(during), 120, "the backlog to reach S3"
                 )
             except AssertionError as exc:  # say why: what landed, what the server saw
                 raise AssertionError(
