@@ -204,18 +204,10 @@ class DuckDBEngine(QueryEngine):
         paths = [str(f.path) for f in files]
         full_scan = options.get("schema_scan") == "full"
         try:
-            schema = self._ndjson_schema(paths, pinned, full_scan)
-            self._ndjson_into(table, paths, schema)
+            self._ndjson_widening(table, paths, pinned, full_scan)
             return
-        except duckdb.Error as exc:
-            if is_type_error(exc):
-                # A field changed type after the sample: look at every record, widen, read again.
-                try:
-                    schema = self._ndjson_schema(paths, pinned, True)
-                    self._ndjson_into(table, paths, schema)
-                    return
-                except duckdb.Error:
-                    pass
+        except duckdb.Error:
+            pass
         # Malformed input somewhere: find it line by line, read the good lines (copied to a
         # scratch folder, never beside the landed files), quarantine the rest.
         clean_dir = Path(tempfile.mkdtemp(prefix=f"courier-{table}-clean-"))
@@ -230,16 +222,21 @@ class DuckDBEngine(QueryEngine):
             if not clean_paths:
                 self._empty_table(table, pinned)
                 return
-            try:
-                schema = self._ndjson_schema(clean_paths, pinned, full_scan)
-                self._ndjson_into(table, clean_paths, schema)
-            except duckdb.Error as exc:
-                if not is_type_error(exc):
-                    raise
-                schema = self._ndjson_schema(clean_paths, pinned, True)
-                self._ndjson_into(table, clean_paths, schema)
+            self._ndjson_widening(table, clean_paths, pinned, full_scan)
         finally:
             shutil.rmtree(clean_dir, ignore_errors=True)  # the good lines are in the table now
+
+    def _ndjson_widening(
+        self, table: str, paths: list[str], pinned: dict[str, str] | None, full_scan: bool
+    ) -> None:
+        """Read the files into table; when a field changed type after the sample, look at
+        every record, widen, and read again. Other errors (malformed input) are raised."""
+        try:
+            self._ndjson_into(table, paths, self._ndjson_schema(paths, pinned, full_scan))
+        except duckdb.Error as exc:
+            if full_scan or not is_type_error(exc):
+                raise
+            self._ndjson_into(table, paths, self._ndjson_schema(paths, pinned, True))
 
     def _ndjson_schema(
         self, paths: list[str], pinned: dict[str, str] | None, full_scan: bool
