@@ -103,6 +103,16 @@ async def refuse(send: Any, error: IngestError, close: bool = False) -> None:
     await respond(send, error.status, {"error": str(error)}, error.headers, close)
 
 
+def internal_error(exc: Exception, what: str) -> IngestError:
+    """A 500 for a fault of ours, logged (a CourierError in its one line, anything else with
+    its traceback); the client is told only to see the server log: no paths, no keys."""
+    if isinstance(exc, CourierError):  # e.g. a key store broken while serving
+        log.error("ingest: %s failed: %s", what, exc)
+    else:
+        log.error("ingest: %s failed", what, exc_info=exc)
+    return IngestError(500, "internal error; see the server log")
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -293,12 +303,8 @@ class IngestApp:
                 raise IngestError(404, f"no such endpoint: {method} {path}")
         except IngestError as exc:
             await refuse(send, exc, close=exc.status in (408, 413))
-        except CourierError as exc:  # e.g. a key store broken while serving: the operator's
-            log.error("ingest: %s %s failed: %s", method, path, exc)
-            await respond(send, 500, {"error": "internal error; see the server log"}, close=True)
-        except Exception:
-            log.exception("ingest: %s %s failed", method, path)
-            await respond(send, 500, {"error": "internal error; see the server log"}, close=True)
+        except Exception as exc:
+            await refuse(send, internal_error(exc, f"{method} {path}"), close=True)
 
     async def websocket(self, scope: Scope, receive: Any, send: Any) -> None:
         path: str = scope["path"]

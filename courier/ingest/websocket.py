@@ -115,8 +115,10 @@ class Connection:
                 await writer
             return
         except Exception as exc:
-            log.exception("websocket on stream %r failed", stream_id)
-            await self.acks.put((None, None, Fatal(IngestError(500, f"internal error: {exc}"))))
+            from courier.ingest.app import internal_error  # app imports this module
+
+            problem = internal_error(exc, f"websocket on stream {stream_id!r}")
+            await self.acks.put((None, None, Fatal(problem)))
         except BaseException:  # the server is stopping
             writer.cancel()
             raise

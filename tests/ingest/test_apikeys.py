@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.ingest.helpers import (
     SECRET,
@@ -254,6 +256,14 @@ def test_a_key_store_broken_while_serving_answers_500_and_the_log_says_what_to_d
         r = httpx.post(url, json={"id": "s-2"}, headers=by_key)
         assert r.status_code == 500
         assert r.json() == {"error": "internal error; see the server log"}  # no paths, no keys
+        # the websocket route says the same, then closes 1011
+        ws_url = f"ws://127.0.0.1:{server.port}/stream/v0/ws/activity"
+        with connect(ws_url, additional_headers=by_key, open_timeout=10) as ws:
+            error = json.loads(ws.recv(timeout=10))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert error == {"error": "internal error; see the server log", "status": 500}
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
         assert server.health()["status"] == "ok"  # the server keeps serving
         store.write_text(good)
         assert httpx.post(url, json={"id": "s-3"}, headers=by_key).status_code == 202
