@@ -102,6 +102,11 @@ def build_request(
     return head.encode() + body
 
 
+def payload_id(prefix: str, connection: int, seq: int) -> str:
+    """The unique id of a payload; a fixed width for a connection (one template serves all)."""
+    return f"{prefix}-{connection:04d}-{seq:09d}"
+
+
 def payload(ident: str, size: int) -> bytes:
     base = {"id": ident, "kind": "bench", "at": "2026-11-22T07:30:00Z", "pad": ""}
     filler = max(0, size - len(json.dumps(base, separators=(",", ":"))))
@@ -118,7 +123,7 @@ async def _worker(
     host = url.hostname or "127.0.0.1"
     port = url.port or 80
     # ids have a fixed width, so one template serves every request of this connection
-    width = len(f"{args.prefix}-{n:04d}-{0:09d}")
+    width = len(payload_id(args.prefix, n, 0))
     before, after = build_request(
         url.path,
         f"{host}:{port}",
@@ -138,7 +143,7 @@ async def _worker(
                     return
                 await asyncio.sleep(0.05)
                 continue
-        ident = f"{args.prefix}-{n:04d}-{seq:09d}"
+        ident = payload_id(args.prefix, n, seq)
         seq += 1
         data = before + ident.encode() + after
         result.sent += 1
@@ -167,14 +172,11 @@ async def _ws_worker(n: int, args: argparse.Namespace, deadline: float, result: 
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
-    width = len(f"{args.prefix}-{n:04d}-{0:09d}")
+    width = len(payload_id(args.prefix, n, 0))
     before, after = payload("#" * width, args.size).decode().split("#" * width)
     headers = {"Authorization": f"Bearer {args.token}", "X-Amperity-Tenant": args.tenant}
     sent_at: dict[int, float] = {}
     window = asyncio.Semaphore(args.window)
-
-    def ident(seq: int) -> str:
-        return f"{args.prefix}-{n:04d}-{seq:09d}"
 
     async def read_acks(ws: Any) -> None:
         try:
@@ -188,7 +190,7 @@ async def _ws_worker(n: int, args: argparse.Namespace, deadline: float, result: 
                 status = 202 if "ack" in doc else int(doc["status"])
                 result.statuses[status] = result.statuses.get(status, 0) + 1
                 if status == 202:
-                    result.acked.append(ident(seq))
+                    result.acked.append(payload_id(args.prefix, n, seq))
                 window.release()
                 if finished.is_set() and not sent_at:
                     return
@@ -213,7 +215,7 @@ async def _ws_worker(n: int, args: argparse.Namespace, deadline: float, result: 
                 seq += 1
                 sent_at[seq] = time.perf_counter()
                 result.sent += 1
-                await ws.send(before + ident(seq) + after)
+                await ws.send(before + payload_id(args.prefix, n, seq) + after)
             finished.set()
             if sent_at:
                 await asyncio.wait_for(reader, 30)  # the acks of the messages in flight
