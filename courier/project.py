@@ -28,9 +28,25 @@ QUERY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 @dataclass(frozen=True)
 class SavedQuery:
+    """queries/NAME.sql (DuckDB SQL) and its optional twins in other dialects
+    (queries/NAME.spark.sql: dialects["spark"])."""
+
     name: str
     path: Path
-    sql: str
+    sql: str  # the DuckDB text
+    dialects: dict[str, str] = field(default_factory=dict, compare=False)  # other -> text
+
+    def text(self, dialect: str = "duckdb") -> str | None:
+        """The query in `dialect`, or None when it has no twin in that dialect."""
+        if dialect in ("", "duckdb"):
+            return self.sql
+        return self.dialects.get(dialect)
+
+    def path_for(self, dialect: str = "duckdb") -> Path:
+        """Where the query's text in `dialect` lives (queries/NAME.DIALECT.sql for twins)."""
+        if dialect in ("", "duckdb"):
+            return self.path
+        return self.path.with_name(f"{self.name}.{dialect}.sql")
 
 
 @dataclass
@@ -182,7 +198,12 @@ def load_queries(folder: Path, errors: list[ConfigError]) -> dict[str, SavedQuer
         if not sql.strip():
             errors.append(ConfigError("the query file is empty: write a SELECT", path))
             continue
-        out[path.stem] = SavedQuery(path.stem, path, sql)
+        dialects = {}
+        for twin in sorted(folder.glob(f"{path.stem}.*.sql")):
+            dialect = twin.name[len(path.stem) + 1 : -len(".sql")]
+            if QUERY_NAME.match(dialect):
+                dialects[dialect] = twin.read_text(encoding="utf-8")
+        out[path.stem] = SavedQuery(path.stem, path, sql, dialects)
     return out
 
 

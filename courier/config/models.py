@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -81,6 +88,33 @@ class FeedsSection(Strict):
     database: str = ".courier/feeds.duckdb"
     memory_limit: str | None = None  # e.g. "1GB": bounds the engine's memory (spills to disk)
     threads: int | None = None
+    destination: str = "duckdb"  # a [destinations.NAME]; "duckdb" is the database above
+
+
+# -- backends: [destinations.NAME] / [engines.NAME] (SPEC 8); `type` picks the module ----------
+
+
+class DuckDBDestinationConfig(Strict):
+    type: Literal["duckdb"] = "duckdb"
+    database: str | None = None  # None: [feeds] database
+
+
+class MemoryDestinationConfig(Strict):
+    """Arrow tables in a dict, for tests: gone when the process ends."""
+
+    type: Literal["memory"]
+
+
+DestinationConfig = Annotated[
+    DuckDBDestinationConfig | MemoryDestinationConfig, Field(discriminator="type")
+]
+
+
+class DuckDBEngineConfig(Strict):
+    type: Literal["duckdb"] = "duckdb"
+
+
+EngineConfig = Annotated[DuckDBEngineConfig, Field(discriminator="type")]
 
 
 class StateSection(Strict):
@@ -152,13 +186,31 @@ class Settings(Strict):
     state: StateSection = StateSection()
     ingest: IngestSection = IngestSection()
     alerts: AlertsSection = AlertsSection()
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    engines: dict[str, EngineConfig] = Field(default_factory=dict)
 
-    @field_validator("storages")
+    @field_validator("storages", "destinations", "engines")
     @classmethod
-    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _names(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         for name in v:
-            check_identifier(name, "storage name")
+            check_identifier(name, f"{(info.field_name or '').rstrip('s')} name")
         return v
+
+    def destination(self, name: str) -> DuckDBDestinationConfig | MemoryDestinationConfig:
+        """The [destinations.NAME] config; "duckdb" is implicit (the [feeds] database)."""
+        if name in self.destinations:
+            return self.destinations[name]
+        if name == "duckdb":
+            return DuckDBDestinationConfig()
+        raise KeyError(name)
+
+    def engine(self, name: str) -> DuckDBEngineConfig:
+        """The [engines.NAME] config; "duckdb" is implicit."""
+        if name in self.engines:
+            return self.engines[name]
+        if name == "duckdb":
+            return DuckDBEngineConfig()
+        raise KeyError(name)
 
 
 # -- feeds: feeds/FEED.toml -------------------------------------------------------------------
@@ -175,6 +227,7 @@ class FeedConfig(Strict):
     required: list[str] = Field(default_factory=list)
     unknown_columns: Literal["ignore", "reject"] = "ignore"
     description: str | None = None
+    destination: str | None = None  # a [destinations.NAME]; None: [feeds] destination
 
     @field_validator("id")
     @classmethod
@@ -284,6 +337,7 @@ class CourierConfig(Strict):
     lookback: str | None = None
     options: CourierOptions = CourierOptions()
     description: str | None = None
+    engine: str = "duckdb"  # an [engines.NAME]; "duckdb" is implicit
 
     @field_validator("name")
     @classmethod
