@@ -867,11 +867,11 @@ class GroupRunner:
                     continue
                 seen.add(key)
                 attempts = state.window_runs(m["courier"], window.start, window.end)
-                if any(r["status"] in OK_STATUSES for r in attempts):
+                if any(r.status in OK_STATUSES for r in attempts):
                     continue
-                if any(r["status"] == "running" and holder_alive(r, now) for r in attempts):
+                if any(r.status == "running" and holder_alive(r.to_row(), now) for r in attempts):
                     continue
-                failures = sum(1 for r in attempts if r["status"] in ("failed", "running"))
+                failures = sum(1 for r in attempts if r.status in ("failed", "running"))
                 if failures > members[m["courier"]].retries:
                     continue  # given up: the alerts said so; `courier run` can still do it
                 out.setdefault(m["courier"], []).append(window)

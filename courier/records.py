@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from courier.windows import Window, iso_utc
+from courier.windows import Window, iso_utc, ts
 
 # courier.runs columns, in table order
 RUN_COLUMNS = [
@@ -19,11 +19,6 @@ RUN_COLUMNS = [
     "rows_loaded", "rows_rejected", "quarantined", "feeds", "warnings", "schema_changes", "error",
     "reload", "started_at", "finished_at", "duration_s", "host", "pid",
 ]  # fmt: skip
-
-
-def ts(value: Any) -> Any:
-    """A datetime as ISO UTC text ('...Z'); anything else (None, text) as it is."""
-    return iso_utc(value) if isinstance(value, datetime) else value
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime
 from typing import Any
 
 import click
@@ -13,7 +12,7 @@ from courier.cli.options import State, emit_json, error_handler, json_option, no
 from courier.groups import GroupRunner, get_group, group_zone, schedule_of
 from courier.scheduler import Scheduler
 from courier.status import courier_status
-from courier.windows import iso_utc, parse_time
+from courier.windows import iso_utc, parse_time, ts
 
 
 def register(cli: click.Group) -> None:
@@ -116,7 +115,7 @@ def group_runs(state: State, name: str | None, limit: int, as_json: bool) -> Non
         alerts = {r["group_run_id"]: ws.state.alerts(group_run_id=r["group_run_id"]) for r in runs}
     by_group: dict[str, list[dict[str, Any]]] = {}
     for m in members:
-        by_group.setdefault(m["group_run_id"], []).append(run_record(m))
+        by_group.setdefault(m.group_run_id or "", []).append(run_record(m))
     out = []
     for r in runs:
         out.append(
@@ -254,7 +253,3 @@ def status(state: State, as_json: bool) -> None:
     for r in rows:
         if "error" in r["backlog"]:
             click.secho(f"{r['courier']}: {r['backlog']['error']}", fg="red", err=True)
-
-
-def ts(value: Any) -> str | None:
-    return iso_utc(value) if isinstance(value, datetime) else value
