@@ -18,7 +18,14 @@ from courier.destinations.base import (
     TLoadMode,
 )
 from courier.engines.base import LINE_COLUMN, RANK_COLUMN, Rows
-from courier.engines.duckdb import FILE_NAMES, DuckDBRows, feeds_connection, literal, quote
+from courier.engines.duckdb import (
+    FILE_NAMES,
+    DuckDBRows,
+    arrow_relation,
+    feeds_connection,
+    literal,
+    quote,
+)
 from courier.errors import LoadError
 from courier.plan import FeedCounts
 
@@ -193,16 +200,14 @@ class DuckDBDestination(FeedDestination):
         try:
             visible = [c for c in reader.schema.names if c not in (RANK_COLUMN, LINE_COLUMN)]
             cols = ", ".join(f"a.{quote(c)}" for c in visible)
+            file_col, join = "", ""
             if keys:
                 mapping = ", ".join(f"({r}, {literal(k)})" for r, k in keys.items())
-                file_expr = "k.key"
+                file_col = f"{', ' if cols else ''}k.key AS _courier_file"
                 join = f"LEFT JOIN (VALUES {mapping}) k(rank, key) ON k.rank = a.{RANK_COLUMN}"
-            else:
-                file_expr, join = "CAST(NULL AS VARCHAR)", ""
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS SELECT {cols}{', ' if cols else ''}"
-                f"{file_expr} AS _courier_file FROM {view} a {join} "
-                f"ORDER BY a.{RANK_COLUMN}, a.{LINE_COLUMN}"
+                f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS SELECT {cols}{file_col} "
+                f"FROM {view} a {join} ORDER BY a.{RANK_COLUMN}, a.{LINE_COLUMN}"
             )
         finally:
             self.con.unregister(view)
@@ -372,9 +377,10 @@ class DuckDBDestination(FeedDestination):
                 f"CAST({literal(ctx.loaded_at.isoformat())} AS TIMESTAMPTZ) {rejected}"
             )
         elif ctx.quarantine is not None:
-            table = self.con.execute(
+            table = arrow_relation(
+                self.con,
                 f"SELECT {file_expr} AS file, s._line AS line, r._courier_reason AS reason, "
-                f"left({raw}, {RAW_LIMIT}) AS raw {rejected}"
+                f"left({raw}, {RAW_LIMIT}) AS raw {rejected}",
             ).to_arrow_table()
             ctx.quarantine.quarantine_arrow(ctx.run_id, ctx.courier, feed.id, table)
         return int(n)

@@ -94,3 +94,50 @@ class QueryEngine(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: most engines hold nothing more
         """Release everything the engine still holds (read tags, scratch files)."""
+
+
+class ArrowRows(Rows):
+    """Rows held as an Arrow table (in record order): what a Python-side engine or a test
+    hands a destination. `files`: the files RANK_COLUMN points into, when read from files."""
+
+    def __init__(
+        self,
+        table: pa.Table,
+        ranks: list[int] | None = None,
+        lines: list[int] | None = None,
+        files: list[WindowFile] | None = None,
+    ):
+        import pyarrow as pa
+
+        self.table = table
+        ranks = ranks if ranks is not None else [0] * table.num_rows
+        if lines is None:  # numbered within each file, in the given order
+            seen: dict[int, int] = {}
+            lines = []
+            for r in ranks:
+                seen[r] = seen.get(r, 0) + 1
+                lines.append(seen[r])
+        self._ranks = pa.array(ranks, pa.int32())
+        self._lines = pa.array(lines, pa.int64())
+        self._files = files
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.table.schema
+
+    @property
+    def count(self) -> int:
+        return int(self.table.num_rows)
+
+    @property
+    def files(self) -> list[WindowFile] | None:
+        return self._files
+
+    def to_arrow(self) -> pa.RecordBatchReader:
+        import pyarrow as pa
+
+        full = self.table.append_column(RANK_COLUMN, self._ranks).append_column(
+            LINE_COLUMN, self._lines
+        )
+        full = full.sort_by([(RANK_COLUMN, "ascending"), (LINE_COLUMN, "ascending")])
+        return pa.RecordBatchReader.from_batches(full.schema, full.to_batches())

@@ -71,6 +71,12 @@ def describe(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     return {row[0]: row[1] for row in con.execute(f"DESCRIBE {sql}").fetchall()}
 
 
+def arrow_relation(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation:
+    """A query as a relation to read Arrow from (the last execute() result finished first)."""
+    con.complete()
+    return con.sql(sql)
+
+
 def feeds_connection(session: Session, database: str | None = None) -> duckdb.DuckDBPyConnection:
     """The workspace's connection to a feed database ([feeds] database by default): the DuckDB
     engine, destination and state of one workspace share it, and so one transaction."""
@@ -127,7 +133,8 @@ class DuckDBRows(Rows):
     @property
     def schema(self) -> pa.Schema:
         cols = ", ".join(quote(c) for c in self.visible) or "NULL AS _empty"
-        return self.con.execute(f"SELECT {cols} FROM {quote(self.name)} LIMIT 0").to_arrow_table().schema  # type: ignore[union-attr]
+        sql = f"SELECT {cols} FROM {quote(self.name)} LIMIT 0"
+        return arrow_relation(self.con, sql).to_arrow_table().schema
 
     def to_arrow(self) -> pa.RecordBatchReader:
         cols = ", ".join(f"s.{quote(c)}" for c in self.visible)
@@ -149,7 +156,7 @@ class DuckDBRows(Rows):
                 f"SELECT {cols}CAST(0 AS INTEGER) AS {RANK_COLUMN}, CAST(s.rowid + 1 AS BIGINT) "
                 f"AS {LINE_COLUMN} FROM {quote(self.name)} s ORDER BY s.rowid"
             )
-        return self.con.execute(sql).to_arrow_reader()
+        return arrow_relation(self.con, sql).to_arrow_reader()
 
     def native(self, kind: str) -> Any:
         return self if kind == "duckdb" else None
