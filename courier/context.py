@@ -191,6 +191,8 @@ class Context:
         clock = time.monotonic()
         courier = self.courier_for_run(courier_name, opts)
         with self.workspace() as ws:
+            if not opts.dry_run:  # before planning: a rolled-forward run's files count as loaded
+                self.recover(ws, courier.name)
             try:
                 plan = self.plan(
                     courier_name, window, now, opts.reload, opts.lookback, opts.trigger, ws,
@@ -206,7 +208,6 @@ class Context:
                     for f in plan.files
                 ]
                 return record.to_json()
-            self.recover(ws, courier.name)
             ws.state.start_run(record)
             bad: list[BadRecord] = []
             try:
