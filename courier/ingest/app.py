@@ -10,7 +10,8 @@
 Checks run cheapest first and the body is read last: 404 unknown stream, 401 token/tenant,
 400 content type, 429 rate limit (only authenticated requests spend it), 413 from
 Content-Length (before reading a byte of the body), then the body (413 again as soon as it
-grows past the limit, 408 when it takes longer than body_timeout), 400 malformed payload, 503 when the log is full, 202 after the fsync.
+grows past the limit, 408 when it takes longer than body_timeout), 400 malformed payload,
+503 when the log is full, 202 after the fsync.
 Refusals that leave a body unread close the connection, so nothing more is read.
 
 `courier serve` runs it under uvicorn (httptools + uvloop) through `create_app()`, the
