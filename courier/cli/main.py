@@ -27,14 +27,18 @@ from courier.project import load_project
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--project", "project", metavar="DIR", help="project folder (default: search up)")
 @click.option("--debug", is_flag=True, help="show tracebacks and debug logs")
+@click.option(
+    "--wide", is_flag=True, help="never cut table cells (they are cut only on a terminal)"
+)
+@click.version_option(package_name="courier", prog_name="courier", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, project: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, project: str | None, debug: bool, wide: bool) -> None:
     """courier: land streamed events, courier them into typed feed tables."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = State(project, debug)
+    ctx.obj = State(project, debug, wide)
 
 
 @cli.command()
@@ -224,7 +228,8 @@ def feeds_show(state: State, feed: str, sample: int, as_json: bool) -> None:
     if as_json:
         emit_json(out)
         return
-    click.echo(f"feed {feed}: {count or 0} row(s); primary key {definition.primary_key or '-'}")
+    pk = ", ".join(definition.primary_key) or "-"
+    click.echo(f"feed {feed}: {count or 0} row(s); primary key {pk}")
     for name, typ in definition.fields.items():
         flags = []
         if name in definition.primary_key:

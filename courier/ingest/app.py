@@ -284,7 +284,8 @@ class IngestApp:
             elif path == "/healthz":
                 if method not in ("GET", "HEAD"):
                     raise IngestError(405, "use GET", {"allow": "GET, HEAD"})
-                health = self.service.health()  # type: ignore[union-attr]
+                detail = self.is_admin(scope)  # paths and pids only for the admin token
+                health = self.service.health(detail)  # type: ignore[union-attr]
                 await respond(send, 200 if health["status"] == "ok" else 503, health)
             elif path.startswith(webhooks.PREFIX):
                 if method != "POST":
@@ -460,17 +461,26 @@ class IngestApp:
                 f"takes {expected}",
             )
 
+    def is_admin(self, scope: Scope) -> bool:
+        """The request carries the admin token (Authorization: Bearer <[ingest] admin_token>)."""
+        admin = self.settings.admin_token
+        if not admin:
+            return False
+        authorization = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+        presented = authorization[7:].strip() if authorization[:7].lower() == b"bearer " else b""
+        return bool(presented) and hmac.compare_digest(presented, admin.encode())
+
     # -- POST /api/v0/admin/api-keys/{key}/tokens -------------------------------------------
     async def refresh_token(self, key: str, scope: Scope, receive: Any, send: Any) -> None:
         service: IngestService = self.service  # type: ignore[assignment]
-        admin = self.settings.admin_token
-        authorization = dict(scope["headers"]).get(b"authorization", b"")
-        presented = authorization[7:].strip() if authorization[:7].lower() == b"bearer " else b""
-        if not admin:
+        if not self.settings.admin_token:
             raise IngestError(
                 401, "the admin API is disabled: set [ingest] admin_token in config/courier.toml"
             )
-        if not presented or not hmac.compare_digest(presented, admin.encode()):
+        if not self.is_admin(scope):
             raise IngestError(
                 401,
                 "admin token missing or wrong: send Authorization: Bearer <admin token>",
