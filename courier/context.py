@@ -434,8 +434,47 @@ class Context:
     def runs(
         self, courier: str | None = None, limit: int = 20, group: str | None = None
     ) -> list[dict[str, Any]]:
+        if courier is not None:
+            self.project.courier(courier)  # a clear error for a courier that does not exist
         with self.workspace() as ws:
             return [run_record(r) for r in ws.state.runs(courier, limit, group)]
+
+    def run_detail(self, run_id: str) -> dict[str, Any]:
+        """One run in the `courier run --json` shape, with the files it loaded and its first
+        quarantined records (`courier runs show`)."""
+        with self.workspace() as ws:
+            row = ws.state.run(run_id)
+            if row is None:
+                recent = ", ".join(r["run_id"] for r in ws.state.runs(limit=3)) or "none yet"
+                raise RunError(
+                    f"no run {run_id!r} in courier.runs (newest: {recent}); "
+                    "`courier runs` lists them"
+                )
+            detail = run_record(row)
+            detail["files"]["list"] = [
+                {
+                    "key": f["key"],
+                    "size": f["size"],
+                    "tag": f["file_tag"],
+                    "partition": iso_utc(f["partition_start"]) if f["partition_start"] else None,
+                }
+                for f in ws.state.run_files(run_id)
+            ]
+            detail["reload"] = row.get("reload")
+            detail["host"], detail["pid"] = row.get("host"), row.get("pid")
+            return detail
+
+    def quarantined(
+        self, courier: str | None = None, run_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """courier.quarantine rows: run, courier, feed, file, line, reason, raw."""
+        if courier is not None:
+            self.project.courier(courier)
+        with self.workspace() as ws:
+            rows = ws.state.quarantined(courier, run_id, limit)
+        for r in rows:
+            r["quarantined_at"] = iso_utc(r["quarantined_at"]) if r["quarantined_at"] else None
+        return rows
 
 
 def check_bad_records(courier: CourierConfig, summary: InputSummary) -> None:

@@ -4,12 +4,14 @@
     GET  /stream/v0/ws/{stream_id}              websocket: a payload per message, acks once
                                                 fsynced (courier/ingest/websocket.py)
     POST /api/v0/admin/api-keys/{key}/tokens    a refreshed token for stream `key` (admin)
-    GET  /healthz                               200 while accepting, 503 when the log is full
+    GET  /healthz                               200 while accepting, 503 with the problems
+                                                (detail only with the admin token)
 
 Checks run cheapest first and the body is read last: 404 unknown stream, 401 token/tenant,
-400 content type, 413 from Content-Length (before reading a byte of the body), 429 rate
-limit, then the body (413 again as soon as it grows past the limit, 408 when it takes longer
-than body_timeout), 400 malformed payload, 503 when the log is full, 202 after the fsync.
+400 content type, 429 rate limit (only authenticated requests spend it), 413 from
+Content-Length (before reading a byte of the body), then the body (413 again as soon as it
+grows past the limit, 408 when it takes longer than body_timeout), 400 malformed payload,
+503 when the log is full, 202 after the fsync.
 Refusals that leave a body unread close the connection, so nothing more is read.
 
 `courier serve` runs it under uvicorn (httptools + uvloop) through `create_app()`, the
@@ -317,8 +319,9 @@ class IngestApp:
     async def read_body(
         self, stream: StreamRuntime, length: bytes | None, receive: Any
     ) -> bytes | None:
-        """The request body within the size and time limits (413, 408), after the stream's
-        rate check (429); None when the client left."""
+        """The request body within the size and time limits (413, 408); None when the client
+        left. The caller takes the rate limit (429) once the sender is authenticated: a
+        request that fails its credentials never spends the stream's budget."""
         if length is not None:
             try:
                 declared = int(length)
@@ -328,7 +331,6 @@ class IngestApp:
                 raise IngestError(
                     413, f"the body is {declared} bytes; the limit is {self.max_body} bytes"
                 )
-        stream.admit()
         try:
             return await self.bodies.read(receive, self.max_body, self.body_timeout)
         except BodyTooLarge:
@@ -359,6 +361,7 @@ class IngestApp:
                 tenant = value
         client_id, source = self.authenticate(stream, authorization, tenant, scope)
         self.check_content_type(stream, content_type)
+        stream.admit()
         body = await self.read_body(stream, length, receive)
         if body is None:
             return  # the client left; nothing to answer

@@ -6,7 +6,11 @@ talk to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import resource
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -101,3 +105,99 @@ def test_healthz_upload_status_is_never_half_updated(tmp_path: Path) -> None:
         assert uploads()["failing_since"] is None
     assert all(a == b for a, b in seen), f"half-updated upload status seen: {seen}"
     assert sorted(r["id"] for r in landed_json(root, "events")) == list(range(5))
+
+
+# -- credentials before the rate limit, NumericDate -------------------------------------------
+
+GITHUB_SECRET = "gh-secret-for-hardening-tests"
+HARD_STREAMS = {
+    "events": 'payload = "json"\n',
+    "limited": 'payload = "json"\nrate_limit = 2\n',
+    "hooks": 'payload = "json"\nrate_limit = 2\n[webhook]\npreset = "github"\n'
+    'secret = "${T_GITHUB_SECRET}"\n',
+}
+
+
+def github_signature(body: bytes, secret: str = GITHUB_SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def hard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = make_project(
+        tmp_path_factory.mktemp("hardening") / "project",
+        "[ingest]\nroll_seconds = 0.3\nbody_timeout = 2\n" + ADMIN_SETTING,
+        HARD_STREAMS,
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("T_GITHUB_SECRET", GITHUB_SECRET)
+        server = Server(root).start()
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0
+
+
+def test_forged_webhooks_do_not_spend_the_rate_limit(hard: Server) -> None:
+    """20 deliveries with wrong signatures on a stream limited to 2 payloads/s, then 2 signed
+    ones: both signed deliveries are accepted (a sender that does not retry loses nothing)."""
+    with httpx.Client(base_url=hard.url, timeout=10) as client:
+        for i in range(20):
+            body = b'{"id": "forged-%d"}' % i
+            r = client.post(
+                "/webhook/v0/hooks",
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Hub-Signature-256": github_signature(body, "not-the-secret"),
+                },
+            )
+            assert r.status_code == 401, r.text
+        for i in range(2):
+            body = b'{"id": "signed-%d"}' % i
+            r = client.post(
+                "/webhook/v0/hooks",
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Hub-Signature-256": github_signature(body),
+                },
+            )
+            assert r.status_code == 202, r.text
+
+
+def test_bad_tokens_do_not_spend_the_rate_limit(hard: Server) -> None:
+    with httpx.Client(base_url=hard.url, timeout=10) as client:
+        for i in range(20):
+            r = client.post(
+                "/stream/v0/data/limited",
+                content=b'{"id": %d}' % i,
+                headers=headers("limited", secret="another-secret-0123456789abcdef-xx"),
+            )
+            assert r.status_code == 401, r.text
+        for i in range(2):
+            assert _post(client, "limited", b'{"id": %d}' % i).status_code == 202
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_token_times_must_be_numbers_not_strings(hard: Server, claim: str) -> None:
+    """RFC 7519 NumericDate: "exp": "9999999999" (a string) is refused, as is true."""
+    later = str(int(time.time()) + 86400)
+    now = str(int(time.time()) - 10)
+    value = later if claim == "exp" else now
+    with httpx.Client(base_url=hard.url, timeout=10) as client:
+        for bad in (value, True):
+            r = client.post(
+                "/stream/v0/data/events",
+                content=b'{"id": "string-time"}',
+                headers=headers("events", **{claim: bad}),
+            )
+            assert r.status_code == 401, r.text
+            if bad == value:  # (exp = true is also read as 1970: expired)
+                assert claim in r.json()["error"] and "number" in r.json()["error"]
+        r = client.post(
+            "/stream/v0/data/events",
+            content=b'{"id": "number-time"}',
+            headers=headers("events", **{claim: int(value)}),
+        )
+        assert r.status_code == 202, r.text

@@ -16,8 +16,8 @@ import pytest
 import xmltodict
 
 from tests.ingest.helpers import (
-    ADMIN_HEADERS,
     ADMIN,
+    ADMIN_HEADERS,
     SECRET,
     Server,
     headers,
