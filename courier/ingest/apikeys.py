@@ -43,7 +43,7 @@ import jwt
 import orjson
 
 from courier.errors import ConfigError, IngestError
-from courier.ingest.tokens import StreamKeys
+from courier.ingest.tokens import StreamKeys, numeric_dates
 
 if TYPE_CHECKING:
     from courier.project import Project
@@ -381,6 +381,7 @@ class Access:
                 ) from None
             except jwt.PyJWTError as exc:
                 raise _unauthorized(f"invalid token: {exc}") from None
+            numeric_dates(claims)
             key_id = str(claims["key"])
             listed = claims["streams"]
             scoped = tuple(str(s) for s in listed) if isinstance(listed, list) else ()
