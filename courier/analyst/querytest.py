@@ -26,9 +26,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from courier.analyst.preview import display, jsonable, query_users
+from courier.analyst.preview import query_users
 from courier.analyst.workbench import Workbench
 from courier.config.loader import read_document
+from courier.display import display, jsonable
 from courier.errors import ConfigError, CourierError
 from courier.project import Project
 

@@ -189,7 +189,9 @@ class Wal:
         self._disk_bytes = 0
         self._lock_fd: int | None = None
         self._thread: threading.Thread | None = None
-        self.fault: BaseException | None = None  # the last write/fsync failure, for /healthz
+        # The write/fsync failure of the last commit, for /healthz; None again once a commit
+        # (or the service's probe write) succeeds: it reports the disk as it is now.
+        self.fault: BaseException | None = None
         self.stats = {"batches": 0, "records": 0, "fsync_s": 0.0, "commit_s": 0.0}
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -327,6 +329,7 @@ class Wal:
             groups.setdefault((item.stream, item.ext, item.hour), []).append(item)
         done: list[Any] = []
         touched: dict[int, Segment] = {}
+        failed = False
         for (stream, ext, hour), items in groups.items():
             data = b"".join(i.data for i in items)
             waiters = [i.waiter for i in items]
@@ -345,6 +348,7 @@ class Wal:
                 touched[id(segment)] = segment
                 done.extend(waiters)
             except OSError as exc:
+                failed = True
                 self._fail(waiters, exc)
         try:
             if self.fsync:
@@ -362,6 +366,8 @@ class Wal:
                         self._fail(done, exc)
                         return
             self.stats["commit_s"] += time.perf_counter() - started
+            if not failed:
+                self.fault = None  # the disk takes writes again
             self._report(done, None)
         finally:
             retiring, self._retiring = self._retiring, []

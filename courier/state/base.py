@@ -56,6 +56,10 @@ class RunHistory(abc.ABC):
         """Runs, newest started first."""
 
     @abc.abstractmethod
+    def run(self, run_id: str) -> RunRecord | None:
+        """One run, or None."""
+
+    @abc.abstractmethod
     def window_runs(self, courier: str, start: datetime, end: datetime) -> list[RunRecord]:
         """Runs of a courier over exactly this window, newest first."""
 
@@ -94,6 +98,10 @@ class FileLedger(abc.ABC):
         """Record files as loaded by the run."""
 
     @abc.abstractmethod
+    def run_files(self, run_id: str) -> list[dict[str, Any]]:
+        """The files a run loaded: key, size, partition_start, file_tag; by key."""
+
+    @abc.abstractmethod
     def pinned_schema(self, courier: str, tag: str) -> dict[str, str] | None:
         """The file tag's schema (column -> engine type) as of its last load, or None."""
 
@@ -110,6 +118,13 @@ class QuarantineLog(abc.ABC):
     @abc.abstractmethod
     def quarantine_arrow(self, run_id: str, courier: str, feed: str, rows: pa.Table) -> None:
         """Add rejected rows of a feed load: columns file, line, reason, raw."""
+
+    @abc.abstractmethod
+    def quarantined(
+        self, courier: str | None = None, run_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Rows (run_id, courier, feed, file, line, reason, raw, quarantined_at), newest run
+        first, then by file and line."""
 
     @abc.abstractmethod
     def export_quarantine(self, run_id: str, path: Path) -> None:
