@@ -54,6 +54,11 @@ class ListQuarantine(QuarantineLog):
     def quarantine_arrow(self, run_id: str, courier: str, feed: str, rows: pa.Table) -> None:
         self.rows += [{"run_id": run_id, "feed": feed, **r} for r in rows.to_pylist()]
 
+    def quarantined(
+        self, courier: str | None = None, run_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        return [r for r in self.rows if run_id in (None, r["run_id"])][:limit]
+
     def export_quarantine(self, run_id: str, path: Path) -> None:
         raise NotImplementedError
 
