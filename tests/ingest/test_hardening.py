@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import resource
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from courier.ingest.apikeys import FAILURES, MAX_DERIVING
 from tests.ingest.helpers import (
     ADMIN_HEADERS,
     ADMIN_SETTING,
@@ -201,3 +203,84 @@ def test_token_times_must_be_numbers_not_strings(hard: Server, claim: str) -> No
             headers=headers("events", **{claim: int(value)}),
         )
         assert r.status_code == 202, r.text
+
+
+# -- API-key secrets --------------------------------------------------------------------------
+
+
+def _client(server: Server, source: str = "127.0.0.1") -> httpx.Client:
+    """A client whose connections come from `source` (any 127/8 address is loopback)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    return httpx.Client(base_url=server.url, timeout=30, transport=transport)
+
+
+def _key_post(client: httpx.Client, key_id: str, secret: str) -> httpx.Response:
+    return client.post(
+        "/stream/v0/data/events",
+        content=b'{"id": "by-key"}',
+        headers={"Content-Type": "application/json", "X-App-Id": key_id, "X-App-Secret": secret},
+    )
+
+
+def test_wrong_api_key_secrets_are_throttled_per_key_and_per_address(hard: Server) -> None:
+    from tests.ingest.test_apikeys import create
+
+    key = create(hard.root, "target", "events")
+    with _client(hard, "127.0.0.3") as attacker, _client(hard, "127.0.0.4") as other:
+        for _ in range(5):
+            assert _key_post(attacker, key["id"], "wrong").status_code == 401
+        throttled = _key_post(attacker, key["id"], "wrong")
+        assert throttled.status_code == 429, throttled.text
+        assert 1 <= int(throttled.headers["retry-after"]) <= 60
+        assert "API key" in throttled.json()["error"]
+        # the key is throttled from every address; the secret is never echoed
+        r = _key_post(other, key["id"], "wrong-again")
+        assert r.status_code == 429 and "wrong-again" not in r.text
+    others = [create(hard.root, f"spare-{i}", "events") for i in range(6)]
+    with _client(hard, "127.0.0.5") as sprayer, _client(hard, "127.0.0.6") as honest:
+        for spare in others[:5]:  # one wrong secret each for five keys: the address is counted
+            assert _key_post(sprayer, spare["id"], "wrong").status_code == 401
+        r = _key_post(sprayer, others[5]["id"], "wrong")
+        assert r.status_code == 429 and "client address" in r.json()["error"]
+        # another address with the right secret of an untouched key is served
+        assert _key_post(honest, others[5]["id"], others[5]["secret"]).status_code == 202
+
+
+def test_wrong_api_key_secrets_do_not_stall_the_event_loop(hard: Server) -> None:
+    """16 clients hammer a known key id with wrong secrets (each a ~150 ms scrypt) while a
+    stream-token client posts: its requests stay fast (scrypt runs off the event loop, and
+    the key is throttled after a few failures)."""
+    from tests.ingest.test_apikeys import create
+
+    key = create(hard.root, "hammered", "events")
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def attack(n: int) -> None:
+        with _client(hard, f"127.0.1.{n}") as client:
+            for _ in range(10):
+                if stop.is_set():
+                    return
+                statuses.append(_key_post(client, key["id"], f"wrong-{n}").status_code)
+
+    attackers = [threading.Thread(target=attack, args=(n,)) for n in range(1, 17)]
+    for t in attackers:
+        t.start()
+    latencies: list[float] = []
+    try:
+        with httpx.Client(base_url=hard.url, timeout=30) as client:
+            for i in range(30):
+                started = time.monotonic()
+                r = _post(client, "events", b'{"id": "honest-%d"}' % i)
+                latencies.append(time.monotonic() - started)
+                assert r.status_code == 202, r.text
+    finally:
+        stop.set()
+        for t in attackers:
+            t.join(60)
+    latencies.sort()
+    assert latencies[len(latencies) // 2] < 0.5, latencies
+    # 401s are the secrets actually derived: a few before the key is throttled (429), more
+    # only while earlier ones were still running (at most MAX_DERIVING); the rest 429 or 503
+    assert set(statuses) <= {401, 429, 503}, statuses
+    assert statuses.count(401) <= FAILURES + MAX_DERIVING, statuses
