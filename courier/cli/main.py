@@ -242,6 +242,7 @@ PLUGINS = [
     "courier.cli.analyst",
     "courier.cli.apikeys",
     "courier.cli.sources",
+    "courier.cli.ui",
 ]
 
 

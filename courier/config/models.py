@@ -102,6 +102,13 @@ class IngestSection(Strict):
     admin_token: str | None = None  # "${COURIER_ADMIN_TOKEN}": enables the token refresh API
 
 
+class UiSection(Strict):
+    """[ui]: the status page (`courier ui`, `courier scheduler --ui-port`)."""
+
+    token: str | None = None  # "${COURIER_UI_TOKEN}"; else [ingest] admin_token; non-loopback only
+    refresh_seconds: float = Field(default=5.0, gt=0)  # a new snapshot of the state this often
+
+
 def default_storages() -> dict[str, StorageConfig]:
     return {"landing": LocalStorageConfig()}
 
@@ -152,6 +159,7 @@ class Settings(Strict):
     state: StateSection = StateSection()
     ingest: IngestSection = IngestSection()
     alerts: AlertsSection = AlertsSection()
+    ui: UiSection = UiSection()
 
     @field_validator("storages")
     @classmethod

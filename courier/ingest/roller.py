@@ -44,6 +44,7 @@ class Roller:
         self._stop = False
         self._thread: threading.Thread | None = None
         self.uploaded = 0  # part files written
+        self.failures = 0  # upload attempts that failed (retried)
         self.keys: deque[str] = deque(maxlen=10_000)  # this writer's part files, newest last
         self.uploaded_bytes = 0
         self.failing_since: float | None = None
@@ -122,6 +123,7 @@ class Roller:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+                self.failures += 1
                 backoff = min(MAX_BACKOFF, max(0.2, backoff * 2))
                 if self.failing_since is None:
                     self.failing_since = time.time()
