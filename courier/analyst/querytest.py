@@ -26,9 +26,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from courier.analyst.preview import display, jsonable, query_users
+from courier.analyst.preview import query_users
 from courier.analyst.workbench import Workbench
 from courier.config.loader import read_document
+from courier.display import display, jsonable
 from courier.errors import ConfigError, CourierError
 from courier.project import Project
 
@@ -170,26 +171,9 @@ def run_tests(project: Project, name: str | None = None) -> list[Outcome]:
 def run_test(project: Project, test: QueryTest) -> Outcome:
     query = project.queries[test.query]
     outcome = Outcome(test, test.path, query.path)
-    couriers = {tag: c for c, tags in query_users(project, test.query) for tag in tags}
     with Workbench() as wb:
         try:
-            for tag, spec in test.inputs.items():
-                kind, value = next(iter(spec.items()))
-                source = f"{test.path} [inputs.{tag}]"
-                courier = couriers.get(tag)
-                options = courier.options.model_dump() if courier else {}
-                fmt = courier.format if courier else ("xml" if kind == "xml" else "ndjson")
-                if kind == "file":
-                    wb.read_sample(tag, project.root / value, fmt, options)
-                else:
-                    wb.read_payloads(tag, kind, value, source, fmt, options)
-                bad = wb.inputs[tag].summary.bad
-                if bad:
-                    raise ConfigError(
-                        f"input {tag}: line {bad[0].line}: {bad[0].reason}",
-                        test.path,
-                        f"inputs.{tag}",
-                    )
+            read_inputs(project, test, wb)
             relation = wb.run_query(query, list(test.inputs))
             columns, rows = wb.fetch(relation, MAX_ROWS)
         except CourierError as exc:
@@ -199,6 +183,28 @@ def run_test(project: Project, test: QueryTest) -> Outcome:
         types = {c: relation.columns[c] for c in columns}
         outcome.problems = compare(test.expected, columns, types, rows)
     return outcome
+
+
+def read_inputs(project: Project, test: QueryTest, wb: Workbench) -> None:
+    """The test's inputs into the workbench, each read as its courier reads its files."""
+    couriers = {tag: c for c, tags in query_users(project, test.query) for tag in tags}
+    for tag, spec in test.inputs.items():
+        kind, value = next(iter(spec.items()))
+        source = f"{test.path} [inputs.{tag}]"
+        courier = couriers.get(tag)
+        options = courier.options.model_dump() if courier else {}
+        fmt = courier.format if courier else ("xml" if kind == "xml" else "ndjson")
+        if kind == "file":
+            wb.read_sample(tag, project.root / value, fmt, options)
+        else:
+            wb.read_payloads(tag, kind, value, source, fmt, options)
+        bad = wb.inputs[tag].summary.bad
+        if bad:
+            raise ConfigError(
+                f"input {tag}: line {bad[0].line}: {bad[0].reason}",
+                test.path,
+                f"inputs.{tag}",
+            )
 
 
 def compare(

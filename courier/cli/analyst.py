@@ -74,7 +74,8 @@ def query_preview(
     """Run saved query NAME over COURIER's files for a window (or --file PATH) and show rows.
 
     NAME may be a .sql file (a draft), or a courier: then its input is shown as it is."""
-    from courier.analyst.preview import display, preview, resolve
+    from courier.analyst.preview import preview, resolve
+    from courier.display import display
 
     context = analyst_context(state)
     _, courier_cfg = resolve(context.project, name, courier)

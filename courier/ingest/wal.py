@@ -189,7 +189,9 @@ class Wal:
         self._disk_bytes = 0
         self._lock_fd: int | None = None
         self._thread: threading.Thread | None = None
-        self.fault: BaseException | None = None  # the last write/fsync failure, for /healthz
+        # The write/fsync failure of the last commit, for /healthz; None again once a commit
+        # (or the service's probe write) succeeds: it reports the disk as it is now.
+        self.fault: BaseException | None = None
         self.stats = {"batches": 0, "records": 0, "fsync_s": 0.0, "commit_s": 0.0}
         self.on_batch: Any = None  # (payloads, fsync seconds) after each commit: metrics
 
@@ -328,6 +330,7 @@ class Wal:
             groups.setdefault((item.stream, item.ext, item.hour), []).append(item)
         done: list[Any] = []
         touched: dict[int, Segment] = {}
+        failed = False
         for (stream, ext, hour), items in groups.items():
             data = b"".join(i.data for i in items)
             waiters = [i.waiter for i in items]
@@ -346,6 +349,7 @@ class Wal:
                 touched[id(segment)] = segment
                 done.extend(waiters)
             except OSError as exc:
+                failed = True
                 self._fail(waiters, exc)
         fsync_s = 0.0
         try:
@@ -365,6 +369,8 @@ class Wal:
                         return
             self.stats["fsync_s"] += fsync_s
             self.stats["commit_s"] += time.perf_counter() - started
+            if not failed:
+                self.fault = None  # the disk takes writes again
             if self.on_batch is not None:
                 self.on_batch(len(batch), fsync_s)
             self._report(done, None)
