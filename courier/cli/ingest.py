@@ -87,7 +87,9 @@ def serve(state: State, host: str, port: int, workers: int, access_log: bool) ->
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools with a header deadline, header size/count limits and a connection limit
+        http="courier.ingest.http:GuardedHttpTools",
+        timeout_keep_alive=int(max(1, project.settings.ingest.keepalive_timeout)),
         ws="websockets-sansio",  # /stream/v0/ws/: the sans-I/O websockets protocol
         # frames up to 4x the body limit reach the app, which answers oversize ones with a
         # clear error; bigger ones are cut by the protocol (close 1009) before buffering
