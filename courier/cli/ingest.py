@@ -71,6 +71,9 @@ def serve(state: State, host: str, port: int, workers: int, access_log: bool) ->
         raise ConfigError(
             f"cannot create the write-ahead log folder {wal}: {exc}", key="ingest.wal_dir"
         ) from exc
+    from courier.metrics import use_multiprocess_dir
+
+    use_multiprocess_dir()  # /metrics sums every worker's counts
     os.environ["COURIER_PROJECT"] = str(project.root)
     os.environ["COURIER_INGEST_WORKERS"] = str(workers)
     click.echo(
@@ -83,7 +86,7 @@ def serve(state: State, host: str, port: int, workers: int, access_log: bool) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     uvicorn.run(
-        "courier.ingest.app:create_app",
+        "courier.metrics:create_ingest_app",  # the ingest app with GET /metrics
         factory=True,
         host=host,
         port=port,

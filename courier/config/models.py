@@ -108,6 +108,13 @@ class IngestSection(Strict):
     keepalive_timeout: float = Field(default=5.0, gt=0)  # an idle keep-alive connection closes
 
 
+class UiSection(Strict):
+    """[ui]: the status page (`courier ui`, `courier scheduler --ui-port`)."""
+
+    token: str | None = None  # "${COURIER_UI_TOKEN}"; else [ingest] admin_token; non-loopback only
+    refresh_seconds: float = Field(default=5.0, gt=0)  # a new snapshot of the state this often
+
+
 def default_storages() -> dict[str, StorageConfig]:
     return {"landing": LocalStorageConfig()}
 
@@ -158,6 +165,7 @@ class Settings(Strict):
     state: StateSection = StateSection()
     ingest: IngestSection = IngestSection()
     alerts: AlertsSection = AlertsSection()
+    ui: UiSection = UiSection()
 
     @field_validator("storages")
     @classmethod
