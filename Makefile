@@ -26,7 +26,13 @@ $(AZURITE):
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund --prefix . azurite@3 >/dev/null
 
-install-dev: install $(AZURITE)  ## also Azurite (npm) for the Azure tests
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):  # the status page's browser tests (playwright cannot download its own browser)
+	command -v apt-get >/dev/null && (apt-get install -y -q chromium chromium-driver >/dev/null \
+	  || (apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null))
+
+install-dev: install $(AZURITE) $(CHROMIUM)  ## also Azurite (npm) and Chromium (apt) for the tests
 
 run: install  ## land a day of example payloads, run the couriers, show the feed tables
 	$(PY) -m courier.examples run

@@ -100,6 +100,19 @@ class IngestSection(Strict):
     xml_max_depth: int = Field(default=64, gt=0)  # deeper XML payloads are refused (400)
     shutdown_timeout: float = Field(default=30.0, ge=0)  # uploads tried this long on shutdown
     admin_token: str | None = None  # "${COURIER_ADMIN_TOKEN}": enables the token refresh API
+    # connections (courier/ingest/http.py): 408 / 431 / 503 and close
+    header_timeout: float = Field(default=10.0, gt=0)  # request line + headers within this
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request line + headers
+    max_headers: int = Field(default=100, gt=0)  # header fields per request
+    max_connections: int = Field(default=1000, gt=0)  # open connections per worker process
+    keepalive_timeout: float = Field(default=5.0, gt=0)  # an idle keep-alive connection closes
+
+
+class UiSection(Strict):
+    """[ui]: the status page (`courier ui`, `courier scheduler --ui-port`)."""
+
+    token: str | None = None  # "${COURIER_UI_TOKEN}"; else [ingest] admin_token; non-loopback only
+    refresh_seconds: float = Field(default=5.0, gt=0)  # a new snapshot of the state this often
 
 
 def default_storages() -> dict[str, StorageConfig]:
@@ -185,6 +198,7 @@ class Settings(Strict):
     state: StateSection = StateSection()
     ingest: IngestSection = IngestSection()
     alerts: AlertsSection = AlertsSection()
+    ui: UiSection = UiSection()
     engines: dict[str, EngineConfig] = Field(default_factory=dict)
 
     @field_validator("storages")

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from courier.errors import ConfigError, CourierError, IngestError
-from courier.ingest import apikeys, webhooks, websocket
+from courier.ingest import apikeys, http, webhooks, websocket
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
 from courier.ingest.wal import Pending
@@ -555,4 +555,11 @@ def create_app() -> IngestApp:
     """The uvicorn factory: the project from COURIER_PROJECT (set by `courier serve`)."""
     project = load_project(os.environ.get("COURIER_PROJECT"))
     workers = int(os.environ.get("COURIER_INGEST_WORKERS", "1"))
+    settings = project.settings.ingest
+    http.LIMITS = http.Limits(  # for this process's connections (courier/ingest/http.py)
+        header_timeout=settings.header_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        max_connections=http.connection_cap(settings.max_connections),
+    )
     return IngestApp(project, workers=workers)
