@@ -158,6 +158,39 @@ def default_sinks() -> list[LogSinkConfig | WebhookSinkConfig | CommandSinkConfi
     return [LogSinkConfig()]
 
 
+# -- engines: [engines.NAME] (SPEC 8); `type` picks the module --------------------------------
+
+
+class DuckDBEngineConfig(Strict):
+    type: Literal["duckdb"] = "duckdb"
+
+
+class SparkEngineConfig(Strict):
+    """Apache Spark through Spark Connect. remote: sc://host:port, with Spark Connect's own
+    parameters after `/;` (token=${SPARK_CONNECT_TOKEN};use_ssl=true), resolved from the
+    environment. conf: Spark session settings. cluster_uri: per storage, the URI prefix under
+    which the cluster reads that storage's files (s3a://bucket/prefix/ for an s3 storage,
+    abfss://container@account.dfs.core.windows.net/prefix/ for an azure one)."""
+
+    type: Literal["spark"]
+    remote: str
+    conf: dict[str, str] = Field(default_factory=dict)
+    cluster_uri: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("remote")
+    @classmethod
+    def _remote(cls, v: str) -> str:
+        if not v.startswith("sc://") or len(v.split("/;", 1)[0]) <= len("sc://"):
+            raise ValueError(
+                "remote must be a Spark Connect URL: sc://host:15002 (token and TLS as "
+                "/;token=${SPARK_CONNECT_TOKEN};use_ssl=true)"
+            )
+        return v
+
+
+EngineConfig = Annotated[DuckDBEngineConfig | SparkEngineConfig, Field(discriminator="type")]
+
+
 class Settings(Strict):
     project: ProjectSection = ProjectSection()
     storages: dict[str, StorageConfig] = Field(default_factory=lambda: default_storages())
@@ -166,12 +199,20 @@ class Settings(Strict):
     ingest: IngestSection = IngestSection()
     alerts: AlertsSection = AlertsSection()
     ui: UiSection = UiSection()
+    engines: dict[str, EngineConfig] = Field(default_factory=dict)
 
     @field_validator("storages")
     @classmethod
     def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for name in v:
             check_identifier(name, "storage name")
+        return v
+
+    @field_validator("engines")
+    @classmethod
+    def _engine_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            check_identifier(name, "engine name")
         return v
 
 
@@ -298,6 +339,7 @@ class CourierConfig(Strict):
     lookback: str | None = None
     options: CourierOptions = CourierOptions()
     description: str | None = None
+    engine: str = "duckdb"  # an [engines.NAME]; "duckdb" is implicit
 
     @field_validator("name")
     @classmethod
