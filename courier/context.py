@@ -23,6 +23,7 @@ from courier.plan import (
     FeedCounts,
     FeedLoad,
     InputFile,
+    InputSummary,
     PlannedFile,
     RunPlan,
 )
@@ -249,22 +250,16 @@ class Context:
         result["schema_changes"] = summary.schema_changes if pinned is not None else []
         for change in result["schema_changes"]:
             self.console.warn(f"{courier.name}: {change}")
-        total = summary.records + len(summary.bad)
-        limit = courier.options.max_bad_records
-        allowed = limit * total if 0 < limit < 1 else limit
-        if len(summary.bad) > allowed:
-            first = summary.bad[0]
-            raise RunError(
-                f"{len(summary.bad)} bad record(s) in {total} exceed max_bad_records = {limit:g} "
-                f"(first: {first.file} line {first.line}: {first.reason}); nothing was loaded. "
-                "Fix the files or raise options.max_bad_records, then run again"
-            )
+        check_bad_records(courier, summary)
         # A streamed tag's query runs before the transaction: should a value need the tag
         # read again (engines/duckdb.py), the failed statement has not aborted the run.
         queried = None
         if read_once:
             assert plan.loads[0].query is not None
             queried = ws.engine.run_query(plan.loads[0].query, [tag])
+            if len(summary.bad) > len(bad):  # records found when the tag was read again
+                bad.extend(summary.bad[len(bad) :])
+                check_bad_records(courier, summary)
         ws.state.begin()
         ctx = LoadContext(plan.run_id, courier.name, plan.started_at)
         feeds: dict[str, FeedCounts] = {}
@@ -439,8 +434,61 @@ class Context:
     def runs(
         self, courier: str | None = None, limit: int = 20, group: str | None = None
     ) -> list[dict[str, Any]]:
+        if courier is not None:
+            self.project.courier(courier)  # a clear error for a courier that does not exist
         with self.workspace() as ws:
             return [run_record(r) for r in ws.state.runs(courier, limit, group)]
+
+    def run_detail(self, run_id: str) -> dict[str, Any]:
+        """One run in the `courier run --json` shape, with the files it loaded and its first
+        quarantined records (`courier runs show`)."""
+        with self.workspace() as ws:
+            row = ws.state.run(run_id)
+            if row is None:
+                recent = ", ".join(r["run_id"] for r in ws.state.runs(limit=3)) or "none yet"
+                raise RunError(
+                    f"no run {run_id!r} in courier.runs (newest: {recent}); "
+                    "`courier runs` lists them"
+                )
+            detail = run_record(row)
+            detail["files"]["list"] = [
+                {
+                    "key": f["key"],
+                    "size": f["size"],
+                    "tag": f["file_tag"],
+                    "partition": iso_utc(f["partition_start"]) if f["partition_start"] else None,
+                }
+                for f in ws.state.run_files(run_id)
+            ]
+            detail["reload"] = row.get("reload")
+            detail["host"], detail["pid"] = row.get("host"), row.get("pid")
+            return detail
+
+    def quarantined(
+        self, courier: str | None = None, run_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """courier.quarantine rows: run, courier, feed, file, line, reason, raw."""
+        if courier is not None:
+            self.project.courier(courier)
+        with self.workspace() as ws:
+            rows = ws.state.quarantined(courier, run_id, limit)
+        for r in rows:
+            r["quarantined_at"] = iso_utc(r["quarantined_at"]) if r["quarantined_at"] else None
+        return rows
+
+
+def check_bad_records(courier: CourierConfig, summary: InputSummary) -> None:
+    """Fail the run when its bad records exceed options.max_bad_records (count or fraction)."""
+    total = summary.records + len(summary.bad)
+    limit = courier.options.max_bad_records
+    allowed = limit * total if 0 < limit < 1 else limit
+    if len(summary.bad) > allowed:
+        first = summary.bad[0]
+        raise RunError(
+            f"{len(summary.bad)} bad record(s) in {total} exceed max_bad_records = {limit:g} "
+            f"(first: {first.file} line {first.line}: {first.reason}); nothing was loaded. "
+            "Fix the files or raise options.max_bad_records, then run again"
+        )
 
 
 def expand(pattern: FilePattern, partition: Partition, tz: Any) -> list[str]:

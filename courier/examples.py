@@ -1,8 +1,11 @@
 """The example job behind `make run`: land a day of payloads, run the couriers, show feeds;
-in between, the live sources of issue 8 (courier/examples_live.py): an API key and a signed
+in between, the live sources (courier/examples_live.py): an API key and a signed
 webhook against a real `courier serve`, and a source polling the test API.
 
 `python -m courier.examples run [--project DIR] [--date D]`
+
+The day is fixed (EXAMPLE_DAY, the one the README's commands use) so that every recipe in the
+README works as written after `make run`; the live sources land at the current hour.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,13 @@ import cbor2
 import orjson
 
 from courier.context import Context
+from courier.display import table
 from courier.formats.xml import parse_xml
 from courier.project import load_project
 from courier.storage.base import StorageBackend
 
 SKUS = ["sku-espresso", "sku-grinder", "sku-filter", "sku-mug", "sku-beans", "sku-kettle"]
+EXAMPLE_DAY = date(2026, 11, 22)  # the README's commands use this day
 PAGES = ["/", "/cart", "/checkout", "/product/espresso", "/product/kettle"]
 
 
@@ -142,7 +147,7 @@ def print_run(name: str, result: dict[str, Any], what: str = "") -> None:
     feeds = ", ".join(f"{k}: {v['loaded']} loaded" for k, v in result["feeds"].items())
     print(
         f"courier {name}{what}: {result['status']}, {result['files']['loaded']} file(s) "
-        f"({result['files']['skipped']} already loaded) {feeds} {result['error'] or ''}"
+        f"({result['files']['skipped']} already loaded) {feeds} {result['error'] or ''}".rstrip()
     )
 
 
@@ -169,15 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m courier.examples")
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--project", default=str(Path.cwd()))
-    parser.add_argument("--date", help="day to land and load (default: yesterday, UTC)")
+    parser.add_argument(
+        "--date", help=f"day to land and load (default: {EXAMPLE_DAY}, the README's day)"
+    )
     args = parser.parse_args(argv)
     project = load_project(args.project)
     context = Context(project)
-    day = (
-        date.fromisoformat(args.date)
-        if args.date
-        else (datetime.now(UTC) - timedelta(days=1)).date()
-    )
+    day = date.fromisoformat(args.date) if args.date else EXAMPLE_DAY
     landed = land_day(context.storage(project.settings.ingest.storage), day)
     print(f"landed {landed} example payloads for {day} under {project.settings.ingest.storage}")
     samples = land_sample_payloads(context, day)
@@ -191,8 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         for feed_id in project.feeds:
             count = ws.destination.row_count(feed_id)
             print(f"\nfeed {feed_id}: {count} rows")
-            for row in ws.destination.sample(feed_id, 3) if count else []:
-                print("  ", {k: v for k, v in row.items() if not k.startswith("_courier")})
+            rows = ws.destination.sample(feed_id, 3) if count else []
+            columns = [c for c in (rows[0] if rows else {}) if not c.startswith("_courier")]
+            if rows:
+                print("  " + table(rows, columns).replace("\n", "\n  "))
     if not live_ok:
         sys.exit(1)
 

@@ -205,7 +205,7 @@ def run_live(project: Project, storage: StorageBackend) -> LiveResult:
 
 
 def print_live(result: LiveResult) -> None:
-    print("\nlive sources (issue 8):")
+    print("\nlive sources:")
     for step in result.steps:
         print(f"  {step}")
     print("landed:")

@@ -59,6 +59,9 @@ def test_make_run_lands_the_live_examples_twice(tmp_path: Path) -> None:
     assert "source 'activity_poll': 4 page(s), 25 record(s), 25 landed" in out
     assert "activity-events: 4 part file(s), 26 record(s)" in out
     assert "github-events: 1 part file(s), 1 record(s)" in out
+    # feed samples are aligned tables of values as people write them, no internal references
+    assert "datetime.datetime" not in out and "Decimal(" not in out and "issue " not in out
+    assert re.search(r"feed order_items: \d+ rows\n  event_id +item_idx +occurred_at", out)
     assert re.search(r"courier activity_events \(\d{4}-\d\d-\d\d\): succeeded, 4 file\(s\) "
                      r"\(0 already loaded\) activity: 26 loaded", out)  # fmt: skip
 
@@ -82,6 +85,9 @@ def test_make_run_lands_the_live_examples_twice(tmp_path: Path) -> None:
     assert "source 'activity_poll': 1 page(s), 0 record(s), 0 landed" in out
     assert "activity-events: 1 part file(s), 1 record(s)" in out
     assert "github-events: 1 part file(s), 1 record(s)" in out
+    # feed samples are aligned tables of values as people write them, no internal references
+    assert "datetime.datetime" not in out and "Decimal(" not in out and "issue " not in out
+    assert re.search(r"feed order_items: \d+ rows\n  event_id +item_idx +occurred_at", out)
     again = [r["id"] for r in landed(root, "activity-events")]
     assert again.count("act-live-0001") == 2  # posted again (the feed upserts it)
     assert sorted(i for i in again if i.startswith("ev-")) == [e["id"] for e in polled]

@@ -3,18 +3,15 @@ default) or over a local sample file; never writes feed tables or state."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from courier.analyst.schema import TypeNode, schema_lines
 from courier.analyst.workbench import TagInput, Workbench, quote
 from courier.config.models import CourierConfig
 from courier.context import Context
+from courier.display import jsonable
 from courier.errors import ConfigError, ConfigErrors, RunError
 from courier.plan import InputFile, PlannedFile
 from courier.project import Project, SavedQuery, load_project
@@ -275,39 +272,3 @@ def filled_counts(wb: Workbench, entry: TagInput) -> dict[str, int]:
         row = wb.sql(f"SELECT {select} FROM {quote(entry.relation.name)} t")[0]
         out.update({p: int(n) for (p, _), n in zip(chunk, row, strict=True)})
     return out
-
-
-def jsonable(value: Any) -> Any:
-    """Engine values as JSON values: timestamps as ISO strings, decimals as numbers."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, Decimal):
-        exponent = value.as_tuple().exponent
-        return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            return value.isoformat()
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date | time):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="backslashreplace")
-    return str(value)
-
-
-def display(value: Any) -> str:
-    """One cell of a table or CSV: nested values as compact JSON."""
-    value = jsonable(value)
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

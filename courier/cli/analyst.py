@@ -74,7 +74,8 @@ def query_preview(
     """Run saved query NAME over COURIER's files for a window (or --file PATH) and show rows.
 
     NAME may be a .sql file (a draft), or a courier: then its input is shown as it is."""
-    from courier.analyst.preview import display, preview, resolve
+    from courier.analyst.preview import preview, resolve
+    from courier.display import display
 
     context = analyst_context(state)
     _, courier_cfg = resolve(context.project, name, courier)
@@ -139,7 +140,8 @@ def query_test(state: State, name: str | None) -> None:
     for outcome in outcomes:
         where = _rel(outcome.path, root)
         if outcome.passed:
-            click.echo(f"ok    {where} ({outcome.rows} row(s))")
+            also = f"; same rows on {', '.join(outcome.engines)}" if outcome.engines else ""
+            click.echo(f"ok    {where} ({outcome.rows} row(s){also})")
             continue
         failed += 1
         query_text = ""

@@ -27,14 +27,18 @@ from courier.project import load_project
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--project", "project", metavar="DIR", help="project folder (default: search up)")
 @click.option("--debug", is_flag=True, help="show tracebacks and debug logs")
+@click.option(
+    "--wide", is_flag=True, help="never cut table cells (they are cut only on a terminal)"
+)
+@click.version_option(package_name="courier", prog_name="courier", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, project: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, project: str | None, debug: bool, wide: bool) -> None:
     """courier: land streamed events, courier them into typed feed tables."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = State(project, debug)
+    ctx.obj = State(project, debug, wide)
 
 
 @cli.command()
@@ -148,16 +152,22 @@ def print_run(result: dict[str, Any]) -> None:
         click.secho(f"  error: {result['error']}", fg="red")
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--courier", "courier", help="only this courier's runs")
 @click.option("--group", "group", help="only the runs of this group's group runs")
 @click.option("--limit", default=20, show_default=True)
 @json_option
-@click.pass_obj
+@click.pass_context
 @error_handler
-def runs(state: State, courier: str | None, group: str | None, limit: int, as_json: bool) -> None:
+def runs(
+    ctx: click.Context, courier: str | None, group: str | None, limit: int, as_json: bool
+) -> None:
     """Run history, newest first; each run names the group run it belongs to, if any
-    (`courier group runs` lists group runs with their courier runs)."""
+    (`courier group runs` lists group runs with their courier runs). `courier runs show
+    RUN_ID` shows one run whole."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state: State = ctx.obj
     records = state.context().runs(courier, limit, group)
     if as_json:
         emit_json(records)
@@ -176,7 +186,80 @@ def runs(state: State, courier: str | None, group: str | None, limit: int, as_js
         }
         for r in records
     ]
-    click.echo(table(rows, list(rows[0]) if rows else ["run_id"]))
+    if not rows:
+        click.echo("no runs yet" + (f" of courier {courier}" if courier else ""))
+        return
+    click.echo(table(rows, list(rows[0])))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@json_option
+@click.pass_obj
+@error_handler
+def runs_show(state: State, run_id: str, as_json: bool) -> None:
+    """One run: window, status, files loaded, per-feed counts, quarantine, the whole error."""
+    detail = state.context().run_detail(run_id)
+    if as_json:
+        emit_json(detail)
+        return
+    w, f = detail["window"], detail["files"]
+    click.echo(f"run {detail['run_id']}: courier {detail['courier']}, {detail['status']}")
+    click.echo(f"  window:   [{w['start']}, {w['end']})")
+    group = detail["group"] or "-"
+    click.echo(f"  trigger:  {detail['trigger'] or 'manual'} (group {group})")
+    click.echo(f"  started:  {detail['started_at']}, {detail['duration_s'] or 0:.1f} s")
+    click.echo(
+        f"  files:    {f['found']} found, {f['loaded']} loaded, {f['skipped']} already loaded; "
+        f"{detail['bytes']} bytes, {detail['records']} records"
+    )
+    if detail["feeds"]:
+        feed_rows = [{"feed": name, **counts} for name, counts in detail["feeds"].items()]
+        columns = [
+            c for c in ("feed", "read", "loaded", "rejected", "deleted") if c in feed_rows[0]
+        ]
+        click.echo("  " + table(feed_rows, columns).replace("\n", "\n  "))
+    if detail["quarantined"]:
+        click.echo(
+            f"  quarantined: {detail['quarantined']} "
+            f"(`courier quarantine --run {detail['run_id']}` shows them)"
+        )
+    for change in detail["schema_changes"]:
+        click.echo(f"  schema: {change}")
+    for warning in detail["warnings"]:
+        click.echo(f"  note: {warning}")
+    if f["list"]:
+        click.echo("  loaded files:")
+        click.echo(
+            "  " + table(f["list"], ["key", "size", "tag", "partition"]).replace("\n", "\n  ")
+        )
+    if detail["error"]:
+        click.secho("  error:", fg="red")
+        for line in str(detail["error"]).splitlines():
+            click.echo(f"    {line}")
+
+
+@cli.command()
+@click.option("--courier", "courier", help="only this courier's records")
+@click.option("--run", "run_id", metavar="RUN_ID", help="only this run's records")
+@click.option("--limit", default=50, show_default=True)
+@json_option
+@click.pass_obj
+@error_handler
+def quarantine(
+    state: State, courier: str | None, run_id: str | None, limit: int, as_json: bool
+) -> None:
+    """Records set aside by runs (courier.quarantine): file, line, reason, raw record."""
+    rows = state.context().quarantined(courier, run_id, limit)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no quarantined records" + (f" for run {run_id}" if run_id else ""))
+        return
+    click.echo(table(rows, ["run_id", "feed", "file", "line", "reason", "raw"]))
+    if len(rows) == limit:
+        click.echo(f"(first {limit}; --limit N shows more)")
 
 
 @cli.group()
@@ -224,7 +307,8 @@ def feeds_show(state: State, feed: str, sample: int, as_json: bool) -> None:
     if as_json:
         emit_json(out)
         return
-    click.echo(f"feed {feed}: {count or 0} row(s); primary key {definition.primary_key or '-'}")
+    pk = ", ".join(definition.primary_key) or "-"
+    click.echo(f"feed {feed}: {count or 0} row(s); primary key {pk}")
     for name, typ in definition.fields.items():
         flags = []
         if name in definition.primary_key:
@@ -242,6 +326,7 @@ PLUGINS = [
     "courier.cli.analyst",
     "courier.cli.apikeys",
     "courier.cli.sources",
+    "courier.cli.ui",
 ]
 
 

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import click
 
 from courier.context import Context
+from courier.display import cuts_cells
+from courier.display import table as plain_table
 from courier.errors import ConfigErrors, CourierError
 from courier.project import load_project
 
@@ -19,9 +21,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class State:
-    def __init__(self, project: str | None, debug: bool):
+    def __init__(self, project: str | None, debug: bool, wide: bool = False):
         self.project_dir = project
         self.debug = debug
+        self.wide = wide
         self._context: Context | None = None
 
     def context(self, strict: bool = True) -> Context:
@@ -77,16 +80,8 @@ def emit_json(value: Any) -> None:
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A plain text table; wide cells are cut so a row fits a line."""
-
-    def cell(v: Any) -> str:
-        s = "" if v is None else str(v)
-        return s if len(s) <= 40 else s[:37] + "..."
-
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in cells:
-        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-    return "\n".join(lines)
+    """An aligned table for stdout: cells cut at 40 characters only on a terminal without
+    `courier --wide`; piped output keeps every character."""
+    ctx = click.get_current_context(silent=True)
+    state = ctx.find_object(State) if ctx is not None else None
+    return plain_table(rows, columns, cut=cuts_cells(wide=bool(state and state.wide)))

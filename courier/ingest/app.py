@@ -4,12 +4,14 @@
     GET  /stream/v0/ws/{stream_id}              websocket: a payload per message, acks once
                                                 fsynced (courier/ingest/websocket.py)
     POST /api/v0/admin/api-keys/{key}/tokens    a refreshed token for stream `key` (admin)
-    GET  /healthz                               200 while accepting, 503 when the log is full
+    GET  /healthz                               200 while accepting, 503 with the problems
+                                                (detail only with the admin token)
 
 Checks run cheapest first and the body is read last: 404 unknown stream, 401 token/tenant,
-400 content type, 413 from Content-Length (before reading a byte of the body), 429 rate
-limit, then the body (413 again as soon as it grows past the limit, 408 when it takes longer
-than body_timeout), 400 malformed payload, 503 when the log is full, 202 after the fsync.
+400 content type, 429 rate limit (only authenticated requests spend it), 413 from
+Content-Length (before reading a byte of the body), then the body (413 again as soon as it
+grows past the limit, 408 when it takes longer than body_timeout), 400 malformed payload,
+503 when the log is full, 202 after the fsync.
 Refusals that leave a body unread close the connection, so nothing more is read.
 
 `courier serve` runs it under uvicorn (httptools + uvloop) through `create_app()`, the
@@ -30,7 +32,7 @@ from typing import Any
 import orjson
 
 from courier.errors import ConfigError, CourierError, IngestError
-from courier.ingest import apikeys, webhooks, websocket
+from courier.ingest import apikeys, http, webhooks, websocket
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
 from courier.ingest.wal import Pending
@@ -240,6 +242,8 @@ class IngestApp:
         service, self.service = self.service, None
         self.stopped = True
         self.bodies.stop()
+        if self.access is not None:
+            self.access.close()
         if service is not None:
             await asyncio.to_thread(service.stop, self.settings.shutdown_timeout)
 
@@ -284,7 +288,8 @@ class IngestApp:
             elif path == "/healthz":
                 if method not in ("GET", "HEAD"):
                     raise IngestError(405, "use GET", {"allow": "GET, HEAD"})
-                health = self.service.health()  # type: ignore[union-attr]
+                detail = self.is_admin(scope)  # paths and pids only for the admin token
+                health = self.service.health(detail)  # type: ignore[union-attr]
                 await respond(send, 200 if health["status"] == "ok" else 503, health)
             elif path.startswith(webhooks.PREFIX):
                 if method != "POST":
@@ -293,7 +298,7 @@ class IngestApp:
             elif path == "/api/token":
                 if method != "GET":
                     raise IngestError(405, "use GET with Basic auth", {"allow": "GET"})
-                await respond(send, 200, self.access.exchange(scope))  # type: ignore[union-attr]
+                await respond(send, 200, await self.access.exchange(scope))  # type: ignore[union-attr]
             elif path.startswith(ADMIN_PREFIX) and path.endswith(ADMIN_SUFFIX):
                 if method != "POST":
                     raise IngestError(405, "use POST to refresh a token", {"allow": "POST"})
@@ -316,8 +321,9 @@ class IngestApp:
     async def read_body(
         self, stream: StreamRuntime, length: bytes | None, receive: Any
     ) -> bytes | None:
-        """The request body within the size and time limits (413, 408), after the stream's
-        rate check (429); None when the client left."""
+        """The request body within the size and time limits (413, 408); None when the client
+        left. The caller takes the rate limit (429) once the sender is authenticated: a
+        request that fails its credentials never spends the stream's budget."""
         if length is not None:
             try:
                 declared = int(length)
@@ -327,7 +333,6 @@ class IngestApp:
                 raise IngestError(
                     413, f"the body is {declared} bytes; the limit is {self.max_body} bytes"
                 )
-        stream.admit()
         try:
             return await self.bodies.read(receive, self.max_body, self.body_timeout)
         except BodyTooLarge:
@@ -356,8 +361,9 @@ class IngestApp:
                 length = value
             elif name == tenant_header:
                 tenant = value
-        client_id, source = self.authenticate(stream, authorization, tenant, scope)
+        client_id, source = await self.authenticate(stream, authorization, tenant, scope)
         self.check_content_type(stream, content_type)
+        stream.admit()
         body = await self.read_body(stream, length, receive)
         if body is None:
             return  # the client left; nothing to answer
@@ -387,7 +393,7 @@ class IngestApp:
             log.exception("ingest: handing payloads to the log failed")
             _resolve([i.waiter for i in items], IngestError(500, f"internal error: {exc}"))
 
-    def authenticate(
+    async def authenticate(
         self,
         stream: StreamRuntime,
         authorization: bytes | None,
@@ -397,16 +403,17 @@ class IngestApp:
         """(client id, source); stream tokens need the tenant header, API keys do not."""
         access = self.access
         if scope is not None and access is not None and tenant is None and access.active:
-            return access.authenticate(stream.id, authorization, scope)
+            return await access.authenticate(stream.id, authorization, scope)
         try:
             self._authenticate(stream, authorization, tenant)
         except IngestError:
             if scope is None or access is None or not access.active:
                 raise
             try:
-                return access.authenticate(stream.id, authorization, scope)
-            except IngestError:
-                pass
+                return await access.authenticate(stream.id, authorization, scope)
+            except IngestError as second:
+                if second.status in (429, 503):  # throttled or busy: say so, not 401
+                    raise second from None
             raise
         if scope is None or not stream.config.envelope:
             return None, "api"
@@ -460,17 +467,26 @@ class IngestApp:
                 f"takes {expected}",
             )
 
+    def is_admin(self, scope: Scope) -> bool:
+        """The request carries the admin token (Authorization: Bearer <[ingest] admin_token>)."""
+        admin = self.settings.admin_token
+        if not admin:
+            return False
+        authorization = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+        presented = authorization[7:].strip() if authorization[:7].lower() == b"bearer " else b""
+        return bool(presented) and hmac.compare_digest(presented, admin.encode())
+
     # -- POST /api/v0/admin/api-keys/{key}/tokens -------------------------------------------
     async def refresh_token(self, key: str, scope: Scope, receive: Any, send: Any) -> None:
         service: IngestService = self.service  # type: ignore[assignment]
-        admin = self.settings.admin_token
-        authorization = dict(scope["headers"]).get(b"authorization", b"")
-        presented = authorization[7:].strip() if authorization[:7].lower() == b"bearer " else b""
-        if not admin:
+        if not self.settings.admin_token:
             raise IngestError(
                 401, "the admin API is disabled: set [ingest] admin_token in config/courier.toml"
             )
-        if not presented or not hmac.compare_digest(presented, admin.encode()):
+        if not self.is_admin(scope):
             raise IngestError(
                 401,
                 "admin token missing or wrong: send Authorization: Bearer <admin token>",
@@ -539,4 +555,11 @@ def create_app() -> IngestApp:
     """The uvicorn factory: the project from COURIER_PROJECT (set by `courier serve`)."""
     project = load_project(os.environ.get("COURIER_PROJECT"))
     workers = int(os.environ.get("COURIER_INGEST_WORKERS", "1"))
+    settings = project.settings.ingest
+    http.LIMITS = http.Limits(  # for this process's connections (courier/ingest/http.py)
+        header_timeout=settings.header_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        max_connections=http.connection_cap(settings.max_connections),
+    )
     return IngestApp(project, workers=workers)

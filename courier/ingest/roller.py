@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from courier.ingest.wal import Orphan, Segment, read_records
@@ -27,6 +28,18 @@ log = logging.getLogger("courier.ingest")
 
 IN_MEMORY = 32 << 20  # segments up to this size are uploaded from memory, larger via a file
 MAX_BACKOFF = 10.0  # retry a storage outage at least this often
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    """What /healthz shows of the uploads, published as one immutable value: a reader gets
+    either the state before or after a change, never half of it (`failing_since` without
+    `last_error`, a segment counted as done that is still in the backlog)."""
+
+    done: int = 0  # part files written
+    done_bytes: int = 0
+    failing_since: float | None = None  # wall time of the first failure of this outage
+    last_error: str | None = None
 
 
 class Roller:
@@ -43,11 +56,26 @@ class Roller:
         self._busy = False
         self._stop = False
         self._thread: threading.Thread | None = None
-        self.uploaded = 0  # part files written
+        self.failures = 0  # upload attempts that failed (retried): a metrics counter
         self.keys: deque[str] = deque(maxlen=10_000)  # this writer's part files, newest last
-        self.uploaded_bytes = 0
-        self.failing_since: float | None = None
-        self.last_error: str | None = None
+        self.status = UploadStatus()  # replaced whole, under _cond, never changed in place
+
+    @property
+    def uploaded(self) -> int:
+        return self.status.done
+
+    @property
+    def failing_since(self) -> float | None:
+        return self.status.failing_since
+
+    @property
+    def last_error(self) -> str | None:
+        return self.status.last_error
+
+    def snapshot(self) -> tuple[UploadStatus, int]:
+        """(status, backlog) as of one instant."""
+        with self._cond:
+            return self.status, len(self._queue) + (1 if self._busy else 0)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -117,32 +145,39 @@ class Roller:
                 segment = self._queue[0]
                 self._busy = True
             try:
-                self._upload(segment)
+                size = self._upload(segment)
             except Exception as exc:  # storage down, disk trouble: keep it, retry later
+                backoff = min(MAX_BACKOFF, max(0.2, backoff * 2))
                 with self._cond:
+                    first = self.status.failing_since is None
+                    self.status = replace(
+                        self.status,
+                        failing_since=time.time() if first else self.status.failing_since,
+                        last_error=str(exc),
+                    )
                     self._busy = False
                     self._cond.notify_all()
-                backoff = min(MAX_BACKOFF, max(0.2, backoff * 2))
-                if self.failing_since is None:
-                    self.failing_since = time.time()
+                self.failures += 1
+                if first:
                     log.warning(
                         "cannot upload %s (%s); segments stay in the write-ahead log and are "
                         "retried",
                         segment.key,
                         exc,
                     )
-                self.last_error = str(exc)
                 continue
-            if self.failing_since is not None:
-                log.warning("storage is back: uploading the write-ahead log backlog")
             backoff = 0.0
-            self.failing_since = None
-            self.last_error = None
             with self._cond:
+                was_failing = self.status.failing_since is not None
+                self.status = UploadStatus(
+                    done=self.status.done + 1, done_bytes=self.status.done_bytes + size
+                )
                 self._queue.popleft()
                 self._busy = False
                 self._done(segment)
                 self._cond.notify_all()
+            if was_failing:
+                log.warning("storage is back: uploading the write-ahead log backlog")
 
     def _done(self, segment: Segment) -> None:
         if not segment.orphan:
@@ -158,7 +193,8 @@ class Roller:
         else:
             self._orphans[segment.path.parent] = (orphan, left - 1)
 
-    def _upload(self, segment: Segment) -> None:
+    def _upload(self, segment: Segment) -> int:
+        """Upload one segment as its part file, then delete it; the part file's size."""
         storage = self.storage_for(segment.stream)
         key = segment.key
         if segment.size <= IN_MEMORY:
@@ -179,11 +215,10 @@ class Roller:
                 part.unlink(missing_ok=True)
         segment.path.unlink(missing_ok=True)
         _fsync_parent(segment.path)
-        self.uploaded += 1
-        self.uploaded_bytes += size
         if not segment.orphan and size:
             self.keys.append(key)
         log.debug("landed %s (%d bytes) in %s", key, size, storage.describe())
+        return size
 
 
 def _same_size(storage: StorageBackend, key: str, size: int) -> bool:

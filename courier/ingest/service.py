@@ -11,6 +11,7 @@ futures and resolves them on its loop; `courier land` passes None and waits with
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -33,6 +34,8 @@ from courier.storage.registry import create_storage
 log = logging.getLogger("courier.ingest")
 
 FULL_HOLD = 5.0  # /healthz says 503 this long after the log last refused a payload
+PROBE_EVERY = 1.0  # while the log's disk fails, /healthz tries a write at most this often
+PROBE_NAME = ".probe"
 
 
 @dataclass
@@ -156,6 +159,7 @@ class IngestService:
         self._others = 0
         self._others_at = 0.0
         self.full_at = -1e9  # when a payload was last refused for want of room in the log
+        self._probed_at = -1e9
         self.on_commit: Any = self._record_errors
         self.errors: list[BaseException] = []
         self.roller = Roller(self.storage_for, self._released)
@@ -277,24 +281,81 @@ class IngestService:
             "commit_ms_avg": round(s["commit_s"] * 1e3 / batches, 3),
         }
 
-    def health(self) -> dict[str, Any]:
-        used = self.used_bytes()
-        alive = self.wal._thread is not None and self.wal._thread.is_alive()
-        full = used >= self.max_bytes or time.monotonic() - self.full_at < FULL_HOLD
-        return {
-            "status": "ok" if alive and not full else "unavailable",
-            "writer": self.writer,
-            "pid": os.getpid(),
-            "wal": {"dir": str(self.root), "bytes": used, "max_bytes": self.max_bytes},
-            "uploads": {
-                "backlog": self.roller.backlog,
-                "done": self.roller.uploaded,
-                "failing_since": self.roller.failing_since,
-                "last_error": self.roller.last_error,
-            },
-            "commits": self.commit_stats(),
-            "fault": str(self.wal.fault) if self.wal.fault else None,
-        }
+    def _probe(self) -> None:
+        """While the log's last write failed: write and fsync one body's worth next to the
+        segments (at most every PROBE_EVERY s); when the disk takes it, the fault is over."""
+        now = time.monotonic()
+        if not isinstance(self.wal.fault, OSError) or now - self._probed_at < PROBE_EVERY:
+            return  # nothing to probe (or a bug, which a good write does not cure)
+        self._probed_at = now
+        probe = self.wal.dir / PROBE_NAME
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(bytes(self.max_body))
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.wal.fault = exc
+            return
+        finally:
+            probe.unlink(missing_ok=True)
+        self.wal.fault = None
+
+    def problems(self) -> list[str]:
+        """Why the service cannot take a payload now (empty: it can). No paths, no ids."""
+        out: list[str] = []
+        if self.wal._thread is None or not self.wal._thread.is_alive():
+            out.append("the write-ahead log writer is not running")
+        self._probe()
+        fault = self.wal.fault
+        try:
+            disk = os.statvfs(self.root)
+            free = disk.f_bavail * disk.f_frsize
+        except OSError:
+            free = None
+        if (fault is not None and getattr(fault, "errno", None) == errno.ENOSPC) or (
+            free is not None and free < self.max_body
+        ):
+            out.append("the write-ahead log disk is full")
+        elif fault is not None:
+            out.append("the write-ahead log cannot write to its disk")
+        if self.used_bytes() >= self.max_bytes or time.monotonic() - self.full_at < FULL_HOLD:
+            out.append("the write-ahead log is full, waiting for storage to take its backlog")
+        return out
+
+    def health(self, detail: bool = True) -> dict[str, Any]:
+        """{"status": "ok" | "unavailable", "problems": [...]}; with detail (for the admin
+        token) also the log's folder, the process, uploads and commits."""
+        problems = self.problems()
+        doc: dict[str, Any] = {"status": "unavailable" if problems else "ok", "problems": problems}
+        if not detail:
+            return doc
+        uploads, backlog = self.roller.snapshot()
+        fault = self.wal.fault
+        doc.update(
+            {
+                "writer": self.writer,
+                "pid": os.getpid(),
+                "wal": {
+                    "dir": str(self.root),
+                    "bytes": self.used_bytes(),
+                    "max_bytes": self.max_bytes,
+                },
+                "uploads": {
+                    "backlog": backlog,
+                    "done": uploads.done,
+                    "failing_since": uploads.failing_since,
+                    "last_error": uploads.last_error,
+                },
+                "commits": self.commit_stats(),
+                "fault": str(fault) if fault else None,
+            }
+        )
+        return doc
 
 
 def wal_dir(project: Project) -> Path:

@@ -135,6 +135,21 @@ def _unauthorized(message: str) -> IngestError:
     return IngestError(401, message, {"www-authenticate": 'Bearer realm="courier"'})
 
 
+TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def numeric_dates(claims: dict[str, Any]) -> None:
+    """RFC 7519 times (exp, nbf, iat) are NumericDate: a JSON number, never a string (PyJWT
+    reads "9999999999" as a number) nor a boolean; IngestError(401) naming the claim."""
+    for name in TIME_CLAIMS:
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise _unauthorized(
+                f"invalid token: the {name!r} claim must be a number (seconds since the epoch), "
+                f"not {type(value).__name__}"
+            )
+
+
 class TokenVerifier:
     """Verifies bearer tokens for the streams it holds keys for."""
 
@@ -176,6 +191,7 @@ class TokenVerifier:
             raise _unauthorized(f"the token lacks the {exc.claim!r} claim") from None
         except jwt.PyJWTError as exc:
             raise _unauthorized(f"invalid token: {exc}") from None
+        numeric_dates(claims)
         if claims.get("stream") != stream_id:
             raise _unauthorized(f"the token is for another stream, not {stream_id!r}")
         if claims.get("tenant") != keys.tenant:

@@ -250,6 +250,7 @@ async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, 
     if body is None:
         return
     verifier.verify(scope["headers"], body, time.time())
+    stream.admit()  # only a signed delivery spends the stream's rate limit
     records = service.records(stream, body)
     if stream.config.envelope:
         records = apikeys.envelope(

@@ -169,6 +169,7 @@ class SourceLoops:
         self.finished: set[str] = set()
         self.rounds = 0
         self.failures = 0
+        self._lock = threading.Lock()  # _report runs in every source's thread
 
     def start(self) -> None:
         for name, source in sorted(self.sources.items()):
@@ -198,21 +199,28 @@ class SourceLoops:
             self.on_round()
 
     def _report(self, name: str, summary: dict[str, Any] | None, error: Exception | None) -> None:
-        self.rounds += 1
+        # The counters and the failing set change under one lock (source threads report at
+        # the same time; `+=` on an attribute is not atomic across threads).
+        with self._lock:
+            self.rounds += 1
+            recovered = error is None and name in self.failing
+            first_failure = error is not None and name not in self.failing
+            if error is None:
+                self.failing.discard(name)
+            else:
+                self.failures += 1
+                self.failing.add(name)
         if error is None:
             assert summary is not None
             log.info("%s", describe(summary))
-            if name in self.failing:
-                self.failing.discard(name)
+            if recovered:
                 log.info("source %s: succeeded again", name)
         else:
-            self.failures += 1
             if isinstance(error, CourierError):
                 log.error("source %s: round failed: %s", name, error)
             else:  # not one of ours: the traceback helps
                 log.error("source %s: round failed: %r", name, error, exc_info=error)
-            if name not in self.failing:
-                self.failing.add(name)
+            if first_failure:
                 self._alert(name, error)
         self.on_round()
 

@@ -59,6 +59,21 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def pin_schema(self, courier: str, tag: str, schema: dict[str, str], run_id: str) -> None: ...
 
+    # -- looking back at a run (`courier runs show`, `courier quarantine`) ----------------
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """One courier.runs row (as `runs` gives them), or None."""
+        raise NotImplementedError("this state store cannot show one run")
+
+    def run_files(self, run_id: str) -> list[dict[str, Any]]:
+        """The files a run loaded: key, size, partition_start, file_tag."""
+        raise NotImplementedError("this state store cannot show one run")
+
+    def quarantined(
+        self, courier: str | None = None, run_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """courier.quarantine rows, newest run first, then by file and line."""
+        raise NotImplementedError("this state store cannot list quarantined records")
+
     # -- groups and the scheduler (courier.group_runs, courier.leases, courier.alerts) -------
     # Concrete so that a store without scheduling support still works for plain runs.
     def start_group_run(self, record: dict[str, Any]) -> None:

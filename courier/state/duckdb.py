@@ -135,9 +135,17 @@ class DuckDBStateStore(StateStore):
         return value
 
     def runs(
-        self, courier: str | None = None, limit: int = 20, group: str | None = None
+        self,
+        courier: str | None = None,
+        limit: int = 20,
+        group: str | None = None,
+        run_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        conditions = [(c, v) for c, v in (("courier", courier), ("group_name", group)) if v]
+        conditions = [
+            (c, v)
+            for c, v in (("courier", courier), ("group_name", group), ("run_id", run_id))
+            if v
+        ]
         where = " AND ".join(f"{c} = ?" for c, _ in conditions)
         params = [v for _, v in conditions]
         cur = self.con.execute(
@@ -154,6 +162,34 @@ class DuckDBStateStore(StateStore):
                     rec[c] = json.loads(rec[c])
             out.append(rec)
         return out
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        found = self.runs(run_id=run_id, limit=1)
+        return found[0] if found else None
+
+    def run_files(self, run_id: str) -> list[dict[str, Any]]:
+        cur = self.con.execute(
+            "SELECT key, size, partition_start, file_tag FROM courier.files WHERE run_id = ? "
+            "ORDER BY key",
+            [run_id],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def quarantined(
+        self, courier: str | None = None, run_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        conditions = [(c, v) for c, v in (("q.courier", courier), ("q.run_id", run_id)) if v]
+        where = " AND ".join(f"{c} = ?" for c, _ in conditions)
+        cur = self.con.execute(
+            "SELECT q.run_id, q.courier, q.feed, q.file, q.line, q.reason, q.raw, "
+            "q.quarantined_at FROM courier.quarantine q "
+            f"{'WHERE ' + where if where else ''} "
+            f"ORDER BY q.quarantined_at DESC, q.run_id DESC, q.file, q.line LIMIT {int(limit)}",
+            [v for _, v in conditions],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def quarantine(self, run_id: str, courier: str, feed: str | None, bad: list[BadRecord]) -> None:
         if not bad:

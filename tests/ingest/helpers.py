@@ -27,6 +27,8 @@ from tests.servers import ServerError, free_port, wait_for_port
 SECRET = "test-secret-0123456789abcdef-0123456789"  # 39 bytes: long enough for HS256
 ADMIN = "admin-token-for-tests-only"
 TENANT = "acme"
+ADMIN_SETTING = 'admin_token = "${COURIER_ADMIN_TOKEN}"\n'  # a line for [ingest]
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}  # /healthz shows its detail to the admin
 
 SETTINGS = """
 [ingest]
@@ -148,10 +150,17 @@ RUNNING: list[Server] = []  # every server started; tests/ingest/conftest.py kil
 
 
 class Server:
-    def __init__(self, root: Path, port: int | None = None, workers: int = 1):
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        workers: int = 1,
+        limits: dict[int, tuple[int, int]] | None = None,
+    ):
         self.root = root
         self.port = port or free_port()
         self.workers = workers
+        self.limits = limits or {}  # resource.RLIMIT_* -> (soft, hard) for the server process
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / f"serve-{self.port}.log"
 
@@ -171,6 +180,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env=environment(),
                 start_new_session=True,  # its own process group: kill -9 takes the workers too
+                preexec_fn=self._set_limits if self.limits else None,
             )
         RUNNING.append(self)
         try:
@@ -188,6 +198,12 @@ class Server:
             self.kill()
             raise ServerError(f"{exc}\n{self.log.read_text(errors='replace')[-3000:]}") from None
 
+    def _set_limits(self) -> None:
+        import resource
+
+        for which, values in self.limits.items():
+            resource.setrlimit(which, values)
+
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM: graceful (commit, seal, upload); returns the exit code."""
         assert self.proc is not None
@@ -202,7 +218,8 @@ class Server:
             self.proc.wait(timeout=30)
 
     def health(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/healthz", timeout=5).json()
+        """/healthz as the admin sees it (with detail when the project has an admin token)."""
+        return httpx.get(self.url + "/healthz", headers=ADMIN_HEADERS, timeout=5).json()
 
 
 @contextmanager

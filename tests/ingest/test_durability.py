@@ -15,6 +15,8 @@ import pytest
 
 from courier.ingest.loadgen import payload
 from tests.ingest.helpers import (
+    ADMIN_HEADERS,
+    ADMIN_SETTING,
     Server,
     environment,
     headers,
@@ -99,7 +101,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
 
 
 def test_storage_down_202_continue_then_503_when_the_log_is_full(tmp_path: Path) -> None:
-    settings = "[ingest]\nroll_seconds = 0.2\nwal_max_bytes = 65536\n"
+    settings = "[ingest]\nroll_seconds = 0.2\nwal_max_bytes = 65536\n" + ADMIN_SETTING
     root = make_project(tmp_path / "p", settings, {"events": 'payload = "json"\n'})
     blocker = root / ".courier" / "landing"
     blocker.parent.mkdir(parents=True)
@@ -121,9 +123,13 @@ def test_storage_down_202_continue_then_503_when_the_log_is_full(tmp_path: Path)
         assert refused is not None, "the log never filled up"
         assert int(refused.headers["retry-after"]) >= 1 and "full" in refused.json()["error"]
         assert len(accepted) >= 40  # the log's room (64 KB) was used while storage was down
-        assert client.get("/healthz").status_code == 503  # shedding load: the log is full
+        assert (
+            client.get("/healthz", headers=ADMIN_HEADERS).status_code == 503
+        )  # shedding load: the log is full
         wait_until(
-            lambda: client.get("/healthz").json()["uploads"]["last_error"], 10, "upload failures"
+            lambda: client.get("/healthz", headers=ADMIN_HEADERS).json()["uploads"]["last_error"],
+            10,
+            "upload failures",
         )
         assert not part_files(root)
         blocker.unlink()  # storage is back
@@ -132,7 +138,9 @@ def test_storage_down_202_continue_then_503_when_the_log_is_full(tmp_path: Path)
         )
         # a part is visible a moment before its segment leaves the log (and frees its room)
         wait_until(
-            lambda: client.get("/healthz").json()["uploads"]["backlog"] == 0, 10, "the roller"
+            lambda: client.get("/healthz", headers=ADMIN_HEADERS).json()["uploads"]["backlog"] == 0,
+            10,
+            "the roller",
         )
         r = client.post(
             "/stream/v0/data/events", content=payload("k-after", 1000), headers=headers("events")
@@ -168,7 +176,7 @@ def test_s3_outage_while_serving(tmp_path: Path, aws_env: None) -> None:
     [ingest]
     storage = "lake"
     roll_seconds = 0.2
-    """
+    {ADMIN_SETTING}"""
     root = make_project(tmp_path / "p", settings, {"events": 'payload = "json"\n'})
     moto = start_moto()
     server = Server(root).start()  # aws_env's credentials reach the server through its env
@@ -211,14 +219,18 @@ def test_s3_outage_while_serving(tmp_path: Path, aws_env: None) -> None:
             # and the roller done with them: a part whose PUT landed but whose check (HEAD)
             # the outage cut is uploaded again later, into the new, empty moto
             wait_until(
-                lambda: client.get("/healthz").json()["uploads"]["backlog"] == 0,
+                lambda: (
+                    client.get("/healthz", headers=ADMIN_HEADERS).json()["uploads"]["backlog"] == 0
+                ),
                 30,
                 "the roller to finish",
             )
             stop_process(moto)  # S3 goes away
             during = send("down")  # still accepted: the log has room
             wait_until(
-                lambda: client.get("/healthz").json()["uploads"]["failing_since"],
+                lambda: client.get("/healthz", headers=ADMIN_HEADERS).json()["uploads"][
+                    "failing_since"
+                ],
                 30,
                 "the outage to show",
             )
@@ -230,7 +242,7 @@ def test_s3_outage_while_serving(tmp_path: Path, aws_env: None) -> None:
             except AssertionError as exc:  # say why: what landed, what the server saw
                 raise AssertionError(
                     f"{exc}\nlanded: {sorted(landed_ids())}\n"
-                    f"uploads: {client.get('/healthz').json().get('uploads')}\n"
+                    f"uploads: {client.get('/healthz', headers=ADMIN_HEADERS).json().get('uploads')}\n"
                     f"server log:\n{server.log.read_text(errors='replace')[-3000:]}\n"
                     f"moto log:\n{moto_log.read_text(errors='replace')[-2000:]}"
                 ) from None

@@ -17,6 +17,7 @@ import xmltodict
 
 from tests.ingest.helpers import (
     ADMIN,
+    ADMIN_HEADERS,
     SECRET,
     Server,
     headers,
@@ -394,7 +395,8 @@ def test_429_with_retry_after(client: httpx.Client) -> None:
 
 
 def test_healthz(client: httpx.Client) -> None:
-    r = client.get("/healthz")
+    assert client.get("/healthz").json() == {"status": "ok", "problems": []}
+    r = client.get("/healthz", headers=ADMIN_HEADERS)  # the detail is for the admin
     assert r.status_code == 200
     doc = r.json()
     assert doc["status"] == "ok" and doc["wal"]["max_bytes"] == 1 << 30

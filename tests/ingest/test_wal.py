@@ -261,3 +261,37 @@ def test_staging_folders_are_not_orphans(tmp_path: Path) -> None:
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     assert list(orphans(root, "me")) == []
     assert fresh.is_dir() and not stale.exists()
+
+
+def test_upload_status_is_published_whole(tmp_path: Path) -> None:
+    """The roller's outage status (failing_since, last_error) changes as one value: read at
+    the moment the roller reports the outage (its log record), /healthz's upload status is
+    never half set — the old roller set failing_since, logged, then set last_error."""
+    import logging
+
+    svc = service(tmp_path, "[ingest]\nroll_seconds = 0.1\n")
+    landing = tmp_path / ".courier" / "landing"
+    landing.parent.mkdir(parents=True, exist_ok=True)
+    landing.write_text("a file where the storage folder should be: every write fails")
+    seen: list[dict[str, Any]] = []
+
+    class Observe(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "cannot upload" in record.getMessage():
+                seen.append(svc.health()["uploads"])
+
+    observer = Observe()
+    logging.getLogger("courier.ingest").addHandler(observer)
+    try:
+        svc.submit(svc.streams["events"], [line(1)], None)
+        svc.wal.flush(seal=True)
+        wait_until(lambda: seen, 10, "the roller to report the outage")
+    finally:
+        logging.getLogger("courier.ingest").removeHandler(observer)
+    assert seen[0]["failing_since"] is not None and seen[0]["last_error"], seen
+    landing.unlink()
+    assert svc.flush(40)
+    assert svc.health()["uploads"] == {
+        "backlog": 0, "done": 1, "failing_since": None, "last_error": None
+    }  # fmt: skip
+    svc.stop()
