@@ -23,6 +23,7 @@ from courier.plan import (
     FeedCounts,
     FeedLoad,
     InputFile,
+    InputSummary,
     PlannedFile,
     RunPlan,
 )
@@ -269,22 +270,16 @@ class Context:
         result["schema_changes"] = summary.schema_changes if pinned is not None else []
         for change in result["schema_changes"]:
             self.console.warn(f"{courier.name}: {change}")
-        total = summary.records + len(summary.bad)
-        limit = courier.options.max_bad_records
-        allowed = limit * total if 0 < limit < 1 else limit
-        if len(summary.bad) > allowed:
-            first = summary.bad[0]
-            raise RunError(
-                f"{len(summary.bad)} bad record(s) in {total} exceed max_bad_records = {limit:g} "
-                f"(first: {first.file} line {first.line}: {first.reason}); nothing was loaded. "
-                "Fix the files or raise options.max_bad_records, then run again"
-            )
+        check_bad_records(courier, summary)
         # A streamed tag's query runs before the transaction: should a value need the tag
         # read again (engines/duckdb.py), the failed statement has not aborted the run.
         queried = None
         if read_once:
             assert plan.loads[0].query is not None
             queried = ws.engine.run_query(plan.loads[0].query, [tag])
+            if len(summary.bad) > len(bad):  # records found when the tag was read again
+                bad.extend(summary.bad[len(bad) :])
+                check_bad_records(courier, summary)
         ws.state.begin()
         ctx = LoadContext(plan.run_id, courier.name, plan.started_at)
         feeds: dict[str, FeedCounts] = {}
@@ -500,6 +495,20 @@ class Context:
         for r in rows:
             r["quarantined_at"] = iso_utc(r["quarantined_at"]) if r["quarantined_at"] else None
         return rows
+
+
+def check_bad_records(courier: CourierConfig, summary: InputSummary) -> None:
+    """Fail the run when its bad records exceed options.max_bad_records (count or fraction)."""
+    total = summary.records + len(summary.bad)
+    limit = courier.options.max_bad_records
+    allowed = limit * total if 0 < limit < 1 else limit
+    if len(summary.bad) > allowed:
+        first = summary.bad[0]
+        raise RunError(
+            f"{len(summary.bad)} bad record(s) in {total} exceed max_bad_records = {limit:g} "
+            f"(first: {first.file} line {first.line}: {first.reason}); nothing was loaded. "
+            "Fix the files or raise options.max_bad_records, then run again"
+        )
 
 
 def expand(pattern: FilePattern, partition: Partition, tz: Any) -> list[str]:

@@ -7,6 +7,7 @@ import itertools
 import re
 import shutil
 import tempfile
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import pyarrow as pa
 from courier.engines.base import QueryEngine, Relation
 from courier.errors import LoadError, QueryError, TransientError
 from courier.formats import base as formats
+from courier.formats.limits import keys_collide
 from courier.formats.ndjson import scan_ndjson
-from courier.plan import InputFile, InputSummary
+from courier.plan import BadRecord, InputFile, InputSummary
 from courier.project import SavedQuery
 
 FILE_COLUMN = "_courier_file"
@@ -27,7 +29,13 @@ ORDER_COLUMN = "_courier_ord"  # record order across Arrow batches
 DEFAULT_MEMORY_LIMIT = "1GB"  # DuckDB buffer pool; the process stays ~200 MB above
 SAMPLE_RECORDS = 20_480  # DuckDB's default JSON sample, shared by a window's files
 SAMPLE_MIN_PER_FILE = 2_048
+MAX_LOCATED = 100  # records DuckDB names one at a time once the line scan found no more
 _ids = itertools.count(1)
+_LOCATED = re.compile(r'in file "(.*?)",? (?:at byte \d+ )?in line (\d+)')
+
+
+class _CheckRecords(Exception):
+    """The window's top-level keys say some record may be one DuckDB cannot load."""
 
 
 def quote(identifier: str) -> str:
@@ -179,7 +187,7 @@ class DuckDBEngine(QueryEngine):
                 "count(*) FILTER (WHERE NOT starts_with(ltrim(CAST(json AS VARCHAR)), '{')) "
                 f"FROM read_ndjson_objects({sql_list(paths)})"
             ).fetchone()  # type: ignore[misc]
-            if not_objects:
+            if not_objects or keys_collide(keys or []):
                 return None
             if any(k not in schema for k in keys or []):
                 schema = self._ndjson_sample_schema(paths, pinned, full_scan=True)
@@ -206,40 +214,88 @@ class DuckDBEngine(QueryEngine):
         try:
             self._ndjson_widening(table, paths, pinned, full_scan)
             return
-        except duckdb.Error:
+        except (duckdb.Error, _CheckRecords):
             pass
-        # Malformed input somewhere: find it line by line, read the good lines (copied to a
-        # scratch folder, never beside the landed files), quarantine the rest.
+        # Malformed input somewhere, or valid JSON DuckDB cannot load: find it line by line,
+        # read the good lines (copied to a scratch folder, never beside the landed files),
+        # quarantine the rest.
         clean_dir = Path(tempfile.mkdtemp(prefix=f"courier-{table}-clean-"))
         try:
-            clean_paths: list[str] = []
+            clean: dict[str, tuple[InputFile, array[int]]] = {}
             for f in files:
-                clean, bad = scan_ndjson(f.path, f.key, clean_dir)
+                copy, bad, numbers = scan_ndjson(f.path, f.key, clean_dir)
                 summary.bad.extend(bad)
-                if clean.stat().st_size > 0:
-                    clean_paths.append(str(clean))
-                    self._name_files({str(clean): f.key})
-            if not clean_paths:
-                self._empty_table(table, pinned)
-                return
-            self._ndjson_widening(table, clean_paths, pinned, full_scan)
+                if numbers:
+                    clean[str(copy)] = (f, numbers)
+                    self._name_files({str(copy): f.key})
+            self._read_clean(table, clean, pinned, full_scan, summary)
         finally:
             shutil.rmtree(clean_dir, ignore_errors=True)  # the good lines are in the table now
 
+    def _read_clean(
+        self,
+        table: str,
+        clean: dict[str, tuple[InputFile, array[int]]],
+        pinned: dict[str, str] | None,
+        full_scan: bool,
+        summary: InputSummary,
+    ) -> None:
+        """Read the scanned lines. A record DuckDB still refuses is one the scan cannot see
+        (e.g. a duplicate key it missed): DuckDB names its file and line, so it is quarantined
+        and the rest read again, at most MAX_LOCATED times."""
+        for _ in range(MAX_LOCATED):
+            if not clean:
+                self._empty_table(table, pinned)
+                return
+            try:
+                self._ndjson_widening(table, list(clean), pinned, full_scan, check_keys=False)
+                return
+            except duckdb.Error as exc:
+                located = _LOCATED.search(str(exc))
+                if located is None or located.group(1) not in clean:
+                    files = ", ".join(f.key for f, _ in clean.values())
+                    raise LoadError(
+                        f"DuckDB cannot read the files {files} although every line is valid "
+                        f"JSON: {str(exc).splitlines()[0]}; quarantine or fix the record it "
+                        "names and run again"
+                    ) from exc
+                path, line = located.group(1), int(located.group(2))
+                source, numbers = clean[path]
+                reason = "DuckDB cannot load it: " + str(exc).splitlines()[0].split(": ", 1)[-1]
+                text = drop_line(Path(path), line)
+                summary.bad.append(BadRecord(source.key, numbers[line - 1], reason, text))
+                del numbers[line - 1]
+                if not numbers:
+                    del clean[path]
+        raise LoadError(
+            f"DuckDB refused more than {MAX_LOCATED} records of files the line scan passed; "
+            "fix the files and run again"
+        )
+
     def _ndjson_widening(
-        self, table: str, paths: list[str], pinned: dict[str, str] | None, full_scan: bool
+        self,
+        table: str,
+        paths: list[str],
+        pinned: dict[str, str] | None,
+        full_scan: bool,
+        check_keys: bool = True,
     ) -> None:
         """Read the files into table; when a field changed type after the sample, look at
         every record, widen, and read again. Other errors (malformed input) are raised."""
         try:
-            self._ndjson_into(table, paths, self._ndjson_schema(paths, pinned, full_scan))
+            schema = self._ndjson_schema(paths, pinned, full_scan, check_keys)
+            self._ndjson_into(table, paths, schema)
         except duckdb.Error as exc:
             if full_scan or not is_type_error(exc):
                 raise
-            self._ndjson_into(table, paths, self._ndjson_schema(paths, pinned, True))
+            self._ndjson_into(table, paths, self._ndjson_schema(paths, pinned, True, check_keys))
 
     def _ndjson_schema(
-        self, paths: list[str], pinned: dict[str, str] | None, full_scan: bool
+        self,
+        paths: list[str],
+        pinned: dict[str, str] | None,
+        full_scan: bool,
+        check_keys: bool = True,
     ) -> dict[str, str]:
         # Type detection samples each file (union_by_name), so its cost grows with the number
         # of files: the window shares DuckDB's default budget of 20,480 sampled records (at
@@ -249,15 +305,17 @@ class DuckDBEngine(QueryEngine):
         # with a full-coverage schema. Known limit, as before: DuckDB silently drops nested keys and
         # rounds 2.5 into a BIGINT when first seen after the sample.
         schema = self._ndjson_sample_schema(paths, pinned, full_scan)
-        if not full_scan:
+        if not full_scan or check_keys:
             # The sample may miss fields first seen late: every record's top-level keys are
             # checked (cheap), and any key the schema lacks triggers a full-coverage scan.
             keys = self.con.execute(
                 f"SELECT DISTINCT unnest(json_keys(json)) FROM read_ndjson_objects("
                 f"{sql_list(paths)})"
             ).fetchall()
-            if any(k not in schema for (k,) in keys):
-                return self._ndjson_schema(paths, pinned, True)
+            if check_keys and keys_collide([k for (k,) in keys]):
+                raise _CheckRecords
+            if not full_scan and any(k not in schema for (k,) in keys):
+                return self._ndjson_schema(paths, pinned, True, check_keys=False)
         return schema
 
     def _ndjson_sample_schema(
@@ -423,13 +481,12 @@ class DuckDBEngine(QueryEngine):
         """Read a streamed tag into a table, as read_input does when not streaming."""
         streamed = self.streamed.pop(tag)
         summary = streamed.summary
-        before = len(summary.bad)
         self.con.execute(f"DROP VIEW IF EXISTS {quote(streamed.table)}")
         self._read_ndjson(
             streamed.table, streamed.files, streamed.options, streamed.pinned, summary
         )
-        if len(summary.bad) != before:  # cannot happen: streaming was refused for bad lines
-            raise LoadError(f"file tag {tag}: the files changed while the run read them")
+        # Malformed lines refused streaming; a record found now is one DuckDB cannot load
+        # outside the sample (formats/limits.py): the caller quarantines summary.bad[before:].
         self._register(tag, streamed.table, summary, streamed.pinned)
 
     def visible_columns(self, tags: list[str]) -> dict[str, list[str]]:
@@ -471,6 +528,14 @@ def conflicting_columns(schemas: list[pa.Schema]) -> set[str]:
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             out.add(name)
     return out
+
+
+def drop_line(path: Path, number: int) -> str:
+    """Remove line `number` (1-based) of a scanned file; return its text (for quarantine)."""
+    lines = path.read_bytes().split(b"\n")
+    dropped = lines.pop(number - 1)
+    path.write_bytes(b"\n".join(lines))
+    return dropped.decode("utf-8", errors="backslashreplace")[:4096]
 
 
 def sql_list(paths: list[str]) -> str:

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 
 import orjson
 
+from courier.formats.limits import duplicate_key, inspect
 from courier.plan import BadRecord
 
 RAW_LIMIT = 4096  # characters of a bad line kept in quarantine
 
 
-def scan_ndjson(path: Path, key: str, out_dir: Path) -> tuple[Path, list[BadRecord]]:
-    """Copy the well-formed lines of `path` to a file in out_dir; return it and the bad lines.
+def scan_ndjson(path: Path, key: str, out_dir: Path) -> tuple[Path, list[BadRecord], array[int]]:
+    """Copy the well-formed lines of `path` to a file in out_dir; return it, the bad lines and
+    the line number in `path` of each line of the copy.
 
     Bad: invalid JSON, a value that is not an object, bytes that are not UTF-8, a truncated
-    last line. Blank lines are skipped as the JSON reader does.
+    last line, and valid JSON that DuckDB's reader cannot load (formats/limits.py). Blank
+    lines are skipped as the JSON reader does.
     """
     bad: list[BadRecord] = []
+    numbers = array("q")
     clean = out_dir / f"{len(list(out_dir.iterdir()))}-{Path(path).name}"
     with open(path, "rb") as src, open(clean, "wb") as dst:
         for number, line in enumerate(src, start=1):
@@ -46,9 +51,19 @@ def scan_ndjson(path: Path, key: str, out_dir: Path) -> tuple[Path, list[BadReco
                     )
                 )
                 continue
+            problem, keys = inspect(value)
+            if problem is None and stripped.count(b'":') != keys:  # spaces, or a duplicate?
+                twice = duplicate_key(stripped)
+                if twice is not None:
+                    problem = f"the key {twice!r} appears twice in one object"
+            if problem is not None:
+                reason = f"DuckDB cannot load it: {problem}"
+                bad.append(BadRecord(key, number, reason, raw(stripped)))
+                continue
             dst.write(stripped)
             dst.write(b"\n")
-    return clean, bad
+            numbers.append(number)
+    return clean, bad, numbers
 
 
 def raw(data: bytes) -> str:

@@ -23,8 +23,10 @@ import orjson
 import xmltodict
 
 from courier.errors import IngestError
+from courier.formats.limits import MAX_DEPTH, record_problem
 
 DEFAULT_MAX_DEPTH = 64
+LOADABLE_DEPTH = MAX_DEPTH - 1  # one level for the envelope (`envelope = true`)
 
 
 def _bad(message: str) -> IngestError:
@@ -52,8 +54,21 @@ def parse_json(body: bytes) -> Any:
         raise _bad(_json_problem(str(exc))) from None
     if len(body) >= 20 and body.translate(_DIGITS).find(_LONG_RUN) >= 0:
         # Keep big integers exact: the stdlib parser does (and still refuses NaN/Infinity).
-        value = json.loads(body.decode("utf-8"), parse_constant=_forbid_constant)
+        try:
+            value = json.loads(body.decode("utf-8"), parse_constant=_forbid_constant)
+        except RecursionError:
+            raise _bad(
+                f"the payload cannot be loaded into a feed: nested deeper than {LOADABLE_DEPTH} "
+                "levels; nothing was landed"
+            ) from None
     return value
+
+
+def check_loadable(record: dict[str, Any]) -> None:
+    """Refuse a record the load path could not read (formats/limits.py) with a 400."""
+    problem = record_problem(record, LOADABLE_DEPTH)
+    if problem is not None:
+        raise _bad(f"the payload cannot be loaded into a feed: {problem}; nothing was landed")
 
 
 def _json_problem(text: str) -> str:
@@ -97,6 +112,7 @@ def json_records(body: bytes, batch_arrays: bool = False) -> list[bytes]:
 def value_records(value: Any, batch_arrays: bool = False) -> list[bytes]:
     """One parsed JSON value -> its NDJSON lines (an object, or an array with batch_arrays)."""
     if type(value) is dict:
+        check_loadable(value)
         return [_dumps(value)]
     if type(value) is list:
         if not batch_arrays:
@@ -112,6 +128,7 @@ def value_records(value: Any, batch_arrays: bool = False) -> list[bytes]:
                     f"element {i} of the array is a {_kind(element)}: every element must be "
                     "a JSON object (nothing was landed)"
                 )
+            check_loadable(element)
         return [_dumps(v) for v in value]
     raise _bad(f"expected a JSON object, got a {_kind(value)}")
 
@@ -202,6 +219,7 @@ def parse_xml(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]
         raise _bad(f"XML refused: {exc}") from None
     if not isinstance(tree, dict) or not tree:
         raise _bad("XML without a root element")
+    check_loadable(tree)
     return tree
 
 

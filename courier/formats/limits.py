@@ -1,0 +1,101 @@
+"""Valid JSON records that DuckDB's JSON reader cannot load, found per record.
+
+DuckDB refuses (or silently mangles) a whole read for a record that is valid JSON:
+
+- nesting deeper than MAX_DEPTH containers ("JSON exceeds maximum recursion depth");
+- two keys of one object that differ only in ASCII case (struct and column names are
+  case-insensitive: "Duplicate name in struct" when nested; at the top level one of the two
+  values is silently dropped);
+- an empty key at the top level (it cannot be a column: "expected records");
+- a top-level key naming courier's own file column (RESERVED_KEYS);
+- the same key twice in one object ("has duplicate key").
+
+`record_problem` says which, for one parsed record. The ingest API refuses such a payload
+with a 400 (courier/ingest/payloads.py); the load path only looks when DuckDB refused a read,
+then quarantines the records it names and loads the rest (engines/duckdb.py).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_DEPTH = 128  # DuckDB's JSON reader: containers nested deeper fail the read
+RESERVED_KEYS = frozenset({"_courier_file"})  # engines/duckdb.py FILE_COLUMN
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def record_problem(record: dict[str, Any], max_depth: int = MAX_DEPTH) -> str | None:
+    """Why DuckDB cannot load this record (one sentence), or None. Iterative: any depth."""
+    return inspect(record, max_depth)[0]
+
+
+def inspect(record: dict[str, Any], max_depth: int = MAX_DEPTH) -> tuple[str | None, int]:
+    """(record_problem, the number of keys of all its objects: fewer than the text holds
+    means a duplicate key, which a parse into a dict hides)."""
+    for key in record:
+        if key == "":
+            return "an empty key at the top level (a column needs a name)", 0
+        if key in RESERVED_KEYS:
+            return f"the top-level key {key!r} is reserved for courier's own column", 0
+    keys = 0
+    stack: list[tuple[Any, int, str]] = [(record, 1, "")]
+    while stack:
+        node, depth, where = stack.pop()
+        if depth > max_depth:
+            return f"nested deeper than {max_depth} levels (at {where or 'the top'})", keys
+        if type(node) is dict:
+            keys += len(node)
+            if len(node) > 1:
+                clash = _case_clash(node)
+                if clash:
+                    return (
+                        f"keys {clash[0]!r} and {clash[1]!r} differ only in case "
+                        f"(in {where or 'the top level'}); DuckDB's names are case-insensitive"
+                    ), keys
+            for key, value in node.items():
+                if type(value) in (dict, list):
+                    stack.append((value, depth + 1, f"{where}.{key}" if where else key))
+        else:
+            for i, value in enumerate(node):
+                if type(value) in (dict, list):
+                    stack.append((value, depth + 1, f"{where}[{i}]"))
+    return None, keys
+
+
+def _case_clash(node: dict[str, Any]) -> tuple[str, str] | None:
+    folded: dict[str, str] = {}
+    for key in node:
+        fold = key.translate(_ASCII_FOLD)
+        if fold in folded:
+            return folded[fold], key
+        folded[fold] = key
+    return None
+
+
+def duplicate_key(line: bytes) -> str | None:
+    """A key that appears twice in one object of this JSON text, or None (a parse with the
+    standard library: only for lines already known to be suspicious)."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen and not found:
+                found.append(key)
+            seen.add(key)
+        return dict(items)
+
+    try:
+        json.loads(line, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    return found[0] if found else None
+
+
+def keys_collide(keys: list[str]) -> bool:
+    """Whether a window's distinct top-level keys hold a key DuckDB cannot make a column of
+    (empty, reserved) or two that differ only in case: then its records are checked one by
+    one (in one record such a pair silently loses a value)."""
+    folded = {k.translate(_ASCII_FOLD) for k in keys}
+    return len(folded) != len(keys) or "" in folded or not RESERVED_KEYS.isdisjoint(keys)
