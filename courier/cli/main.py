@@ -326,6 +326,7 @@ PLUGINS = [
     "courier.cli.analyst",
     "courier.cli.apikeys",
     "courier.cli.sources",
+    "courier.cli.ui",
 ]
 
 
