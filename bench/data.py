@@ -19,6 +19,7 @@ different body), so the upsert's "last record wins" dedupe has real work to do.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -162,3 +163,47 @@ def ensure_dataset(root: Path, megabytes: int, log: bool = True) -> Dataset:
             f"in 24 hourly files in {time.perf_counter() - started:.1f} s under {project}"
         )
     return ds
+
+
+LATE_KEY = "coupon"
+
+
+@dataclass(frozen=True)
+class LateWindow:
+    """The same window, but its last file ends with one record carrying a top-level key no
+    other record has (a field first seen late): a project of its own over a landing of hard
+    links to the dataset's files, the last file copied with that record appended."""
+
+    project: Path
+    last_file: str
+    key: str = LATE_KEY
+
+
+def ensure_late_window(ds: Dataset, root: Path) -> LateWindow:
+    project = root / "project-late"
+    landing = root / "landing-late"
+    write_project(project)
+    (project / "config" / "courier.toml").write_text(
+        COURIER_TOML.replace('path = ".courier/landing"', f"path = {json.dumps(str(landing))}")
+    )
+    last = ""
+    for i, f in enumerate(ds.files):
+        target = landing / Path(f).relative_to(ds.landing)
+        last = str(target)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if i < len(ds.files) - 1:
+            os.link(f, target)
+            continue
+        with open(f, "rb") as src:
+            src.seek(max(0, os.path.getsize(f) - 4096))
+            record = json.loads(src.read().splitlines()[-1])
+        record["event_id"] = "ev-late-key-0000000001"
+        record[LATE_KEY] = "WINTER26"
+        tmp = target.with_suffix(".part")
+        shutil.copyfile(f, tmp)
+        with open(tmp, "ab") as out:
+            out.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        tmp.replace(target)
+    return LateWindow(project, last)

@@ -6,6 +6,7 @@
     ├── FormatError          a file could not be read in its declared format
     ├── QueryError           a saved query failed in the engine
     ├── LoadError            rows could not be loaded into a feed table
+    ├── EngineError          a query engine (a Spark Connect server) failed or cannot be reached
     ├── RunError             a courier run failed as a whole (missing files, too many bad records)
     └── IngestError          the ingest API refused a payload (carries the HTTP status)
 
@@ -77,6 +78,19 @@ class QueryError(CourierError):
 
 
 class LoadError(CourierError):
+    pass
+
+
+class EngineError(CourierError):
+    """A query engine outside courier's process (Spark Connect) failed; names the engine."""
+
+    def __init__(self, message: str, engine: str | None = None, query: str | None = None):
+        self.engine = engine
+        self.query = query
+        super().__init__(message)
+
+
+class TransientEngineError(EngineError, TransientError):
     pass
 
 

@@ -14,6 +14,8 @@ from tests.servers import (
     ServerError,
     start_azurite,
     start_moto_server,
+    start_sail,
+    start_spark_jvm,
     stop_process,
 )
 
@@ -74,3 +76,32 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config-absent"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials-absent"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def _server(start: object, what: str, *args: object) -> Iterator[str]:
+    try:
+        proc, remote = start(*args)  # type: ignore[operator]
+    except ServerError as exc:
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(f"cannot start {what}: {problem}", pytrace=False)
+    try:
+        yield remote
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def sail_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Sail Spark Connect server for the session: sc://127.0.0.1:PORT."""
+    yield from _server(start_sail, "Sail", tmp_path_factory.mktemp("sail"))
+
+
+@pytest.fixture(scope="session")
+def spark_jvm_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Apache Spark's JVM Spark Connect server (local[2]) for the session: one per test run."""
+    yield from _server(
+        start_spark_jvm, "the JVM Spark Connect server", tmp_path_factory.mktemp("spark")
+    )

@@ -4,6 +4,8 @@ Plain functions, usable from any test package's fixtures:
 
     proc, endpoint = start_moto_server()        # endpoint: http://127.0.0.1:PORT
     proc, endpoint = start_azurite(location)    # endpoint: http://127.0.0.1:PORT/devstoreaccount1
+    proc, remote = start_sail(log_dir, env)     # remote: sc://127.0.0.1:PORT (Sail, no JVM)
+    proc, remote = start_spark_jvm(log_dir)     # pyspark's own JVM Spark Connect server, local[2]
     stop_process(proc)
 """
 
@@ -82,9 +84,23 @@ def _log_tail(log: Path, lines: int = 20) -> str:
         return ""
 
 
-def _start(cmd: list[str], port: int, log: Path, timeout: float) -> subprocess.Popen[bytes]:
+def _start(
+    cmd: list[str],
+    port: int,
+    log: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+        )
     try:
         wait_for_port(port, proc=proc, timeout=timeout)
     except ServerError as exc:
@@ -157,3 +173,60 @@ def azurite_connection_string(endpoint: str, key: str = AZURITE_KEY) -> str:
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={key};"
         f"BlobEndpoint={endpoint};"
     )
+
+
+def start_sail(
+    log_dir: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Sail's Spark Connect server (pysail, no JVM) on a free loopback port. env: extra
+    variables for the server (AWS_* for S3, AZURE_* for Azure: the cluster's credentials)."""
+    sail = Path(sys.executable).parent / "sail"
+    if not sail.exists():
+        raise ServerError(f"{sail} not found: run make install (the courier[spark] extra)")
+    port = free_port()
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="sail-"))
+    cmd = [str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)]
+    proc = _start(cmd, port, log_dir / "sail.log", timeout, {**os.environ, **(env or {})}, log_dir)
+    return proc, f"sc://127.0.0.1:{port}"
+
+
+def spark_home() -> Path:
+    """The pyspark package: its bin/ and jars/ are a Spark distribution (Connect included)."""
+    import pyspark
+
+    return Path(pyspark.__file__).parent
+
+
+def start_spark_jvm(
+    log_dir: Path | None = None, timeout: float = 300.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Apache Spark's own Spark Connect server (JVM, local[2]) from the pyspark wheel's jars:
+    works offline (no --packages; no Delta, no s3a). Slow to start on a busy machine."""
+    home = spark_home()
+    port = free_port()
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="spark-"))
+    conf = {
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.sql.warehouse.dir": str(log_dir / "warehouse"),
+        "spark.driver.extraJavaOptions": f"-Djava.io.tmpdir={log_dir}",
+    }
+    cmd = [
+        str(home / "bin" / "spark-submit"),
+        "--class",
+        "org.apache.spark.sql.connect.service.SparkConnectServer",
+        "--master",
+        "local[2]",
+        "--driver-memory",
+        "1g",
+    ]
+    for key, value in conf.items():
+        cmd += ["--conf", f"{key}={value}"]
+    cmd.append("spark-internal")
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
+    proc = _start(cmd, port, log_dir / "spark.log", timeout, env, log_dir)
+    return proc, f"sc://127.0.0.1:{port}"

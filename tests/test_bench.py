@@ -9,8 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.common import run_isolated
-from bench.data import DUPLICATE_EVERY, ensure_dataset
+from bench.common import Measurement, run_isolated
+from bench.data import DUPLICATE_EVERY, LATE_KEY, ensure_dataset, ensure_late_window
+from bench.run import split_reload
 
 pytestmark = pytest.mark.slow
 
@@ -33,33 +34,73 @@ def test_generated_events_have_the_example_shape(tmp_path: Path) -> None:
     assert again == ds
 
 
-def test_courier_and_hand_duckdb_load_the_same_rows(tmp_path: Path) -> None:
+def test_courier_and_the_hand_written_anchors_load_the_same_rows(tmp_path: Path) -> None:
     ds = ensure_dataset(tmp_path / "data", 1, log=False)
-    courier = run_isolated(
-        "courier", "bench.run:courier_load", {"project": str(ds.project), "day": ds.day}
+    first = run_isolated(
+        "courier-first-run",
+        "bench.run:courier_load",
+        {"project": str(ds.project), "day": ds.day, "reload": False},
     )
-    hand = run_isolated(
-        "duckdb-upsert",
-        "bench.run:hand_duckdb",
-        {"files": ds.files, "db": str(tmp_path / "hand.duckdb"), "nbytes": ds.bytes},
+    assert first.ok, first.error
+    assert "reload" not in first.detail and first.detail["schema_changes"] == []
+    pinned = tmp_path / "pinned.json"
+    pinned.write_text(json.dumps(first.detail["pinned"]))
+    steady = run_isolated(
+        "courier",
+        "bench.run:courier_load",
+        {"project": str(ds.project), "day": ds.day, "pinned": str(pinned)},
     )
-    plain = run_isolated(
-        "duckdb-insert",
-        "bench.run:hand_duckdb",
-        {"files": ds.files, "db": str(tmp_path / "p.duckdb"), "nbytes": ds.bytes, "upsert": False},
-    )
-    for m in (courier, hand, plain):
+
+    def hand(name: str, **kw: object) -> Measurement:
+        args = {"files": ds.files, "db": str(tmp_path / f"{name}.duckdb"), "nbytes": ds.bytes}
+        return run_isolated(name, "bench.run:hand_duckdb", {**args, **kw})
+
+    columns = hand("duckdb-upsert-columns")
+    auto = hand("duckdb-upsert", columns=False)
+    plain = hand("duckdb-insert-columns", upsert=False)
+    for m in (first, steady, columns, auto, plain):
         assert m.ok, m.error
         assert m.records == ds.events and m.bytes == ds.bytes
         assert m.seconds > 0 and m.cpu_seconds > 0
         assert 20e6 < m.peak_rss < 1.5e9
-    assert courier.detail["checksum"] == hand.detail["checksum"]
-    assert courier.detail["rows"] == hand.detail["rows"] < plain.detail["rows"] == ds.item_rows
-    assert courier.detail["feed"]["read"] == ds.item_rows
+    # steady state: nothing new for the pinned schema; load and reload equal the columns anchor
+    assert steady.detail["schema_changes"] == []
+    again = split_reload(steady)
+    assert again is not None and again.seconds > 0 and again.records == ds.events
+    assert steady.detail["checksum"] == columns.detail["checksum"] == again.detail["checksum"]
+    assert columns.detail["reload"]["checksum"] == columns.detail["checksum"]
+    assert first.detail["checksum"] == auto.detail["checksum"] == columns.detail["checksum"]
+    assert steady.detail["rows"] == auto.detail["rows"] < plain.detail["rows"] == ds.item_rows
+    assert plain.detail["reload"]["rows"] == 2 * ds.item_rows  # the floor appends
+    assert steady.detail["feed"]["read"] == ds.item_rows
     # the one query streams the tag from the files: no copy of the window in a table
-    phases = set(courier.detail["phases"])
+    phases = set(steady.detail["phases"])
     assert {"read files + run the saved query", "insert into the feed"} <= phases
     assert "read files into the tag table" not in phases
+
+
+def test_a_late_key_in_the_last_file_widens_the_pinned_schema(tmp_path: Path) -> None:
+    ds = ensure_dataset(tmp_path / "data", 1, log=False)
+    late = ensure_late_window(ds, tmp_path / "data")
+    lines = Path(late.last_file).read_bytes().splitlines()
+    assert LATE_KEY in orjson.loads(lines[-1])
+    assert sum(LATE_KEY.encode() in line for line in lines) == 1
+    pinned = tmp_path / "pinned.json"
+    first = run_isolated(
+        "courier-first-run",
+        "bench.run:courier_load",
+        {"project": str(ds.project), "day": ds.day, "reload": False},
+    )
+    pinned.write_text(json.dumps(first.detail["pinned"]))
+    m = run_isolated(
+        "courier-late-key",
+        "bench.run:courier_load",
+        {"project": str(late.project), "day": ds.day, "pinned": str(pinned), "reload": False},
+    )
+    assert m.ok, m.error
+    assert m.records == ds.events + 1
+    assert m.detail["schema_changes"] == [f"new field {LATE_KEY} (VARCHAR)"]
+    assert LATE_KEY in m.detail["pinned"]
 
 
 def test_a_failing_contender_is_reported_not_raised(tmp_path: Path) -> None:

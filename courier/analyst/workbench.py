@@ -161,6 +161,17 @@ class Workbench:
         rows = self.con.execute(f"SELECT {select} FROM {quote(relation.name)}{tail}").fetchall()
         return cols, rows
 
+    def export_ndjson(self, entry: TagInput) -> Path:
+        """A tag's records as DuckDB read them, written as NDJSON (for another engine)."""
+        path = self._tmp_file(entry.tag, "records", ".ndjson")
+        self.con.execute(
+            f"COPY (SELECT * EXCLUDE ({quote(entry.relation.file_column)}) "
+            f"FROM {quote(entry.relation.name)}) TO {literal(str(path))} (FORMAT json)"
+            if entry.relation.file_column
+            else f"COPY {quote(entry.relation.name)} TO {literal(str(path))} (FORMAT json)"
+        )
+        return path
+
     def sql(self, text: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = self.con.execute(text, params or []).fetchall()
         return rows

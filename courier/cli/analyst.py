@@ -140,7 +140,8 @@ def query_test(state: State, name: str | None) -> None:
     for outcome in outcomes:
         where = _rel(outcome.path, root)
         if outcome.passed:
-            click.echo(f"ok    {where} ({outcome.rows} row(s))")
+            also = f"; same rows on {', '.join(outcome.engines)}" if outcome.engines else ""
+            click.echo(f"ok    {where} ({outcome.rows} row(s){also})")
             continue
         failed += 1
         query_text = ""

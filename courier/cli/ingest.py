@@ -66,6 +66,9 @@ def serve(state: State, host: str, port: int, workers: int, access_log: bool) ->
         raise ConfigError(
             f"cannot create the write-ahead log folder {wal}: {exc}", key="ingest.wal_dir"
         ) from exc
+    from courier.metrics import use_multiprocess_dir
+
+    use_multiprocess_dir()  # /metrics sums every worker's counts
     os.environ["COURIER_PROJECT"] = str(project.root)
     os.environ["COURIER_INGEST_WORKERS"] = str(workers)
     click.echo(
@@ -78,13 +81,15 @@ def serve(state: State, host: str, port: int, workers: int, access_log: bool) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     uvicorn.run(
-        "courier.ingest.app:create_app",
+        "courier.metrics:create_ingest_app",  # the ingest app with GET /metrics
         factory=True,
         host=host,
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools with a header deadline, header size/count limits and a connection limit
+        http="courier.ingest.http:GuardedHttpTools",
+        timeout_keep_alive=int(max(1, project.settings.ingest.keepalive_timeout)),
         ws="websockets-sansio",  # /stream/v0/ws/: the sans-I/O websockets protocol
         # frames up to 4x the body limit reach the app, which answers oversize ones with a
         # clear error; bigger ones are cut by the protocol (close 1009) before buffering

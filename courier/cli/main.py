@@ -340,6 +340,7 @@ PLUGINS = [
     "courier.cli.analyst",
     "courier.cli.apikeys",
     "courier.cli.sources",
+    "courier.cli.ui",
 ]
 
 

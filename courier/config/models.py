@@ -103,6 +103,19 @@ class IngestSection(Strict):
     xml_max_depth: int = Field(default=64, gt=0)  # deeper XML payloads are refused (400)
     shutdown_timeout: float = Field(default=30.0, ge=0)  # uploads tried this long on shutdown
     admin_token: str | None = None  # "${COURIER_ADMIN_TOKEN}": enables the token refresh API
+    # connections (courier/ingest/http.py): 408 / 431 / 503 and close
+    header_timeout: float = Field(default=10.0, gt=0)  # request line + headers within this
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request line + headers
+    max_headers: int = Field(default=100, gt=0)  # header fields per request
+    max_connections: int = Field(default=1000, gt=0)  # open connections per worker process
+    keepalive_timeout: float = Field(default=5.0, gt=0)  # an idle keep-alive connection closes
+
+
+class UiSection(Strict):
+    """[ui]: the status page (`courier ui`, `courier scheduler --ui-port`)."""
+
+    token: str | None = None  # "${COURIER_UI_TOKEN}"; else [ingest] admin_token; non-loopback only
+    refresh_seconds: float = Field(default=5.0, gt=0)  # a new snapshot of the state this often
 
 
 def default_storages() -> dict[str, StorageConfig]:
@@ -148,6 +161,39 @@ def default_sinks() -> list[LogSinkConfig | WebhookSinkConfig | CommandSinkConfi
     return [LogSinkConfig()]
 
 
+# -- engines: [engines.NAME] (SPEC 8); `type` picks the module --------------------------------
+
+
+class DuckDBEngineConfig(Strict):
+    type: Literal["duckdb"] = "duckdb"
+
+
+class SparkEngineConfig(Strict):
+    """Apache Spark through Spark Connect. remote: sc://host:port, with Spark Connect's own
+    parameters after `/;` (token=${SPARK_CONNECT_TOKEN};use_ssl=true), resolved from the
+    environment. conf: Spark session settings. cluster_uri: per storage, the URI prefix under
+    which the cluster reads that storage's files (s3a://bucket/prefix/ for an s3 storage,
+    abfss://container@account.dfs.core.windows.net/prefix/ for an azure one)."""
+
+    type: Literal["spark"]
+    remote: str
+    conf: dict[str, str] = Field(default_factory=dict)
+    cluster_uri: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("remote")
+    @classmethod
+    def _remote(cls, v: str) -> str:
+        if not v.startswith("sc://") or len(v.split("/;", 1)[0]) <= len("sc://"):
+            raise ValueError(
+                "remote must be a Spark Connect URL: sc://host:15002 (token and TLS as "
+                "/;token=${SPARK_CONNECT_TOKEN};use_ssl=true)"
+            )
+        return v
+
+
+EngineConfig = Annotated[DuckDBEngineConfig | SparkEngineConfig, Field(discriminator="type")]
+
+
 class Settings(Strict):
     project: ProjectSection = ProjectSection()
     storages: dict[str, StorageConfig] = Field(default_factory=lambda: default_storages())
@@ -155,12 +201,21 @@ class Settings(Strict):
     state: StateSection = StateSection()
     ingest: IngestSection = IngestSection()
     alerts: AlertsSection = AlertsSection()
+    ui: UiSection = UiSection()
+    engines: dict[str, EngineConfig] = Field(default_factory=dict)
 
     @field_validator("storages")
     @classmethod
     def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for name in v:
             check_identifier(name, "storage name")
+        return v
+
+    @field_validator("engines")
+    @classmethod
+    def _engine_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            check_identifier(name, "engine name")
         return v
 
 
@@ -290,6 +345,7 @@ class CourierConfig(Strict):
     lookback: str | None = None
     options: CourierOptions = CourierOptions()
     description: str | None = None
+    engine: str = "duckdb"  # an [engines.NAME]; "duckdb" is implicit
 
     @field_validator("name")
     @classmethod

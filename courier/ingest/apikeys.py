@@ -9,7 +9,10 @@ os.replace) so `courier apikey` can change it while `courier serve` runs: each s
 re-reads it when its inode, size or mtime changes (one os.stat per key-authenticated
 request), so a revoked key answers 401 on its very next request. Only a salted scrypt hash of
 each secret is stored; a verified secret is remembered by its SHA-256 so the costly scrypt
-runs once per key and process, and every comparison uses hmac.compare_digest.
+runs once per key and process, and every comparison uses hmac.compare_digest. The scrypt runs
+in one worker thread, never on the event loop, at most MAX_DERIVING at once (503 beyond);
+wrong secrets are counted per key id and per client address, and past FAILURES within
+FAILURE_WINDOW seconds either answers 429 + Retry-After without deriving anything.
 
 On the wire (`Access`, used by courier/ingest/app.py):
     GET /api/token   Authorization: Basic base64(key id:secret)
@@ -24,6 +27,7 @@ client header (X-Client-Instance); streams with `envelope = true` record it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -33,6 +37,8 @@ import os
 import secrets
 import time
 import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +49,7 @@ import jwt
 import orjson
 
 from courier.errors import ConfigError, IngestError
+from courier.ingest.ratelimit import retry_after
 from courier.ingest.tokens import StreamKeys, numeric_dates
 
 if TYPE_CHECKING:
@@ -50,6 +57,10 @@ if TYPE_CHECKING:
 
 STORE = ".courier/apikeys.json"
 TOKEN_SECONDS = 3600
+DERIVERS = 1  # a thread deriving scrypt hashes (~100-200 ms of CPU each, off the event loop)
+MAX_DERIVING = 8  # derivations running or queued per process; more answer 503 + Retry-After
+FAILURES = 5  # wrong secrets per key id, and per client address, within ...
+FAILURE_WINDOW = 60.0  # ... these seconds; then 429 + Retry-After until the oldest expires
 KEY_PREFIX = "ck_"
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 LEEWAY = 30.0
@@ -208,6 +219,49 @@ class KeyStore:
         return sorted(self.by_name.values(), key=lambda k: k.name)
 
 
+class FailureThrottle:
+    """Counts failed secrets per name ("key:<id>", "addr:<ip>"): after `limit` failures within
+    `window` seconds, `check` answers 429 with Retry-After until the oldest one is older than
+    the window. Bounded: at most `max_names` names are remembered (the oldest go first)."""
+
+    def __init__(
+        self, limit: int = FAILURES, window: float = FAILURE_WINDOW, max_names: int = 10_000
+    ):
+        self.limit = limit
+        self.window = window
+        self.max_names = max_names
+        self._failures: dict[str, deque[float]] = {}
+
+    def check(self, *names: str, now: float | None = None) -> None:
+        current = time.monotonic() if now is None else now
+        for name in names:
+            times = self._failures.get(name)
+            if times is None:
+                continue
+            while times and times[0] <= current - self.window:
+                times.popleft()
+            if len(times) >= self.limit:
+                wait = times[0] + self.window - current
+                what = "API key" if name.startswith("key:") else "client address"
+                raise IngestError(
+                    429,
+                    f"too many wrong secrets for this {what} ({len(times)} in "
+                    f"{self.window:g} s): retry after the time in Retry-After",
+                    {"retry-after": retry_after(wait)},
+                )
+
+    def fail(self, *names: str, now: float | None = None) -> None:
+        current = time.monotonic() if now is None else now
+        for name in names:
+            times = self._failures.pop(name, None)  # re-inserted: the newest last
+            if times is None:
+                times = deque(maxlen=self.limit)
+                while len(self._failures) >= self.max_names:
+                    del self._failures[next(iter(self._failures))]
+            times.append(current)
+            self._failures[name] = times
+
+
 def _unauthorized(message: str, scheme: str = "Bearer") -> IngestError:
     return IngestError(401, message, {"www-authenticate": f'{scheme} realm="courier"'})
 
@@ -218,6 +272,11 @@ def _same_signer(a: StreamKeys, b: StreamKeys) -> bool:
     if a.algorithm == "HS256":
         return hmac.compare_digest(bytes(a.verify_key), bytes(b.verify_key))
     return bool(a.verify_key.public_numbers() == b.verify_key.public_numbers())
+
+
+def client_address(scope: dict[str, Any]) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def query_value(scope: dict[str, Any], name: str) -> str | None:
@@ -244,6 +303,9 @@ class Access:
         }
         self._verified: dict[str, bytes] = {}  # key id -> sha256 of its verified secret
         self._tokens: dict[bytes, tuple[float, str, tuple[str, ...]]] = {}  # token -> claims
+        self.throttle = FailureThrottle()
+        self._pool: ThreadPoolExecutor | None = None
+        self._deriving = 0
 
     def _refresh(self) -> None:
         if self.store.refresh():
@@ -255,11 +317,21 @@ class Access:
         self._refresh()
         return bool(self.store.by_id)
 
-    def check_secret(self, key_id: str, secret: str, scheme: str = "Bearer") -> ApiKey:
-        """The key, when `secret` is its secret and it is not revoked; 401 otherwise."""
+    async def check_secret(
+        self, key_id: str, secret: str, scheme: str = "Bearer", client: str | None = None
+    ) -> ApiKey:
+        """The key, when `secret` is its secret and it is not revoked; 401 otherwise.
+
+        A secret verified before costs a SHA-256; a new one an scrypt derivation in a small
+        thread pool (never on the event loop), at most MAX_DERIVING at once (503 beyond).
+        Wrong secrets are counted per key id and per client address: past FAILURES within
+        FAILURE_WINDOW seconds, either answers 429 + Retry-After without deriving anything."""
         self._refresh()
+        names = (f"key:{key_id}", f"addr:{client or '?'}")
         key = self.store.by_id.get(key_id)
         if key is None:
+            self.throttle.check(names[1])
+            self.throttle.fail(names[1])
             raise _unauthorized(
                 "unknown API key id: create one with `courier apikey create`", scheme
             )
@@ -269,13 +341,36 @@ class Access:
         known = self._verified.get(key_id)
         if known is not None and hmac.compare_digest(known, digest):
             return key
-        if not hmac.compare_digest(hash_secret(secret, key.salt), key.hash):
+        self.throttle.check(*names)
+        if self._deriving >= MAX_DERIVING:
+            raise IngestError(
+                503,
+                "too many API-key secrets being checked at once: retry after the time in "
+                "Retry-After (or exchange the key for a token at /api/token once)",
+                {"retry-after": "1"},
+            )
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(DERIVERS, thread_name_prefix="scrypt")
+        self._deriving += 1
+        try:
+            derived = await asyncio.get_running_loop().run_in_executor(
+                self._pool, hash_secret, secret, key.salt
+            )
+        finally:
+            self._deriving -= 1
+        if not hmac.compare_digest(derived, key.hash):
+            self.throttle.fail(*names)
             raise _unauthorized(f"wrong secret for API key {key_id}", scheme)
         self._verified[key_id] = digest
         return key
 
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
     # -- GET /api/token ---------------------------------------------------------------------
-    def exchange(self, scope: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    async def exchange(self, scope: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         authorization = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -292,7 +387,7 @@ class Access:
         key_id, sep, secret = decoded.partition(":")
         if not sep:
             raise _unauthorized("the Basic credentials must be key id:secret", "Basic")
-        key = self.check_secret(key_id, secret, "Basic")
+        key = await self.check_secret(key_id, secret, "Basic", client_address(scope))
         streams = [s for s in key.streams if s in self.keys]
         wanted = query_value(scope, "stream")
         if wanted is not None:
@@ -326,7 +421,7 @@ class Access:
         return {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_SECONDS}
 
     # -- ingest requests --------------------------------------------------------------------
-    def authenticate(
+    async def authenticate(
         self, stream_id: str, authorization: bytes | None, scope: dict[str, Any]
     ) -> tuple[str | None, str]:
         """(client id, source) for a request carrying an API-key token or the key in headers."""
@@ -345,7 +440,11 @@ class Access:
         if key_id is not None:
             if secret is None:
                 raise _unauthorized(f"missing {secret_header.decode()} header with the key id")
-            key = self.check_secret(key_id.decode("latin-1"), secret.decode("latin-1"))
+            key = await self.check_secret(
+                key_id.decode("latin-1"),
+                secret.decode("latin-1"),
+                client=client_address(scope),
+            )
             if stream_id not in key.streams:
                 raise _unauthorized(f"API key {key.id} is not scoped to stream {stream_id!r}")
             return client_id, f"apikey:{key.name}"

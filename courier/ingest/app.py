@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from courier.errors import ConfigError, CourierError, IngestError
-from courier.ingest import apikeys, webhooks, websocket
+from courier.ingest import apikeys, http, webhooks, websocket
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
 from courier.ingest.wal import Pending
@@ -242,6 +242,8 @@ class IngestApp:
         service, self.service = self.service, None
         self.stopped = True
         self.bodies.stop()
+        if self.access is not None:
+            self.access.close()
         if service is not None:
             await asyncio.to_thread(service.stop, self.settings.shutdown_timeout)
 
@@ -296,7 +298,7 @@ class IngestApp:
             elif path == "/api/token":
                 if method != "GET":
                     raise IngestError(405, "use GET with Basic auth", {"allow": "GET"})
-                await respond(send, 200, self.access.exchange(scope))  # type: ignore[union-attr]
+                await respond(send, 200, await self.access.exchange(scope))  # type: ignore[union-attr]
             elif path.startswith(ADMIN_PREFIX) and path.endswith(ADMIN_SUFFIX):
                 if method != "POST":
                     raise IngestError(405, "use POST to refresh a token", {"allow": "POST"})
@@ -359,7 +361,7 @@ class IngestApp:
                 length = value
             elif name == tenant_header:
                 tenant = value
-        client_id, source = self.authenticate(stream, authorization, tenant, scope)
+        client_id, source = await self.authenticate(stream, authorization, tenant, scope)
         self.check_content_type(stream, content_type)
         stream.admit()
         body = await self.read_body(stream, length, receive)
@@ -391,7 +393,7 @@ class IngestApp:
             log.exception("ingest: handing payloads to the log failed")
             _resolve([i.waiter for i in items], IngestError(500, f"internal error: {exc}"))
 
-    def authenticate(
+    async def authenticate(
         self,
         stream: StreamRuntime,
         authorization: bytes | None,
@@ -401,16 +403,17 @@ class IngestApp:
         """(client id, source); stream tokens need the tenant header, API keys do not."""
         access = self.access
         if scope is not None and access is not None and tenant is None and access.active:
-            return access.authenticate(stream.id, authorization, scope)
+            return await access.authenticate(stream.id, authorization, scope)
         try:
             self._authenticate(stream, authorization, tenant)
         except IngestError:
             if scope is None or access is None or not access.active:
                 raise
             try:
-                return access.authenticate(stream.id, authorization, scope)
-            except IngestError:
-                pass
+                return await access.authenticate(stream.id, authorization, scope)
+            except IngestError as second:
+                if second.status in (429, 503):  # throttled or busy: say so, not 401
+                    raise second from None
             raise
         if scope is None or not stream.config.envelope:
             return None, "api"
@@ -552,4 +555,11 @@ def create_app() -> IngestApp:
     """The uvicorn factory: the project from COURIER_PROJECT (set by `courier serve`)."""
     project = load_project(os.environ.get("COURIER_PROJECT"))
     workers = int(os.environ.get("COURIER_INGEST_WORKERS", "1"))
+    settings = project.settings.ingest
+    http.LIMITS = http.Limits(  # for this process's connections (courier/ingest/http.py)
+        header_timeout=settings.header_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        max_connections=http.connection_cap(settings.max_connections),
+    )
     return IngestApp(project, workers=workers)

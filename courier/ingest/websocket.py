@@ -155,7 +155,7 @@ class Connection:
                 ) from None
             headers, authorization, tenant = self._credentials(stream, first)
         try:
-            return app.authenticate(
+            return await app.authenticate(
                 stream, authorization, tenant, {**self.scope, "headers": headers}
             )
         except IngestError as exc:
