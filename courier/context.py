@@ -37,6 +37,7 @@ from courier.windows import (
     Partition,
     Window,
     iso_utc,
+    parse_date,
     window_for_date,
     window_for_hour,
     window_for_range,
@@ -77,6 +78,10 @@ class Context:
     ) -> Window:
         """The manual window (SPEC 3); with none given, the latest complete partition."""
         tz = self.project.time_zone
+        if (date or hour) and (start or end):
+            raise RunError("give either --date/--hour or --start/--end, not both")
+        if date and hour:
+            return self._hour_of_date(date, hour)
         if date:
             return window_for_date(date, self.grain(courier))
         if hour:
@@ -90,6 +95,21 @@ class Context:
         current = grain.partition_of(now)
         previous = grain.partition_of(current.start - timedelta(seconds=1))
         return Window(previous.start, previous.end)
+
+    def _hour_of_date(self, date: str, hour: str) -> Window:
+        """--date D --hour HH (or an --hour on that same day): that hour; an --hour on another
+        day contradicts --date and is refused."""
+        tz = self.project.time_zone
+        day = parse_date(date)
+        if hour.strip().isdigit() and int(hour) < 24:
+            return window_for_hour(f"{day.isoformat()}T{int(hour):02d}", tz)
+        window = window_for_hour(hour, tz)
+        if window.start.astimezone(tz).date() != day:
+            raise RunError(
+                f"--hour {hour} is not on --date {date}: give one of them, or --date {date} "
+                "--hour HH for an hour of that day"
+            )
+        return window
 
     # -- discovery -------------------------------------------------------------------------
     def discover(

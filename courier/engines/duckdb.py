@@ -615,13 +615,43 @@ def sql_list(paths: list[str]) -> str:
 
 
 def schema_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """What the window's schema adds to or changes in the pinned one. Subfields the window's
+    payloads lack are no change (a payload may leave a field out); new subfields are named
+    (`new field customer.tier (VARCHAR)`), and a type change is said for the field it is in."""
     out = []
     for name, typ in after.items():
         if name not in before:
             out.append(f"new field {name} ({typ})")
         elif before[name] != typ:
-            out.append(f"field {name} changed type {before[name]} -> {typ}")
+            out.extend(_type_changes(name, before[name], typ))
     return out
+
+
+def _type_changes(name: str, before: str, after: str) -> list[str]:
+    from courier.analyst.schema import TypeNode, parse_type
+
+    try:
+        old, new = parse_type(before), parse_type(after)
+    except ValueError:
+        return [f"field {name} changed type {before} -> {after}"]
+
+    def walk(path: str, old: TypeNode, new: TypeNode) -> list[str]:
+        if old.kind == new.kind == "struct":
+            found = []
+            for sub, sub_type in new.fields:
+                was = old.child(sub)
+                if was is None:
+                    found.append(f"new field {path}.{sub} ({sub_type.sql()})")
+                else:
+                    found.extend(walk(f"{path}.{sub}", was, sub_type))
+            return found
+        if old.kind == new.kind == "list" and old.element and new.element:
+            return walk(f"{path}[]", old.element, new.element)
+        if old.sql() != new.sql():
+            return [f"field {path} changed type {old.sql()} -> {new.sql()}"]
+        return []
+
+    return walk(name, old, new)
 
 
 _LINE = re.compile(r"LINE (\d+):")

@@ -228,7 +228,7 @@ def verifiers(project: Project) -> dict[str, WebhookVerifier]:
 
 async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
     """POST /webhook/v0/{stream_id} on the IngestApp `app` (courier/ingest/app.py)."""
-    from courier.ingest.app import ACCEPTED, ACCEPTED_START
+    from courier.ingest.app import send_accepted
 
     service = app.service
     stream = service.streams.get(stream_id)
@@ -262,8 +262,7 @@ async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, 
     if len(outbox) == 1:
         app.loop.call_soon(app.hand_over)
     await future
-    await send(ACCEPTED_START)
-    await send(ACCEPTED)
+    await send_accepted(send, app.accepted_id())
 
 
 def check_webhooks(project: Project) -> list[ConfigError]:
