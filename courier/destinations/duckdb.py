@@ -139,8 +139,7 @@ class DuckDBDestination(FeedDestination):
         cast_of = dict(zip(feed.fields, selects, strict=True))
         # the keys the run replaces: every row's key, cast (no rejects: all rows load)
         replaced = (
-            f"SELECT {', '.join(cast_of[k] for k in feed.primary_key)} "
-            f"FROM {quote(source.name)} s"
+            f"SELECT {', '.join(cast_of[k] for k in feed.primary_key)} FROM {quote(source.name)} s"
         )
         stage = f"_courier_stage_{feed.id}"
         dups = f"_courier_dups_{feed.id}"
@@ -186,9 +185,7 @@ class DuckDBDestination(FeedDestination):
                 )
             if self._count(f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT 1)"):
                 match = " AND ".join(f"f.{k} = g.{k}" for k in keys)
-                deleted = self._count(
-                    f"DELETE FROM {table} f USING ({replaced}) g WHERE {match}"
-                )
+                deleted = self._count(f"DELETE FROM {table} f USING ({replaced}) g WHERE {match}")
         # The feed's physical row order means nothing (the dedupe above already used the input
         # order), so DuckDB may insert in any order: less buffering, less memory.
         self.con.execute("SET preserve_insertion_order = false")
