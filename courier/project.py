@@ -209,8 +209,29 @@ def load_queries(folder: Path, errors: list[ConfigError]) -> dict[str, SavedQuer
 
 def cross_check(project: Project) -> list[ConfigError]:
     errors: list[ConfigError] = []
+    for name, engine in project.settings.engines.items():
+        for storage in getattr(engine, "cluster_uri", {}):
+            if storage not in project.settings.storages:
+                errors.append(
+                    ConfigError(
+                        f"cluster_uri names storage {storage!r}, which is not defined "
+                        f"(defined: {', '.join(project.settings.storages)})",
+                        project.root / "config" / "courier.toml",
+                        f"engines.{name}.cluster_uri",
+                    )
+                )
     for name, courier in project.couriers.items():
         path = project.files.get(f"config/couriers:{name}")
+        if courier.engine != "duckdb" and courier.engine not in project.settings.engines:
+            errors.append(
+                ConfigError(
+                    f"engine {courier.engine!r} is not defined; add [engines.{courier.engine}] "
+                    'type = "spark", remote = "sc://host:15002" to config/courier.toml '
+                    f"(defined: {', '.join(project.settings.engines) or 'none'})",
+                    path,
+                    "engine",
+                )
+            )
         if courier.storage not in project.settings.storages:
             errors.append(
                 ConfigError(

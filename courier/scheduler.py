@@ -80,6 +80,7 @@ class Scheduler:
         tick: float = 5.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         runner: GroupRunner | None = None,
+        observers: list[Callable[[dict[str, Any]], None]] | None = None,
     ):
         self.context = context
         self.project = context.project
@@ -101,6 +102,7 @@ class Scheduler:
         self.cursor: dict[str, datetime] = {}
         self.results: list[dict[str, Any]] = []
         self.sources: SourceLoops | None = None
+        self.observers = observers or []  # called with each finished group run's record
         self._signals = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -255,6 +257,13 @@ class Scheduler:
                 log.exception("group %s at %s failed", item.group, iso_utc(item.at))
                 continue
             self.results.append(result)
+            for observe in self.observers:
+                try:
+                    observe(result)
+                except Exception:
+                    log.exception(
+                        "group %s at %s: an observer failed", item.group, iso_utc(item.at)
+                    )
             status = result["status"]
             if status == "held":
                 log.info(

@@ -1,55 +1,102 @@
 """`courier status`: per courier, the last success, the newest loaded partition, the files
-landed but not loaded (within its lookback, default one day) and the next scheduled run."""
+landed but not loaded (within its lookback, default one day) and the next scheduled run.
+
+The pieces (`memberships`, `next_runs`, `member_view`, `backlog_of`) are shared with the
+status page (courier/ui), which lists storage first and reads the state store briefly after."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from courier.context import Context
 from courier.errors import CourierError
 from courier.groups import duration, member_lookback, member_project, schedule_of
+<<<<<<< HEAD
 from courier.windows import Window, iso_utc, ts
+=======
+from courier.plan import PlannedFile
+from courier.project import Project
+from courier.windows import Window, iso_utc
+>>>>>>> main
 
 DEFAULT_BACKLOG = timedelta(days=1)
+
+LoadedVersions = Callable[[str, str, list[str]], dict[str, set[tuple[int, str]]]]
+
+
+def memberships(project: Project) -> dict[str, list[tuple[str, Any]]]:
+    """courier -> [(group name, group member config)]."""
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for group in project.groups.values():
+        for member in group.couriers:
+            out.setdefault(member.name, []).append((group.name, member))
+    return out
+
+
+def next_runs(project: Project, now: datetime) -> dict[str, datetime | None]:
+    """group -> its next fire time after now."""
+    return {name: schedule_of(project, g).next_after(now) for name, g in project.groups.items()}
+
+
+def next_run_of(
+    members: list[tuple[str, Any]], upcoming: dict[str, datetime | None]
+) -> dict[str, str] | None:
+    soonest = sorted((at, g) for g, _ in members if (at := upcoming.get(g)) is not None)
+    return {"group": soonest[0][1], "at": iso_utc(soonest[0][0])} if soonest else None
+
+
+def member_view(
+    context: Context, name: str, members: list[tuple[str, Any]], now: datetime
+) -> tuple[Context, datetime]:
+    """(the context the courier runs in as its first group's member, start of its lookback)."""
+    project = context.project
+    courier = project.courier(name)
+    ctx, lookback = context, None
+    if members:
+        group_name, member = members[0]
+        ctx = Context(member_project(project, project.groups[group_name], member), context.console)
+        lookback = member_lookback(project, member)
+    else:
+        lookback = duration(courier.lookback)
+    return ctx, now - (lookback or DEFAULT_BACKLOG)
+
+
+def backlog_of(
+    courier: str,
+    storage: str,
+    since: datetime,
+    files: list[PlannedFile],
+    loaded_versions: LoadedVersions,
+) -> dict[str, Any]:
+    """{since, files, bytes, oldest} of the files not loaded yet."""
+    loaded = loaded_versions(courier, storage, [f.key for f in files])
+    new = [f for f in files if (f.info.size, f.info.version) not in loaded.get(f.key, ())]
+    return {
+        "since": iso_utc(since),
+        "files": len(new),
+        "bytes": sum(f.info.size for f in new),
+        "oldest": iso_utc(min(f.partition for f in new)) if new else None,
+    }
 
 
 def courier_status(context: Context, now: datetime) -> list[dict[str, Any]]:
     project = context.project
-    memberships: dict[str, list[tuple[str, Any]]] = {}
-    for group in project.groups.values():
-        for member in group.couriers:
-            memberships.setdefault(member.name, []).append((group.name, member))
-    next_runs: dict[str, datetime | None] = {
-        name: schedule_of(project, group).next_after(now) for name, group in project.groups.items()
-    }
+    members_of = memberships(project)
+    upcoming = next_runs(project, now)
     rows = []
     with context.workspace() as ws:
         for name, courier in sorted(project.couriers.items()):
-            members = memberships.get(name, [])
-            ctx, lookback = context, None
-            if members:
-                group_name, member = members[0]
-                group = project.groups[group_name]
-                ctx = Context(member_project(project, group, member), context.console)
-                lookback = member_lookback(project, member)
-            else:
-                lookback = duration(courier.lookback)
-            lookback = lookback or DEFAULT_BACKLOG
+            members = members_of.get(name, [])
             summary = ws.state.courier_summary(name)
-            backlog: dict[str, Any] = {"since": iso_utc(now - lookback), "files": 0, "bytes": 0}
+            ctx, since = member_view(context, name, members, now)
+            backlog: dict[str, Any]
             try:
-                files = ctx.discover(courier, Window(now - lookback, now))
-                keys = [f.key for f in files]
-                loaded = ws.state.loaded_versions(courier.name, courier.storage, keys)
-                new = [
-                    f for f in files if (f.info.size, f.info.version) not in loaded.get(f.key, ())
-                ]
-                backlog.update(files=len(new), bytes=sum(f.info.size for f in new))
-                backlog["oldest"] = iso_utc(min(f.partition for f in new)) if new else None
+                files = ctx.discover(courier, Window(since, now))
+                backlog = backlog_of(name, courier.storage, since, files, ws.state.loaded_versions)
             except CourierError as exc:
-                backlog["error"] = str(exc)
-            upcoming = sorted((at, g) for g, _ in members if (at := next_runs.get(g)) is not None)
+                backlog = {"since": iso_utc(since), "files": 0, "bytes": 0, "error": str(exc)}
             last_run = summary.get("last_run")
             rows.append(
                 {
@@ -66,9 +113,7 @@ def courier_status(context: Context, now: datetime) -> list[dict[str, Any]]:
                     else None,
                     "newest_partition": ts(summary.get("newest_partition")),
                     "backlog": backlog,
-                    "next_run": {"group": upcoming[0][1], "at": iso_utc(upcoming[0][0])}
-                    if upcoming
-                    else None,
+                    "next_run": next_run_of(members, upcoming),
                 }
             )
     return rows

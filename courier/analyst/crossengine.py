@@ -9,9 +9,12 @@ returned and the other did not (as many times as it is missing).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from courier.analyst.workbench import Workbench, quote
 from courier.engines.spark import engine_error, spark_schema
@@ -49,10 +52,39 @@ class Comparison:
 
 def spark_text(query: SavedQuery, schema: dict[str, dict[str, str]]) -> str:
     """The query's Spark SQL: its twin queries/NAME.spark.sql, else the translation."""
-    twin = getattr(query, "dialects", {}).get("spark")
-    if twin is not None:
-        return str(twin)
+    twin = query.path.with_name(f"{query.name}.spark.sql")
+    if twin.is_file():
+        return twin.read_text(encoding="utf-8")
     return translate(query.sql, query.name, query.path, schema).sql
+
+
+def canonical_json(text: str | None) -> str | None:
+    """JSON text by meaning: keys sorted, no spaces, 21.0 written as 21 (engines differ there)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _canonical_columns(table: pa.Table, names: list[str]) -> pa.Table:
+    for name in names:
+        i = table.column_names.index(name)
+        values = [canonical_json(v) for v in table.column(i).cast(pa.string()).to_pylist()]
+        table = table.set_column(i, name, pa.array(values, pa.string()))
+    return table
 
 
 def register_inputs(session: Any, inputs: dict[str, tuple[list[Path], dict[str, str]]]) -> None:
@@ -88,25 +120,31 @@ def compare(
         raise engine_error(engine, remote, exc, query.name) from exc
     result = Comparison(engine, text, rows=other.num_rows)
     columns = wb.columns(duck)
-    wb.sql("SELECT 1")  # finishes the engine's last result (a fetchone) before register
+    names = other.column_names
+    if [n.lower() for n in names] != [c.lower() for c in columns]:
+        result.only_spark.append({"columns": ", ".join(names)})
+        result.only_duckdb.append({"columns": ", ".join(columns)})
+        result.missing, result.extra = duck.rows, other.num_rows
+        return result
+    # JSON columns compare by meaning; the others as DuckDB types (Spark's cast to them)
+    as_json = [c for c, t in columns.items() if t.upper() == "JSON"]
+    select = ", ".join(quote(c) for c in columns)
+    wb.sql("SELECT 1")  # finishes the engine's last result (its row count's fetchone)
+    mine = wb.con.sql(f"SELECT {select} FROM {quote(duck.name)}").to_arrow_table()
+    mine = _canonical_columns(mine, as_json)
+    other = _canonical_columns(other.rename_columns(list(columns)), as_json)
+    wb.con.register("__courier_mine", mine)
     wb.con.register("__courier_other", other)
     try:
-        names = other.column_names
-        if [n.lower() for n in names] != [c.lower() for c in columns]:
-            result.only_spark.append({"columns": ", ".join(names)})
-            result.only_duckdb.append({"columns": ", ".join(columns)})
-            result.missing, result.extra = duck.rows, other.num_rows
-            return result
-        left = ", ".join(quote(c) for c in columns)
-        right = ", ".join(
-            f"CAST({quote(n)} AS {t}) AS {quote(c)}"
-            for n, (c, t) in zip(names, columns.items(), strict=True)
+        left = ", ".join(
+            f"CAST({quote(c)} AS {'VARCHAR' if c in as_json else t}) AS {quote(c)}"
+            for c, t in columns.items()
         )
         only_duck = (
-            f"SELECT {left} FROM {quote(duck.name)} EXCEPT ALL SELECT {right} FROM __courier_other"
+            f"SELECT {left} FROM __courier_mine EXCEPT ALL SELECT {left} FROM __courier_other"
         )
         only_other = (
-            f"SELECT {right} FROM __courier_other EXCEPT ALL SELECT {left} FROM {quote(duck.name)}"
+            f"SELECT {left} FROM __courier_other EXCEPT ALL SELECT {left} FROM __courier_mine"
         )
         for sql_text, rows_out, attr in (
             (only_duck, result.only_duckdb, "missing"),
@@ -116,6 +154,7 @@ def compare(
             for row in wb.sql(f"{sql_text} LIMIT {MAX_SHOWN}"):
                 rows_out.append(dict(zip(columns, row, strict=True)))
     finally:
+        wb.con.unregister("__courier_mine")
         wb.con.unregister("__courier_other")
     return result
 

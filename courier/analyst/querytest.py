@@ -29,6 +29,7 @@ from typing import Any
 from courier.analyst.preview import query_users
 from courier.analyst.workbench import Workbench
 from courier.config.loader import read_document
+from courier.config.models import SparkEngineConfig
 from courier.display import display, jsonable
 from courier.errors import ConfigError, CourierError
 from courier.project import Project
@@ -61,6 +62,7 @@ class Outcome:
     rows: int = 0
     problems: list[str] = field(default_factory=list)
     error: str | None = None
+    engines: list[str] = field(default_factory=list)  # other engines that gave the same rows
 
     @property
     def passed(self) -> bool:
@@ -151,6 +153,14 @@ def select_tests(project: Project, name: str | None) -> list[Path | QueryTest]:
 
 
 def run_tests(project: Project, name: str | None = None) -> list[Outcome]:
+    engines = EngineSessions(project)
+    try:
+        return _run_tests(project, name, engines)
+    finally:
+        engines.close()
+
+
+def _run_tests(project: Project, name: str | None, engines: EngineSessions) -> list[Outcome]:
     selected = select_tests(project, name)
     if name is not None and not selected:
         raise ConfigError(
@@ -164,33 +174,52 @@ def run_tests(project: Project, name: str | None = None) -> list[Outcome]:
         except ConfigError as exc:
             outcomes.append(Outcome(None, path, error=str(exc)))
             continue
-        outcomes.append(run_test(project, test))
+        outcomes.append(run_test(project, test, engines))
     return outcomes
 
 
-def run_test(project: Project, test: QueryTest) -> Outcome:
+def query_engines(project: Project, query: str) -> list[str]:
+    """The other engines ([engines.NAME], not DuckDB) the couriers running `query` use."""
+    names = {c.engine for c, _tags in query_users(project, query)}
+    configured = project.settings.engines
+    return sorted(n for n in names if n in configured and configured[n].type == "spark")
+
+
+def spark_config(project: Project, name: str) -> SparkEngineConfig:
+    config = project.settings.engines[name]
+    assert isinstance(config, SparkEngineConfig)
+    return config
+
+
+class EngineSessions:
+    """A session per other engine, opened on first use and closed at the end of the tests."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self.sessions: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        if name not in self.sessions:
+            from courier.engines.spark import connect
+
+            config = spark_config(self.project, name)
+            self.sessions[name] = connect(name, config.remote, config.conf)
+        return self.sessions[name]
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.stop()
+        self.sessions.clear()
+
+
+def run_test(project: Project, test: QueryTest, engines: EngineSessions | None = None) -> Outcome:
+    """The test on DuckDB (expected rows), then on every other engine its couriers use (the same
+    rows as DuckDB, EXCEPT ALL both ways, differences listed row by row)."""
     query = project.queries[test.query]
     outcome = Outcome(test, test.path, query.path)
-    couriers = {tag: c for c, tags in query_users(project, test.query) for tag in tags}
     with Workbench() as wb:
         try:
-            for tag, spec in test.inputs.items():
-                kind, value = next(iter(spec.items()))
-                source = f"{test.path} [inputs.{tag}]"
-                courier = couriers.get(tag)
-                options = courier.options.model_dump() if courier else {}
-                fmt = courier.format if courier else ("xml" if kind == "xml" else "ndjson")
-                if kind == "file":
-                    wb.read_sample(tag, project.root / value, fmt, options)
-                else:
-                    wb.read_payloads(tag, kind, value, source, fmt, options)
-                bad = wb.inputs[tag].summary.bad
-                if bad:
-                    raise ConfigError(
-                        f"input {tag}: line {bad[0].line}: {bad[0].reason}",
-                        test.path,
-                        f"inputs.{tag}",
-                    )
+            read_inputs(project, test, wb)
             relation = wb.run_query(query, list(test.inputs))
             columns, rows = wb.fetch(relation, MAX_ROWS)
         except CourierError as exc:
@@ -199,7 +228,43 @@ def run_test(project: Project, test: QueryTest) -> Outcome:
         outcome.rows = relation.rows
         types = {c: relation.columns[c] for c in columns}
         outcome.problems = compare(test.expected, columns, types, rows)
+        for name in query_engines(project, test.query) if engines is not None else []:
+            from courier.analyst.crossengine import compare as compare_engines
+
+            assert engines is not None
+            try:
+                session = engines.get(name)
+                config = spark_config(project, name)
+                result = compare_engines(wb, session, name, config.remote, query, list(test.inputs))
+            except CourierError as exc:
+                outcome.problems.append(f"engine '{name}': {exc}")
+                continue
+            if result.identical:
+                outcome.engines.append(name)
+            outcome.problems += result.problems()
     return outcome
+
+
+def read_inputs(project: Project, test: QueryTest, wb: Workbench) -> None:
+    """The test's inputs into the workbench, each read as its courier reads its files."""
+    couriers = {tag: c for c, tags in query_users(project, test.query) for tag in tags}
+    for tag, spec in test.inputs.items():
+        kind, value = next(iter(spec.items()))
+        source = f"{test.path} [inputs.{tag}]"
+        courier = couriers.get(tag)
+        options = courier.options.model_dump() if courier else {}
+        fmt = courier.format if courier else ("xml" if kind == "xml" else "ndjson")
+        if kind == "file":
+            wb.read_sample(tag, project.root / value, fmt, options)
+        else:
+            wb.read_payloads(tag, kind, value, source, fmt, options)
+        bad = wb.inputs[tag].summary.bad
+        if bad:
+            raise ConfigError(
+                f"input {tag}: line {bad[0].line}: {bad[0].reason}",
+                test.path,
+                f"inputs.{tag}",
+            )
 
 
 def compare(

@@ -202,10 +202,20 @@ def group_list(state: State, as_json: bool) -> None:
 @click.option("--max-groups", default=2, show_default=True, help="groups running at once")
 @click.option("--grace", default=60.0, show_default=True,
               help="seconds running courier runs get to finish after SIGTERM")  # fmt: skip
+@click.option("--ui-port", type=int, help="also serve the status page and /metrics on this port")
+@click.option("--ui-host", default="127.0.0.1", show_default=True,
+              help="address of the status page; off loopback it needs [ui] token")  # fmt: skip
 @click.pass_obj
 @error_handler
 def scheduler(
-    state: State, since: str | None, once: bool, no_sources: bool, max_groups: int, grace: float
+    state: State,
+    since: str | None,
+    once: bool,
+    no_sources: bool,
+    max_groups: int,
+    grace: float,
+    ui_port: int | None,
+    ui_host: str,
 ) -> None:
     """Run every group on its schedule and every source on its interval, in the foreground,
     until SIGTERM or Ctrl-C."""
@@ -214,10 +224,28 @@ def scheduler(
     start = parse_time(since, context.project.time_zone) if since else None
     if not context.project.groups:
         click.echo("no groups: add config/groups/NAME.toml", err=True)
-    code = Scheduler(
-        context, since=start, once=once, sources=not no_sources, max_groups=max_groups,
-        grace=grace,
-    ).run()  # fmt: skip
+    server, observers = None, []
+    if ui_port is not None:
+        from courier.metrics import SchedulerMetrics
+        from courier.ui.app import BackgroundServer, create_app
+
+        metrics = SchedulerMetrics()
+        app = create_app(context, ui_host, in_scheduler=True)
+        app.reader.listeners.append(
+            lambda snap, outcome, _: snap and metrics.overview(snap.couriers, snap.alerts)
+        )
+        observers.append(metrics.group_run)
+        server = BackgroundServer(app, ui_host, ui_port)
+        server.start()
+        click.echo(f"courier scheduler: status page on http://{ui_host}:{ui_port}/", err=True)
+    try:
+        code = Scheduler(
+            context, since=start, once=once, sources=not no_sources, max_groups=max_groups,
+            grace=grace, observers=observers,
+        ).run()  # fmt: skip
+    finally:
+        if server is not None:
+            server.stop()
     sys.exit(code)
 
 

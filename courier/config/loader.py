@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +49,27 @@ def resolve_env(value: Any, missing: set[str], environ: dict[str, str] | None = 
 
         return ENV_REF.sub(sub, value)
     return value
+
+
+def unset_env(
+    value: Any, key: str = "", environ: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Key path -> the ${VAR} references (without a default) in it whose variable is not set
+    (or empty), for a document as read: what `validate --for` and the front ends name."""
+    env = os.environ if environ is None else environ
+    out: dict[str, list[str]] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(unset_env(v, f"{key}.{k}" if key else str(k), env))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out.update(unset_env(v, f"{key}[{i}]", env))
+    elif isinstance(value, str) and "${" in value:
+        names = [m.group(1) for m in ENV_REF.finditer(value) if m.group(2) is None]
+        unset = [n for n in names if not env.get(n)]
+        if unset:
+            out[key] = unset
+    return out
 
 
 def read_document(path: Path) -> dict[str, Any]:

@@ -88,6 +88,7 @@ class FeedsSection(Strict):
     database: str = ".courier/feeds.duckdb"
     memory_limit: str | None = None  # e.g. "1GB": bounds the engine's memory (spills to disk)
     threads: int | None = None
+<<<<<<< HEAD
     destination: str = "duckdb"  # a [destinations.NAME]; "duckdb" is the database above
 
 
@@ -115,6 +116,11 @@ class DuckDBEngineConfig(Strict):
 
 
 EngineConfig = Annotated[DuckDBEngineConfig, Field(discriminator="type")]
+=======
+    # seconds a run waits for the feed database while another process holds it (an open
+    # DuckDB session, another run), then fails saying which process
+    lock_timeout: float = Field(default=30, ge=0)
+>>>>>>> main
 
 
 class StateSection(Strict):
@@ -134,6 +140,19 @@ class IngestSection(Strict):
     xml_max_depth: int = Field(default=64, gt=0)  # deeper XML payloads are refused (400)
     shutdown_timeout: float = Field(default=30.0, ge=0)  # uploads tried this long on shutdown
     admin_token: str | None = None  # "${COURIER_ADMIN_TOKEN}": enables the token refresh API
+    # connections (courier/ingest/http.py): 408 / 431 / 503 and close
+    header_timeout: float = Field(default=10.0, gt=0)  # request line + headers within this
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request line + headers
+    max_headers: int = Field(default=100, gt=0)  # header fields per request
+    max_connections: int = Field(default=1000, gt=0)  # open connections per worker process
+    keepalive_timeout: float = Field(default=5.0, gt=0)  # an idle keep-alive connection closes
+
+
+class UiSection(Strict):
+    """[ui]: the status page (`courier ui`, `courier scheduler --ui-port`)."""
+
+    token: str | None = None  # "${COURIER_UI_TOKEN}"; else [ingest] admin_token; non-loopback only
+    refresh_seconds: float = Field(default=5.0, gt=0)  # a new snapshot of the state this often
 
 
 def default_storages() -> dict[str, StorageConfig]:
@@ -179,6 +198,39 @@ def default_sinks() -> list[LogSinkConfig | WebhookSinkConfig | CommandSinkConfi
     return [LogSinkConfig()]
 
 
+# -- engines: [engines.NAME] (SPEC 8); `type` picks the module --------------------------------
+
+
+class DuckDBEngineConfig(Strict):
+    type: Literal["duckdb"] = "duckdb"
+
+
+class SparkEngineConfig(Strict):
+    """Apache Spark through Spark Connect. remote: sc://host:port, with Spark Connect's own
+    parameters after `/;` (token=${SPARK_CONNECT_TOKEN};use_ssl=true), resolved from the
+    environment. conf: Spark session settings. cluster_uri: per storage, the URI prefix under
+    which the cluster reads that storage's files (s3a://bucket/prefix/ for an s3 storage,
+    abfss://container@account.dfs.core.windows.net/prefix/ for an azure one)."""
+
+    type: Literal["spark"]
+    remote: str
+    conf: dict[str, str] = Field(default_factory=dict)
+    cluster_uri: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("remote")
+    @classmethod
+    def _remote(cls, v: str) -> str:
+        if not v.startswith("sc://") or len(v.split("/;", 1)[0]) <= len("sc://"):
+            raise ValueError(
+                "remote must be a Spark Connect URL: sc://host:15002 (token and TLS as "
+                "/;token=${SPARK_CONNECT_TOKEN};use_ssl=true)"
+            )
+        return v
+
+
+EngineConfig = Annotated[DuckDBEngineConfig | SparkEngineConfig, Field(discriminator="type")]
+
+
 class Settings(Strict):
     project: ProjectSection = ProjectSection()
     storages: dict[str, StorageConfig] = Field(default_factory=lambda: default_storages())
@@ -186,7 +238,11 @@ class Settings(Strict):
     state: StateSection = StateSection()
     ingest: IngestSection = IngestSection()
     alerts: AlertsSection = AlertsSection()
+<<<<<<< HEAD
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+=======
+    ui: UiSection = UiSection()
+>>>>>>> main
     engines: dict[str, EngineConfig] = Field(default_factory=dict)
 
     @field_validator("storages", "destinations", "engines")
@@ -196,6 +252,7 @@ class Settings(Strict):
             check_identifier(name, f"{(info.field_name or '').rstrip('s')} name")
         return v
 
+<<<<<<< HEAD
     def destination(self, name: str) -> DuckDBDestinationConfig | MemoryDestinationConfig:
         """The [destinations.NAME] config; "duckdb" is implicit (the [feeds] database)."""
         if name in self.destinations:
@@ -211,6 +268,14 @@ class Settings(Strict):
         if name == "duckdb":
             return DuckDBEngineConfig()
         raise KeyError(name)
+=======
+    @field_validator("engines")
+    @classmethod
+    def _engine_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            check_identifier(name, "engine name")
+        return v
+>>>>>>> main
 
 
 # -- feeds: feeds/FEED.toml -------------------------------------------------------------------
@@ -321,6 +386,9 @@ class CourierOptions(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
     max_bad_records: float = 100
     schema_scan: Literal["detect", "full"] = "detect"
+    # top-level columns a file tag holds at most: a record whose keys would take it past
+    # this is quarantined ("too many keys"), and the pinned schema never grows beyond it
+    max_columns: int = Field(default=500, gt=0)
 
 
 class CourierConfig(Strict):
@@ -421,6 +489,8 @@ class WebhookConfig(Strict):
     timestamp_header: str | None = None  # replay protection: the signing time (unix seconds)
     tolerance: int = Field(default=300, gt=0)  # seconds a signed request stays acceptable
     signed_payload: str = "{body}"  # what is signed, e.g. "v0:{timestamp}:{body}"
+    delivery_header: str | None = None  # the sender's delivery id: a repeat lands nothing
+    dedupe_seconds: int = Field(default=7 * 86400, gt=0)  # delivery ids are kept this long
 
 
 class StreamConfig(Strict):

@@ -140,3 +140,125 @@ def _spark(node: TypeNode) -> str:
     if name.startswith("DECIMAL") or name.startswith("NUMERIC"):
         return name.replace("NUMERIC", "DECIMAL")
     return SCALARS.get(name, "STRING")
+
+
+# -- the cluster's record work (the Spark engine's building blocks; SPEC 8) -------------------
+# Sail has no input_file_name()/_metadata and no QUALIFY, and ignores Delta's txnAppId: each
+# file is read on its own as text and tagged with its rank (a literal), its lines numbered in
+# file order (row_number over monotonically_increasing_id, which follows file offsets); the
+# last record per key wins through row_number() over a window; a committed run is recognised by
+# its _courier_run_id in the table. Only bounded samples (bad records) come back to courier.
+
+RANK = "_courier_rank"
+LINE = "_courier_line"
+RUN_ID = "_courier_run_id"
+
+
+def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, str]) -> Any:
+    """NDJSON files (cluster URIs with their window ranks) as one DataFrame on the cluster:
+    `value` (the line), RANK, LINE, `_courier_bad` (NULL, or why the line is rejected) and the
+    record's columns read with the pinned/declared DuckDB types (never Spark's inference)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not files:
+        raise EngineError("no files to read")
+    parts = []
+    for uri, rank in files:
+        text = session.read.text(uri).withColumn("_id", F.monotonically_increasing_id())
+        order = Window.partitionBy(F.lit(rank)).orderBy("_id")  # one file: its own order
+        parts.append(
+            text.withColumn(LINE, F.row_number().over(order).cast("bigint"))
+            .withColumn(RANK, F.lit(rank).cast("int"))
+            .drop("_id")
+        )
+    raw = parts[0]
+    for part in parts[1:]:
+        raw = raw.unionByName(part)
+    raw = raw.where(F.trim("value") != "")
+    rec = F.from_json("value", spark_schema(columns))
+    # a line that is not JSON; a top-level field present in the line but unreadable as its type
+    reasons = [F.when(F.get_json_object("value", "$").isNull(), F.lit("not a JSON record"))]
+    for name, duck_type in columns.items():
+        present = F.get_json_object("value", "$." + name).isNotNull()
+        reasons.append(
+            F.when(
+                present & rec.getField(name).isNull(),
+                F.lit(f"field {name}: not readable as {duck_type}"),
+            )
+        )
+    parsed = raw.withColumn("_courier_rec", rec).withColumn("_courier_bad", F.coalesce(*reasons))
+    return parsed.select(
+        "value",
+        RANK,
+        LINE,
+        "_courier_bad",
+        *[F.col("_courier_rec").getField(c).alias(c) for c in columns],
+    )
+
+
+def bad_records(df: Any, limit: int) -> tuple[int, list[tuple[int, int, str, str]]]:
+    """How many lines were rejected, and up to `limit` of them as (rank, line, reason, raw)."""
+    bad = df.where("_courier_bad IS NOT NULL")
+    count = bad.count()
+    rows = bad.orderBy(RANK, LINE).limit(limit).select(RANK, LINE, "_courier_bad", "value")
+    return count, [(r[0], r[1], r[2], r[3]) for r in rows.collect()] if count else []
+
+
+def records(df: Any) -> Any:
+    """The readable records with their order columns (the bad lines left out)."""
+    return df.where("_courier_bad IS NULL").drop("value", "_courier_bad")
+
+
+def last_record_wins(df: Any, key: list[str]) -> Any:
+    """One row per key: the last by (RANK, LINE); without QUALIFY (Sail has none)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy(*key).orderBy(F.col(RANK).desc(), F.col(LINE).desc())
+    return (
+        df.withColumn("_courier_rn", F.row_number().over(order))
+        .where("_courier_rn = 1")
+        .drop("_courier_rn")
+    )
+
+
+def write_delta(session: Any, df: Any, path: str, key: list[str], mode: str, run_id: str) -> None:
+    """The cluster writes the rows into the Delta table at `path`: mode "load" merges on the
+    key (appends without one), "truncateAndLoad" overwrites. Rows carry RUN_ID."""
+    from pyspark.sql import functions as F
+
+    rows = df.drop(RANK, LINE).withColumn(RUN_ID, F.lit(run_id))
+    if mode == "truncateAndLoad" or not table_exists(session, path):
+        rows.write.format("delta").mode("overwrite").save(path)
+        return
+    if not key:
+        rows.write.format("delta").mode("append").save(path)
+        return
+    view = f"_courier_src_{re.sub(r'[^A-Za-z0-9_]', '_', run_id)}"
+    rows.createOrReplaceTempView(view)
+    on = " AND ".join(f"t.{_name(k)} = s.{_name(k)}" for k in key)
+    session.sql(
+        f"MERGE INTO delta.{_name(path)} AS t USING {view} AS s ON {on} "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    ).collect()
+
+
+def table_exists(session: Any, path: str) -> bool:
+    try:
+        session.read.format("delta").load(path).schema  # noqa: B018 - analysis only
+    except Exception:  # pyspark's AnalysisException family: no table there
+        return False
+    return True
+
+
+def committed(session: Any, path: str, run_id: str) -> bool:
+    """Did run `run_id` commit into the table? Its rows carry RUN_ID (Sail writes no txn action
+    and has no DESCRIBE HISTORY); a later run that replaced them all committed after it."""
+    if not table_exists(session, path):
+        return False
+    found = session.sql(
+        f"SELECT 1 FROM delta.{_name(path)} WHERE {RUN_ID} = '{run_id.replace(chr(39), '')}' "
+        "LIMIT 1"
+    ).collect()
+    return bool(found)

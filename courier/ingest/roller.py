@@ -56,6 +56,7 @@ class Roller:
         self._busy = False
         self._stop = False
         self._thread: threading.Thread | None = None
+        self.failures = 0  # upload attempts that failed (retried): a metrics counter
         self.keys: deque[str] = deque(maxlen=10_000)  # this writer's part files, newest last
         self.status = UploadStatus()  # replaced whole, under _cond, never changed in place
 
@@ -156,6 +157,7 @@ class Roller:
                     )
                     self._busy = False
                     self._cond.notify_all()
+                self.failures += 1
                 if first:
                     log.warning(
                         "cannot upload %s (%s); segments stay in the write-ahead log and are "

@@ -193,6 +193,7 @@ class Wal:
         # (or the service's probe write) succeeds: it reports the disk as it is now.
         self.fault: BaseException | None = None
         self.stats = {"batches": 0, "records": 0, "fsync_s": 0.0, "commit_s": 0.0}
+        self.on_batch: Any = None  # (payloads, fsync seconds) after each commit: metrics
 
     # -- lifecycle --------------------------------------------------------------------------
     def open(self) -> None:
@@ -350,6 +351,7 @@ class Wal:
             except OSError as exc:
                 failed = True
                 self._fail(waiters, exc)
+        fsync_s = 0.0
         try:
             if self.fsync:
                 for segment in touched.values():
@@ -358,16 +360,19 @@ class Wal:
                     try:
                         synced = time.perf_counter()
                         os.fdatasync(segment.fd)
-                        self.stats["fsync_s"] += time.perf_counter() - synced
+                        fsync_s += time.perf_counter() - synced
                     except OSError as exc:
                         # The data's fate is unknown (the kernel may drop dirty pages after a
                         # failed fsync): refuse the whole batch, seal, never write there again.
                         self._seal(segment)
                         self._fail(done, exc)
                         return
+            self.stats["fsync_s"] += fsync_s
             self.stats["commit_s"] += time.perf_counter() - started
             if not failed:
                 self.fault = None  # the disk takes writes again
+            if self.on_batch is not None:
+                self.on_batch(len(batch), fsync_s)
             self._report(done, None)
         finally:
             retiring, self._retiring = self._retiring, []

@@ -6,15 +6,18 @@ talk to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import resource
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from courier.ingest.apikeys import FAILURES, MAX_DERIVING
@@ -26,6 +29,7 @@ from tests.ingest.helpers import (
     landed_json,
     make_project,
     serving,
+    token,
     wait_until,
 )
 
@@ -284,3 +288,283 @@ def test_wrong_api_key_secrets_do_not_stall_the_event_loop(hard: Server) -> None
     # only while earlier ones were still running (at most MAX_DERIVING); the rest 429 or 503
     assert set(statuses) <= {401, 429, 503}, statuses
     assert statuses.count(401) <= FAILURES + MAX_DERIVING, statuses
+
+
+# -- connections: idle, slow, oversized, too many ---------------------------------------------
+
+CONN_SETTINGS = (
+    "[ingest]\nroll_seconds = 0.3\nbody_timeout = 2\nheader_timeout = 1\n"
+    "keepalive_timeout = 1\n" + ADMIN_SETTING
+)
+
+
+def _open(server: Server, n: int, source: str = "127.0.0.1") -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(
+            ("127.0.0.1", server.port), timeout=10, source_address=(source, 0)
+        )
+        socks.append(s)
+    return socks
+
+
+def _answer(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends before it closes the connection (b"" if it only closes)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        raise AssertionError(f"the server kept the connection open for {timeout} s") from None
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = make_project(
+        tmp_path_factory.mktemp("connections") / "project", CONN_SETTINGS, HARD_STREAMS
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("T_GITHUB_SECRET", GITHUB_SECRET)
+        server = Server(root).start()
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0
+
+
+def test_idle_and_slowloris_connections_are_cut_with_408(guarded: Server) -> None:
+    """200 connections that send nothing and 20 that drip their headers a byte at a time are
+    answered 408 and closed once header_timeout (1 s) has passed."""
+    idle = _open(guarded, 200)
+    drip = _open(guarded, 20)
+    try:
+        started = time.monotonic()
+        request = b"POST /stream/v0/data/events HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        for s in drip:
+            s.sendall(request)
+        for _ in range(3):  # a byte each, 0.3 s apart: never a complete header
+            time.sleep(0.3)
+            for s in drip:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"a")
+        for s in idle + drip:
+            assert _status(_answer(s, 15)) == 408
+        assert time.monotonic() - started < 15
+    finally:
+        for s in idle + drip:
+            s.close()
+
+
+def test_header_size_and_count_are_bounded_with_431(guarded: Server) -> None:
+    with httpx.Client(base_url=guarded.url, timeout=10) as client:
+        big = client.post(
+            "/stream/v0/data/events",
+            content=b'{"id": 1}',
+            headers={**headers("events"), "X-Big": "b" * (20 << 10)},
+        )
+        assert big.status_code == 431, big.text
+        many = client.post(
+            "/stream/v0/data/events",
+            content=b'{"id": 1}',
+            headers={**headers("events"), **{f"X-H{i}": "v" for i in range(150)}},
+        )
+        assert many.status_code == 431, many.text
+        assert _post(client, "events", b'{"id": "after-431"}').status_code == 202
+    # one header that never ends, sent in pieces: cut at the limit, not buffered forever
+    [s] = _open(guarded, 1)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        with contextlib.suppress(OSError):
+            for _ in range(64):
+                s.sendall(b"e" * 1024)
+        assert _status(_answer(s, 10)) == 431
+    finally:
+        s.close()
+
+
+def test_idle_keep_alive_connections_close_after_keepalive_timeout(guarded: Server) -> None:
+    [s] = _open(guarded, 1)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(10)
+        first = s.recv(65536)
+        while not first.endswith(b"}"):  # the body may come in a second write
+            first += s.recv(65536)
+        assert _status(first) == 200
+        started = time.monotonic()
+        assert _answer(s, 10) == b""  # closed without a word
+        assert time.monotonic() - started < 4  # keepalive_timeout = 1 (uvicorn's default: 5)
+    finally:
+        s.close()
+
+
+def test_honest_clients_are_served_during_idle_slow_and_forged_floods(guarded: Server) -> None:
+    """300 idle connections, 20 drip-feeding ones and 4 threads of forged webhooks against a
+    rate-limited stream: a signed sender and a token client still get their 202s, each
+    within 2 s."""
+    idle = _open(guarded, 300, "127.0.3.1")
+    stop = threading.Event()
+
+    def forge(n: int) -> None:
+        with _client(guarded, f"127.0.4.{n}") as client:
+            while not stop.is_set():
+                body = b'{"id": "forged"}'
+                client.post(
+                    "/webhook/v0/hooks",
+                    content=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "X-Hub-Signature-256": github_signature(body, "wrong"),
+                    },
+                )
+
+    forgers = [threading.Thread(target=forge, args=(n,)) for n in range(1, 5)]
+    for t in forgers:
+        t.start()
+    slowest = 0.0
+    try:
+        with httpx.Client(base_url=guarded.url, timeout=30) as client:
+            for i in range(6):
+                for stream in ("hooks", "events"):
+                    body = b'{"id": "honest-%d"}' % i
+                    hdrs = (
+                        {
+                            "Content-Type": "application/json",
+                            "X-Hub-Signature-256": github_signature(body),
+                        }
+                        if stream == "hooks"
+                        else headers("events")
+                    )
+                    path = "/webhook/v0/hooks" if stream == "hooks" else "/stream/v0/data/events"
+                    started = time.monotonic()
+                    r = client.post(path, content=body, headers=hdrs)
+                    slowest = max(slowest, time.monotonic() - started)
+                    assert r.status_code == 202, r.text
+                time.sleep(0.5)  # within the hooks stream's 2 payloads/s
+    finally:
+        stop.set()
+        for t in forgers:
+            t.join(30)
+        for s in idle:
+            s.close()
+    assert slowest < 2.0, slowest
+
+
+def test_more_connections_than_file_descriptors_keep_healthz_reachable(tmp_path: Path) -> None:
+    """With a file limit of 256, 300 idle connections: the ones over the connection limit get
+    503 at once, the rest 408 after header_timeout, and /healthz answers within seconds."""
+    root = make_project(tmp_path, CONN_SETTINGS, {"events": 'payload = "json"\n'})
+    server = Server(root, limits={resource.RLIMIT_NOFILE: (256, 256)}).start()
+    idle: list[socket.socket] = []
+    try:
+        idle = _open(server, 300)
+        started = time.monotonic()
+        wait_until(lambda: _healthz_ok(server), 15, "/healthz to answer with 300 idle connections")
+        assert time.monotonic() - started < 15
+        statuses = {_status(_answer(s, 15)) for s in idle}
+        assert statuses <= {408, 503} and 503 in statuses, statuses
+    finally:
+        for s in idle:
+            s.close()
+        assert server.stop() == 0
+
+
+def _healthz_ok(server: Server) -> bool:
+    try:
+        return httpx.get(server.url + "/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# -- revoking stream tokens -------------------------------------------------------------------
+
+
+def test_a_revoked_stream_token_is_refused_at_once_and_others_still_work(hard: Server) -> None:
+    from tests.ingest.test_apikeys import courier
+
+    made = [courier(hard.root, "token", "create", "--stream", "events") for _ in range(2)]
+    leaked, kept = (m.stdout.strip() for m in made)
+    auth = {"X-Amperity-Tenant": "acme", "Content-Type": "application/json"}
+
+    def post(tok: str) -> httpx.Response:
+        return httpx.post(
+            hard.url + "/stream/v0/data/events",
+            content=b'{"id": "rev"}',
+            headers={**auth, "Authorization": f"Bearer {tok}"},
+            timeout=10,
+        )
+
+    assert post(leaked).status_code == 202 and post(kept).status_code == 202  # both cached
+    done = courier(hard.root, "token", "revoke", leaked)
+    assert done.returncode == 0, done.stderr
+    refused = post(leaked)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]
+    assert post(kept).status_code == 202
+    # by id, for a token no longer at hand
+    jti = jwt.decode(kept, options={"verify_signature": False})["jti"]
+    done = courier(hard.root, "token", "revoke", "--stream", "events", "--jti", jti)
+    assert done.returncode == 0, done.stderr
+    assert post(kept).status_code == 401
+    # a token without a jti cannot be revoked alone: the message says what to do instead
+    bare = courier(hard.root, "token", "revoke", token("events"))
+    assert bare.returncode == 1 and "rotate" in bare.stderr
+
+
+# -- webhook deliveries -----------------------------------------------------------------------
+
+
+def test_a_replayed_github_delivery_lands_once_even_across_a_crash(tmp_path: Path) -> None:
+    """GitHub's X-GitHub-Delivery: a captured, correctly signed delivery replayed (before and
+    after a kill -9 of the server) answers 200 duplicate and lands nothing more; a forged one
+    with the same id does not block the real one."""
+    root = make_project(
+        tmp_path,
+        "[ingest]\nroll_seconds = 0.3\n" + ADMIN_SETTING,
+        {"gh": 'payload = "json"\n[webhook]\npreset = "github"\nsecret = "${T_GITHUB_SECRET}"\n'},
+    )
+
+    def deliver(
+        client: httpx.Client, body: bytes, delivery: str | None, secret: str = GITHUB_SECRET
+    ) -> httpx.Response:
+        hdrs = {
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": github_signature(body, secret),
+        }
+        if delivery is not None:
+            hdrs["X-GitHub-Delivery"] = delivery
+        return client.post("/webhook/v0/gh", content=body, headers=hdrs)
+
+    first = b'{"id": "push-1"}'
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("T_GITHUB_SECRET", GITHUB_SECRET)
+        server = Server(root).start()
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            forged = deliver(client, first, "d-1", secret="wrong")
+            assert forged.status_code == 401
+            assert deliver(client, first, "d-1").status_code == 202
+            for _ in range(3):
+                replay = deliver(client, first, "d-1")
+                assert replay.status_code == 200, replay.text
+                assert replay.json() == {"status": "duplicate", "delivery": "d-1"}
+            assert deliver(client, b'{"id": "push-2"}', "d-2").status_code == 202
+            # no delivery id: nothing to deduplicate by, both land
+            assert deliver(client, b'{"id": "plain"}', None).status_code == 202
+            assert deliver(client, b'{"id": "plain"}', None).status_code == 202
+        server.kill()  # kill -9: the delivery ids must have been on disk before the 202
+        server = Server(root, port=server.port).start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                assert deliver(client, first, "d-1").status_code == 200
+                assert deliver(client, b'{"id": "push-3"}', "d-3").status_code == 202
+        finally:
+            assert server.stop() == 0
+    ids = sorted(r["id"] for r in landed_json(root, "gh"))
+    assert ids == ["plain", "plain", "push-1", "push-2", "push-3"]

@@ -1,0 +1,626 @@
+"""What the status page shows, read from the state store in short visits.
+
+A visit opens the feed database read-only (inside the scheduler: through its keeper, so the
+process keeps one database instance), copies what the pages need into an in-memory snapshot
+and closes it: the file is held for milliseconds, never while a page renders. When a run holds
+the database, DuckDB refuses a second process at once ("Conflicting lock is held"); the visit
+then fails fast and the pages keep serving the last snapshot, saying how old it is.
+
+Storage listings (backlog, landed payloads) are made before the visit, outside the lock.
+This reader speaks SQL to the DuckDB state tables (courier.runs, courier.files,
+courier.quarantine, courier.alerts): it is the status page's DuckDB state reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from courier.context import Context
+from courier.errors import CourierError, TransientError
+from courier.groups import duration
+from courier.status import backlog_of, member_view, memberships, next_run_of, next_runs
+from courier.windows import Window, iso_utc
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+log = logging.getLogger("courier.ui")
+
+RUN_HORIZON = timedelta(days=90)  # runs copied into a snapshot (the history pages go this far)
+LANDED_HORIZON = timedelta(hours=48)
+ALERT_LIMIT = 200
+SAMPLE_ROWS = 5
+DETAIL_LIMIT = 200  # files and quarantine rows shown on a run's page
+COUNT_BUDGET = 64 << 20  # bytes of landed parts read per snapshot to count their payloads
+LATE_GRACE = timedelta(minutes=30)
+
+SNAPSHOT_RUN_COLUMNS = [
+    "run_id", "courier", "status", "trigger", "group_name", "group_run_id", "window_start",
+    "window_end", "files_found", "files_loaded", "files_skipped", "bytes", "rows_read",
+    "rows_loaded", "rows_rejected", "quarantined", "feeds", "error", "reload", "started_at",
+    "finished_at", "duration_s", "host", "pid",
+]  # fmt: skip
+
+
+class DatabaseBusy(TransientError):
+    """Another process holds the feed database; the page serves its last snapshot."""
+
+
+@dataclass
+class Snapshot:
+    """One visit's copy: overview rows, open alerts, feeds, landed payloads, and the runs of
+    the last RUN_HORIZON in an in-memory database the pages query."""
+
+    taken_at: datetime
+    took_s: float
+    runs: duckdb.DuckDBPyConnection
+    couriers: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    feeds: list[dict[str, Any]]
+    landed: list[dict[str, Any]]  # {stream, hour (UTC datetime), payloads, bytes}
+    time_zone: str
+    held_s: float = 0.0  # how long the visit held the feed database
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.runs.cursor()
+
+
+@dataclass
+class Freshness:
+    """How current the served snapshot is."""
+
+    taken_at: datetime | None
+    age_s: float | None
+    stale: bool
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "taken_at": iso_utc(self.taken_at) if self.taken_at else None,
+            "age_s": None if self.age_s is None else round(self.age_s, 1),
+            "stale": self.stale,
+            "error": self.error,
+        }
+
+
+@dataclass
+class PartCount:
+    size: int
+    payloads: int
+
+
+@dataclass
+class StatusReader:
+    """Takes snapshots (on a background thread while the page is served) and answers the
+    per-run and per-feed detail visits, each as short as the snapshot's."""
+
+    context: Context
+    in_scheduler: bool = False  # inside `courier scheduler`: visit through its keeper
+    refresh_seconds: float = 5.0
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    current: Snapshot | None = None
+    last_error: str | None = None
+    # called after each refresh with (snapshot or None, "ok" | "busy" | "failed", seconds)
+    listeners: list[Callable[[Snapshot | None, str, float], None]] = field(default_factory=list)
+    _counts: dict[str, PartCount] = field(default_factory=dict)
+    _details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @property
+    def project(self) -> Any:
+        return self.context.project
+
+    # -- visits ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def visit(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """The feed database, open for as long as the block runs (None: not created yet)."""
+        if self.in_scheduler:
+            from courier.groups import keeper
+
+            try:
+                with keeper(self.context).hold(), self.context.workspace() as ws:
+                    yield ws.connection
+            except TransientError as exc:
+                raise DatabaseBusy(str(exc)) from exc
+            return
+        import duckdb
+
+        path = Path(self.project.path(self.project.settings.feeds.database))
+        if not path.exists():
+            yield None
+            return
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                raise DatabaseBusy(
+                    "a courier run holds the feed database; showing the last snapshot"
+                ) from exc
+            raise CourierError(f"cannot read the feed database {path}: {exc}") from exc
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def refresh(self) -> Snapshot | None:
+        """Take a new snapshot; on DatabaseBusy (or any fault) keep the last one."""
+        clock = time.monotonic()
+        snap: Snapshot | None = None
+        try:
+            snap = self.take()
+            outcome = "ok"
+        except DatabaseBusy as exc:
+            self.last_error, outcome = str(exc), "busy"
+        except Exception as exc:  # the page reports it; the next refresh tries again
+            log.warning("status page: reading state failed: %s", exc, exc_info=True)
+            self.last_error = str(exc) if isinstance(exc, CourierError) else repr(exc)
+            outcome = "failed"
+        if snap is not None:
+            with self._lock:
+                self.current, self.last_error = snap, None
+        for listener in self.listeners:
+            try:
+                listener(snap, outcome, time.monotonic() - clock)
+            except Exception:
+                log.exception("status page: a snapshot listener failed")
+        return self.current
+
+    def snapshot(self) -> Snapshot | None:
+        """The current snapshot, taking the first one if there is none yet."""
+        return self.current or self.refresh()
+
+    def freshness(self) -> Freshness:
+        snap = self.current
+        if snap is None:
+            return Freshness(None, None, True, self.last_error or "no snapshot yet")
+        age = (self.now() - snap.taken_at).total_seconds()
+        stale = self.last_error is not None or age > 3 * self.refresh_seconds
+        return Freshness(snap.taken_at, age, stale, self.last_error)
+
+    def start(self) -> None:
+        """Refresh every refresh_seconds on a daemon thread until stop()."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="courier-ui", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.refresh()
+            wait = self.refresh_seconds if self.last_error is None else 1.0
+            self._stop.wait(max(0.1, wait - (time.monotonic() - started)))
+
+    def take(self) -> Snapshot:
+        import duckdb
+
+        clock = time.monotonic()
+        now = self.now()
+        project = self.project
+        members_of = memberships(project)
+        listed: dict[str, tuple[datetime, Any, str | None]] = {}
+        for name, courier in sorted(project.couriers.items()):
+            ctx, since = member_view(self.context, name, members_of.get(name, []), now)
+            try:
+                listed[name] = (since, ctx.discover(courier, Window(since, now)), None)
+            except CourierError as exc:
+                listed[name] = (since, [], str(exc))
+        landed = self._landed(now)
+        held = time.monotonic()
+        with self.visit() as con:
+            state = read_state(con, now, project, listed)
+        held = time.monotonic() - held
+        mem = duckdb.connect(":memory:")
+        mem.execute("SET TimeZone = 'UTC'")
+        runs = state.pop("runs")
+        mem.register("_runs", runs)
+        mem.execute("CREATE TABLE runs AS SELECT * FROM _runs")
+        mem.unregister("_runs")
+        couriers = self._overview(now, state, listed, members_of)
+        return Snapshot(
+            taken_at=now,
+            took_s=round(time.monotonic() - clock, 4),
+            runs=mem,
+            couriers=couriers,
+            alerts=open_alerts(state["alerts"], state["summaries"]),
+            feeds=state["feeds"],
+            landed=landed,
+            time_zone=project.settings.project.time_zone,
+            held_s=round(held, 4),
+        )
+
+    def _overview(
+        self,
+        now: datetime,
+        state: dict[str, Any],
+        listed: dict[str, tuple[datetime, Any, str | None]],
+        members_of: dict[str, list[tuple[str, Any]]],
+    ) -> list[dict[str, Any]]:
+        from courier.groups import schedule_of
+
+        project = self.project
+        upcoming = next_runs(project, now)
+        rows = []
+        for name, courier in sorted(project.couriers.items()):
+            members = members_of.get(name, [])
+            summary = state["summaries"].get(name, {})
+            since, files, error = listed[name]
+            if error is None:
+                backlog = backlog_of(
+                    name, courier.storage, since, files,
+                    lambda c, s, keys: state["loaded"].get(c, {}),
+                )  # fmt: skip
+            else:
+                backlog = {"since": iso_utc(since), "files": 0, "bytes": 0, "oldest": None,
+                           "error": error}  # fmt: skip
+            last_run = summary.get("last_run")
+            due = None  # the newest scheduled time whose run should have loaded by now
+            for group_name, member in members:
+                fired = schedule_of(project, project.groups[group_name]).latest(now)
+                grace = (duration(member.wait) or timedelta(0)) + LATE_GRACE
+                if fired is not None and now - fired > grace and (due is None or fired > due):
+                    due = fired
+            rows.append(
+                {
+                    "courier": name,
+                    "groups": [g for g, _ in members],
+                    "status": courier_state(summary, backlog, due, now),
+                    "last_success": iso(summary.get("last_success")),
+                    "last_run": {
+                        "run_id": last_run["run_id"],
+                        "status": last_run["status"],
+                        "started_at": iso(last_run["started_at"]),
+                        "finished_at": iso(last_run["finished_at"]),
+                        "error": last_run["error"],
+                    }
+                    if last_run
+                    else None,
+                    "newest_partition": iso(summary.get("newest_partition")),
+                    "backlog": backlog,
+                    "next_run": next_run_of(members, upcoming),
+                }
+            )
+        return rows
+
+    # -- landed payloads ---------------------------------------------------------------------
+    def _landed(self, now: datetime) -> list[dict[str, Any]]:
+        """Payloads and bytes landed per stream and UTC hour over the last 48 hours, from the
+        landing storage's hourly folders; a part's payloads are counted once and remembered."""
+        from courier.ingest.service import stream_storage
+
+        project = self.project
+        budget = COUNT_BUDGET
+        out = []
+        start = (now - LANDED_HORIZON).replace(minute=0, second=0, microsecond=0)
+        hours = []
+        hour = start
+        while hour <= now:
+            hours.append(hour)
+            hour += timedelta(hours=1)
+        for sid, stream in sorted(project.streams.items()):
+            try:
+                storage = self.context.storage(stream_storage(project, stream))
+                infos = list(storage.list_many([f"{sid}/{h:%Y/%m/%d/%H}/" for h in hours]))
+            except (CourierError, KeyError) as exc:
+                log.info("status page: listing stream %s failed: %s", sid, exc)
+                continue
+            per_hour: dict[datetime, list[int]] = {}
+            for info in infos:
+                try:
+                    y, mo, d, h = info.key[len(sid) + 1 :].split("/")[:4]
+                    at = datetime(int(y), int(mo), int(d), int(h), tzinfo=UTC)
+                except ValueError:
+                    continue
+                known = self._counts.get(info.key)
+                if known is None or known.size != info.size:
+                    if budget < info.size:
+                        continue  # counted by a later snapshot
+                    budget -= info.size
+                    known = PartCount(info.size, count_payloads(storage, info.key))
+                    self._counts[info.key] = known
+                bucket = per_hour.setdefault(at, [0, 0])
+                bucket[0] += known.payloads
+                bucket[1] += info.size
+            for at, (payloads, size) in sorted(per_hour.items()):
+                out.append({"stream": sid, "hour": at, "payloads": payloads, "bytes": size})
+        return out
+
+    # -- details -----------------------------------------------------------------------------
+    def run_details(self, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(files, quarantine samples and alerts of a run, None) from a short visit; when a
+        run holds the database, (what an earlier visit read or None, the reason)."""
+        cached = self._details.get(run_id)
+        if cached is not None and cached.get("final"):
+            return cached, None
+        try:
+            with self.visit() as con:
+                details = read_run_details(con, run_id)
+        except DatabaseBusy as exc:
+            return cached, str(exc)
+        if details.get("final"):
+            self._details[run_id] = details
+            if len(self._details) > 500:
+                self._details.pop(next(iter(self._details)))
+        return details, None
+
+
+def iso(value: Any) -> str | None:
+    return iso_utc(value) if isinstance(value, datetime) else value
+
+
+def courier_state(
+    summary: dict[str, Any], backlog: dict[str, Any], due: datetime | None, now: datetime
+) -> str:
+    """ok, late, failing, never_run (running while a run is in progress and all is well)."""
+    last = summary.get("last_finished")
+    if summary.get("last_run") is None:
+        return "never_run"
+    if last is not None and last["status"] == "failed":
+        return "failing"
+    success = summary.get("last_success")
+    if due is not None and (success is None or success < due):
+        return "late"
+    oldest = backlog.get("oldest")
+    if oldest and datetime.fromisoformat(oldest.replace("Z", "+00:00")) < now - timedelta(days=1):
+        return "late"  # landed files a day old still not loaded
+    if summary["last_run"]["status"] == "running":
+        return "running"
+    return "ok"
+
+
+def open_alerts(
+    alerts: list[dict[str, Any]], summaries: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Alerts no later success has answered: a courier's alert is open until a run of it
+    succeeds (or has nothing to load) after the alert; a group's until a day has passed."""
+    out = []
+    for alert in alerts:
+        courier = alert.get("courier")
+        if courier:
+            success = summaries.get(courier, {}).get("last_success")
+            if success is not None and success > alert["created_at"]:
+                continue
+        out.append(
+            {
+                "alert_id": alert["alert_id"],
+                "kind": alert["kind"],
+                "courier": courier,
+                "group": alert["group_name"],
+                "run_id": alert["run_id"],
+                "message": alert["message"],
+                "created_at": iso(alert["created_at"]),
+            }
+        )
+    return out
+
+
+def count_payloads(storage: Any, key: str) -> int:
+    """Payloads in a landed part: lines of NDJSON, top-level items of CBOR."""
+    data = storage.read_bytes(key)
+    if key.endswith(".cbor"):
+        import io
+
+        import cbor2
+
+        stream = io.BytesIO(data)
+        decoder = cbor2.CBORDecoder(stream)
+        n = 0
+        while stream.tell() < len(data):
+            try:
+                decoder.decode()
+            except Exception:
+                break
+            n += 1
+        return n
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+# -- SQL against the DuckDB state tables ----------------------------------------------------------
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'courier'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def read_state(
+    con: duckdb.DuckDBPyConnection | None,
+    now: datetime,
+    project: Any,
+    listed: dict[str, tuple[datetime, Any, str | None]],
+) -> dict[str, Any]:
+    """Everything a snapshot needs, read in one visit."""
+    tables = _tables(con) if con is not None else set()
+    out: dict[str, Any] = {
+        "runs": empty_runs(),
+        "summaries": {},
+        "alerts": [],
+        "loaded": {},
+        "feeds": [],
+    }
+    assert con is not None or not tables
+    if "runs" in tables and con is not None:
+        cols = ", ".join(
+            "feeds::VARCHAR AS feeds" if c == "feeds" else c for c in SNAPSHOT_RUN_COLUMNS
+        )
+        out["runs"] = con.sql(
+            f"SELECT {cols} FROM courier.runs WHERE started_at >= $since",
+            params={"since": now - RUN_HORIZON},
+        ).to_arrow_table()
+        columns = ["run_id", "status", "started_at", "finished_at", "error"]
+        picked = ", ".join(f"{c} := {c}" for c in columns)
+        rows = con.execute(
+            "SELECT courier, max(finished_at) FILTER (WHERE status = 'succeeded'), "
+            f"arg_max(struct_pack({picked}), started_at), "
+            f"arg_max(struct_pack({picked}), started_at) FILTER (WHERE status <> 'running') "
+            "FROM courier.runs GROUP BY courier"
+        ).fetchall()
+        for courier, success, last, finished in rows:
+            out["summaries"][courier] = {
+                "last_success": success,
+                "last_run": last,
+                "last_finished": finished,
+            }
+    if "files" in tables and con is not None:
+        for courier, newest in con.execute(
+            "SELECT courier, max(partition_start) FROM courier.files GROUP BY courier"
+        ).fetchall():
+            out["summaries"].setdefault(courier, {})["newest_partition"] = newest
+        out["loaded"] = loaded_versions(con, project, listed)
+    if "alerts" in tables and con is not None:
+        cur = con.execute(
+            "SELECT alert_id, kind, group_name, courier, run_id, message, created_at "
+            f"FROM courier.alerts ORDER BY created_at DESC LIMIT {ALERT_LIMIT}"
+        )
+        names = [d[0] for d in cur.description]
+        out["alerts"] = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    out["feeds"] = read_feeds(con, project)
+    return out
+
+
+def empty_runs() -> pa.Table:
+    import duckdb
+
+    mem = duckdb.connect(":memory:")
+    types = {
+        "files_found": "INTEGER", "files_loaded": "INTEGER", "files_skipped": "INTEGER",
+        "bytes": "BIGINT", "rows_read": "BIGINT", "rows_loaded": "BIGINT",
+        "rows_rejected": "BIGINT", "quarantined": "BIGINT", "reload": "BOOLEAN",
+        "window_start": "TIMESTAMPTZ", "window_end": "TIMESTAMPTZ", "started_at": "TIMESTAMPTZ",
+        "finished_at": "TIMESTAMPTZ", "duration_s": "DOUBLE", "pid": "INTEGER",
+    }  # fmt: skip
+    cols = ", ".join(f"NULL::{types.get(c, 'VARCHAR')} AS {c}" for c in SNAPSHOT_RUN_COLUMNS)
+    table = mem.sql(f"SELECT {cols} LIMIT 0").to_arrow_table()
+    mem.close()
+    return table
+
+
+def loaded_versions(
+    con: duckdb.DuckDBPyConnection,
+    project: Any,
+    listed: dict[str, tuple[datetime, Any, str | None]],
+) -> dict[str, dict[str, set[tuple[int, str]]]]:
+    """courier -> key -> {(size, version)} loaded, for the files listed in the lookbacks."""
+    import pyarrow as pa
+
+    rows = [
+        (name, project.couriers[name].storage, f.key)
+        for name, (_, files, _) in listed.items()
+        for f in files
+    ]
+    out: dict[str, dict[str, set[tuple[int, str]]]] = {}
+    if not rows:
+        return out
+    keys = pa.table(
+        {
+            "courier": [r[0] for r in rows],
+            "storage": [r[1] for r in rows],
+            "key": [r[2] for r in rows],
+        }
+    )
+    con.register("_ui_keys", keys)
+    try:
+        found = con.execute(
+            "SELECT f.courier, f.key, f.size, f.version FROM courier.files f JOIN _ui_keys k "
+            "ON k.key = f.key AND k.courier = f.courier AND k.storage = f.storage"
+        ).fetchall()
+    finally:
+        con.unregister("_ui_keys")
+    for courier, key, size, version in found:
+        out.setdefault(courier, {}).setdefault(key, set()).add((int(size), version or ""))
+    return out
+
+
+def read_feeds(con: duckdb.DuckDBPyConnection | None, project: Any) -> list[dict[str, Any]]:
+    """Each feed: definition, table columns as stored, row count and a few sample rows."""
+    from courier.destinations.duckdb import DuckDBDestination
+
+    destination = DuckDBDestination(con) if con is not None else None
+    feeds = []
+    for feed_id, feed in sorted(project.feeds.items()):
+        entry: dict[str, Any] = {
+            "feed": feed_id,
+            "fields": dict(feed.fields),
+            "primary_key": list(feed.primary_key),
+            "destination": getattr(feed, "destination", None) or "duckdb",
+            "table": None,
+            "columns": None,
+            "rows": None,
+            "sample": [],
+        }
+        if destination is not None:
+            columns = destination.existing_columns(feed_id)
+            if columns is not None:
+                entry["table"] = destination.table(feed_id)
+                entry["columns"] = columns
+                entry["rows"] = destination.row_count(feed_id)
+                entry["sample"] = destination.sample(feed_id, SAMPLE_ROWS)
+        feeds.append(entry)
+    return feeds
+
+
+def read_run_details(con: duckdb.DuckDBPyConnection | None, run_id: str) -> dict[str, Any]:
+    tables = _tables(con) if con is not None else set()
+    out: dict[str, Any] = {"files": [], "files_total": 0, "quarantine": [],
+                           "quarantine_total": 0, "alerts": [], "final": False}  # fmt: skip
+    if con is None:
+        return out
+    if "runs" in tables:
+        row = con.execute("SELECT status FROM courier.runs WHERE run_id = ?", [run_id]).fetchone()
+        out["final"] = bool(row and row[0] != "running")
+    if "files" in tables:
+        out["files_total"] = con.execute(
+            "SELECT count(*) FROM courier.files WHERE run_id = ?", [run_id]
+        ).fetchone()[0]  # type: ignore[index]
+        out["files"] = _dicts(
+            con,
+            "SELECT key, size, partition_start, file_tag, storage FROM courier.files "
+            f"WHERE run_id = ? ORDER BY partition_start, key LIMIT {DETAIL_LIMIT}",
+            [run_id],
+        )
+    if "quarantine" in tables:
+        out["quarantine_total"] = con.execute(
+            "SELECT count(*) FROM courier.quarantine WHERE run_id = ?", [run_id]
+        ).fetchone()[0]  # type: ignore[index]
+        out["quarantine"] = _dicts(
+            con,
+            "SELECT feed, file, line, reason, raw FROM courier.quarantine WHERE run_id = ? "
+            f"ORDER BY file, line LIMIT {DETAIL_LIMIT}",
+            [run_id],
+        )
+    if "alerts" in tables:
+        out["alerts"] = _dicts(
+            con,
+            "SELECT kind, message, created_at FROM courier.alerts WHERE run_id = ? "
+            "ORDER BY created_at",
+            [run_id],
+        )
+    return out
+
+
+def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
