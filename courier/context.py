@@ -7,11 +7,8 @@ import os
 import socket
 import time
 import uuid
-<<<<<<< HEAD
-=======
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
->>>>>>> main
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -212,22 +209,17 @@ class Context:
         lookback: timedelta | None = None,
         trigger: str = "manual",
         group: tuple[str, str] | None = None,
-<<<<<<< HEAD
+        force: bool = False,
         *,
         options: RunOptions | None = None,
     ) -> dict[str, Any]:
         """Run one courier over a window; return the run record (SPEC 6 `--json` shape).
+        A manual run of a window in the future loads nothing unless forced (options.force).
 
         The run prepares (reads, queries), then commits its feeds, then its state; with one
         transaction for both (DuckDB destination and state) that is one COMMIT."""
-        opts = options or RunOptions(now, reload, dry_run, lookback, trigger, group)
+        opts = options or RunOptions(now, reload, dry_run, lookback, trigger, group, force=force)
         now = opts.now or datetime.now(UTC)
-=======
-        force: bool = False,
-    ) -> dict[str, Any]:
-        """Run one courier over a window; return the run record (SPEC 6 `--json` shape).
-        A manual run of a window in the future loads nothing unless forced."""
->>>>>>> main
         clock = time.monotonic()
         courier = self.courier_for_run(courier_name, opts)
         with self.workspace() as ws:
@@ -239,31 +231,24 @@ class Context:
                     options=opts,
                 )  # fmt: skip
             except StorageError as exc:
-<<<<<<< HEAD
                 return self._record_failure(ws, courier, window, now, clock, exc, opts)
             record = self._record(plan, opts.group)
-            if opts.dry_run:
-                record.status = "dry_run"
-                record.file_list = [
-=======
-                return self._record_failure(ws, courier, window, now, clock, exc, trigger, group)
-            result = self._result(plan, group)
-            if trigger == "manual" and window.start >= now and not force:
-                result["status"] = "skipped"
-                result["warnings"].append(
+            if opts.trigger == "manual" and window.start >= now and not opts.force:
+                record.status = "skipped"
+                record.warnings.append(
                     f"the window starts in the future ({iso_utc(window.start)}; now "
                     f"{iso_utc(now)}): nothing can have landed in it, so nothing was loaded "
                     "(not even lookback files). Check the date, or pass --force to run it"
                 )
-                self.console.warn(f"{courier.name}: {result['warnings'][-1]}")
-                if not dry_run:
-                    result["duration_s"] = round(time.monotonic() - clock, 3)
-                    ws.state.start_run(self._row(result, datetime.now(UTC)))
-                return result
-            if dry_run:
-                result["status"] = "dry_run"
-                result["files"]["list"] = [
->>>>>>> main
+                self.console.warn(f"{courier.name}: {record.warnings[-1]}")
+                if not opts.dry_run:
+                    record.duration_s = round(time.monotonic() - clock, 3)
+                    record.finished_at = datetime.now(UTC)
+                    ws.state.start_run(record)
+                return record.to_json()
+            if opts.dry_run:
+                record.status = "dry_run"
+                record.file_list = [
                     {"key": f.key, "size": f.info.size, "loaded": f.already_loaded}
                     for f in plan.files
                 ]
@@ -330,21 +315,13 @@ class Context:
         if not to_load:
             record.status = "skipped"
             return
-<<<<<<< HEAD
-        storage = self.storage(courier.storage)
-        engine = ws.engine_for(courier)
-        files = [
-            WindowFile(storage.uri(f.key), f.key, f.info.size, i) for i, f in enumerate(to_load)
-        ]
-        self.console.status(f"{courier.name}: reading {len(files)} file(s)")
-=======
         self.console.status(f"{courier.name}: fetching {len(to_load)} file(s)")
         # the files' checksums (a local file's content hash) are taken beside the read
         hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="courier-checksum")
         try:
             storage = self.storage(courier.storage)
             checksums = [hashing.submit(storage.checksum, f.info) for f in to_load]
-            self._read_and_load(ws, plan, result, bad, to_load, checksums)
+            self._read_and_load(ws, plan, record, bad, to_load, checksums)
         finally:
             hashing.shutdown(wait=False, cancel_futures=True)
 
@@ -352,15 +329,18 @@ class Context:
         self,
         ws: Workspace,
         plan: RunPlan,
-        result: dict[str, Any],
+        record: RunRecord,
         bad: list[BadRecord],
         to_load: list[PlannedFile],
         checksums: list[Future[str | None]],
     ) -> None:
         courier = plan.courier
-        inputs = self._fetch(plan, to_load)
-        self.console.status(f"{courier.name}: reading {len(inputs)} file(s)")
->>>>>>> main
+        storage = self.storage(courier.storage)
+        engine = ws.engine_for(courier)
+        files = [
+            WindowFile(storage.uri(f.key), f.key, f.info.size, i) for i, f in enumerate(to_load)
+        ]
+        self.console.status(f"{courier.name}: reading {len(files)} file(s)")
         tag = courier.file_tag
         options = courier.options.model_dump()
         pinned = ws.state.pinned_schema(courier.name, tag)
@@ -418,13 +398,13 @@ class Context:
                 )
             feeds.setdefault(feed.id, FeedCounts()).add(loaded.counts)
             rejected += loaded.counts.rejected
-<<<<<<< HEAD
         record.status = "succeeded"
         record.feeds = {k: v.as_dict() for k, v in feeds.items()}
         record.files_loaded = len(to_load)
         record.bytes = sum(f.info.size for f in to_load)
         record.records = summary.records
         record.quarantined = len(bad) + rejected
+        to_load = [replace(f, checksum=c.result()) for f, c in zip(to_load, checksums, strict=True)]
         if one_transaction:  # state rides in the destination's transaction: one COMMIT
             self._commit_state(ws, plan, record, bad, tag, to_load, summary.schema)
             for destination in destinations:
@@ -434,20 +414,6 @@ class Context:
             destination.commit(plan.run_id)
         ws.state.begin()
         self._commit_state(ws, plan, record, bad, tag, to_load, summary.schema)
-=======
-        ws.state.quarantine(plan.run_id, courier.name, None, bad)
-        to_load = [replace(f, checksum=c.result()) for f, c in zip(to_load, checksums, strict=True)]
-        ws.state.record_files(plan.run_id, courier.name, tag, to_load, plan.started_at)
-        ws.state.pin_schema(courier.name, tag, summary.schema, plan.run_id)
-        result["status"] = "succeeded"
-        result["feeds"] = {k: v.as_dict() for k, v in feeds.items()}
-        result["files"]["loaded"] = len(to_load)
-        result["bytes"] = sum(f.info.size for f in to_load)
-        result["records"] = summary.records
-        result["quarantined"] = len(bad) + rejected
-        result["duration_s"] = result.get("duration_s")
-        ws.state.finish_run(self._row(result, datetime.now(UTC)))
->>>>>>> main
         ws.state.commit()
 
     def _commit_state(
@@ -541,9 +507,10 @@ class Context:
         exc: CourierError,
         opts: RunOptions,
     ) -> dict[str, Any]:
-        result = self.failed_result(courier, window, now, exc, trigger, group, clock)
-        ws.state.start_run(self._row(result, datetime.now(UTC)))
-        return result
+        record = self.failed_record(courier, window, now, exc, opts.trigger, opts.group, clock)
+        record.finished_at = datetime.now(UTC)
+        ws.state.start_run(record)
+        return record.to_json()
 
     def failed_result(
         self,
@@ -557,25 +524,27 @@ class Context:
     ) -> dict[str, Any]:
         """A run that failed before it began, in the `--json` shape (recorded by the caller
         when it can be: not when the feed database itself could not be opened)."""
+        return self.failed_record(courier, window, now, exc, trigger, group, clock).to_json()
+
+    def failed_record(
+        self,
+        courier: CourierConfig,
+        window: Window,
+        now: datetime,
+        exc: CourierError,
+        trigger: str = "manual",
+        group: tuple[str, str] | None = None,
+        clock: float | None = None,
+    ) -> RunRecord:
         plan = RunPlan(
             f"{now:%Y%m%dT%H%M%S}-{courier.name}-{uuid.uuid4().hex[:6]}",
-            courier, window, [], [], now, False, opts.trigger,
+            courier, window, [], [], now, False, trigger,
         )  # fmt: skip
-<<<<<<< HEAD
-        record = self._record(plan, opts.group)
+        record = self._record(plan, group)
         record.status = "failed"
         record.error = str(exc)
-        record.duration_s = round(time.monotonic() - clock, 3)
-        record.finished_at = datetime.now(UTC)
-        ws.state.start_run(record)
-        return record.to_json()
-=======
-        result = self._result(plan, group)
-        result["status"] = "failed"
-        result["error"] = str(exc)
-        result["duration_s"] = round(time.monotonic() - (clock or time.monotonic()), 3)
-        return result
->>>>>>> main
+        record.duration_s = round(time.monotonic() - (clock or time.monotonic()), 3)
+        return record
 
     def runs(
         self, courier: str | None = None, limit: int = 20, group: str | None = None

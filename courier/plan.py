@@ -95,6 +95,7 @@ class RunOptions:
     group: tuple[str, str] | None = None  # (group name, group run id)
     time_zone: ZoneInfo | None = None  # zone of the file dates (None: the project's)
     required: bool | None = None  # None: the courier's own `required`
+    force: bool = False  # a manual run of a window in the future loads anyway
 
 
 @dataclass

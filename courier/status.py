@@ -13,13 +13,9 @@ from typing import Any
 from courier.context import Context
 from courier.errors import CourierError
 from courier.groups import duration, member_lookback, member_project, schedule_of
-<<<<<<< HEAD
-from courier.windows import Window, iso_utc, ts
-=======
 from courier.plan import PlannedFile
 from courier.project import Project
-from courier.windows import Window, iso_utc
->>>>>>> main
+from courier.windows import Window, iso_utc, ts
 
 DEFAULT_BACKLOG = timedelta(days=1)
 

@@ -88,8 +88,10 @@ class FeedsSection(Strict):
     database: str = ".courier/feeds.duckdb"
     memory_limit: str | None = None  # e.g. "1GB": bounds the engine's memory (spills to disk)
     threads: int | None = None
-<<<<<<< HEAD
     destination: str = "duckdb"  # a [destinations.NAME]; "duckdb" is the database above
+    # seconds a run waits for the feed database while another process holds it (an open
+    # DuckDB session, another run), then fails saying which process
+    lock_timeout: float = Field(default=30, ge=0)
 
 
 # -- backends: [destinations.NAME] / [engines.NAME] (SPEC 8); `type` picks the module ----------
@@ -109,18 +111,6 @@ class MemoryDestinationConfig(Strict):
 DestinationConfig = Annotated[
     DuckDBDestinationConfig | MemoryDestinationConfig, Field(discriminator="type")
 ]
-
-
-class DuckDBEngineConfig(Strict):
-    type: Literal["duckdb"] = "duckdb"
-
-
-EngineConfig = Annotated[DuckDBEngineConfig, Field(discriminator="type")]
-=======
-    # seconds a run waits for the feed database while another process holds it (an open
-    # DuckDB session, another run), then fails saying which process
-    lock_timeout: float = Field(default=30, ge=0)
->>>>>>> main
 
 
 class StateSection(Strict):
@@ -238,11 +228,8 @@ class Settings(Strict):
     state: StateSection = StateSection()
     ingest: IngestSection = IngestSection()
     alerts: AlertsSection = AlertsSection()
-<<<<<<< HEAD
-    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
-=======
     ui: UiSection = UiSection()
->>>>>>> main
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     engines: dict[str, EngineConfig] = Field(default_factory=dict)
 
     @field_validator("storages", "destinations", "engines")
@@ -252,7 +239,6 @@ class Settings(Strict):
             check_identifier(name, f"{(info.field_name or '').rstrip('s')} name")
         return v
 
-<<<<<<< HEAD
     def destination(self, name: str) -> DuckDBDestinationConfig | MemoryDestinationConfig:
         """The [destinations.NAME] config; "duckdb" is implicit (the [feeds] database)."""
         if name in self.destinations:
@@ -261,21 +247,13 @@ class Settings(Strict):
             return DuckDBDestinationConfig()
         raise KeyError(name)
 
-    def engine(self, name: str) -> DuckDBEngineConfig:
+    def engine(self, name: str) -> DuckDBEngineConfig | SparkEngineConfig:
         """The [engines.NAME] config; "duckdb" is implicit."""
         if name in self.engines:
             return self.engines[name]
         if name == "duckdb":
             return DuckDBEngineConfig()
         raise KeyError(name)
-=======
-    @field_validator("engines")
-    @classmethod
-    def _engine_names(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for name in v:
-            check_identifier(name, "engine name")
-        return v
->>>>>>> main
 
 
 # -- feeds: feeds/FEED.toml -------------------------------------------------------------------

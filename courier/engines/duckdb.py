@@ -16,13 +16,8 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-<<<<<<< HEAD
 from courier.engines.base import LINE_COLUMN, RANK_COLUMN, QueryEngine, Rows, WindowFile
-from courier.errors import LoadError, QueryError, TransientError
-=======
-from courier.engines.base import QueryEngine, Relation
 from courier.errors import DatabaseLockedError, LoadError, QueryError
->>>>>>> main
 from courier.formats import base as formats
 from courier.formats.limits import ColumnBudget, keys_collide
 from courier.formats.ndjson import scan_ndjson

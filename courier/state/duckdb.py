@@ -172,7 +172,7 @@ class DuckDBStateStore(StateStore):
                 {
                     "storage": f.storage, "key": f.key, "size": f.info.size, "etag": f.info.etag,
                     "modified": f.info.modified.isoformat() if f.info.modified else None,
-                    "partition": f.partition.isoformat(),
+                    "partition": f.partition.isoformat(), "checksum": f.checksum,
                 }
                 for f in files
             ],
@@ -198,6 +198,7 @@ class DuckDBStateStore(StateStore):
                     datetime.fromisoformat(f["modified"]) if f["modified"] else None,
                 ),
                 datetime.fromisoformat(f["partition"]),
+                checksum=f.get("checksum"),
             )
             for f in plan["files"]
         ]  # fmt: skip
