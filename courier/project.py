@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,6 @@ def find_project_root(explicit: str | Path | None = None, cwd: Path | None = Non
 
 
 # Extra cross-checks registered by other modules (scheduler groups, streams).
-CHECKS: list[Callable[[Project], list[ConfigError]]] = []
 
 
 def load_project(root: str | Path | None = None, *, strict: bool = True) -> Project:
@@ -175,8 +173,11 @@ def load_project(root: str | Path | None = None, *, strict: bool = True) -> Proj
     project.groups = load_folder("config/groups", GroupConfig, "name", (".toml",))
     project.queries = load_queries(project_root / "queries", errors)
     errors.extend(cross_check(project))
-    for check in CHECKS:
-        errors.extend(check(project))
+    # the subsystems' own checks (groups, formats, streams, webhooks, sources) live in
+    # courier.validate, which imports them; project loading imports none of them
+    from courier.validate import check_project
+
+    errors.extend(check_project(project))
     if strict:
         project.raise_errors()
     return project
@@ -318,27 +319,3 @@ def cross_check(project: Project) -> list[ConfigError]:
                     )
                 )
     return errors
-
-
-# Group checks (cron, time zones, run_after) live with the groups and register in CHECKS.
-from courier import groups as _groups  # noqa: E402, F401
-
-# Options of the cbor/json/xml formats (record_path, force_list, ...) are checked on load.
-from courier.formats.options import check_tree_options  # noqa: E402
-
-CHECKS.append(check_tree_options)
-
-# Streams (auth, storage, the format couriers read them in) are checked by the ingest side.
-from courier.ingest.checks import check_streams  # noqa: E402
-
-CHECKS.append(check_streams)
-
-# Signed webhooks and API-key headers of the streams ([webhook], [api_keys], envelope).
-from courier.ingest.webhooks import check_webhooks  # noqa: E402
-
-CHECKS.append(check_webhooks)
-
-# Polling and file-pull sources (config/sources/*.toml) are checked by courier.sources.
-from courier.sources.config import check_sources  # noqa: E402
-
-CHECKS.append(check_sources)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -224,16 +225,20 @@ def scheduler(
     start = parse_time(since, context.project.time_zone) if since else None
     if not context.project.groups:
         click.echo("no groups: add config/groups/NAME.toml", err=True)
-    server, observers = None, []
+    server: Any = None
+    observers: list[Callable[[dict[str, Any]], None]] = []
     if ui_port is not None:
         from courier.metrics import SchedulerMetrics
         from courier.ui.app import BackgroundServer, create_app
 
         metrics = SchedulerMetrics()
         app = create_app(context, ui_host, in_scheduler=True)
-        app.reader.listeners.append(
-            lambda snap, outcome, _: snap and metrics.overview(snap.couriers, snap.alerts)
-        )
+
+        def overview(snap: Any, outcome: str, took: float) -> None:
+            if snap:
+                metrics.overview(snap.couriers, snap.alerts)
+
+        app.reader.listeners.append(overview)
         observers.append(metrics.group_run)
         server = BackgroundServer(app, ui_host, ui_port)
         server.start()
