@@ -512,19 +512,11 @@ class Context:
         ws.state.start_run(record)
         return record.to_json()
 
-    def failed_result(
-        self,
-        courier: CourierConfig,
-        window: Window,
-        now: datetime,
-        exc: CourierError,
-        trigger: str = "manual",
-        group: tuple[str, str] | None = None,
-        clock: float | None = None,
-    ) -> dict[str, Any]:
+    def failed_result(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """A run that failed before it began, in the `--json` shape (recorded by the caller
-        when it can be: not when the feed database itself could not be opened)."""
-        return self.failed_record(courier, window, now, exc, trigger, group, clock).to_json()
+        when it can be: not when the feed database itself could not be opened); the arguments
+        of failed_record."""
+        return self.failed_record(*args, **kwargs).to_json()
 
     def failed_record(
         self,

@@ -25,6 +25,7 @@ from courier.engines.duckdb import (
     feeds_connection,
     literal,
     quote,
+    table_exists,
 )
 from courier.errors import LoadError
 from courier.plan import FeedCounts
@@ -107,11 +108,7 @@ class DuckDBDestination(FeedDestination):
             pass  # nothing was open
 
     def committed(self, run_id: str) -> bool:
-        exists = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables "
-            "WHERE table_schema = 'courier' AND table_name = 'feed_commits'"
-        ).fetchone()
-        if not exists or not exists[0]:
+        if not table_exists(self.con, "courier", "feed_commits"):
             return False
         return bool(self._count(f"SELECT count(*) FROM {COMMITS} WHERE run_id = {literal(run_id)}"))
 

@@ -110,6 +110,14 @@ def describe(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     return {row[0]: row[1] for row in con.execute(f"DESCRIBE {sql}").fetchall()}
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def arrow_relation(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation:
     """A query as a relation to read Arrow from (the last execute() result finished first)."""
     con.complete()

@@ -180,11 +180,9 @@ class DuckDBStateStore(StateStore):
         self.con.execute(f"INSERT INTO {PLANS} VALUES (?, ?)", [run_id, json.dumps(plan)])
 
     def saved_plan(self, run_id: str) -> tuple[str, list[PlannedFile]] | None:
-        exists = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables "
-            "WHERE table_schema = 'courier' AND table_name = 'run_plans'"
-        ).fetchone()
-        if not exists or not exists[0]:
+        from courier.engines.duckdb import table_exists
+
+        if not table_exists(self.con, "courier", "run_plans"):
             return None
         row = self.con.execute(f"SELECT plan FROM {PLANS} WHERE run_id = ?", [run_id]).fetchone()
         if row is None:
