@@ -415,3 +415,22 @@ def _line_of(text: str, name: str) -> int | None:
         if pattern.search(line.split("--", 1)[0]):
             return number
     return None
+
+
+def with_order_columns(spark_sql: str, tags: list[str], columns: tuple[str, ...]) -> str | None:
+    """The query with a tag's record-order columns (file rank, line) carried to its result, so
+    the last record per feed key can win after the query: added to the outermost SELECT when its
+    FROM reads a tag directly and it does not aggregate. None when that is not the case."""
+    tree = sqlglot.parse_one(spark_sql, read="spark")
+    if not isinstance(tree, exp.Select) or tree.args.get("group") or tree.args.get("distinct"):
+        return None
+    source = tree.args.get("from_")
+    table = source.this if source is not None else None
+    if not isinstance(table, exp.Table) or table.name not in tags:
+        return None
+    for name in columns:
+        tree.append("expressions", exp.column(name, table=table.alias_or_name, quoted=True))
+    for join in tree.find_all(exp.Join):  # the parser adds ON TRUE to JOIN LATERAL; Sail refuses
+        if isinstance(join.this, exp.Lateral):
+            join.set("on", None)
+    return tree.sql(dialect="spark", pretty=True)
