@@ -17,7 +17,7 @@ help:  ## list targets
 $(STAMP): pyproject.toml setup.py courier/_cbor2json.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev,spark]'
+	$(PIP) install -q -e '.[dev,spark,delta]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## virtualenv with courier and its dev tools

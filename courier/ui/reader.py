@@ -68,6 +68,7 @@ class Snapshot:
     feeds: list[dict[str, Any]]
     landed: list[dict[str, Any]]  # {stream, hour (UTC datetime), payloads, bytes}
     time_zone: str
+    held_s: float = 0.0  # how long the visit held the feed database
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.runs.cursor()
@@ -225,8 +226,10 @@ class StatusReader:
             except CourierError as exc:
                 listed[name] = (since, [], str(exc))
         landed = self._landed(now)
+        held = time.monotonic()
         with self.visit() as con:
             state = read_state(con, now, project, listed)
+        held = time.monotonic() - held
         mem = duckdb.connect(":memory:")
         mem.execute("SET TimeZone = 'UTC'")
         runs = state.pop("runs")
@@ -243,6 +246,7 @@ class StatusReader:
             feeds=state["feeds"],
             landed=landed,
             time_zone=project.settings.project.time_zone,
+            held_s=round(held, 4),
         )
 
     def _overview(
