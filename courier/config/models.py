@@ -82,6 +82,9 @@ class FeedsSection(Strict):
     database: str = ".courier/feeds.duckdb"
     memory_limit: str | None = None  # e.g. "1GB": bounds the engine's memory (spills to disk)
     threads: int | None = None
+    # seconds a run waits for the feed database while another process holds it (an open
+    # DuckDB session, another run), then fails saying which process
+    lock_timeout: float = Field(default=30, ge=0)
 
 
 class StateSection(Strict):
@@ -336,6 +339,9 @@ class CourierOptions(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
     max_bad_records: float = 100
     schema_scan: Literal["detect", "full"] = "detect"
+    # top-level columns a file tag holds at most: a record whose keys would take it past
+    # this is quarantined ("too many keys"), and the pinned schema never grows beyond it
+    max_columns: int = Field(default=500, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -455,6 +461,8 @@ class WebhookConfig(Strict):
     timestamp_header: str | None = None  # replay protection: the signing time (unix seconds)
     tolerance: int = Field(default=300, gt=0)  # seconds a signed request stays acceptable
     signed_payload: str = "{body}"  # what is signed, e.g. "v0:{timestamp}:{body}"
+    delivery_header: str | None = None  # the sender's delivery id: a repeat lands nothing
+    dedupe_seconds: int = Field(default=7 * 86400, gt=0)  # delivery ids are kept this long
 
 
 class StreamConfig(Strict):
