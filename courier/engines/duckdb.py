@@ -7,6 +7,7 @@ import itertools
 import re
 import shutil
 import tempfile
+import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,21 +47,32 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+LOCK_PATIENCE = 2.0  # seconds a connect waits out another process's short hold
+
+
 def connect(
     path: Path | str, memory_limit: str | None = None, threads: int | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """Open the feed database (creating its folder). A lock held by another process is transient."""
+    """Open the feed database (creating its folder). A lock held by another process is transient.
+
+    A lock held for less than LOCK_PATIENCE (the status page's read-only visit lasts
+    milliseconds) is waited out, so a run never fails because the page was reading."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(path))
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise TransientError(
-                f"the feed database {path} is in use by another courier process; "
-                "wait for it to finish and try again"
-            ) from exc
-        raise LoadError(f"cannot open the feed database {path}: {exc}") from exc
+    deadline = time.monotonic() + LOCK_PATIENCE
+    while True:
+        try:
+            con = duckdb.connect(str(path))
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise LoadError(f"cannot open the feed database {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise TransientError(
+                    f"the feed database {path} is in use by another courier process; "
+                    "wait for it to finish and try again"
+                ) from exc
+            time.sleep(0.02)
     con.execute("SET TimeZone = 'UTC'")
     # SPEC 7: peak RSS under 1.5 GB whatever the window; past this, DuckDB spills to
     # <database>.tmp. [feeds] memory_limit raises (or lowers) it.
