@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from courier.ingest.apikeys import FAILURES, MAX_DERIVING
@@ -28,6 +29,7 @@ from tests.ingest.helpers import (
     landed_json,
     make_project,
     serving,
+    token,
     wait_until,
 )
 
@@ -480,3 +482,37 @@ def _healthz_ok(server: Server) -> bool:
         return httpx.get(server.url + "/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# -- revoking stream tokens -------------------------------------------------------------------
+
+
+def test_a_revoked_stream_token_is_refused_at_once_and_others_still_work(hard: Server) -> None:
+    from tests.ingest.test_apikeys import courier
+
+    made = [courier(hard.root, "token", "create", "--stream", "events") for _ in range(2)]
+    leaked, kept = (m.stdout.strip() for m in made)
+    auth = {"X-Amperity-Tenant": "acme", "Content-Type": "application/json"}
+
+    def post(tok: str) -> httpx.Response:
+        return httpx.post(
+            hard.url + "/stream/v0/data/events",
+            content=b'{"id": "rev"}',
+            headers={**auth, "Authorization": f"Bearer {tok}"},
+            timeout=10,
+        )
+
+    assert post(leaked).status_code == 202 and post(kept).status_code == 202  # both cached
+    done = courier(hard.root, "token", "revoke", leaked)
+    assert done.returncode == 0, done.stderr
+    refused = post(leaked)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]
+    assert post(kept).status_code == 202
+    # by id, for a token no longer at hand
+    jti = jwt.decode(kept, options={"verify_signature": False})["jti"]
+    done = courier(hard.root, "token", "revoke", "--stream", "events", "--jti", jti)
+    assert done.returncode == 0, done.stderr
+    assert post(kept).status_code == 401
+    # a token without a jti cannot be revoked alone: the message says what to do instead
+    bare = courier(hard.root, "token", "revoke", token("events"))
+    assert bare.returncode == 1 and "rotate" in bare.stderr
