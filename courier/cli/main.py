@@ -20,7 +20,7 @@ from courier.cli.options import (
     window_options,
 )
 from courier.context import Context, run_record
-from courier.errors import ConfigErrors
+from courier.errors import ConfigErrors, DatabaseLockedError
 from courier.project import load_project
 
 
@@ -105,16 +105,30 @@ def files(state: State, courier: str, as_json: bool, **window: Any) -> None:
 @window_options
 @click.option("--reload", is_flag=True, help="load files again even if already loaded")
 @click.option("--dry-run", is_flag=True, help="show what would be loaded; change nothing")
+@click.option("--force", is_flag=True, help="run a window that is not over yet")
 @json_option
 @click.pass_obj
 @error_handler
 def run(
-    state: State, courier: str, reload: bool, dry_run: bool, as_json: bool, **window: Any
+    state: State,
+    courier: str,
+    reload: bool,
+    dry_run: bool,
+    force: bool,
+    as_json: bool,
+    **window: Any,
 ) -> None:
     """Run a courier over a window (default: the latest complete partition)."""
     context = state.context()
     w = resolve_window(context, courier, **window)
-    result = context.run(courier, w, now_utc(), reload=reload, dry_run=dry_run)
+    now = now_utc()
+    try:
+        result = context.run(courier, w, now, reload=reload, dry_run=dry_run, force=force)
+    except DatabaseLockedError as exc:
+        if not as_json:
+            raise
+        # not recorded: the run history is in the database that could not be opened
+        result = context.failed_result(context.project.courier(courier), w, now, exc)
     getattr(context.console, "done", lambda: None)()
     if as_json:
         emit_json(result)
