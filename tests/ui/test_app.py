@@ -306,7 +306,7 @@ def test_runs_started_while_the_page_keeps_reading_never_fail(
     app: StatusApp, seeded: ProjectFactory
 ) -> None:
     """The page's visits hold the database read-only for milliseconds; a run that starts
-    during one waits it out (engines.duckdb.connect) instead of failing."""
+    during one waits it out ([feeds] lock_timeout) instead of failing."""
     import os
     import threading
 
