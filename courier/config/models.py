@@ -429,6 +429,8 @@ class WebhookConfig(Strict):
     timestamp_header: str | None = None  # replay protection: the signing time (unix seconds)
     tolerance: int = Field(default=300, gt=0)  # seconds a signed request stays acceptable
     signed_payload: str = "{body}"  # what is signed, e.g. "v0:{timestamp}:{body}"
+    delivery_header: str | None = None  # the sender's delivery id: a repeat lands nothing
+    dedupe_seconds: int = Field(default=7 * 86400, gt=0)  # delivery ids are kept this long
 
 
 class StreamConfig(Strict):
