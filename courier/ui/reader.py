@@ -233,6 +233,8 @@ class StatusReader:
         mem = duckdb.connect(":memory:")
         mem.execute("SET TimeZone = 'UTC'")
         runs = state.pop("runs")
+        if runs is None:
+            runs = empty_runs()
         mem.register("_runs", runs)
         mem.execute("CREATE TABLE runs AS SELECT * FROM _runs")
         mem.unregister("_runs")
@@ -454,7 +456,7 @@ def read_state(
     """Everything a snapshot needs, read in one visit."""
     tables = _tables(con) if con is not None else set()
     out: dict[str, Any] = {
-        "runs": empty_runs(),
+        "runs": None,  # made outside the visit when the table is missing
         "summaries": {},
         "alerts": [],
         "loaded": {},
