@@ -262,6 +262,7 @@ class StatusReader:
 
         project = self.project
         upcoming = next_runs(project, now)
+        latest = {name: schedule_of(project, g).latest(now) for name, g in project.groups.items()}
         rows = []
         for name, courier in sorted(project.couriers.items()):
             members = members_of.get(name, [])
@@ -278,7 +279,7 @@ class StatusReader:
             last_run = summary.get("last_run")
             due = None  # the newest scheduled time whose run should have loaded by now
             for group_name, member in members:
-                fired = schedule_of(project, project.groups[group_name]).latest(now)
+                fired = latest.get(group_name)
                 grace = (duration(member.wait) or timedelta(0)) + LATE_GRACE
                 if fired is not None and now - fired > grace and (due is None or fired > due):
                     due = fired
