@@ -9,7 +9,7 @@ TOOLS := .tools
 AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 STAMP := $(VENV)/.installed
 
-.PHONY: help install install-dev run test test-fast lint format typecheck bench bench-scale bench-listing bench-ingest bench-cbor bench-spark clean
+.PHONY: help install install-dev run test test-fast lint format typecheck bench bench-scale bench-listing bench-ingest bench-cbor bench-ui bench-spark clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ help:  ## list targets
 $(STAMP): pyproject.toml setup.py courier/_cbor2json.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev,spark]'
+	$(PIP) install -q -e '.[dev,spark,delta]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## virtualenv with courier and its dev tools
@@ -59,6 +59,7 @@ bench: install  ## benchmarks vs raw DuckDB and dlt (BENCH_MB=1024 for the 1 GB 
 	$(PY) -m bench.run
 	$(PY) -m bench.ingest
 	$(PY) -m bench.cbor
+	$(PY) -m bench.ui
 	$(PY) -m bench.spark
 
 bench-scale: install  ## make bench's contenders at 50 MB, 200 MB and 1 GB, one ratio table (minutes)
@@ -78,6 +79,9 @@ bench-spark: install  ## the window through Sail (Spark Connect): records/s vs c
 bench-cbor: install  ## the same records as NDJSON and as CBOR through Context.run (BENCH_MB)
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m bench.cbor
+
+bench-ui: install  ## status page with 10,000 runs and 50 couriers: overview and runs under 200 ms
+	$(PY) -m bench.ui
 
 clean:  ## remove local state and tools
 	rm -rf .courier $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

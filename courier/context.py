@@ -8,7 +8,8 @@ import shutil
 import socket
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from courier.windows import (
     Partition,
     Window,
     iso_utc,
+    parse_date,
     window_for_date,
     window_for_hour,
     window_for_range,
@@ -76,6 +78,10 @@ class Context:
     ) -> Window:
         """The manual window (SPEC 3); with none given, the latest complete partition."""
         tz = self.project.time_zone
+        if (date or hour) and (start or end):
+            raise RunError("give either --date/--hour or --start/--end, not both")
+        if date and hour:
+            return self._hour_of_date(date, hour)
         if date:
             return window_for_date(date, self.grain(courier))
         if hour:
@@ -89,6 +95,21 @@ class Context:
         current = grain.partition_of(now)
         previous = grain.partition_of(current.start - timedelta(seconds=1))
         return Window(previous.start, previous.end)
+
+    def _hour_of_date(self, date: str, hour: str) -> Window:
+        """--date D --hour HH (or an --hour on that same day): that hour; an --hour on another
+        day contradicts --date and is refused."""
+        tz = self.project.time_zone
+        day = parse_date(date)
+        if hour.strip().isdigit() and int(hour) < 24:
+            return window_for_hour(f"{day.isoformat()}T{int(hour):02d}", tz)
+        window = window_for_hour(hour, tz)
+        if window.start.astimezone(tz).date() != day:
+            raise RunError(
+                f"--hour {hour} is not on --date {date}: give one of them, or --date {date} "
+                "--hour HH for an hour of that day"
+            )
+        return window
 
     # -- discovery -------------------------------------------------------------------------
     def discover(
@@ -129,14 +150,21 @@ class Context:
             lookback = timedelta(seconds=parse_duration_seconds(courier.lookback))
         files = self.discover(courier, window, lookback)
         ws = workspace or self.workspace()
+        keys = [f.key for f in files]
         try:
-            loaded = ws.state.loaded_versions(courier.name, courier.storage, [f.key for f in files])
+            loaded = ws.state.loaded_versions(courier.name, courier.storage, keys)
+            sums = ws.state.loaded_checksums(courier.name, courier.storage, keys)
         finally:
             if workspace is None:
                 ws.close()
+        storage = self.storage(courier.storage)
         marked = []
         for f in files:
             done = (f.info.size, f.info.version) in loaded.get(f.key, set())
+            recorded = sums.get((f.key, f.info.size, f.info.version))
+            if done and not f.lookback and recorded:
+                # same size and time (or ETag) as a loaded file: the same content?
+                done = storage.checksum(f.info) in recorded
             if f.lookback and (done or f.key in loaded):
                 continue  # lookback only brings never-loaded files
             marked.append(PlannedFile(f.storage, f.info, f.partition, done, f.lookback))
@@ -165,8 +193,10 @@ class Context:
         lookback: timedelta | None = None,
         trigger: str = "manual",
         group: tuple[str, str] | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
-        """Run one courier over a window; return the run record (SPEC 6 `--json` shape)."""
+        """Run one courier over a window; return the run record (SPEC 6 `--json` shape).
+        A manual run of a window in the future loads nothing unless forced."""
         clock = time.monotonic()
         courier = self.project.courier(courier_name)
         with self.workspace() as ws:
@@ -175,6 +205,18 @@ class Context:
             except StorageError as exc:
                 return self._record_failure(ws, courier, window, now, clock, exc, trigger, group)
             result = self._result(plan, group)
+            if trigger == "manual" and window.start >= now and not force:
+                result["status"] = "skipped"
+                result["warnings"].append(
+                    f"the window starts in the future ({iso_utc(window.start)}; now "
+                    f"{iso_utc(now)}): nothing can have landed in it, so nothing was loaded "
+                    "(not even lookback files). Check the date, or pass --force to run it"
+                )
+                self.console.warn(f"{courier.name}: {result['warnings'][-1]}")
+                if not dry_run:
+                    result["duration_s"] = round(time.monotonic() - clock, 3)
+                    ws.state.start_run(self._row(result, datetime.now(UTC)))
+                return result
             if dry_run:
                 result["status"] = "dry_run"
                 result["files"]["list"] = [
@@ -236,6 +278,25 @@ class Context:
             result["status"] = "skipped"
             return
         self.console.status(f"{courier.name}: fetching {len(to_load)} file(s)")
+        # the files' checksums (a local file's content hash) are taken beside the read
+        hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="courier-checksum")
+        try:
+            storage = self.storage(courier.storage)
+            checksums = [hashing.submit(storage.checksum, f.info) for f in to_load]
+            self._read_and_load(ws, plan, result, bad, to_load, checksums)
+        finally:
+            hashing.shutdown(wait=False, cancel_futures=True)
+
+    def _read_and_load(
+        self,
+        ws: Workspace,
+        plan: RunPlan,
+        result: dict[str, Any],
+        bad: list[BadRecord],
+        to_load: list[PlannedFile],
+        checksums: list[Future[str | None]],
+    ) -> None:
+        courier = plan.courier
         inputs = self._fetch(plan, to_load)
         self.console.status(f"{courier.name}: reading {len(inputs)} file(s)")
         tag = courier.file_tag
@@ -293,6 +354,7 @@ class Context:
             feeds.setdefault(feed.id, FeedCounts()).add(loaded.counts)
             rejected += loaded.counts.rejected
         ws.state.quarantine(plan.run_id, courier.name, None, bad)
+        to_load = [replace(f, checksum=c.result()) for f, c in zip(to_load, checksums, strict=True)]
         ws.state.record_files(plan.run_id, courier.name, tag, to_load, plan.started_at)
         ws.state.pin_schema(courier.name, tag, summary.schema, plan.run_id)
         result["status"] = "succeeded"
@@ -420,6 +482,22 @@ class Context:
         trigger: str,
         group: tuple[str, str] | None,
     ) -> dict[str, Any]:
+        result = self.failed_result(courier, window, now, exc, trigger, group, clock)
+        ws.state.start_run(self._row(result, datetime.now(UTC)))
+        return result
+
+    def failed_result(
+        self,
+        courier: CourierConfig,
+        window: Window,
+        now: datetime,
+        exc: CourierError,
+        trigger: str = "manual",
+        group: tuple[str, str] | None = None,
+        clock: float | None = None,
+    ) -> dict[str, Any]:
+        """A run that failed before it began, in the `--json` shape (recorded by the caller
+        when it can be: not when the feed database itself could not be opened)."""
         plan = RunPlan(
             f"{now:%Y%m%dT%H%M%S}-{courier.name}-{uuid.uuid4().hex[:6]}",
             courier, window, [], [], now, False, trigger,
@@ -427,8 +505,7 @@ class Context:
         result = self._result(plan, group)
         result["status"] = "failed"
         result["error"] = str(exc)
-        result["duration_s"] = round(time.monotonic() - clock, 3)
-        ws.state.start_run(self._row(result, datetime.now(UTC)))
+        result["duration_s"] = round(time.monotonic() - (clock or time.monotonic()), 3)
         return result
 
     def runs(

@@ -39,6 +39,7 @@ from apscheduler.triggers.cron import CronTrigger
 from courier.alerts import Alert, Alerter
 from courier.config.models import GroupConfig, GroupCourier, parse_duration_seconds
 from courier.errors import ConfigError, CourierError, TransientError
+from courier.patterns import FilePattern
 from courier.processes import pid_alive
 from courier.project import CHECKS, Project
 from courier.windows import Partition, Window, iso_utc
@@ -927,7 +928,7 @@ class GroupRunner:
             note = f"window being run by {held_by['host']} pid {held_by['pid']}"
             return synthetic(plan, window, "held", note)
         try:
-            missing = self._wait_for_files(ctx, plan, window, partitions)
+            missing = self._wait_for_files(ctx, plan, window, partitions, trigger)
             missing_alert = None
             if missing and plan.member.required:
                 waited = f"after waiting {plan.member.wait}" if self.wait else "(not waiting)"
@@ -956,12 +957,22 @@ class GroupRunner:
             self.release(scope)
 
     def _wait_for_files(
-        self, ctx: Context, plan: MemberPlan, window: Window, partitions: list[Partition]
+        self,
+        ctx: Context,
+        plan: MemberPlan,
+        window: Window,
+        partitions: list[Partition],
+        trigger: str = "scheduled",
     ) -> list[Partition]:
         """Poll until every partition of the window has a file or the wait is over; return
-        the partitions still without files."""
+        the partitions still without files. A manual run (`group run --at T`) waits only
+        until T + wait: for a time long past there is nothing left to wait for."""
         courier = ctx.project.courier(plan.courier)
-        deadline = self.clock() + (plan.wait.total_seconds() if self.wait else 0.0)
+        seconds = plan.wait.total_seconds() if self.wait else 0.0
+        if trigger == "manual":
+            seconds = max(0.0, min(seconds, (plan.at + plan.wait - self.now()).total_seconds()))
+        deadline = self.clock() + seconds
+        said = False
         while True:
             self._check_stop()
             try:
@@ -973,6 +984,17 @@ class GroupRunner:
             left = deadline - self.clock()
             if not missing or left <= 0:
                 return missing
+            if not said:  # once, also without a terminal: what it waits for, and until when
+                said = True
+                until = iso_utc(self.now() + timedelta(seconds=left))
+                first = FilePattern.parse(courier.pattern).render(
+                    missing[0].start.astimezone(plan.file_zone).replace(tzinfo=None)
+                )
+                ctx.console.warn(
+                    f"{plan.courier}: waiting until {until} (wait = {plan.member.wait} after "
+                    f"{iso_utc(plan.at)}) for files of {len(missing)} partition(s), first "
+                    f"{first!r} in storage {courier.storage!r}; --no-wait runs without them"
+                )
             log.info(
                 "courier %s: waiting for %d partition(s), %.0fs left",
                 plan.courier,

@@ -114,15 +114,33 @@ def parse_time(text: str, tz: ZoneInfo) -> datetime:
         t = datetime.fromisoformat(s)
     except ValueError as exc:
         raise ValueError(
-            f"cannot read time {text!r}: use 2026-11-22, 2026-11-22T06:00 or ISO 8601"
+            f"cannot read time {text!r} ({exc}); use 2026-11-22, 2026-11-22T06, "
+            "2026-11-22T06:00, 2026-11-22 06:00, or ISO 8601 with an offset "
+            "(2026-11-22T06:00:00Z, 2026-11-22T07:00+01:00)"
         ) from exc
     if t.tzinfo is None:
         t = t.replace(tzinfo=tz)
     return t.astimezone(UTC)
 
 
+def parse_date(day: str) -> date:
+    """'2026-11-22' -> a date; anything else is refused with the accepted form."""
+    text = day.strip()
+    try:
+        if len(text) != 10:
+            raise ValueError("not YYYY-MM-DD")
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        reason = str(exc).removeprefix("Invalid isoformat string: ").strip("'")
+        detail = "" if reason == text else f" ({reason})"
+        raise ValueError(
+            f"cannot read date {day!r}{detail}; accepted: YYYY-MM-DD, e.g. 2026-11-22 "
+            "(for one hour use --hour 2026-11-22T06)"
+        ) from exc
+
+
 def window_for_date(day: str, grain: Grain) -> Window:
-    d = date.fromisoformat(day.strip())
+    d = parse_date(day)
     return Window(grain.day_start(d), grain.day_start(d + timedelta(days=1)))
 
 

@@ -254,6 +254,9 @@ def query_import(state: State, file: str, dialect: str, out: str | None, force: 
 @click.option("--feed", "feed", help="only this feed of the courier's load operations")
 @click.option("--full", is_flag=True, help="read every file of the window, not a sample")
 @click.option("--force", is_flag=True, help="overwrite existing feed files")
+@click.option(
+    "--out", "out", type=click.Choice(["-"]), help="- prints the drafts instead of writing them"
+)
 @json_option
 @click.pass_obj
 @error_handler
@@ -264,6 +267,7 @@ def feeds_infer(
     feed: str | None,
     full: bool,
     force: bool,
+    out: str | None,
     as_json: bool,
     **window: Any,
 ) -> None:
@@ -273,7 +277,13 @@ def feeds_infer(
     context = analyst_context(state)
     w = chosen_window(context, courier, sample, **window)
     drafts = infer_feeds(context, courier, w, Path(sample) if sample else None, feed, full)
-    write_feeds(drafts, force, command_line("courier feeds infer", courier, sample, window))
+    command = command_line("courier feeds infer", courier, sample, window)
+    if out == "-":
+        for i, d in enumerate(drafts):
+            header = f"# feeds/{d.path.name}\n" if len(drafts) > 1 else ""
+            click.echo(("\n" if i else "") + header + d.toml(command), nl=False)
+        return
+    write_feeds(drafts, force, command)
     if as_json:
         emit_json([d.as_dict() for d in drafts])
         return

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
+import secrets
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -133,6 +138,60 @@ def token_create(state: State, stream_id: str, days: int) -> None:
     click.echo(create_token(keys, now + timedelta(days=days), now))
 
 
+@token.command("revoke")
+@click.argument("token_text", metavar="TOKEN", required=False)
+@click.option("--stream", "stream_id", help="the stream (with --jti)")
+@click.option("--jti", help="the token id (its `jti` claim) instead of the token itself")
+@click.pass_obj
+@error_handler
+def token_revoke(
+    state: State, token_text: str | None, stream_id: str | None, jti: str | None
+) -> None:
+    """Revoke one stream token: every `courier serve` refuses it (401) from its next request.
+
+    Give the token itself, or --stream and --jti. Revocation is a denylist of token ids
+    (.courier/revoked-tokens.json), kept until the token expires; tokens without a `jti`
+    (not made by courier) can only be revoked by rotating the stream's [auth] key.
+    """
+    from courier.ingest.service import stream_key
+    from courier.ingest.tokens import REVOKED, Denylist, token_claims
+
+    project = _project(state)
+    exp: float = time.time() + 3660 * 86400  # without the token: kept as long as any could live
+    if token_text:
+        unverified = _unverified_stream(token_text)
+        stream_id = stream_id or unverified
+        _stream(project, stream_id)
+        claims = token_claims(stream_key(project, stream_id), token_text)
+        if claims.get("jti") is None:
+            raise ConfigError(
+                "this token has no jti claim, so it cannot be revoked alone: rotate the "
+                f"stream's [auth] secret or key (every token of stream {stream_id!r} stops "
+                "working) and hand out new tokens"
+            )
+        jti = str(claims["jti"])
+        exp = float(claims.get("exp", exp))
+    elif not (jti and stream_id):
+        raise ConfigError("give the TOKEN to revoke, or --stream and --jti")
+    else:
+        _stream(project, stream_id)
+    Denylist(project.path(REVOKED)).revoke(jti, stream_id, exp)
+    click.echo(f"revoked token {jti} of stream {stream_id!r}")
+
+
+def _unverified_stream(token_text: str) -> str:
+    import jwt
+
+    try:
+        claims = jwt.decode(token_text.strip(), options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise ConfigError(f"not a JWT: {exc}") from None
+    stream = claims.get("stream")
+    if not isinstance(stream, str):
+        raise ConfigError("the token names no stream: give --stream and --jti")
+    return stream
+
+
 # -- courier land -------------------------------------------------------------------------------
 
 
@@ -213,6 +272,7 @@ def _parse_at(value: str | None) -> float | None:
 )
 @click.option("--at", "at", help="arrival time (UTC) deciding the hour partition; default now")
 @click.option("--timeout", default=120.0, show_default=True, help="seconds to wait for storage")
+@click.option("--again", is_flag=True, help="land files even if the same content was landed before")
 @json_option
 @click.pass_obj
 @error_handler
@@ -223,6 +283,7 @@ def land(
     split: bool | None,
     at: str | None,
     timeout: float,
+    again: bool,
     as_json: bool,
 ) -> None:
     """Land payload files through the API's writer (backfills, tests).
@@ -230,9 +291,13 @@ def land(
     Every file is validated first (nothing lands when one is bad); then the payloads go
     through the write-ahead log and the roller, and the command returns when the part files
     are in storage.
+
+    Idempotent across a crash: the part files' names derive from the files' content (and
+    the stream, --split and --at), so a run killed half-way and run again writes the same
+    parts over the same keys, removes any left from the killed run, and records the landing;
+    a later run of the same content says it is already landed (--again lands it anew).
     """
     from courier.ingest.service import IngestService
-    from courier.ingest.wal import new_writer_id
 
     project = _project(state)
     stream = _stream(project, stream_id)
@@ -240,6 +305,7 @@ def land(
     arrival = _parse_at(at)
     problems: list[str] = []
     counts = {"payloads": 0, "records": 0}
+    digests: list[str] = []
     for path in files:  # pass 1: validate everything, land nothing
         try:
             for p in _payloads(
@@ -247,6 +313,7 @@ def land(
             ):
                 counts["payloads"] += 1
                 counts["records"] += len(p.records)
+            digests.append(_digest(path))
         except IngestError as exc:
             problems.append(str(exc))
     if problems:
@@ -255,10 +322,15 @@ def land(
             if len(problems) > 1
             else ConfigError(problems[0])
         )
+    job = LandJob.of(project, stream_id, digests, split, at, again)
+    if job.done is not None:
+        _report_landed(stream_id, files, counts, job.done["parts"], as_json, already=True)
+        return
+    if arrival is None:  # the hour partition (part of the names) stays that of the first try
+        arrival = job.arrival
+    job.clear_previous_attempt(project.path(settings.wal_dir))
     # one part per stream and hour (up to roll_bytes): `land` seals everything at the end
-    service = IngestService(
-        project, writer=new_writer_id("land-"), authenticate=False, roll_seconds=86400.0
-    )
+    service = IngestService(project, writer=job.writer, authenticate=False, roll_seconds=86400.0)
     service.start()
     runtime = service.streams[stream_id]
     try:
@@ -289,16 +361,139 @@ def land(
             f"({service.roller.last_error}); the next `courier serve` or `courier land` "
             "uploads them"
         )
+    job.remove_stale_parts(storage, keys)
+    job.finish(keys)
+    _report_landed(stream_id, files, counts, keys, as_json, where=storage.describe())
+
+
+def _report_landed(
+    stream_id: str,
+    files: tuple[Path, ...],
+    counts: dict[str, int],
+    keys: list[str],
+    as_json: bool,
+    where: str = "storage",
+    already: bool = False,
+) -> None:
     if as_json:
-        emit_json({"stream": stream_id, "files": len(files), **counts, "parts": keys})
+        doc: dict[str, Any] = {"stream": stream_id, "files": len(files), **counts, "parts": keys}
+        if already:
+            doc["already_landed"] = True
+        emit_json(doc)
         return
-    click.echo(
-        f"landed {counts['records']} record(s) from {counts['payloads']} payload(s) in "
-        f"{len(files)} file(s) into stream {stream_id!r}: {len(keys)} part file(s) in "
-        f"{storage.describe()}"
-    )
+    if already:
+        click.echo(
+            f"already landed: the same content went into stream {stream_id!r} before "
+            f"({len(keys)} part file(s)); nothing landed again (--again lands it anew)"
+        )
+    else:
+        click.echo(
+            f"landed {counts['records']} record(s) from {counts['payloads']} payload(s) in "
+            f"{len(files)} file(s) into stream {stream_id!r}: {len(keys)} part file(s) in "
+            f"{where}"
+        )
     for key in keys:
         click.echo(f"  {key}")
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+JOBS = ".courier/land-jobs"  # one small JSON file per landing: its arrival time, then its parts
+
+
+@dataclass
+class LandJob:
+    """One `courier land` of some content, named by it: the writer id (and so the part
+    files' names) is the same every time the same content is landed the same way."""
+
+    path: Path
+    writer: str
+    arrival: float
+    done: dict[str, Any] | None
+
+    @classmethod
+    def of(
+        cls,
+        project: Project,
+        stream_id: str,
+        digests: list[str],
+        split: bool | None,
+        at: str | None,
+        again: bool,
+    ) -> LandJob:
+        identity = json.dumps([stream_id, digests, split, at]).encode()
+        job = hashlib.sha256(identity).hexdigest()[:24]
+        folder = project.path(JOBS)
+        if again:  # a new landing of the same content: its own names
+            job = f"{job[:12]}{secrets.token_hex(6)}"
+        path = folder / f"{job}.json"
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            doc = {"stream": stream_id, "arrival": time.time(), "parts": None}
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, doc)
+        except (OSError, ValueError) as exc:
+            raise CourierError(
+                f"the landing record {path} is unreadable ({exc}): remove it and land again"
+            ) from None
+        done = doc if doc.get("parts") is not None else None
+        return cls(path, f"land-{job}", float(doc["arrival"]), done)
+
+    def clear_previous_attempt(self, wal_root: Path) -> None:
+        """A killed run of this job left its log folder: its segments are made again from the
+        files (same names), so they go; a live run of the same job is an error."""
+        from courier.ingest.wal import LOCK_NAME
+
+        folder = wal_root / self.writer
+        if not folder.is_dir():
+            return
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise CourierError(
+                    "another `courier land` of the same files is running: wait for it"
+                ) from None
+            for leftover in folder.iterdir():
+                if leftover.name != LOCK_NAME:
+                    leftover.unlink()
+            (folder / LOCK_NAME).unlink()
+            folder.rmdir()
+        finally:
+            os.close(fd)
+
+    def remove_stale_parts(self, storage: Any, keys: list[str]) -> None:
+        """Parts of this job that the killed run uploaded and this run did not make again
+        (its segments were cut at other places) would be records twice: delete them."""
+        marker = f"/part-{self.writer}-"
+        keep = set(keys)
+        for prefix in sorted({k[: k.index(marker) + 1] for k in keys if marker in k}):
+            for info in list(storage.list(prefix)):
+                if marker in info.key and info.key not in keep:
+                    storage.delete(info.key)
+
+    def finish(self, keys: list[str]) -> None:
+        doc = json.loads(self.path.read_text())
+        doc["parts"] = keys
+        doc["landed_at"] = time.time()
+        _write_atomic(self.path, doc)
+
+
+def _write_atomic(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def register(cli: click.Group) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +52,27 @@ def resolve_env(value: Any, missing: set[str], environ: dict[str, str] | None = 
     return value
 
 
+def unset_env(
+    value: Any, key: str = "", environ: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Key path -> the ${VAR} references (without a default) in it whose variable is not set
+    (or empty), for a document as read: what `validate --for` and the front ends name."""
+    env = os.environ if environ is None else environ
+    out: dict[str, list[str]] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(unset_env(v, f"{key}.{k}" if key else str(k), env))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out.update(unset_env(v, f"{key}[{i}]", env))
+    elif isinstance(value, str) and "${" in value:
+        names = [m.group(1) for m in ENV_REF.finditer(value) if m.group(2) is None]
+        unset = [n for n in names if not env.get(n)]
+        if unset:
+            out[key] = unset
+    return out
+
+
 def read_document(path: Path) -> dict[str, Any]:
     """A TOML (or, for couriers, JSON) file as a dict; ConfigError naming the line on bad syntax."""
     try:
@@ -67,7 +90,30 @@ def read_document(path: Path) -> dict[str, Any]:
         raise ConfigError(f"invalid {path.suffix[1:].upper()} syntax: {exc}", path) from exc
 
 
-def validation_errors(exc: ValidationError, path: Path, missing_env: set[str]) -> list[ConfigError]:
+def field_names(model: Any, seen: set[int] | None = None) -> list[str]:
+    """Every key (and alias) of a model and the models inside it, for "did you mean"."""
+    import typing
+
+    seen = set() if seen is None else seen
+    if id(model) in seen or not isinstance(model, type) or not issubclass(model, BaseModel):
+        return []
+    seen.add(id(model))
+    names: list[str] = []
+    for name, info in model.model_fields.items():
+        names.append(info.alias or name)
+        stack = [info.annotation]
+        while stack:
+            t = stack.pop()
+            stack.extend(typing.get_args(t))
+            names.extend(field_names(t, seen))
+    return names
+
+
+def validation_errors(
+    exc: ValidationError, path: Path, missing_env: set[str], model: Any = None
+) -> list[ConfigError]:
+
+    known = sorted(set(field_names(model))) if model is not None else []
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not isinstance(p, int) or True]
@@ -77,7 +123,13 @@ def validation_errors(exc: ValidationError, path: Path, missing_env: set[str]) -
         if err["type"] == "missing":
             msg = "this key is required"
         elif err["type"] == "extra_forbidden":
-            msg = "unknown key: remove it or check its spelling"
+            name = loc[-1] if loc else ""
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            msg = (
+                f"unknown key: did you mean {close[0]!r}?"
+                if close
+                else "unknown key: remove it or check its spelling"
+            )
         if missing_env:
             msg += f" (environment variable(s) not set: {', '.join(sorted(missing_env))})"
         out.append(ConfigError(msg, path, key or None))
@@ -94,7 +146,7 @@ def load_model(model: type[M], path: Path, extra: dict[str, Any] | None = None) 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = validation_errors(exc, path, missing)
+        errors = validation_errors(exc, path, missing, model)
         raise ConfigErrorGroup(errors) from None
 
 

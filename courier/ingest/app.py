@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import os
 import sys
@@ -51,13 +52,19 @@ BEARER = b"Bearer "
 JSON_TYPES = (b"application/json",)
 XML_TYPES = (b"application/xml", b"text/xml")
 
-# 202 has no body: the whole answer is one write (one send syscall) on the hot path.
-ACCEPTED_START = {
-    "type": "http.response.start",
-    "status": 202,
-    "headers": [(b"content-length", b"0")],
-}
-ACCEPTED = {"type": "http.response.body", "body": b""}
+# 202 (as Amperity's streaming ingest answers) with a small JSON body naming the payload:
+# {"status": "accepted", "id": "<writer>-<n>"}. The writer is the one in the landed part
+# names (part-{writer}-{seq}), so a producer that logs the id can tell support which server
+# process took it.
+ACCEPTED_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def send_accepted(send: Any, accepted_id: str) -> None:
+    body = b'{"status":"accepted","id":"' + accepted_id.encode() + b'"}'
+    headers = [*ACCEPTED_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 202, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
 
 Scope = dict[str, Any]
 
@@ -210,6 +217,12 @@ class IngestApp:
         self.outbox: list[Pending] = []  # payloads of this loop iteration, for the log
         self.access: apikeys.Access | None = None  # API keys (courier/ingest/apikeys.py)
         self.webhooks: dict[str, webhooks.WebhookVerifier] = {}  # signed webhooks, per stream
+        self._accepted = itertools.count(1)
+
+    def accepted_id(self) -> str:
+        """The id of the next 202: this writer and a per-process count."""
+        writer = self.service.writer if self.service is not None else "courier"
+        return f"{writer}-{next(self._accepted)}"
 
     # -- lifecycle --------------------------------------------------------------------------
     def startup(self) -> None:
@@ -373,8 +386,7 @@ class IngestApp:
         future: asyncio.Future[None] = self.loop.create_future()  # type: ignore[union-attr]
         self.enqueue(service.prepare(stream, records, future))
         await future
-        await send(ACCEPTED_START)
-        await send(ACCEPTED)
+        await send_accepted(send, self.accepted_id())
 
     def enqueue(self, pending: Pending) -> None:
         """To the log with everything else of this loop iteration (one lock, one wake-up)."""

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
-from courier.errors import CourierError, RunError, TransientError
+from courier.config.loader import read_document, unset_env
+from courier.errors import ConfigError, CourierError, RunError, TransientError
 from courier.project import Project
 from courier.sources.config import SourceConfig
 from courier.state.base import StateStore
@@ -97,9 +98,28 @@ class SourceRuntime:
         self.storage: StorageBackend = create_storage(
             storage_name, project.settings.storages[storage_name], project.root
         )
+        self._check_headers(project)
         self.client = httpx.Client(
             headers=source.headers, timeout=source.timeout, transport=transport
         )
+
+    def _check_headers(self, project: Project) -> None:
+        """A header built from an unset ${VAR} ("Bearer ") would be sent, and refused, again
+        and again: name the variable before the first request."""
+        path = project.root / "config" / "sources" / f"{self.source.name}.toml"
+        if not path.is_file():
+            return
+        headers = read_document(path).get("headers")
+        unset = unset_env(headers if isinstance(headers, dict) else {}, "headers")
+        if unset:
+            named = "; ".join(f"{k} uses ${{{', '.join(v)}}}" for k, v in unset.items())
+            variables = sorted({n for v in unset.values() for n in v})
+            raise ConfigError(
+                f"source {self.source.name}: {named}, not set in the environment; export "
+                f"{' and '.join(variables)} before `courier poll` or `courier scheduler` "
+                "(`courier validate --for scheduler` lists what each source needs)",
+                path,
+            )
 
     def close(self) -> None:
         self.client.close()

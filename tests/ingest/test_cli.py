@@ -22,6 +22,7 @@ from tests.ingest.helpers import (
     make_project,
     part_files,
     rsa_key,
+    wait_until,
     wal_segments,
     write,
 )
@@ -99,8 +100,10 @@ def test_land_xml_whole_or_split_and_batch_arrays(tmp_path: Path) -> None:
     split = courier(root, "land", "pos", str(xml), "--split", "--json")
     assert split.returncode == 0, split.stderr
     assert json.loads(split.stdout)["records"] == 2
-    items = landed_cbor(root, "pos")
-    assert [i["record"]["@id"] for i in items[1:]] == ["r1", "r2"]
+    items = landed_cbor(root, "pos")  # parts are named by content: the whole doc in any order
+    whole = xmltodict.parse(POS)
+    assert items.count(whole) == 1
+    assert [i["record"]["@id"] for i in items if i != whole] == ["r1", "r2"]
     assert all(cbor2.dumps(i) for i in items)
     arrays = write(tmp_path, "arrays.ndjson", '[{"id": "a1"}, {"id": "a2"}]\n[{"id": "a3"}]\n')
     batch = courier(root, "land", "batch", str(arrays), "--json")
@@ -197,3 +200,36 @@ def test_land_a_large_ndjson_file(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["records"] == 30_000
     ids = [r["id"] for r in landed_json(root, "events")]
     assert ids == [f"b{i}" for i in range(30_000)]  # in file order
+
+
+def test_land_killed_half_way_and_run_again_lands_every_record_once(tmp_path: Path) -> None:
+    """kill -9 of a real `courier land` once some of its parts are in storage, then the same
+    command again: every record exactly once (the parts are named by the file's content, the
+    re-run overwrites them and removes the killed run's extras); a third run lands nothing."""
+    root = make_project(
+        tmp_path / "p", streams={"events": 'payload = "json"\nroll_bytes = 65536\n'}
+    )
+    n = 150_000
+    data = tmp_path / "big.ndjson"
+    with open(data, "w") as fh:
+        for i in range(n):
+            fh.write(f'{{"id": {i}, "pad": "{"x" * 40}"}}\n')
+    cmd = [sys.executable, "-m", "courier", "--project", str(root), "land", "events", str(data)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
+    try:
+        wait_until(lambda: len(part_files(root, "events")) >= 3, 120, "some parts to land")
+    finally:
+        proc.kill()  # SIGKILL: no cleanup
+        proc.wait(30)
+    assert proc.returncode == -9
+    landed_before = len(landed_json(root, "events"))
+    assert 0 < landed_before < n, "kill the run half-way"
+    again = courier(root, "land", "events", str(data), "--json")
+    assert again.returncode == 0, again.stderr
+    ids = [r["id"] for r in landed_json(root, "events")]
+    assert len(ids) == n and sorted(ids) == list(range(n))
+    third = courier(root, "land", "events", str(data), "--json")
+    assert third.returncode == 0 and json.loads(third.stdout)["already_landed"] is True
+    assert len(landed_json(root, "events")) == n
+    fresh = courier(root, "land", "events", str(data), "--again", "--json")
+    assert fresh.returncode == 0 and len(landed_json(root, "events")) == 2 * n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -81,9 +82,13 @@ def test_202_json_lands_as_one_compact_line(server: Server, client: httpx.Client
         b'{\n  "id": "j1",\n  "nested": {"a": [1, 2]},\n  "big": 123456789012345678901234567890\n}'
     )
     r = post(client, "events", body)
-    assert r.status_code == 202 and r.content == b""
+    # 202 as Amperity answers, with an id the producer can log: this writer and a count
+    assert r.status_code == 202 and r.headers["content-type"] == "application/json"
+    answer = r.json()
+    assert answer["status"] == "accepted" and re.fullmatch(r"\S+-\d+", answer["id"])
     wait_until(lambda: "j1" in ids(server.root, "events"), what="j1 to land")
     (part,) = [p for p in (server.root / ".courier/landing/events").rglob("part-*")]
+    assert f"part-{answer['id'].rsplit('-', 1)[0]}-" in part.name
     assert (
         part.read_bytes()
         == b'{"id":"j1","nested":{"a":[1,2]},"big":123456789012345678901234567890}\n'

@@ -1,0 +1,75 @@
+"""GET /metrics of a real `courier serve` with two workers: every worker's counts, summed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.ingest.helpers import (
+    headers,
+    make_project,
+    serving,
+    wait_until,
+)
+from tests.metrics_text import names, scrape, value
+
+pytestmark = pytest.mark.integration
+
+
+def test_counters_move_by_exactly_the_payloads_sent_whichever_worker_took_them(
+    tmp_path: Path,
+) -> None:
+    root = make_project(tmp_path / "p", streams={"events": 'payload = "json"\n'})
+    with serving(root, workers=2) as server:
+        pids: set[int] = set()
+        wait_until(
+            lambda: pids.add(server.health()["pid"]) or len(pids) == 2,
+            timeout=60, what="both workers answering",
+        )  # fmt: skip
+        before = scrape(server.url + "/metrics")
+        sent = 0
+        for i in range(40):  # a fresh connection each: both workers take some
+            body = orjson.dumps({"n": i, "pad": "x" * i})
+            r = httpx.post(f"{server.url}/stream/v0/data/events", content=body,
+                           headers=headers("events"))  # fmt: skip
+            assert r.status_code == 202
+            sent += len(body)
+        for _ in range(3):
+            r = httpx.post(f"{server.url}/stream/v0/data/events", content=b"{nope",
+                           headers=headers("events"))  # fmt: skip
+            assert r.status_code == 400
+        for _ in range(2):
+            r = httpx.post(f"{server.url}/stream/v0/data/events", content=b"{}",
+                           headers={**headers("events"), "Authorization": "Bearer x"})  # fmt: skip
+            assert r.status_code == 401
+        r = httpx.post(f"{server.url}/stream/v0/data/made-up", content=b"{}",
+                       headers=headers("events"))  # fmt: skip
+        assert r.status_code == 404
+        wait_until(
+            lambda: value(scrape(server.url + "/metrics"),
+                          "courier_ingest_roller_uploads_total") >= 1,
+            timeout=60, what="an upload counted",
+        )  # fmt: skip
+        scrapes = [scrape(server.url + "/metrics") for _ in range(6)]  # any worker answers
+        for after in scrapes:
+
+            def moved(name: str, **labels: str) -> float:
+                return value(after, name, **labels) - value(before, name, **labels)  # noqa: B023
+
+            assert moved("courier_ingest_payloads_total", stream="events", code="202") == 40
+            assert moved("courier_ingest_payloads_total", stream="events", code="400") == 3
+            assert moved("courier_ingest_payloads_total", stream="events", code="401") == 2
+            assert moved("courier_ingest_payloads_total", stream="unknown", code="404") == 1
+            assert moved("courier_ingest_accepted_bytes_total", stream="events") == sent
+            assert moved("courier_ingest_fsync_batch_payloads_sum") == 40
+            assert moved("courier_ingest_request_seconds_count", route="data") == 46
+            assert moved("courier_ingest_fsync_seconds_count") >= 1
+        final = scrapes[-1]
+        assert {"courier_ingest_wal_backlog_bytes", "courier_ingest_upload_backlog_segments",
+                "courier_ingest_roller_upload_failures_total"} <= names(final)  # fmt: skip
+        assert all(n.startswith("courier_") for n in names(final))
+        text = httpx.get(server.url + "/metrics").text
+        assert str(root) not in text and "made-up" not in text
