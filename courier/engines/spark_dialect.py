@@ -125,21 +125,7 @@ class _Translator:
         return SparkTranslation(tree.sql(dialect="spark", pretty=True), self.rewrites)
 
     def parse(self) -> Node:
-        try:
-            statements = [s for s in sqlglot.parse(self.text, read="duckdb") if s is not None]
-        except ParseError as exc:
-            first = exc.errors[0] if exc.errors else {}
-            raise QueryError(
-                f"line {first.get('line', '?')}: cannot parse as DuckDB SQL: "
-                f"{first.get('description', exc)}",
-                self.query,
-                self.location,
-            ) from exc
-        if len(statements) != 1:
-            raise QueryError(
-                f"expected one statement, found {len(statements)}", self.query, self.location
-            )
-        return statements[0]
+        return parse_statement(self.text, "duckdb", self.query, self.location)
 
     # -- refusals ---------------------------------------------------------------------------
     def refuse_unsupported(self, tree: Node) -> None:
@@ -395,6 +381,31 @@ class _Translator:
     def next_alias(self) -> str:
         self.counter += 1
         return f"{UNNEST_ALIAS}_{self.counter}"
+
+
+DIALECT_NAMES = {"duckdb": "DuckDB SQL", "spark": "Spark SQL"}
+
+
+def parse_statement(text: str, dialect: str, query: str, location: Path | None) -> Node:
+    """The one statement of a saved query, parsed by sqlglot; QueryError names the line."""
+    try:
+        statements = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
+    except ParseError as exc:
+        first = exc.errors[0] if exc.errors else {}
+        raise QueryError(
+            f"line {first.get('line', '?')}, column {first.get('col', '?')}: "
+            f"{DIALECT_NAMES.get(dialect, dialect)} syntax error: {first.get('description', exc)}",
+            query,
+            location,
+        ) from exc
+    if len(statements) != 1:
+        raise QueryError(
+            f"expected one SELECT statement, found {len(statements)}: a saved query is one "
+            "statement",
+            query,
+            location,
+        )
+    return statements[0]
 
 
 def _int(node: Node) -> int | None:
