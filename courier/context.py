@@ -8,7 +8,8 @@ import shutil
 import socket
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -149,14 +150,21 @@ class Context:
             lookback = timedelta(seconds=parse_duration_seconds(courier.lookback))
         files = self.discover(courier, window, lookback)
         ws = workspace or self.workspace()
+        keys = [f.key for f in files]
         try:
-            loaded = ws.state.loaded_versions(courier.name, courier.storage, [f.key for f in files])
+            loaded = ws.state.loaded_versions(courier.name, courier.storage, keys)
+            sums = ws.state.loaded_checksums(courier.name, courier.storage, keys)
         finally:
             if workspace is None:
                 ws.close()
+        storage = self.storage(courier.storage)
         marked = []
         for f in files:
             done = (f.info.size, f.info.version) in loaded.get(f.key, set())
+            recorded = sums.get((f.key, f.info.size, f.info.version))
+            if done and not f.lookback and recorded:
+                # same size and time (or ETag) as a loaded file: the same content?
+                done = storage.checksum(f.info) in recorded
             if f.lookback and (done or f.key in loaded):
                 continue  # lookback only brings never-loaded files
             marked.append(PlannedFile(f.storage, f.info, f.partition, done, f.lookback))
@@ -185,8 +193,10 @@ class Context:
         lookback: timedelta | None = None,
         trigger: str = "manual",
         group: tuple[str, str] | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
-        """Run one courier over a window; return the run record (SPEC 6 `--json` shape)."""
+        """Run one courier over a window; return the run record (SPEC 6 `--json` shape).
+        A manual run of a window in the future loads nothing unless forced."""
         clock = time.monotonic()
         courier = self.project.courier(courier_name)
         with self.workspace() as ws:
@@ -195,6 +205,18 @@ class Context:
             except StorageError as exc:
                 return self._record_failure(ws, courier, window, now, clock, exc, trigger, group)
             result = self._result(plan, group)
+            if trigger == "manual" and window.start >= now and not force:
+                result["status"] = "skipped"
+                result["warnings"].append(
+                    f"the window starts in the future ({iso_utc(window.start)}; now "
+                    f"{iso_utc(now)}): nothing can have landed in it, so nothing was loaded "
+                    "(not even lookback files). Check the date, or pass --force to run it"
+                )
+                self.console.warn(f"{courier.name}: {result['warnings'][-1]}")
+                if not dry_run:
+                    result["duration_s"] = round(time.monotonic() - clock, 3)
+                    ws.state.start_run(self._row(result, datetime.now(UTC)))
+                return result
             if dry_run:
                 result["status"] = "dry_run"
                 result["files"]["list"] = [
@@ -256,6 +278,25 @@ class Context:
             result["status"] = "skipped"
             return
         self.console.status(f"{courier.name}: fetching {len(to_load)} file(s)")
+        # the files' checksums (a local file's content hash) are taken beside the read
+        hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="courier-checksum")
+        try:
+            storage = self.storage(courier.storage)
+            checksums = [hashing.submit(storage.checksum, f.info) for f in to_load]
+            self._read_and_load(ws, plan, result, bad, to_load, checksums)
+        finally:
+            hashing.shutdown(wait=False, cancel_futures=True)
+
+    def _read_and_load(
+        self,
+        ws: Workspace,
+        plan: RunPlan,
+        result: dict[str, Any],
+        bad: list[BadRecord],
+        to_load: list[PlannedFile],
+        checksums: list[Future[str | None]],
+    ) -> None:
+        courier = plan.courier
         inputs = self._fetch(plan, to_load)
         self.console.status(f"{courier.name}: reading {len(inputs)} file(s)")
         tag = courier.file_tag
@@ -313,6 +354,7 @@ class Context:
             feeds.setdefault(feed.id, FeedCounts()).add(loaded.counts)
             rejected += loaded.counts.rejected
         ws.state.quarantine(plan.run_id, courier.name, None, bad)
+        to_load = [replace(f, checksum=c.result()) for f, c in zip(to_load, checksums, strict=True)]
         ws.state.record_files(plan.run_id, courier.name, tag, to_load, plan.started_at)
         ws.state.pin_schema(courier.name, tag, summary.schema, plan.run_id)
         result["status"] = "succeeded"
@@ -440,6 +482,22 @@ class Context:
         trigger: str,
         group: tuple[str, str] | None,
     ) -> dict[str, Any]:
+        result = self.failed_result(courier, window, now, exc, trigger, group, clock)
+        ws.state.start_run(self._row(result, datetime.now(UTC)))
+        return result
+
+    def failed_result(
+        self,
+        courier: CourierConfig,
+        window: Window,
+        now: datetime,
+        exc: CourierError,
+        trigger: str = "manual",
+        group: tuple[str, str] | None = None,
+        clock: float | None = None,
+    ) -> dict[str, Any]:
+        """A run that failed before it began, in the `--json` shape (recorded by the caller
+        when it can be: not when the feed database itself could not be opened)."""
         plan = RunPlan(
             f"{now:%Y%m%dT%H%M%S}-{courier.name}-{uuid.uuid4().hex[:6]}",
             courier, window, [], [], now, False, trigger,
@@ -447,8 +505,7 @@ class Context:
         result = self._result(plan, group)
         result["status"] = "failed"
         result["error"] = str(exc)
-        result["duration_s"] = round(time.monotonic() - clock, 3)
-        ws.state.start_run(self._row(result, datetime.now(UTC)))
+        result["duration_s"] = round(time.monotonic() - (clock or time.monotonic()), 3)
         return result
 
     def runs(

@@ -26,6 +26,10 @@ class TransientError(CourierError):
     """Retrying later may succeed (network, throttling, a lock held by another process)."""
 
 
+class DatabaseLockedError(TransientError):
+    """Another process (an open DuckDB session, another courier run) holds the database."""
+
+
 class ConfigError(CourierError):
     def __init__(self, message: str, location: Path | str | None = None, key: str | None = None):
         self.location = Path(location) if location is not None else None

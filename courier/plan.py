@@ -20,6 +20,7 @@ class PlannedFile:
     partition: datetime  # UTC start of the partition the file's path dates it to
     already_loaded: bool = False
     lookback: bool = False  # found by looking back before the window
+    checksum: str | None = None  # the storage's checksum (ETag) or a content hash
 
     @property
     def key(self) -> str:

@@ -49,5 +49,6 @@ def open_workspace(project: Project, read_only: bool = False) -> Workspace:
             project.root / "config" / "courier.toml",
             "state.database",
         )
-    con = connect(feeds_db, project.settings.feeds.memory_limit, project.settings.feeds.threads)
+    feeds = project.settings.feeds
+    con = connect(feeds_db, feeds.memory_limit, feeds.threads, feeds.lock_timeout)
     return Workspace(DuckDBEngine(con), DuckDBDestination(con), DuckDBStateStore(con), con)

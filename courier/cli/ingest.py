@@ -138,6 +138,60 @@ def token_create(state: State, stream_id: str, days: int) -> None:
     click.echo(create_token(keys, now + timedelta(days=days), now))
 
 
+@token.command("revoke")
+@click.argument("token_text", metavar="TOKEN", required=False)
+@click.option("--stream", "stream_id", help="the stream (with --jti)")
+@click.option("--jti", help="the token id (its `jti` claim) instead of the token itself")
+@click.pass_obj
+@error_handler
+def token_revoke(
+    state: State, token_text: str | None, stream_id: str | None, jti: str | None
+) -> None:
+    """Revoke one stream token: every `courier serve` refuses it (401) from its next request.
+
+    Give the token itself, or --stream and --jti. Revocation is a denylist of token ids
+    (.courier/revoked-tokens.json), kept until the token expires; tokens without a `jti`
+    (not made by courier) can only be revoked by rotating the stream's [auth] key.
+    """
+    from courier.ingest.service import stream_key
+    from courier.ingest.tokens import REVOKED, Denylist, token_claims
+
+    project = _project(state)
+    exp: float = time.time() + 3660 * 86400  # without the token: kept as long as any could live
+    if token_text:
+        unverified = _unverified_stream(token_text)
+        stream_id = stream_id or unverified
+        _stream(project, stream_id)
+        claims = token_claims(stream_key(project, stream_id), token_text)
+        if claims.get("jti") is None:
+            raise ConfigError(
+                "this token has no jti claim, so it cannot be revoked alone: rotate the "
+                f"stream's [auth] secret or key (every token of stream {stream_id!r} stops "
+                "working) and hand out new tokens"
+            )
+        jti = str(claims["jti"])
+        exp = float(claims.get("exp", exp))
+    elif not (jti and stream_id):
+        raise ConfigError("give the TOKEN to revoke, or --stream and --jti")
+    else:
+        _stream(project, stream_id)
+    Denylist(project.path(REVOKED)).revoke(jti, stream_id, exp)
+    click.echo(f"revoked token {jti} of stream {stream_id!r}")
+
+
+def _unverified_stream(token_text: str) -> str:
+    import jwt
+
+    try:
+        claims = jwt.decode(token_text.strip(), options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise ConfigError(f"not a JWT: {exc}") from None
+    stream = claims.get("stream")
+    if not isinstance(stream, str):
+        raise ConfigError("the token names no stream: give --stream and --jti")
+    return stream
+
+
 # -- courier land -------------------------------------------------------------------------------
 
 

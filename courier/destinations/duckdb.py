@@ -136,6 +136,11 @@ class DuckDBDestination(FeedDestination):
         # The rows to load, in input order (_courier_ord): cast straight from the source, or,
         # only when some row is rejected, from a stage table that also keeps the reasons.
         rows = f"SELECT {', '.join(selects)}, s.rowid AS _courier_ord FROM {quote(source.name)} s"
+        cast_of = dict(zip(feed.fields, selects, strict=True))
+        # the keys the run replaces: every row's key, cast (no rejects: all rows load)
+        replaced = (
+            f"SELECT {', '.join(cast_of[k] for k in feed.primary_key)} FROM {quote(source.name)} s"
+        )
         stage = f"_courier_stage_{feed.id}"
         dups = f"_courier_dups_{feed.id}"
         losers = f"_courier_losers_{feed.id}"
@@ -152,6 +157,7 @@ class DuckDBDestination(FeedDestination):
             rows = (
                 f"SELECT * EXCLUDE (_courier_reason) FROM {quote(stage)} WHERE _courier_reason = ''"
             )
+            replaced = rows
         fields = ", ".join(quote(f) for f in feed.fields)
         table = self.table(feed.id)
         deleted = 0
@@ -179,7 +185,7 @@ class DuckDBDestination(FeedDestination):
                 )
             if self._count(f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT 1)"):
                 match = " AND ".join(f"f.{k} = g.{k}" for k in keys)
-                deleted = self._count(f"DELETE FROM {table} f USING ({rows}) g WHERE {match}")
+                deleted = self._count(f"DELETE FROM {table} f USING ({replaced}) g WHERE {match}")
         # The feed's physical row order means nothing (the dedupe above already used the input
         # order), so DuckDB may insert in any order: less buffering, less memory.
         self.con.execute("SET preserve_insertion_order = false")

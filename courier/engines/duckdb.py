@@ -4,9 +4,11 @@ batches) into per-run temp tables, and runs saved queries over them."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import shutil
 import tempfile
+import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +18,9 @@ import duckdb
 import pyarrow as pa
 
 from courier.engines.base import QueryEngine, Relation
-from courier.errors import LoadError, QueryError, TransientError
+from courier.errors import DatabaseLockedError, LoadError, QueryError
 from courier.formats import base as formats
-from courier.formats.limits import keys_collide
+from courier.formats.limits import ColumnBudget, keys_collide
 from courier.formats.ndjson import scan_ndjson
 from courier.plan import BadRecord, InputFile, InputSummary
 from courier.project import SavedQuery
@@ -29,6 +31,8 @@ ORDER_COLUMN = "_courier_ord"  # record order across Arrow batches
 DEFAULT_MEMORY_LIMIT = "1GB"  # DuckDB buffer pool; the process stays ~200 MB above
 SAMPLE_RECORDS = 20_480  # DuckDB's default JSON sample, shared by a window's files
 SAMPLE_MIN_PER_FILE = 2_048
+STEADY_SAMPLE_PER_FILE = 128  # a pinned schema is checked against this much of each file
+MAX_COLUMNS = 500  # options.max_columns: top-level columns a file tag holds at most
 MAX_LOCATED = 100  # records DuckDB names one at a time once the line scan found no more
 _ids = itertools.count(1)
 _LOCATED = re.compile(r'in file "(.*?)",? (?:at byte \d+ )?in line (\d+)')
@@ -47,20 +51,31 @@ def literal(value: str) -> str:
 
 
 def connect(
-    path: Path | str, memory_limit: str | None = None, threads: int | None = None
+    path: Path | str,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+    lock_timeout: float = 0.0,
 ) -> duckdb.DuckDBPyConnection:
-    """Open the feed database (creating its folder). A lock held by another process is transient."""
+    """Open the feed database (creating its folder). While another process holds its lock,
+    wait up to lock_timeout seconds, then raise DatabaseLockedError naming that process."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(path))
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise TransientError(
-                f"the feed database {path} is in use by another courier process; "
-                "wait for it to finish and try again"
-            ) from exc
-        raise LoadError(f"cannot open the feed database {path}: {exc}") from exc
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        try:
+            con = duckdb.connect(str(path))
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise LoadError(f"cannot open the feed database {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise DatabaseLockedError(
+                    f"the feed database {path} is held by {lock_holder(str(exc))}, e.g. an "
+                    "open DuckDB session or another courier run; waited "
+                    f"{lock_timeout:g} s ([feeds] lock_timeout). Close that session (or let "
+                    "the run finish) and run again"
+                ) from exc
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
     con.execute("SET TimeZone = 'UTC'")
     # SPEC 7: peak RSS under 1.5 GB whatever the window; past this, DuckDB spills to
     # <database>.tmp. [feeds] memory_limit raises (or lowers) it.
@@ -68,6 +83,23 @@ def connect(
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con
+
+
+_HOLDER = re.compile(r"lock is held in (.*?) \(PID (\d+)\)")
+
+
+def lock_holder(message: str) -> str:
+    """The process DuckDB names as holding a database's lock: its command line and pid."""
+    found = _HOLDER.search(message)
+    if found is None:
+        return "another process"
+    program, pid = found.group(1), found.group(2)
+    try:  # the whole command line tells a courier run from an analyst's session
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+        program = cmdline.decode(errors="replace")[:200] or program
+    except OSError:
+        pass
+    return f"another process on this host: pid {pid} ({program})"
 
 
 def describe(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
@@ -110,6 +142,8 @@ class DuckDBEngine(QueryEngine):
     ) -> tuple[Relation, InputSummary]:
         table = f"_courier_in_{tag}_{next(_ids)}"
         summary = InputSummary(tag=tag)
+        if pinned_schema is not None and len(pinned_schema) > max_columns(options):
+            pinned_schema = None  # pinned before the bound: this window's columns replace it
         nonempty = [f for f in files if f.size > 0]
         rows: int | None = None
         scratch: Path | None = None
@@ -179,18 +213,25 @@ class DuckDBEngine(QueryEngine):
             return None
         try:
             schema = self._ndjson_sample_schema(paths, pinned)
-            # one pass over every record: how many, their top-level keys, and that each is an
-            # object (a malformed line fails it, so the careful path finds and quarantines it)
-            count, keys, not_objects = self.con.execute(
-                "SELECT count(*), list_distinct(flatten(list(DISTINCT json_keys(json)))), "
+            # one pass over every record: how many, their top-level keys, that each is an
+            # object (a malformed line fails it, so the careful path finds and quarantines it),
+            # and which files hold a key the schema lacks
+            known = "[" + ", ".join(literal(k) for k in schema) + "]::VARCHAR[]"
+            count, keys, not_objects, late = self.con.execute(
+                "SELECT count(*), list_distinct(flatten(list(DISTINCT k))), "
                 # the line parsed as JSON, so starting with { it is an object (no 2nd parse)
-                "count(*) FILTER (WHERE NOT starts_with(ltrim(CAST(json AS VARCHAR)), '{')) "
-                f"FROM read_ndjson_objects({sql_list(paths)})"
+                "count(*) FILTER (WHERE NOT starts_with(ltrim(CAST(json AS VARCHAR)), '{')), "
+                f"list(DISTINCT filename) FILTER (WHERE NOT list_has_all({known}, k)) "
+                "FROM (SELECT json_keys(json) AS k, json, filename "
+                f"FROM read_ndjson_objects({sql_list(paths)}, filename = true))"
             ).fetchone()  # type: ignore[misc]
-            if not_objects or keys_collide(keys or []):
+            if not_objects or needs_check(keys or [], pinned, max_columns(options)):
                 return None
-            if any(k not in schema for k in keys or []):
-                schema = self._ndjson_sample_schema(paths, pinned, full_scan=True)
+            if late:
+                # a key first seen late: its type from every record of the files holding one;
+                # the keys already known keep their types (one file must not narrow them)
+                detected = self._detect(sorted(late), -1)
+                schema.update({k: v for k, v in detected.items() if k not in schema})
         except duckdb.Error:
             return None
         self._name_files({p: f.key for p, f in zip(paths, files, strict=True)})
@@ -211,8 +252,9 @@ class DuckDBEngine(QueryEngine):
         self._name_files({str(f.path): f.key for f in files})
         paths = [str(f.path) for f in files]
         full_scan = options.get("schema_scan") == "full"
+        bound = max_columns(options)
         try:
-            self._ndjson_widening(table, paths, pinned, full_scan)
+            self._ndjson_widening(table, paths, pinned, full_scan, bound)
             return
         except (duckdb.Error, _CheckRecords):
             pass
@@ -222,8 +264,9 @@ class DuckDBEngine(QueryEngine):
         clean_dir = Path(tempfile.mkdtemp(prefix=f"courier-{table}-clean-"))
         try:
             clean: dict[str, tuple[InputFile, array[int]]] = {}
+            budget = ColumnBudget(pinned or {}, bound)
             for f in files:
-                copy, bad, numbers = scan_ndjson(f.path, f.key, clean_dir)
+                copy, bad, numbers = scan_ndjson(f.path, f.key, clean_dir, budget)
                 summary.bad.extend(bad)
                 if numbers:
                     clean[str(copy)] = (f, numbers)
@@ -248,7 +291,7 @@ class DuckDBEngine(QueryEngine):
                 self._empty_table(table, pinned)
                 return
             try:
-                self._ndjson_widening(table, list(clean), pinned, full_scan, check_keys=False)
+                self._ndjson_widening(table, list(clean), pinned, full_scan, None)
                 return
             except duckdb.Error as exc:
                 located = _LOCATED.search(str(exc))
@@ -278,24 +321,26 @@ class DuckDBEngine(QueryEngine):
         paths: list[str],
         pinned: dict[str, str] | None,
         full_scan: bool,
-        check_keys: bool = True,
+        bound: int | None,
     ) -> None:
         """Read the files into table; when a field changed type after the sample, look at
-        every record, widen, and read again. Other errors (malformed input) are raised."""
+        every record, widen, and read again. Other errors (malformed input) are raised, and
+        _CheckRecords when the top-level keys need a look at each record (needs_check; bound
+        None: they had it)."""
         try:
-            schema = self._ndjson_schema(paths, pinned, full_scan, check_keys)
+            schema = self._ndjson_schema(paths, pinned, full_scan, bound)
             self._ndjson_into(table, paths, schema)
         except duckdb.Error as exc:
             if full_scan or not is_type_error(exc):
                 raise
-            self._ndjson_into(table, paths, self._ndjson_schema(paths, pinned, True, check_keys))
+            self._ndjson_into(table, paths, self._ndjson_schema(paths, pinned, True, bound))
 
     def _ndjson_schema(
         self,
         paths: list[str],
         pinned: dict[str, str] | None,
         full_scan: bool,
-        check_keys: bool = True,
+        bound: int | None = None,
     ) -> dict[str, str]:
         # Type detection samples each file (union_by_name), so its cost grows with the number
         # of files: the window shares DuckDB's default budget of 20,480 sampled records (at
@@ -305,32 +350,71 @@ class DuckDBEngine(QueryEngine):
         # with a full-coverage schema. Known limit, as before: DuckDB silently drops nested keys and
         # rounds 2.5 into a BIGINT when first seen after the sample.
         schema = self._ndjson_sample_schema(paths, pinned, full_scan)
-        if not full_scan or check_keys:
+        if not full_scan or bound is not None:
             # The sample may miss fields first seen late: every record's top-level keys are
             # checked (cheap), and any key the schema lacks triggers a full-coverage scan.
             keys = self.con.execute(
                 f"SELECT DISTINCT unnest(json_keys(json)) FROM read_ndjson_objects("
                 f"{sql_list(paths)})"
             ).fetchall()
-            if check_keys and keys_collide([k for (k,) in keys]):
+            if bound is not None and needs_check([k for (k,) in keys], pinned, bound):
                 raise _CheckRecords
             if not full_scan and any(k not in schema for (k,) in keys):
-                return self._ndjson_schema(paths, pinned, True, check_keys=False)
+                return self._ndjson_schema(paths, pinned, True)
         return schema
 
     def _ndjson_sample_schema(
         self, paths: list[str], pinned: dict[str, str] | None, full_scan: bool = False
     ) -> dict[str, str]:
-        """The pinned schema widened by DuckDB's detection on a sample (or every record)."""
+        """The pinned schema widened by DuckDB's detection on a sample (or every record).
+
+        Steady state: a courier that loaded its stream before has a pinned schema, and its new
+        files mostly have the same shape. A small sample of each file is detected first; when
+        it agrees with the pinned schema, the pinned schema is the schema, and only files that
+        disagree pay for the full sample (detection costs as much as reading the records it
+        samples: 2,048 of each of 24 hourly files is 40% of a 50 MB window). Top-level keys
+        never rest on a sample (the callers check every record's keys), and a value the
+        schema cannot read fails the read and widens over every record, as before."""
+        if pinned and not full_scan:
+            seen = self._detect(paths, STEADY_SAMPLE_PER_FILE)
+            if all(pinned.get(k) == v for k, v in seen.items()):
+                return dict(pinned)
         per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, len(paths)))
-        sample = ", sample_size = -1" if full_scan else f", sample_size = {per_file}"
+        detected = self._detect(paths, -1 if full_scan else per_file)
+        schema = dict(pinned or {})
+        schema.update(detected)
+        schema.update(self._pinned_fields(pinned or {}, detected))
+        return schema
+
+    def _detect(self, paths: list[str], per_file: int) -> dict[str, str]:
+        """DuckDB's schema detection over the first `per_file` records of each file (-1: all)."""
         source = (
             f"read_json({sql_list(paths)}, format = 'newline_delimited', records = true, "
-            f"union_by_name = true{sample})"
+            f"union_by_name = true, sample_size = {per_file})"
         )
-        schema = dict(pinned or {})
-        schema.update({k: v for k, v in describe(self.con, f"SELECT * FROM {source}").items()})
-        return schema
+        return describe(self.con, f"SELECT * FROM {source}")
+
+    def _pinned_fields(self, pinned: dict[str, str], detected: dict[str, str]) -> dict[str, str]:
+        """Struct columns whose pinned type has fields this window's records lack: the union
+        of both (DuckDB's UNION BY NAME of the two types), so a query naming a field that no
+        record of the window carries (customer.email) reads NULL, not a Binder Error."""
+        names = [
+            k
+            for k, typ in detected.items()
+            if k in pinned and pinned[k] != typ and "STRUCT(" in typ and "STRUCT(" in pinned[k]
+        ]
+        if not names:
+            return {}
+
+        def nulls(types: dict[str, str]) -> str:
+            return ", ".join(f"NULL::{types[k]} AS {quote(k)}" for k in names)
+
+        try:
+            return describe(
+                self.con, f"SELECT {nulls(pinned)} UNION ALL BY NAME SELECT {nulls(detected)}"
+            )
+        except duckdb.Error:  # types that do not unite: this window's, as before
+            return {}
 
     def _ndjson_into(
         self, table: str, paths: list[str], schema: dict[str, str], kind: str = "TABLE"
@@ -530,6 +614,18 @@ def conflicting_columns(schemas: list[pa.Schema]) -> set[str]:
     return out
 
 
+def max_columns(options: dict[str, Any]) -> int:
+    return int(options.get("max_columns") or MAX_COLUMNS)
+
+
+def needs_check(keys: list[str], pinned: dict[str, str] | None, bound: int) -> bool:
+    """Whether a window's distinct top-level keys call for a look at each record: a key DuckDB
+    cannot make a column of (formats/limits.py), or more columns than options.max_columns."""
+    if keys_collide(keys):
+        return True
+    return len(keys) > bound or len(set(keys).union(pinned or {})) > bound
+
+
 def drop_line(path: Path, number: int) -> str:
     """Remove line `number` (1-based) of a scanned file; return its text (for quarantine)."""
     lines = path.read_bytes().split(b"\n")
@@ -622,3 +718,57 @@ def query_line(sql: str, message: str, first: str) -> int | None:
             if pattern.search(text.split("--", 1)[0]):
                 return number
     return None
+
+
+def check_query(query: SavedQuery, tags: dict[str, dict[str, str] | None]) -> QueryError | None:
+    """What `courier validate` finds in a saved query without running it: DuckDB's parser on
+    every query, and binding (columns, functions, types) against each file tag's known shape
+    (its pinned schema) when every tag the query reads has one. None: no problem found."""
+    con = duckdb.connect()
+    try:
+        sql = query.sql.strip().rstrip(";")
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            return query_error(exc, query, {})
+        if len(statements) != 1:
+            return QueryError(
+                f"holds {len(statements)} statements; a saved query is one SELECT",
+                query.name,
+                query.path,
+            )
+        if not tags or any(schema is None for schema in tags.values()):
+            return None
+        for tag, schema in tags.items():
+            assert schema is not None
+            cols = ", ".join(f"{quote(k)} {v}" for k, v in schema.items()) or "_empty INTEGER"
+            con.execute(f"CREATE TEMP TABLE {quote(tag)} ({cols})")
+        try:
+            con.execute(f"DESCRIBE {sql}")
+        except duckdb.Error as exc:
+            known = {t: list(s or {}) for t, s in tags.items()}
+            return query_error(exc, query, known)
+        return None
+    finally:
+        con.close()
+
+
+def pinned_schemas(database: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(courier, file tag) -> the schema its last run pinned, read from the feed database
+    without writing (empty when there is no database yet)."""
+    if not database.is_file():
+        return {}
+    try:
+        con = duckdb.connect(str(database), read_only=True)
+    except duckdb.Error:
+        return {}  # held by a run: validate without the shapes
+    try:
+        rows = con.execute(
+            "SELECT courier, file_tag, arg_max(columns, updated_at) FROM courier.schemas "
+            "GROUP BY ALL"
+        ).fetchall()
+    except duckdb.Error:
+        return {}
+    finally:
+        con.close()
+    return {(c, t): json.loads(cols) for c, t, cols in rows}

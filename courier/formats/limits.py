@@ -18,6 +18,7 @@ then quarantines the records it names and loads the rest (engines/duckdb.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 MAX_DEPTH = 128  # DuckDB's JSON reader: containers nested deeper fail the read
@@ -99,3 +100,25 @@ def keys_collide(keys: list[str]) -> bool:
     one (in one record such a pair silently loses a value)."""
     folded = {k.translate(_ASCII_FOLD) for k in keys}
     return len(folded) != len(keys) or "" in folded or not RESERVED_KEYS.isdisjoint(keys)
+
+
+class ColumnBudget:
+    """The top-level keys a file tag may still take as columns (options.max_columns), given
+    to records in file and line order; a record whose new keys do not fit is refused whole."""
+
+    def __init__(self, known: Iterable[str], bound: int):
+        self.known = set(known)
+        self.bound = bound
+
+    def refuse(self, record: dict[str, Any]) -> str | None:
+        new = [k for k in record if k not in self.known]
+        if not new:
+            return None
+        if len(self.known) + len(new) > self.bound:
+            return (
+                f"its {len(new)} key(s) without a column (e.g. {new[0]!r}) would take the "
+                f"file tag past options.max_columns = {self.bound} columns; raise it to load "
+                "them as columns"
+            )
+        self.known.update(new)
+        return None

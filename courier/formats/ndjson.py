@@ -7,19 +7,22 @@ from pathlib import Path
 
 import orjson
 
-from courier.formats.limits import duplicate_key, inspect
+from courier.formats.limits import ColumnBudget, duplicate_key, inspect
 from courier.plan import BadRecord
 
 RAW_LIMIT = 4096  # characters of a bad line kept in quarantine
 
 
-def scan_ndjson(path: Path, key: str, out_dir: Path) -> tuple[Path, list[BadRecord], array[int]]:
+def scan_ndjson(
+    path: Path, key: str, out_dir: Path, columns: ColumnBudget | None = None
+) -> tuple[Path, list[BadRecord], array[int]]:
     """Copy the well-formed lines of `path` to a file in out_dir; return it, the bad lines and
     the line number in `path` of each line of the copy.
 
     Bad: invalid JSON, a value that is not an object, bytes that are not UTF-8, a truncated
-    last line, and valid JSON that DuckDB's reader cannot load (formats/limits.py). Blank
-    lines are skipped as the JSON reader does.
+    last line, valid JSON that DuckDB's reader cannot load, and a record whose keys do not
+    fit the tag's column budget (formats/limits.py). Blank lines are skipped as the JSON
+    reader does.
     """
     bad: list[BadRecord] = []
     numbers = array("q")
@@ -59,6 +62,10 @@ def scan_ndjson(path: Path, key: str, out_dir: Path) -> tuple[Path, list[BadReco
             if problem is not None:
                 reason = f"DuckDB cannot load it: {problem}"
                 bad.append(BadRecord(key, number, reason, raw(stripped)))
+                continue
+            too_wide = columns.refuse(value) if columns is not None else None
+            if too_wide is not None:
+                bad.append(BadRecord(key, number, f"too many keys: {too_wide}", raw(stripped)))
                 continue
             dst.write(stripped)
             dst.write(b"\n")

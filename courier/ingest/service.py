@@ -25,7 +25,7 @@ from courier.errors import ConfigError, ConfigErrors, IngestError
 from courier.ingest import payloads
 from courier.ingest.ratelimit import TokenBucket, retry_after
 from courier.ingest.roller import Roller
-from courier.ingest.tokens import StreamKeys, TokenVerifier, load_keys
+from courier.ingest.tokens import REVOKED, Denylist, StreamKeys, TokenVerifier, load_keys
 from courier.ingest.wal import EXTENSIONS, Pending, Wal, disk_bytes, hour_of, new_writer_id, orphans
 from courier.project import Project
 from courier.storage.base import StorageBackend
@@ -154,7 +154,9 @@ class IngestService:
                 ext=EXTENSIONS[stream.payload],
                 bucket=TokenBucket(stream.rate_limit / max(1, workers)),
             )
-        self.verifier = TokenVerifier(stream_keys(project) if authenticate else {})
+        self.verifier = TokenVerifier(
+            stream_keys(project) if authenticate else {}, denylist=Denylist(project.path(REVOKED))
+        )
         self._storages: dict[str, StorageBackend] = {}
         self._others = 0
         self._others_at = 0.0

@@ -12,6 +12,8 @@ text or the path of a PEM file (relative to the project root).
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -150,14 +152,92 @@ def numeric_dates(claims: dict[str, Any]) -> None:
             )
 
 
+REVOKED = ".courier/revoked-tokens.json"
+
+
+class Denylist:
+    """Revoked stream tokens by their `jti`, one small JSON file (`courier token revoke`),
+    re-read when it changes (one os.stat per check), so a revoked token answers 401 on its
+    next request in every server process. Bounded: an entry is dropped once its token has
+    expired (it could not be used anyway)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self.revoked: dict[str, dict[str, Any]] = {}  # jti -> {stream, exp, revoked_at}
+
+    def refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self.revoked = None, {}
+            return
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp == self._stamp:
+            return
+        try:
+            doc = json.loads(self.path.read_text())
+            revoked = {str(e["jti"]): e for e in doc.get("tokens", [])}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"the revoked-token list is unreadable ({exc}): restore it, or remove it and "
+                "revoke the tokens again with `courier token revoke`",
+                self.path,
+            ) from None
+        self._stamp, self.revoked = stamp, revoked
+
+    def is_revoked(self, jti: str | None) -> bool:
+        if jti is None:
+            return False
+        self.refresh()
+        return jti in self.revoked
+
+    def revoke(self, jti: str, stream: str, exp: float, now: float | None = None) -> None:
+        at = time.time() if now is None else now
+        self.refresh()
+        kept = [e for e in self.revoked.values() if float(e.get("exp", 0)) + 60 > at]
+        kept = [e for e in kept if e["jti"] != jti]
+        kept.append({"jti": jti, "stream": stream, "exp": exp, "revoked_at": int(at)})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            json.dump({"tokens": kept}, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        self._stamp = None
+
+
+def token_claims(keys: StreamKeys, token: str) -> dict[str, Any]:
+    """The claims of a token this stream signed (expired or not); ConfigError otherwise."""
+    try:
+        return dict(
+            jwt.decode(
+                token.strip(),
+                keys.verify_key,
+                algorithms=[keys.algorithm],
+                options={"verify_exp": False},
+            )
+        )
+    except jwt.PyJWTError as exc:
+        raise ConfigError(f"not a token of stream {keys.stream!r}: {exc}") from None
+
+
 class TokenVerifier:
     """Verifies bearer tokens for the streams it holds keys for."""
 
-    def __init__(self, keys: dict[str, StreamKeys], leeway: float = 30.0, cache_size: int = 8192):
+    def __init__(
+        self,
+        keys: dict[str, StreamKeys],
+        leeway: float = 30.0,
+        cache_size: int = 8192,
+        denylist: Denylist | None = None,
+    ):
         self.keys = keys
         self.leeway = leeway
         self.cache_size = cache_size
-        self._cache: dict[str, dict[bytes, float]] = {}  # stream -> token -> exp
+        self.denylist = denylist
+        self._cache: dict[str, dict[bytes, tuple[float, str | None]]] = {}  # -> (exp, jti)
 
     def verify(self, stream_id: str, token: bytes | str) -> None:
         """Raise IngestError(401) unless `token` is valid now for `stream_id` and its tenant."""
@@ -165,12 +245,15 @@ class TokenVerifier:
         cache = self._cache.get(stream_id)
         if cache is None:
             cache = self._cache[stream_id] = {}
-        exp = cache.get(raw)
-        if exp is not None:
-            if time.time() <= exp + self.leeway:
-                return
-            del cache[raw]
-            raise _unauthorized("the token has expired: create a new one")
+        cached = cache.get(raw)
+        if cached is not None:
+            exp, jti = cached
+            if time.time() > exp + self.leeway:
+                del cache[raw]
+                raise _unauthorized("the token has expired: create a new one")
+            if self.denylist is not None and self.denylist.is_revoked(jti):
+                raise _unauthorized("the token was revoked: create a new one")
+            return
         keys = self.keys[stream_id]
         try:
             claims = jwt.decode(
@@ -196,6 +279,10 @@ class TokenVerifier:
             raise _unauthorized(f"the token is for another stream, not {stream_id!r}")
         if claims.get("tenant") != keys.tenant:
             raise _unauthorized("the token is for another tenant")
+        jti = claims.get("jti")
+        jti = str(jti) if jti is not None else None
+        if self.denylist is not None and self.denylist.is_revoked(jti):
+            raise _unauthorized("the token was revoked: create a new one")
         if len(cache) >= self.cache_size:
             cache.clear()
-        cache[raw] = float(claims["exp"])
+        cache[raw] = (float(claims["exp"]), jti)

@@ -12,9 +12,12 @@ A stream takes webhooks when its file has a [webhook] table:
     timestamp_header = "X-Timestamp"       # optional: signing time (unix seconds) ...
     tolerance = 300                        # ... refused when further than this from now
     signed_payload = "{timestamp}.{body}"  # what is signed (default: the raw body)
+    delivery_header = "X-Delivery"         # the sender's delivery id: a repeat lands nothing
+    dedupe_seconds = 604800                # ... within this long (default 7 days)
 
 Presets, as the services document them:
-    github  X-Hub-Signature-256: "sha256=" + hex HMAC-SHA256 of the raw body.
+    github  X-Hub-Signature-256: "sha256=" + hex HMAC-SHA256 of the raw body; deliveries
+            deduplicated by X-GitHub-Delivery (a replayed capture answers 200 duplicate).
     stripe  Stripe-Signature: "t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">[,v1=...]",
             refused more than 300 s from now (any v1 may match: secrets roll).
 
@@ -30,9 +33,13 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from courier.config.loader import ENV_REF
 from courier.config.models import WebhookConfig
@@ -50,6 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "algorithm": "sha256",
         "encoding": "hex",
         "prefix": "sha256=",
+        "delivery_header": "X-GitHub-Delivery",
     },
     "stripe": {
         "header": "Stripe-Signature",
@@ -81,6 +89,8 @@ class WebhookVerifier:
     scheme: str  # "stripe" (t=,v1= in one header) or "plain"
     source: str
     header_name: str = ""  # as configured, for messages
+    delivery_header: bytes | None = None  # the sender's delivery id (GitHub: X-GitHub-Delivery)
+    dedupe_seconds: int = 7 * 86400
 
     @classmethod
     def from_config(cls, stream: str, config: WebhookConfig) -> WebhookVerifier:
@@ -124,7 +134,22 @@ class WebhookVerifier:
             scheme=scheme,
             source=f"webhook:{config.preset}" if config.preset else "webhook",
             header_name=header,
+            delivery_header=(
+                values["delivery_header"].lower().encode()
+                if values.get("delivery_header")
+                else None
+            ),
+            dedupe_seconds=config.dedupe_seconds,
         )
+
+    def delivery_id(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        if self.delivery_header is None:
+            return None
+        for name, value in headers:
+            if name == self.delivery_header:
+                text = value.decode("latin-1").strip()
+                return text or None
+        return None
 
     def digest(self, body: bytes, timestamp: str | None = None) -> bytes:
         """The signature of `body` (at `timestamp`) as the sender writes it, prefix excluded."""
@@ -226,6 +251,103 @@ def verifiers(project: Project) -> dict[str, WebhookVerifier]:
     return out
 
 
+DELIVERIES = ".courier/webhook-deliveries"
+PRUNE_EVERY = 60.0
+STALE_PENDING = 300.0  # a delivery marked pending this long belongs to a process that died
+
+
+class Deliveries:
+    """The delivery ids a stream has landed, for `dedupe_seconds`: one small file per id under
+    .courier/webhook-deliveries/{stream}/, created with O_EXCL (so every server process of the
+    project agrees) and fsynced. A delivery is marked "pending" before it lands and "done"
+    (atomically replaced, fsynced) before its 202; a repeat of a done one lands nothing, one
+    still pending is answered 409 + Retry-After, a failed landing removes its mark (the retry
+    lands). Only a process dying between its log's fsync and the "done" mark (or a pending
+    mark older than STALE_PENDING) lets a repeat land again."""
+
+    def __init__(self, folder: Path, window: float):
+        self.folder = folder
+        self.window = window
+        self._pruned = -1e9
+
+    def _path(self, delivery: str) -> Path:
+        return self.folder / hashlib.sha256(delivery.encode()).hexdigest()[:40]
+
+    def claim(self, delivery: str, now: float | None = None) -> Path | None:
+        """The mark to finish, or None when this delivery was landed already."""
+        at = time.time() if now is None else now
+        self._prune(at)
+        path = self._path(delivery)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                try:
+                    state = path.read_bytes()
+                    age = at - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # its landing failed meanwhile: try again
+                if state.startswith(b"done") and age <= self.window:
+                    return None
+                if state.startswith(b"pending") and age < STALE_PENDING:
+                    raise IngestError(
+                        409,
+                        f"delivery {delivery!r} is being landed by another request: retry "
+                        "after the time in Retry-After",
+                        {"retry-after": "1"},
+                    ) from None
+                path.unlink(missing_ok=True)  # expired, or its process died
+                continue
+            try:
+                os.write(fd, b"pending")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return path
+        raise IngestError(409, f"delivery {delivery!r} is contended: retry", {"retry-after": "1"})
+
+    @staticmethod
+    def done(path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"done")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    @staticmethod
+    def release(path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def _prune(self, now: float) -> None:
+        """Bounded: ids older than the window go (at most every PRUNE_EVERY seconds)."""
+        if now - self._pruned < PRUNE_EVERY or not self.folder.is_dir():
+            return
+        self._pruned = now
+        for path in self.folder.iterdir():
+            try:
+                if now - path.stat().st_mtime > max(self.window, STALE_PENDING):
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def deliveries_for(app: Any, stream_id: str, verifier: WebhookVerifier) -> Deliveries:
+    known: dict[str, Deliveries] = app.__dict__.setdefault("_deliveries", {})
+    if stream_id not in known:
+        folder = app.project.path(DELIVERIES) / stream_id
+        known[stream_id] = Deliveries(folder, verifier.dedupe_seconds)
+    return known[stream_id]
+
+
 async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
     """POST /webhook/v0/{stream_id} on the IngestApp `app` (courier/ingest/app.py)."""
     from courier.ingest.app import send_accepted
@@ -250,19 +372,42 @@ async def handle(app: Any, stream_id: str, scope: dict[str, Any], receive: Any, 
     if body is None:
         return
     verifier.verify(scope["headers"], body, time.time())
-    stream.admit()  # only a signed delivery spends the stream's rate limit
-    records = service.records(stream, body)
-    if stream.config.envelope:
-        records = apikeys.envelope(
-            records, apikeys.query_value(scope, "client_id"), verifier.source
-        )
-    future: asyncio.Future[None] = app.loop.create_future()
-    outbox = app.outbox
-    outbox.append(service.prepare(stream, records, future))
-    if len(outbox) == 1:
-        app.loop.call_soon(app.hand_over)
-    await future
+    delivery = verifier.delivery_id(scope["headers"])
+    mark: Path | None = None
+    if delivery is not None:  # after the signature: forged ids cannot block real ones
+        deliveries = deliveries_for(app, stream_id, verifier)
+        mark = await asyncio.to_thread(deliveries.claim, delivery)
+        if mark is None:
+            await send_duplicate(send, delivery)
+            return
+    try:
+        stream.admit()  # only a signed delivery spends the stream's rate limit
+        records = service.records(stream, body)
+        if stream.config.envelope:
+            records = apikeys.envelope(
+                records, apikeys.query_value(scope, "client_id"), verifier.source
+            )
+        future: asyncio.Future[None] = app.loop.create_future()
+        outbox = app.outbox
+        outbox.append(service.prepare(stream, records, future))
+        if len(outbox) == 1:
+            app.loop.call_soon(app.hand_over)
+        await future
+        if mark is not None:
+            await asyncio.to_thread(Deliveries.done, mark)
+    except BaseException:
+        if mark is not None:
+            Deliveries.release(mark)  # not landed: the sender's retry must land
+        raise
     await send_accepted(send, app.accepted_id())
+
+
+async def send_duplicate(send: Any, delivery: str) -> None:
+    """200: the sender may stop retrying; nothing is landed a second time."""
+    body = orjson.dumps({"status": "duplicate", "delivery": delivery})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def check_webhooks(project: Project) -> list[ConfigError]:
@@ -315,6 +460,8 @@ def check_webhooks(project: Project) -> list[ConfigError]:
                 names["webhook.header"] = webhook.header
             if webhook.timestamp_header:
                 names["webhook.timestamp_header"] = webhook.timestamp_header
+            if webhook.delivery_header:
+                names["webhook.delivery_header"] = webhook.delivery_header
         for key, value in names.items():
             if not HEADER_NAME.match(value):
                 errors.append(ConfigError(f"{value!r} is not an HTTP header name", path, key))

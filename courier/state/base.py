@@ -28,6 +28,12 @@ class StateStore(abc.ABC):
         """key -> {(size, version)} the courier has already loaded (each courier loads a file
         once; two couriers reading the same files each load them)."""
 
+    def loaded_checksums(
+        self, courier: str, storage: str, keys: Iterable[str]
+    ) -> dict[tuple[str, int, str], set[str]]:
+        """(key, size, version) -> the checksums recorded when the courier loaded it."""
+        return {}
+
     @abc.abstractmethod
     def record_files(
         self, run_id: str, courier: str, tag: str, files: list[PlannedFile], loaded_at: datetime

@@ -84,20 +84,32 @@ class DuckDBStateStore(StateStore):
     def loaded_versions(
         self, courier: str, storage: str, keys: Iterable[str]
     ) -> dict[str, set[tuple[int, str]]]:
-        wanted = list(keys)
         out: dict[str, set[tuple[int, str]]] = {}
+        for key, size, version, _ in self._loaded(courier, storage, keys):
+            out.setdefault(key, set()).add((int(size), version or ""))
+        return out
+
+    def loaded_checksums(
+        self, courier: str, storage: str, keys: Iterable[str]
+    ) -> dict[tuple[str, int, str], set[str]]:
+        out: dict[tuple[str, int, str], set[str]] = {}
+        for key, size, version, checksum in self._loaded(courier, storage, keys):
+            if checksum is not None:
+                out.setdefault((key, int(size), version or ""), set()).add(checksum)
+        return out
+
+    def _loaded(self, courier: str, storage: str, keys: Iterable[str]) -> list[tuple[Any, ...]]:
+        """(key, size, version, checksum) of each load of these keys by the courier."""
+        wanted = list(keys)
         if not wanted:
-            return out
+            return []
         self.con.execute("CREATE OR REPLACE TEMP TABLE _courier_keys (key VARCHAR)")
         self.con.executemany("INSERT INTO _courier_keys VALUES (?)", [(k,) for k in wanted])
-        rows = self.con.execute(
-            "SELECT f.key, f.size, f.version FROM courier.files f "
+        return self.con.execute(
+            "SELECT f.key, f.size, f.version, f.checksum FROM courier.files f "
             "JOIN _courier_keys k ON k.key = f.key WHERE f.storage = ? AND f.courier = ?",
             [storage, courier],
         ).fetchall()
-        for key, size, version in rows:
-            out.setdefault(key, set()).add((int(size), version or ""))
-        return out
 
     def record_files(
         self, run_id: str, courier: str, tag: str, files: list[PlannedFile], loaded_at: datetime
@@ -107,7 +119,8 @@ class DuckDBStateStore(StateStore):
             [
                 (
                     f.storage, f.key, f.info.size, f.info.version, f.info.etag,
-                    f.info.modified, f.info.etag, courier, tag, f.partition, run_id, loaded_at,
+                    f.info.modified, f.checksum or f.info.etag, courier, tag, f.partition,
+                    run_id, loaded_at,
                 )
                 for f in files
             ],

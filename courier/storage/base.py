@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 import builtins
-import hashlib
 import posixpath
 import threading
 from collections.abc import Iterator, Sequence
@@ -113,8 +112,10 @@ class StorageBackend(abc.ABC):
         for p in kept:
             yield from self.list(p)
 
-    def checksum(self, key: str) -> str:
-        return hashlib.md5(self.read_bytes(key), usedforsecurity=False).hexdigest()
+    def checksum(self, info: ObjectInfo) -> str | None:
+        """What courier.files records as the object's checksum (SPEC 4): the storage's own
+        (S3's and Azure's ETag, which changes with the content) where it has one."""
+        return info.etag
 
     def describe(self) -> str:
         return f"{self.type} storage '{self.name}'"

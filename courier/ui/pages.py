@@ -302,7 +302,7 @@ def run_page(reader: StatusReader, snap: Snapshot | None, run_id: str, tz: ZoneI
             ["feed", "read", "loaded", "rejected"],
             [
                 (
-                    link("/feeds", feed) + f'<a href="/feeds#feed-{esc(feed)}"></a>',
+                    f'<a href="/feeds#feed-{esc(feed)}">{esc(feed)}</a>',
                     number(c.get("read")),
                     number(c.get("loaded")),
                     number(c.get("rejected")),
@@ -461,7 +461,7 @@ def charts_page(snap: Snapshot | None, params: dict[str, str], tz: ZoneInfo, now
                 title="Rows loaded per hour, last 48 hours", unit="rows")
         + chart(daily, day_start, day_end, tz, daily=True,
                 title="Rows loaded per day, last 30 days", unit="rows")
-        + chart(durations, dur_start, now, tz, lines=False,
+        + chart(durations, dur_start, now, tz, lines=False, daily=True,
                 title="Run durations, last 7 days", unit="seconds")
         + chart(landed, hour_start, hour_end + timedelta(hours=1), tz,
                 title="Payloads landed per hour per stream, last 48 hours", unit="payloads")

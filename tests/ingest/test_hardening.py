@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from courier.ingest.apikeys import FAILURES, MAX_DERIVING
@@ -28,6 +29,7 @@ from tests.ingest.helpers import (
     landed_json,
     make_project,
     serving,
+    token,
     wait_until,
 )
 
@@ -480,3 +482,89 @@ def _healthz_ok(server: Server) -> bool:
         return httpx.get(server.url + "/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# -- revoking stream tokens -------------------------------------------------------------------
+
+
+def test_a_revoked_stream_token_is_refused_at_once_and_others_still_work(hard: Server) -> None:
+    from tests.ingest.test_apikeys import courier
+
+    made = [courier(hard.root, "token", "create", "--stream", "events") for _ in range(2)]
+    leaked, kept = (m.stdout.strip() for m in made)
+    auth = {"X-Amperity-Tenant": "acme", "Content-Type": "application/json"}
+
+    def post(tok: str) -> httpx.Response:
+        return httpx.post(
+            hard.url + "/stream/v0/data/events",
+            content=b'{"id": "rev"}',
+            headers={**auth, "Authorization": f"Bearer {tok}"},
+            timeout=10,
+        )
+
+    assert post(leaked).status_code == 202 and post(kept).status_code == 202  # both cached
+    done = courier(hard.root, "token", "revoke", leaked)
+    assert done.returncode == 0, done.stderr
+    refused = post(leaked)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]
+    assert post(kept).status_code == 202
+    # by id, for a token no longer at hand
+    jti = jwt.decode(kept, options={"verify_signature": False})["jti"]
+    done = courier(hard.root, "token", "revoke", "--stream", "events", "--jti", jti)
+    assert done.returncode == 0, done.stderr
+    assert post(kept).status_code == 401
+    # a token without a jti cannot be revoked alone: the message says what to do instead
+    bare = courier(hard.root, "token", "revoke", token("events"))
+    assert bare.returncode == 1 and "rotate" in bare.stderr
+
+
+# -- webhook deliveries -----------------------------------------------------------------------
+
+
+def test_a_replayed_github_delivery_lands_once_even_across_a_crash(tmp_path: Path) -> None:
+    """GitHub's X-GitHub-Delivery: a captured, correctly signed delivery replayed (before and
+    after a kill -9 of the server) answers 200 duplicate and lands nothing more; a forged one
+    with the same id does not block the real one."""
+    root = make_project(
+        tmp_path,
+        "[ingest]\nroll_seconds = 0.3\n" + ADMIN_SETTING,
+        {"gh": 'payload = "json"\n[webhook]\npreset = "github"\nsecret = "${T_GITHUB_SECRET}"\n'},
+    )
+
+    def deliver(
+        client: httpx.Client, body: bytes, delivery: str | None, secret: str = GITHUB_SECRET
+    ) -> httpx.Response:
+        hdrs = {
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": github_signature(body, secret),
+        }
+        if delivery is not None:
+            hdrs["X-GitHub-Delivery"] = delivery
+        return client.post("/webhook/v0/gh", content=body, headers=hdrs)
+
+    first = b'{"id": "push-1"}'
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("T_GITHUB_SECRET", GITHUB_SECRET)
+        server = Server(root).start()
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            forged = deliver(client, first, "d-1", secret="wrong")
+            assert forged.status_code == 401
+            assert deliver(client, first, "d-1").status_code == 202
+            for _ in range(3):
+                replay = deliver(client, first, "d-1")
+                assert replay.status_code == 200, replay.text
+                assert replay.json() == {"status": "duplicate", "delivery": "d-1"}
+            assert deliver(client, b'{"id": "push-2"}', "d-2").status_code == 202
+            # no delivery id: nothing to deduplicate by, both land
+            assert deliver(client, b'{"id": "plain"}', None).status_code == 202
+            assert deliver(client, b'{"id": "plain"}', None).status_code == 202
+        server.kill()  # kill -9: the delivery ids must have been on disk before the 202
+        server = Server(root, port=server.port).start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                assert deliver(client, first, "d-1").status_code == 200
+                assert deliver(client, b'{"id": "push-3"}', "d-3").status_code == 202
+        finally:
+            assert server.stop() == 0
+    ids = sorted(r["id"] for r in landed_json(root, "gh"))
+    assert ids == ["plain", "plain", "push-1", "push-2", "push-3"]
