@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -265,3 +266,24 @@ def committed(session: Any, path: str, run_id: str) -> bool:
         "LIMIT 1"
     ).collect()
     return bool(found)
+
+
+def cluster_uri(storage_name: str, storage: Any, key: str, mapping: dict[str, str]) -> str:
+    """Where the cluster reads a storage's file: the engine's cluster_uri for that storage (a
+    prefix standing for the storage's bucket/container + prefix), else the storage's own URI
+    (s3://bucket/prefix/key, abfss://container@<account>.dfs.core.windows.net/prefix/key needs
+    a mapping, file:///abs/path for a local storage)."""
+    key = key.lstrip("/")
+    if storage_name in mapping:
+        return mapping[storage_name].rstrip("/") + "/" + key
+    kind = getattr(storage, "type", "local")
+    prefix = (getattr(storage, "prefix", "") or "").strip("/")
+    inner = f"{prefix}/{key}" if prefix else key
+    if kind == "s3":
+        return f"s3://{storage.bucket}/{inner}"
+    if kind == "local":
+        return Path(storage.path).resolve().joinpath(key).as_uri()
+    raise EngineError(
+        f"storage '{storage_name}' ({kind}): give the cluster's URI for it in [engines.NAME."
+        "cluster_uri], e.g. abfss://container@account.dfs.core.windows.net/prefix/"
+    )
