@@ -7,6 +7,7 @@ Pure functions: no clock, no I/O. Times given here are local to the pattern's ti
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -130,5 +131,8 @@ def list_prefix(rendered: str) -> str:
     return rendered if star == -1 else rendered[:star]
 
 
+@functools.lru_cache(maxsize=8192)
 def rendered_regex(rendered: str) -> re.Pattern[str]:
+    """Compiled once per rendered pattern: the status page lists the same partitions every
+    few seconds, and compiling is most of the cost of listing a local folder."""
     return re.compile(wildcard_regex(rendered) + r"\Z")

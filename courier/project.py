@@ -163,24 +163,57 @@ def load_project(root: str | Path | None = None, *, strict: bool = True) -> Proj
                 project.files[f"{folder}:{name}"] = path
             except ConfigErrorGroup as group:
                 errors.extend(group.errors)
+                invalid.add((key_kind[folder], name))
             except ConfigError as exc:
                 errors.append(exc)
+                invalid.add((key_kind[folder], name))
         return out
+
+    # a file that failed to load is reported once, by its own errors: references to it are
+    # not also reported as "X is not defined; add X.toml"
+    invalid: set[tuple[str, str]] = set()
+    key_kind = {
+        "config/couriers": "courier",
+        "feeds": "feed",
+        "config/streams": "stream",
+        "config/groups": "group",
+    }
 
     project.couriers = load_folder("config/couriers", CourierConfig, "name", (".toml", ".json"))
     project.feeds = load_folder("feeds", FeedConfig, "id", (".toml",))
     project.streams = load_folder("config/streams", StreamConfig, "id", (".toml",))
     project.groups = load_folder("config/groups", GroupConfig, "name", (".toml",))
     project.queries = load_queries(project_root / "queries", errors)
-    errors.extend(cross_check(project))
+    found = cross_check(project)
     # the subsystems' own checks (groups, formats, streams, webhooks, sources) live in
     # courier.validate, which imports them; project loading imports none of them
     from courier.validate import check_project
 
-    errors.extend(check_project(project))
+    found.extend(check_project(project))
+    errors.extend(e for e in found if not refers_to_invalid(e, invalid))
+    project.errors[:] = unique_errors(project.errors)
     if strict:
         project.raise_errors()
     return project
+
+
+_NOT_DEFINED = re.compile(r"\b(courier|feed|stream|group) '([^']+)' is not defined")
+
+
+def refers_to_invalid(error: ConfigError, invalid: set[tuple[str, str]]) -> bool:
+    m = _NOT_DEFINED.search(error.problem)
+    return m is not None and (m.group(1), m.group(2)) in invalid
+
+
+def unique_errors(errors: list[ConfigError]) -> list[ConfigError]:
+    """Each problem once (two checks may find the same one)."""
+    seen: set[str] = set()
+    out = []
+    for e in errors:
+        if str(e) not in seen:
+            seen.add(str(e))
+            out.append(e)
+    return out
 
 
 def load_queries(folder: Path, errors: list[ConfigError]) -> dict[str, SavedQuery]:

@@ -20,7 +20,7 @@ from courier.cli.options import (
     window_options,
 )
 from courier.context import Context, run_record
-from courier.errors import ConfigErrors, DatabaseLockedError
+from courier.errors import DatabaseLockedError
 from courier.project import load_project
 
 
@@ -42,25 +42,57 @@ def cli(ctx: click.Context, project: str | None, debug: bool, wide: bool) -> Non
 
 
 @cli.command()
+@click.option(
+    "--for",
+    "front_end",
+    type=click.Choice(["serve", "scheduler", "run"]),
+    help="also list the environment variables this front end needs, and check they are set",
+)
 @json_option
 @click.pass_obj
 @error_handler
-def validate(state: State, as_json: bool) -> None:
-    """Check every config, query and feed; exit 1 listing all problems."""
+def validate(state: State, front_end: str | None, as_json: bool) -> None:
+    """Check every config, query (parsed, and bound against each file tag's pinned schema)
+    and feed; exit 1 listing all problems, each once."""
+    from courier.preflight import check_queries, environment, environment_errors
+
     project = load_project(state.project_dir, strict=False)
-    errors = [str(e) for e in project.errors]
+    problems: list[Any] = list(project.errors)
+    if project.queries:
+        problems += check_queries(project)
+    needs = environment(project, front_end) if front_end else []  # type: ignore[arg-type]
+    problems += environment_errors(needs, front_end or "")
+    errors = list(dict.fromkeys(str(e) for e in problems))  # each problem once
     if as_json:
-        emit_json({"ok": not errors, "errors": errors})
-    elif not errors:
-        click.echo(
-            f"ok: {len(project.couriers)} courier(s), {len(project.feeds)} feed(s), "
-            f"{len(project.queries)} query(ies), {len(project.streams)} stream(s), "
-            f"{len(project.groups)} group(s)"
-        )
+        out: dict[str, Any] = {"ok": not errors, "errors": errors}
+        if front_end:
+            out["environment"] = [
+                {"variable": n.variable, "file": str(n.file), "key": n.key, "set": n.is_set,
+                 "optional": n.optional}
+                for n in needs
+            ]  # fmt: skip
+        emit_json(out)
+        if errors:
+            sys.exit(1)
+        return
+    if front_end:
+        click.echo(f"environment for `courier {front_end}`:")
+        for n in needs:
+            mark = "set" if n.is_set else ("unset (optional)" if n.optional else "NOT SET")
+            where = f"{n.file.relative_to(project.root)} [{n.key}]"
+            click.echo(f"  {n.variable:28} {mark:18} {where}")
+        if not needs:
+            click.echo("  (no environment variables)")
     if errors:
-        if not as_json:
-            raise ConfigErrors(project.errors)
+        click.secho(f"Error: {len(errors)} config problem(s):", fg="red", err=True)
+        for e in errors:
+            click.echo(f"  - {e}", err=True)
         sys.exit(1)
+    click.echo(
+        f"ok: {len(project.couriers)} courier(s), {len(project.feeds)} feed(s), "
+        f"{len(project.queries)} query(ies), {len(project.streams)} stream(s), "
+        f"{len(project.groups)} group(s)"
+    )
 
 
 def resolve_window(context: Context, courier_name: str, **window: Any) -> Any:
@@ -105,7 +137,7 @@ def files(state: State, courier: str, as_json: bool, **window: Any) -> None:
 @window_options
 @click.option("--reload", is_flag=True, help="load files again even if already loaded")
 @click.option("--dry-run", is_flag=True, help="show what would be loaded; change nothing")
-@click.option("--force", is_flag=True, help="run a window that is not over yet")
+@click.option("--force", is_flag=True, help="run a window that starts in the future")
 @json_option
 @click.pass_obj
 @error_handler

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -89,7 +90,30 @@ def read_document(path: Path) -> dict[str, Any]:
         raise ConfigError(f"invalid {path.suffix[1:].upper()} syntax: {exc}", path) from exc
 
 
-def validation_errors(exc: ValidationError, path: Path, missing_env: set[str]) -> list[ConfigError]:
+def field_names(model: Any, seen: set[int] | None = None) -> list[str]:
+    """Every key (and alias) of a model and the models inside it, for "did you mean"."""
+    import typing
+
+    seen = set() if seen is None else seen
+    if id(model) in seen or not isinstance(model, type) or not issubclass(model, BaseModel):
+        return []
+    seen.add(id(model))
+    names: list[str] = []
+    for name, info in model.model_fields.items():
+        names.append(info.alias or name)
+        stack = [info.annotation]
+        while stack:
+            t = stack.pop()
+            stack.extend(typing.get_args(t))
+            names.extend(field_names(t, seen))
+    return names
+
+
+def validation_errors(
+    exc: ValidationError, path: Path, missing_env: set[str], model: Any = None
+) -> list[ConfigError]:
+
+    known = sorted(set(field_names(model))) if model is not None else []
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not isinstance(p, int) or True]
@@ -99,7 +123,13 @@ def validation_errors(exc: ValidationError, path: Path, missing_env: set[str]) -
         if err["type"] == "missing":
             msg = "this key is required"
         elif err["type"] == "extra_forbidden":
-            msg = "unknown key: remove it or check its spelling"
+            name = loc[-1] if loc else ""
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            msg = (
+                f"unknown key: did you mean {close[0]!r}?"
+                if close
+                else "unknown key: remove it or check its spelling"
+            )
         if missing_env:
             msg += f" (environment variable(s) not set: {', '.join(sorted(missing_env))})"
         out.append(ConfigError(msg, path, key or None))
@@ -116,7 +146,7 @@ def load_model(model: type[M], path: Path, extra: dict[str, Any] | None = None) 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = validation_errors(exc, path, missing)
+        errors = validation_errors(exc, path, missing, model)
         raise ConfigErrorGroup(errors) from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any, Literal
 
@@ -89,9 +90,12 @@ class FeedsSection(Strict):
     memory_limit: str | None = None  # e.g. "1GB": bounds the engine's memory (spills to disk)
     threads: int | None = None
     destination: str = "duckdb"  # a [destinations.NAME]; "duckdb" is the database above
-    # seconds a run waits for the feed database while another process holds it (an open
-    # DuckDB session, another run), then fails saying which process
-    lock_timeout: float = Field(default=30, ge=0)
+    lock_timeout: float = Field(
+        default=30,
+        ge=0,
+        description="seconds a run waits for the feed database while another process holds "
+        "it (an open DuckDB session, another run), then fails naming that process",
+    )
 
 
 # -- backends: [destinations.NAME] / [engines.NAME] (SPEC 8); `type` picks the module ----------
@@ -360,13 +364,48 @@ class LoadOperation(Strict):
 Format = Literal["ndjson", "cbor", "json", "xml"]
 
 
+# A courier's `options`: these two here, the tree formats' in courier/formats/options.py
+# (checked there, with their types). Any other key is a typo: refused with a suggestion.
+FORMAT_OPTIONS = {
+    "record_path": "dotted path to the elements that become rows (cbor, json, xml)",
+    "force_list": "element names always read as lists (xml, cbor from xml)",
+    "max_depth": "deepest nesting accepted in a document (xml)",
+    "max_document_bytes": "largest document read whole (json, xml)",
+    "decode": '"json" (default) or "arrow": how tree formats reach the engine',
+    "decode_workers": "processes decoding a large window (default: the cores)",
+}
+
+
 class CourierOptions(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
     max_bad_records: float = 100
     schema_scan: Literal["detect", "full"] = "detect"
-    # top-level columns a file tag holds at most: a record whose keys would take it past
-    # this is quarantined ("too many keys"), and the pinned schema never grows beyond it
-    max_columns: int = Field(default=500, gt=0)
+    max_columns: int = Field(
+        default=500,
+        gt=0,
+        description="top-level columns a file tag holds at most: a record whose new keys "
+        "would take it past this is quarantined (too many keys); the pinned schema never "
+        "grows beyond it",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = [*cls.model_fields, *FORMAT_OPTIONS]
+            unknown = [k for k in data if k not in known]
+            if unknown:
+                raise ValueError(
+                    "; ".join(unknown_key_message(k, known, "option") for k in unknown)
+                )
+        return data
+
+
+def unknown_key_message(key: str, known: list[str], what: str = "key") -> str:
+    """'unknown option 'forcelist': did you mean 'force_list'? (known: ...)'"""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "remove it or check its spelling"
+    return f"unknown {what} {key!r}: {hint} (known: {', '.join(sorted(known))})"
 
 
 class CourierConfig(Strict):

@@ -4,6 +4,7 @@ batches) into per-run temp tables, and runs saved queries over them."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import shutil
 import tempfile
@@ -869,3 +870,57 @@ def query_line(sql: str, message: str, first: str) -> int | None:
             if pattern.search(text.split("--", 1)[0]):
                 return number
     return None
+
+
+def check_query(query: SavedQuery, tags: dict[str, dict[str, str] | None]) -> QueryError | None:
+    """What `courier validate` finds in a saved query without running it: DuckDB's parser on
+    every query, and binding (columns, functions, types) against each file tag's known shape
+    (its pinned schema) when every tag the query reads has one. None: no problem found."""
+    con = duckdb.connect()
+    try:
+        sql = query.sql.strip().rstrip(";")
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            return query_error(exc, query, {})
+        if len(statements) != 1:
+            return QueryError(
+                f"holds {len(statements)} statements; a saved query is one SELECT",
+                query.name,
+                query.path,
+            )
+        if not tags or any(schema is None for schema in tags.values()):
+            return None
+        for tag, schema in tags.items():
+            assert schema is not None
+            cols = ", ".join(f"{quote(k)} {v}" for k, v in schema.items()) or "_empty INTEGER"
+            con.execute(f"CREATE TEMP TABLE {quote(tag)} ({cols})")
+        try:
+            con.execute(f"DESCRIBE {sql}")
+        except duckdb.Error as exc:
+            known = {t: list(s or {}) for t, s in tags.items()}
+            return query_error(exc, query, known)
+        return None
+    finally:
+        con.close()
+
+
+def pinned_schemas(database: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(courier, file tag) -> the schema its last run pinned, read from the feed database
+    without writing (empty when there is no database yet)."""
+    if not database.is_file():
+        return {}
+    try:
+        con = duckdb.connect(str(database), read_only=True)
+    except duckdb.Error:
+        return {}  # held by a run: validate without the shapes
+    try:
+        rows = con.execute(
+            "SELECT courier, file_tag, arg_max(columns, updated_at) FROM courier.schemas "
+            "GROUP BY ALL"
+        ).fetchall()
+    except duckdb.Error:
+        return {}
+    finally:
+        con.close()
+    return {(c, t): json.loads(cols) for c, t, cols in rows}

@@ -302,7 +302,7 @@ def run_page(reader: StatusReader, snap: Snapshot | None, run_id: str, tz: ZoneI
             ["feed", "read", "loaded", "rejected"],
             [
                 (
-                    link("/feeds", feed) + f'<a href="/feeds#feed-{esc(feed)}"></a>',
+                    f'<a href="/feeds#feed-{esc(feed)}">{esc(feed)}</a>',
                     number(c.get("read")),
                     number(c.get("loaded")),
                     number(c.get("rejected")),

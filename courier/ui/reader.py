@@ -233,6 +233,8 @@ class StatusReader:
         mem = duckdb.connect(":memory:")
         mem.execute("SET TimeZone = 'UTC'")
         runs = state.pop("runs")
+        if runs is None:
+            runs = empty_runs()
         mem.register("_runs", runs)
         mem.execute("CREATE TABLE runs AS SELECT * FROM _runs")
         mem.unregister("_runs")
@@ -260,6 +262,7 @@ class StatusReader:
 
         project = self.project
         upcoming = next_runs(project, now)
+        latest = {name: schedule_of(project, g).latest(now) for name, g in project.groups.items()}
         rows = []
         for name, courier in sorted(project.couriers.items()):
             members = members_of.get(name, [])
@@ -276,7 +279,7 @@ class StatusReader:
             last_run = summary.get("last_run")
             due = None  # the newest scheduled time whose run should have loaded by now
             for group_name, member in members:
-                fired = schedule_of(project, project.groups[group_name]).latest(now)
+                fired = latest.get(group_name)
                 grace = (duration(member.wait) or timedelta(0)) + LATE_GRACE
                 if fired is not None and now - fired > grace and (due is None or fired > due):
                     due = fired
@@ -454,7 +457,7 @@ def read_state(
     """Everything a snapshot needs, read in one visit."""
     tables = _tables(con) if con is not None else set()
     out: dict[str, Any] = {
-        "runs": empty_runs(),
+        "runs": None,  # made outside the visit when the table is missing
         "summaries": {},
         "alerts": [],
         "loaded": {},

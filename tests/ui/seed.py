@@ -16,7 +16,6 @@ import orjson
 
 from courier.alerts import Alert
 from courier.context import Context
-from courier.records import RunRecord
 from courier.windows import Window
 from tests.ingest.helpers import HS_AUTH
 from tests.projects import ProjectFactory
@@ -84,6 +83,13 @@ def seeded_project(root: Path) -> ProjectFactory:
     return p
 
 
+def run_record(row: dict[str, Any]) -> Any:
+    """A courier.runs row as the state store's start_run takes it (a typed RunRecord)."""
+    from courier.records import RunRecord
+
+    return RunRecord.from_row(row)
+
+
 def run(ctx: Context, courier: str, now: datetime, **window: Any) -> dict[str, Any]:
     w = ctx.window(ctx.project.courier(courier), **window)
     return ctx.run(courier, w, now)
@@ -112,32 +118,29 @@ def history_project(root: Path, couriers: int, runs: int) -> ProjectFactory:
             started = now - step * (runs - i)
             status = "failed" if i % 4 == 3 else "skipped" if i % 7 == 5 else "succeeded"
             rows = 0 if status != "succeeded" else 100 + i % 50
-            ws.state.start_run(
-                RunRecord.from_row(
-                    {
-                        "run_id": f"{started:%Y%m%dT%H%M%S}-{name}-{i:06d}",
-                        "courier": name,
-                        "status": status,
-                        "trigger": "scheduled",
-                        "group_name": f"group_{names.index(name) % 5}",
-                        "window_start": started - timedelta(hours=1),
-                        "window_end": started,
-                        "files_found": 1,
-                        "files_loaded": 1 if rows else 0,
-                        "files_skipped": 0,
-                        "bytes": 1000 + i,
-                        "rows_read": rows,
-                        "rows_loaded": rows,
-                        "rows_rejected": 0,
-                        "quarantined": 0,
-                        "feeds": {"clicks": {"read": rows, "loaded": rows, "rejected": 0}},
-                        "error": f"run {i} failed: {HOSTILE}" if status == "failed" else None,
-                        "reload": False,
-                        "started_at": started,
-                        "finished_at": started + timedelta(seconds=2 + i % 30),
-                        "duration_s": 2.0 + i % 30,
-                    }
-                )
-            )
+            row = {
+                "run_id": f"{started:%Y%m%dT%H%M%S}-{name}-{i:06d}",
+                "courier": name,
+                "status": status,
+                "trigger": "scheduled",
+                "group_name": f"group_{names.index(name) % 5}",
+                "window_start": started - timedelta(hours=1),
+                "window_end": started,
+                "files_found": 1,
+                "files_loaded": 1 if rows else 0,
+                "files_skipped": 0,
+                "bytes": 1000 + i,
+                "rows_read": rows,
+                "rows_loaded": rows,
+                "rows_rejected": 0,
+                "quarantined": 0,
+                "feeds": {"clicks": {"read": rows, "loaded": rows, "rejected": 0}},
+                "error": f"run {i} failed: {HOSTILE}" if status == "failed" else None,
+                "reload": False,
+                "started_at": started,
+                "finished_at": started + timedelta(seconds=2 + i % 30),
+                "duration_s": 2.0 + i % 30,
+            }
+            ws.state.start_run(run_record(row))
         ws.state.commit()
     return p

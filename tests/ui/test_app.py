@@ -17,7 +17,7 @@ from courier.errors import ConfigError
 from courier.ui import StatusApp, StatusReader
 from courier.ui.app import ui_token
 from tests.projects import ProjectFactory
-from tests.ui.seed import HOSTILE, history_project
+from tests.ui.seed import HOSTILE, ZONE, history_project
 
 pytestmark = pytest.mark.slow
 
@@ -290,6 +290,7 @@ def test_ui_metrics_count_requests_and_snapshots(app: StatusApp) -> None:
     assert names and all(n.startswith("courier_") for n in names)
     assert re.search(r'courier_ui_requests_total\{code="200",page="overview"\} [1-9]', text)
     assert re.search(r'courier_ui_snapshots_total\{outcome="ok"\} [1-9]', text)
+    assert re.search(r"courier_ui_database_hold_seconds_count [1-9]", text)
     assert "/tmp" not in text and ".courier" not in text
 
 
@@ -300,3 +301,38 @@ def test_cli_refuses_a_public_host_without_a_token(seeded: ProjectFactory) -> No
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 1 and "[ui] token" in out.stderr
+
+
+def test_runs_started_while_the_page_keeps_reading_never_fail(
+    app: StatusApp, seeded: ProjectFactory
+) -> None:
+    """The page's visits hold the database read-only for milliseconds; a run that starts
+    during one waits it out ([feeds] lock_timeout) instead of failing."""
+    import os
+    import threading
+
+    stop = threading.Event()
+    visits = [0]
+
+    def keep_reading() -> None:
+        while not stop.is_set():
+            app.reader.refresh()
+            visits[0] += 1
+
+    ((start,),) = seeded.sql("SELECT min(window_start) FROM courier.runs WHERE courier = 'events'")
+    day = start.astimezone(ZONE).date().isoformat()  # loaded already: each run is skipped
+    reader = threading.Thread(target=keep_reading)
+    reader.start()
+    try:
+        for _ in range(3):
+            out = subprocess.run(
+                [sys.executable, "-m", "courier", "--project", str(seeded.root), "run", "events",
+                 "--date", day, "--json"],
+                capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+            )  # fmt: skip
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert orjson.loads(out.stdout)["status"] == "skipped"
+    finally:
+        stop.set()
+        reader.join(60)
+    assert visits[0] >= 3
