@@ -219,8 +219,14 @@ class Context:
                 return result
             if dry_run:
                 result["status"] = "dry_run"
+                would_load = {f.key for f in plan.to_load}
                 result["files"]["list"] = [
-                    {"key": f.key, "size": f.info.size, "loaded": f.already_loaded}
+                    {
+                        "key": f.key,
+                        "size": f.info.size,
+                        "loaded": f.already_loaded,
+                        "would_load": f.key in would_load,
+                    }
                     for f in plan.files
                 ]
                 return result
