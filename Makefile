@@ -9,7 +9,7 @@ TOOLS := .tools
 AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
 STAMP := $(VENV)/.installed
 
-.PHONY: help install install-dev run test test-fast lint format typecheck bench bench-scale bench-listing bench-ingest bench-cbor bench-ui clean
+.PHONY: help install install-dev run test test-fast lint format typecheck bench bench-scale bench-listing bench-ingest bench-cbor bench-ui bench-spark clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,7 @@ bench: install  ## benchmarks vs raw DuckDB and dlt (BENCH_MB=1024 for the 1 GB 
 	$(PY) -m bench.ingest
 	$(PY) -m bench.cbor
 	$(PY) -m bench.ui
+	$(PY) -m bench.spark
 
 bench-scale: install  ## make bench's contenders at 50 MB, 200 MB and 1 GB, one ratio table (minutes)
 	$(PIP) install -q -e '.[bench]'
@@ -70,6 +71,10 @@ bench-listing: install  ## discovery of one day among 500,000 local / 50,000 S3 
 
 bench-ingest: install  ## ingest API under load (fsync on): payloads/s, p50/p99, landed == 202s
 	$(PY) -m bench.ingest
+
+bench-spark: install  ## the window through Sail (Spark Connect): records/s vs courier's DuckDB path (BENCH_MB)
+	$(PIP) install -q -e '.[bench]'
+	$(PY) -m bench.spark
 
 bench-cbor: install  ## the same records as NDJSON and as CBOR through Context.run (BENCH_MB)
 	$(PIP) install -q -e '.[bench]'

@@ -379,6 +379,11 @@ class UiMetrics:
             "Histogram", "courier_ui_snapshot_seconds", "Time to take a snapshot",
             buckets=LATENCY_BUCKETS,
         )  # fmt: skip
+        self.snapshot_hold = family(
+            "Histogram", "courier_ui_database_hold_seconds",
+            "How long a snapshot held the feed database (what a starting run may wait)",
+            buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
         self.snapshot_age = family(
             "Gauge", "courier_ui_snapshot_age_seconds", "Age of the snapshot being served"
         )

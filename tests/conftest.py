@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,37 +34,33 @@ def make_project(tmp_path: Path) -> ProjectFactory:
     return ProjectFactory(tmp_path / "project")
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _server(start: Callable[[], tuple[subprocess.Popen[bytes], str]], what: str) -> Iterator[str]:
+    """A server for the session: its address yielded, the process stopped at the end."""
     try:
-        proc, endpoint = start_moto_server(log_dir=tmp_path_factory.mktemp("moto"))
+        proc, address = start()
     except ServerError as exc:
         problem = str(exc)
     else:
         problem = ""
     if problem:
-        pytest.fail(f"cannot start the moto server: {problem}\nrun make install-dev", pytrace=False)
+        pytest.fail(f"cannot start {what}: {problem}", pytrace=False)
     try:
-        yield endpoint
+        yield address
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _server(
+        lambda: start_moto_server(log_dir=tmp_path_factory.mktemp("moto")),
+        "the moto server (run make install-dev)",
+    )
 
 
 @pytest.fixture(scope="session")
 def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    location: Path = tmp_path_factory.mktemp("azurite")
-    try:
-        proc, endpoint = start_azurite(location)
-    except ServerError as exc:
-        problem = str(exc)
-    else:
-        problem = ""
-    if problem:
-        pytest.fail(f"cannot start Azurite: {problem}", pytrace=False)
-    try:
-        yield endpoint
-    finally:
-        stop_process(proc)
+    yield from _server(lambda: start_azurite(tmp_path_factory.mktemp("azurite")), "Azurite")
 
 
 @pytest.fixture
@@ -78,25 +75,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-def _server(start: object, what: str, *args: object) -> Iterator[str]:
-    try:
-        proc, remote = start(*args)  # type: ignore[operator]
-    except ServerError as exc:
-        problem = str(exc)
-    else:
-        problem = ""
-    if problem:
-        pytest.fail(f"cannot start {what}: {problem}", pytrace=False)
-    try:
-        yield remote
-    finally:
-        stop_process(proc)
-
-
 @pytest.fixture(scope="session")
 def sail_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Sail Spark Connect server for the session: sc://127.0.0.1:PORT."""
-    yield from _server(start_sail, "Sail", tmp_path_factory.mktemp("sail"))
+    yield from _server(lambda: start_sail(tmp_path_factory.mktemp("sail")), "Sail")
 
 
 @pytest.fixture(scope="session")

@@ -185,6 +185,7 @@ def start_sail(
         raise ServerError(f"{sail} not found: run make install (the courier[spark] extra)")
     port = free_port()
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="sail-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     cmd = [str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)]
     proc = _start(cmd, port, log_dir / "sail.log", timeout, {**os.environ, **(env or {})}, log_dir)
     return proc, f"sc://127.0.0.1:{port}"

@@ -21,8 +21,9 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
+from sqlglot.errors import ErrorLevel, UnsupportedError
 
+from courier.engines.spark_dialect import parse_statement
 from courier.errors import ConfigError, QueryError
 
 Node = Any  # a sqlglot expression (its base class was renamed across sqlglot versions)
@@ -85,24 +86,7 @@ class Importer:
 
     # -- parsing ----------------------------------------------------------------------------
     def parse(self) -> Node:
-        try:
-            statements = [s for s in sqlglot.parse(self.text, read="spark") if s is not None]
-        except ParseError as exc:
-            first = exc.errors[0] if exc.errors else {}
-            raise QueryError(
-                f"line {first.get('line', '?')}, column {first.get('col', '?')}: Spark SQL "
-                f"syntax error: {first.get('description', exc)}",
-                self.source.stem,
-                self.source,
-            ) from exc
-        if len(statements) != 1:
-            raise QueryError(
-                f"expected one SELECT statement, found {len(statements)}: a saved query is "
-                "one statement",
-                self.source.stem,
-                self.source,
-            )
-        return statements[0]
+        return parse_statement(self.text, "spark", self.source.stem, self.source)
 
     # -- rewrites on the Spark tree ------------------------------------------------------------
     def rewrite(self, tree: Node) -> Node:

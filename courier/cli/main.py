@@ -137,7 +137,7 @@ def files(state: State, courier: str, as_json: bool, **window: Any) -> None:
 @window_options
 @click.option("--reload", is_flag=True, help="load files again even if already loaded")
 @click.option("--dry-run", is_flag=True, help="show what would be loaded; change nothing")
-@click.option("--force", is_flag=True, help="run a window that is not over yet")
+@click.option("--force", is_flag=True, help="run a window that starts in the future")
 @json_option
 @click.pass_obj
 @error_handler

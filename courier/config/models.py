@@ -82,9 +82,12 @@ class FeedsSection(Strict):
     database: str = ".courier/feeds.duckdb"
     memory_limit: str | None = None  # e.g. "1GB": bounds the engine's memory (spills to disk)
     threads: int | None = None
-    # seconds a run waits for the feed database while another process holds it (an open
-    # DuckDB session, another run), then fails saying which process
-    lock_timeout: float = Field(default=30, ge=0)
+    lock_timeout: float = Field(
+        default=30,
+        ge=0,
+        description="seconds a run waits for the feed database while another process holds "
+        "it (an open DuckDB session, another run), then fails naming that process",
+    )
 
 
 class StateSection(Strict):
@@ -339,9 +342,13 @@ class CourierOptions(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
     max_bad_records: float = 100
     schema_scan: Literal["detect", "full"] = "detect"
-    # top-level columns a file tag holds at most: a record whose keys would take it past
-    # this is quarantined ("too many keys"), and the pinned schema never grows beyond it
-    max_columns: int = Field(default=500, gt=0)
+    max_columns: int = Field(
+        default=500,
+        gt=0,
+        description="top-level columns a file tag holds at most: a record whose new keys "
+        "would take it past this is quarantined (too many keys); the pinned schema never "
+        "grows beyond it",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -113,8 +114,11 @@ def engine_error(
     )
 
 
-def spark_type(duckdb_type: str) -> str:
-    return _spark(parse_type(duckdb_type))
+def spark_type(duckdb_type: str, timestamps_as_text: bool = False) -> str:
+    text = _spark(parse_type(duckdb_type))
+    if timestamps_as_text:  # Sail's from_json parses only "yyyy-MM-dd HH:mm:ss" timestamps
+        text = re.sub(r"\bTIMESTAMP(_NTZ)?\b", "STRING", text)
+    return text
 
 
 def spark_schema(columns: dict[str, str]) -> str:
@@ -176,25 +180,25 @@ def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, s
     for part in parts[1:]:
         raw = raw.unionByName(part)
     raw = raw.where(F.trim("value") != "")
-    rec = F.from_json("value", spark_schema(columns))
+    # timestamps are parsed as text and then cast (ISO 8601 with T and offsets, as DuckDB reads)
+    text_schema = ", ".join(f"{_name(c)} {spark_type(t, True)}" for c, t in columns.items())
+    parsed = raw.withColumn("_courier_rec", F.from_json("value", text_schema))
+    typed = {
+        c: F.expr(f"try_cast(_courier_rec.{_name(c)} AS {spark_type(t)})")
+        for c, t in columns.items()
+    }
     # a line that is not JSON; a top-level field present in the line but unreadable as its type
     reasons = [F.when(F.get_json_object("value", "$").isNull(), F.lit("not a JSON record"))]
     for name, duck_type in columns.items():
         present = F.get_json_object("value", "$." + name).isNotNull()
         reasons.append(
             F.when(
-                present & rec.getField(name).isNull(),
+                present & typed[name].isNull(),
                 F.lit(f"field {name}: not readable as {duck_type}"),
             )
         )
-    parsed = raw.withColumn("_courier_rec", rec).withColumn("_courier_bad", F.coalesce(*reasons))
-    return parsed.select(
-        "value",
-        RANK,
-        LINE,
-        "_courier_bad",
-        *[F.col("_courier_rec").getField(c).alias(c) for c in columns],
-    )
+    parsed = parsed.withColumn("_courier_bad", F.coalesce(*reasons))
+    return parsed.select("value", RANK, LINE, "_courier_bad", *[typed[c].alias(c) for c in columns])
 
 
 def bad_records(df: Any, limit: int) -> tuple[int, list[tuple[int, int, str, str]]]:
@@ -262,3 +266,24 @@ def committed(session: Any, path: str, run_id: str) -> bool:
         "LIMIT 1"
     ).collect()
     return bool(found)
+
+
+def cluster_uri(storage_name: str, storage: Any, key: str, mapping: dict[str, str]) -> str:
+    """Where the cluster reads a storage's file: the engine's cluster_uri for that storage (a
+    prefix standing for the storage's bucket/container + prefix), else the storage's own URI
+    (s3://bucket/prefix/key, abfss://container@<account>.dfs.core.windows.net/prefix/key needs
+    a mapping, file:///abs/path for a local storage)."""
+    key = key.lstrip("/")
+    if storage_name in mapping:
+        return mapping[storage_name].rstrip("/") + "/" + key
+    kind = getattr(storage, "type", "local")
+    prefix = (getattr(storage, "prefix", "") or "").strip("/")
+    inner = f"{prefix}/{key}" if prefix else key
+    if kind == "s3":
+        return f"s3://{storage.bucket}/{inner}"
+    if kind == "local":
+        return Path(storage.path).resolve().joinpath(key).as_uri()
+    raise EngineError(
+        f"storage '{storage_name}' ({kind}): give the cluster's URI for it in [engines.NAME."
+        "cluster_uri], e.g. abfss://container@account.dfs.core.windows.net/prefix/"
+    )

@@ -125,21 +125,7 @@ class _Translator:
         return SparkTranslation(tree.sql(dialect="spark", pretty=True), self.rewrites)
 
     def parse(self) -> Node:
-        try:
-            statements = [s for s in sqlglot.parse(self.text, read="duckdb") if s is not None]
-        except ParseError as exc:
-            first = exc.errors[0] if exc.errors else {}
-            raise QueryError(
-                f"line {first.get('line', '?')}: cannot parse as DuckDB SQL: "
-                f"{first.get('description', exc)}",
-                self.query,
-                self.location,
-            ) from exc
-        if len(statements) != 1:
-            raise QueryError(
-                f"expected one statement, found {len(statements)}", self.query, self.location
-            )
-        return statements[0]
+        return parse_statement(self.text, "duckdb", self.query, self.location)
 
     # -- refusals ---------------------------------------------------------------------------
     def refuse_unsupported(self, tree: Node) -> None:
@@ -397,6 +383,31 @@ class _Translator:
         return f"{UNNEST_ALIAS}_{self.counter}"
 
 
+DIALECT_NAMES = {"duckdb": "DuckDB SQL", "spark": "Spark SQL"}
+
+
+def parse_statement(text: str, dialect: str, query: str, location: Path | None) -> Node:
+    """The one statement of a saved query, parsed by sqlglot; QueryError names the line."""
+    try:
+        statements = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
+    except ParseError as exc:
+        first = exc.errors[0] if exc.errors else {}
+        raise QueryError(
+            f"line {first.get('line', '?')}, column {first.get('col', '?')}: "
+            f"{DIALECT_NAMES.get(dialect, dialect)} syntax error: {first.get('description', exc)}",
+            query,
+            location,
+        ) from exc
+    if len(statements) != 1:
+        raise QueryError(
+            f"expected one SELECT statement, found {len(statements)}: a saved query is one "
+            "statement",
+            query,
+            location,
+        )
+    return statements[0]
+
+
 def _int(node: Node) -> int | None:
     try:
         return int(node.sql(dialect="duckdb"))
@@ -415,3 +426,22 @@ def _line_of(text: str, name: str) -> int | None:
         if pattern.search(line.split("--", 1)[0]):
             return number
     return None
+
+
+def with_order_columns(spark_sql: str, tags: list[str], columns: tuple[str, ...]) -> str | None:
+    """The query with a tag's record-order columns (file rank, line) carried to its result, so
+    the last record per feed key can win after the query: added to the outermost SELECT when its
+    FROM reads a tag directly and it does not aggregate. None when that is not the case."""
+    tree = sqlglot.parse_one(spark_sql, read="spark")
+    if not isinstance(tree, exp.Select) or tree.args.get("group") or tree.args.get("distinct"):
+        return None
+    source = tree.args.get("from_")
+    table = source.this if source is not None else None
+    if not isinstance(table, exp.Table) or table.name not in tags:
+        return None
+    for name in columns:
+        tree.append("expressions", exp.column(name, table=table.alias_or_name, quoted=True))
+    for join in tree.find_all(exp.Join):  # the parser adds ON TRUE to JOIN LATERAL; Sail refuses
+        if isinstance(join.this, exp.Lateral):
+            join.set("on", None)
+    return tree.sql(dialect="spark", pretty=True)

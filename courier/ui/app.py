@@ -79,8 +79,9 @@ class StatusApp:
 
     def _snapshot_taken(self, snap: Snapshot | None, outcome: str, seconds: float) -> None:
         self.metrics.snapshots.labels(outcome).inc()
-        if outcome == "ok":
+        if outcome == "ok" and snap is not None:
             self.metrics.snapshot_seconds.observe(seconds)
+            self.metrics.snapshot_hold.observe(snap.held_s)
 
     # -- ASGI -------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:

@@ -92,3 +92,48 @@ def test_last_record_wins_and_the_cluster_merges_into_delta(
     spark.write_delta(sail, rows, table, ["id"], "truncateAndLoad", "run-3")
     assert sail.read.format("delta").load(table).count() == 2
     assert not spark.committed(sail, table, "run-1")
+
+
+def test_the_cluster_reads_and_writes_s3_under_cluster_uri(
+    moto_endpoint: str, aws_env: None, tmp_path: Path
+) -> None:
+    import boto3
+
+    from courier.config.models import S3StorageConfig
+    from tests.servers import MOTO_CREDENTIALS, start_sail, stop_process
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    s3.put_object(Bucket="lake", Key="landing/things/part-0.ndjson", Body=FIRST.encode())
+    s3.put_object(Bucket="lake", Key="landing/things/part-1.ndjson", Body=SECOND.encode())
+    storage = S3StorageConfig(type="s3", bucket="lake", prefix="landing/")
+    assert spark.cluster_uri("lake", storage, "things/part-0.ndjson", {}) == (
+        "s3://lake/landing/things/part-0.ndjson"
+    )
+    mapped = {"lake": "s3a://lake/landing/"}
+    assert spark.cluster_uri("lake", storage, "a.ndjson", mapped) == "s3a://lake/landing/a.ndjson"
+    # the cluster's own S3 settings (a real cluster has its instance role or keys)
+    env = {
+        **MOTO_CREDENTIALS,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    proc, remote = start_sail(tmp_path / "sail", env)
+    try:
+        session = connect("sail-s3", remote)
+        uris = [
+            (spark.cluster_uri("lake", storage, f"things/part-{r}.ndjson", {}), r) for r in (0, 1)
+        ]
+        df = spark.read_ndjson(session, uris, COLUMNS)
+        assert spark.bad_records(df, 10)[0] == 2
+        rows = spark.last_record_wins(spark.records(df), ["id"])
+        spark.write_delta(session, rows, "s3://lake/feeds/things", ["id"], "load", "run-1")
+        assert spark.committed(session, "s3://lake/feeds/things", "run-1")
+        loaded = session.read.format("delta").load("s3://lake/feeds/things").orderBy("id")
+        assert [(r["id"], r["v"]) for r in loaded.collect()] == [(1, "c"), (2, "z"), (3, None)]
+        session.stop()
+    finally:
+        stop_process(proc)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="feeds/")["Contents"]]
+    assert any(k.startswith("feeds/things/_delta_log/") for k in keys)

@@ -14,7 +14,7 @@ import sqlglot
 from courier.analyst.crossengine import compare
 from courier.analyst.workbench import Workbench
 from courier.engines.spark import connect
-from courier.engines.spark_dialect import Untranslatable, translate
+from courier.engines.spark_dialect import Untranslatable, translate, with_order_columns
 from courier.project import SavedQuery
 
 RECORDS = """\
@@ -155,3 +155,13 @@ def test_unfaithful_constructs_are_refused_by_name(sql: str, named: str) -> None
     assert named in message
     assert "line 2" in message
     assert "queries/probe.spark.sql" in message
+
+
+def test_order_columns_are_carried_through_a_flattening_query() -> None:
+    sql = translate(TRAPS["lateral_subscripts"], "q", schema=SCHEMA).sql
+    carried = with_order_columns(sql, ["traps"], ("_courier_rank", "_courier_line"))
+    assert carried is not None
+    assert "`t`.`_courier_rank`" in carried and "`t`.`_courier_line`" in carried
+    assert "ON TRUE" not in carried
+    grouped = "SELECT t.id, count(*) AS n FROM traps AS t GROUP BY t.id"
+    assert with_order_columns(grouped, ["traps"], ("_courier_rank",)) is None

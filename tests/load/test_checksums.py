@@ -16,6 +16,7 @@ from azure.storage.blob import BlobServiceClient
 
 from tests.projects import ProjectFactory, event
 from tests.servers import azurite_connection_string
+from tests.test_run_remote import point_events_at
 
 DAY = date(2026, 11, 22)
 KEY = "events/2026/11/22/00/part-a.ndjson"
@@ -83,7 +84,7 @@ def test_s3_object_replaced_with_the_same_size_is_loaded_again(
         endpoint_url = "${{TEST_S3_ENDPOINT}}"
         region = "us-east-1"
         """
-    point_at_lake(p, lake)
+    point_events_at(p, lake)
     monkeypatch.setenv("TEST_S3_ENDPOINT", moto_endpoint)
     check_replacement_is_loaded(p, lambda data: s3.put_object(Bucket=bucket, Key=KEY, Body=data))
     (checksum, etag) = p.sql("SELECT checksum, etag FROM courier.files ORDER BY loaded_at")[-1]
@@ -106,14 +107,8 @@ def test_azure_blob_replaced_with_the_same_size_is_loaded_again(
         container = "{container}"
         connection_string = "${{TEST_AZURE_CONN}}"
         """
-    point_at_lake(p, lake)
+    point_events_at(p, lake)
     try:
         check_replacement_is_loaded(p, lambda data: client.upload_blob(KEY, data, overwrite=True))
     finally:
         service.close()
-
-
-def point_at_lake(p: ProjectFactory, storage_toml: str) -> None:
-    p.write("config/courier.toml", '[project]\ntime_zone = "UTC"\n' + storage_toml)
-    text = (p.root / "config/couriers/events.toml").read_text()
-    p.write("config/couriers/events.toml", text.replace('storage = "landing"', 'storage = "lake"'))

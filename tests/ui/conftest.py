@@ -30,5 +30,6 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProjectFactory]
 @pytest.fixture
 def app(seeded: ProjectFactory) -> StatusApp:
     reader = StatusReader(seeded.context())
+    app = StatusApp(reader)  # first: it counts the snapshots
     assert reader.refresh() is not None, reader.last_error
-    return StatusApp(reader)
+    return app

@@ -290,6 +290,7 @@ def test_ui_metrics_count_requests_and_snapshots(app: StatusApp) -> None:
     assert names and all(n.startswith("courier_") for n in names)
     assert re.search(r'courier_ui_requests_total\{code="200",page="overview"\} [1-9]', text)
     assert re.search(r'courier_ui_snapshots_total\{outcome="ok"\} [1-9]', text)
+    assert re.search(r"courier_ui_database_hold_seconds_count [1-9]", text)
     assert "/tmp" not in text and ".courier" not in text
 
 
