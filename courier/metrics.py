@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -170,15 +172,18 @@ class IngestMetrics:
         if stream is None:
             self._other_latency.observe(seconds)
             return
+        self.payload(stream, code)
+        if code == 202:
+            self.bytes.labels(self.stream_label(stream)).inc(nbytes)
+        self._data_latency.observe(seconds)
+
+    def payload(self, stream: str, code: int) -> None:
         child = self._children.get((stream, code))
         if child is None:
             child = self._children[(stream, code)] = self.payloads.labels(
                 self.stream_label(stream), str(code)
             )
         child.inc()
-        if code == 202:
-            self.bytes.labels(self.stream_label(stream)).inc(nbytes)
-        self._data_latency.observe(seconds)
 
     def committed(self, payloads: int, fsync_seconds: float) -> None:
         try:
@@ -236,6 +241,9 @@ class IngestMetricsApp:
         if scope["type"] == "lifespan":
             await self.lifespan(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            await self.websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -266,6 +274,31 @@ class IngestMetricsApp:
             await send(message)
 
         await self.app(scope, counting_receive, watching_send)
+
+    async def websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Payloads over the websocket route, counted by their answers: {"ack"} as 202,
+        {"nack", "status"} and {"error", "status"} by that status (bytes: HTTP only)."""
+        path: str = scope["path"]
+        prefix = "/stream/v0/ws/"
+        if not path.startswith(prefix):
+            await self.app(scope, receive, send)
+            return
+        stream = path[len(prefix) :]
+
+        async def watching_send(message: dict[str, Any]) -> None:
+            text = message.get("text") if message["type"] == "websocket.send" else None
+            if text:
+                if text.startswith('{"ack"'):
+                    self.metrics.payload(stream, 202)
+                elif '"status"' in text:
+                    try:
+                        doc = orjson.loads(text)
+                        self.metrics.payload(stream, int(doc["status"]))
+                    except (ValueError, KeyError, TypeError):
+                        pass
+            await send(message)
+
+        await self.app(scope, receive, watching_send)
 
     async def lifespan(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The app's lifespan; once its service runs, sample it and hear its commits."""

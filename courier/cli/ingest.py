@@ -433,12 +433,14 @@ class LandJob:
         if again:  # a new landing of the same content: its own names
             job = f"{job[:12]}{secrets.token_hex(6)}"
         path = folder / f"{job}.json"
+        from courier.ingest.wal import write_json_atomic
+
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
             doc = {"stream": stream_id, "arrival": time.time(), "parts": None}
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, doc)
+            write_json_atomic(path, doc)
         except (OSError, ValueError) as exc:
             raise CourierError(
                 f"the landing record {path} is unreadable ({exc}): remove it and land again"
@@ -481,19 +483,12 @@ class LandJob:
                     storage.delete(info.key)
 
     def finish(self, keys: list[str]) -> None:
+        from courier.ingest.wal import write_json_atomic
+
         doc = json.loads(self.path.read_text())
         doc["parts"] = keys
         doc["landed_at"] = time.time()
-        _write_atomic(self.path, doc)
-
-
-def _write_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+        write_json_atomic(self.path, doc)
 
 
 def register(cli: click.Group) -> None:

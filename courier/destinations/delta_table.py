@@ -34,7 +34,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +60,9 @@ INSTALL_HINT = "pip install 'courier[delta]' (make install does it)"
 SYSTEM_FIELDS = {"_courier_run_id": "string", "_courier_loaded_at": "timestamp"}
 RUN_ID_KEY = "courier.run_id"
 COURIER_KEY = "courier.courier"
+RUN_FEEDS_KEY = "courier.run_feeds"
 COMMIT_RETRIES = 5
+HISTORY_DEPTH = 100  # latest commits searched for a run id
 
 
 class TransientLoadError(LoadError, TransientError):
@@ -378,46 +380,66 @@ class DeltaFeedTable:
         with self._errors("read the transactions of"):
             return dt.transaction_version(app)
 
+    def committed_run(self, courier: str, run_id: str, depth: int = HISTORY_DEPTH) -> bool:
+        """Is a commit of this run among the table's latest `depth` commits?"""
+        if self.open(refresh=True) is None:
+            return False
+        return any(h["run_id"] == run_id and h["courier"] == courier for h in self.history(depth))
+
     def write(
         self,
-        data: pa.Table,
+        data: pa.Table | Callable[[], pa.RecordBatchReader],
         mode: TWriteMode,
         *,
         courier: str,
         run_id: str,
-        sequence: int,
+        sequence: int | None = None,
+        run_feeds: list[str] | None = None,
     ) -> bool:
-        """Commit data as run `sequence` of `courier` (one Delta commit, plus one before it
-        when columns are added). False when that run (or a later one) already committed."""
+        """Commit data for run `run_id` of `courier` (one Delta commit, plus one before it when
+        columns are added). False when the run already committed here: with `sequence`, when
+        the courier's transaction version is at least that; without, when a commit carrying
+        the run id is among the latest HISTORY_DEPTH (the next version is then one more)."""
         from deltalake import CommitProperties, Transaction
         from deltalake.exceptions import CommitFailedError
 
         app = app_id(courier, self.feed.id)
-        props = CommitProperties(
-            custom_metadata={RUN_ID_KEY: run_id, COURIER_KEY: courier},
-            app_transactions=[Transaction(app, sequence)],
-        )
-        data = data.select(feed_arrow_schema(self.feed).names).cast(feed_arrow_schema(self.feed))
+        schema = feed_arrow_schema(self.feed)
+        if isinstance(data, pa.Table):
+            table = data.select(schema.names).cast(schema)
+            data = lambda: pa.RecordBatchReader.from_batches(schema, table.to_batches())  # noqa: E731
+        source = data
         delay = 0.2
         for attempt in range(COMMIT_RETRIES):
             done = self.committed_version(app)
-            if done is not None and done >= sequence:
-                return False
+            if sequence is not None:
+                if done is not None and done >= sequence:
+                    return False
+                version = sequence
+            else:
+                if done is not None and self.committed_run(courier, run_id):
+                    return False
+                version = (done or 0) + 1
+            metadata = {RUN_ID_KEY: run_id, COURIER_KEY: courier}
+            if run_feeds:  # every feed the run commits here ("did run R commit?" asks all)
+                metadata[RUN_FEEDS_KEY] = ",".join(run_feeds)
+            props = CommitProperties(
+                custom_metadata=metadata,
+                app_transactions=[Transaction(app, version)],
+            )
             try:
                 with self._errors("commit to"):
-                    self._commit(data, mode, props)
+                    self._commit(conformed(source(), schema), mode, props)
                 return True
             except TransientLoadError as exc:
-                if (
-                    not isinstance(exc.__cause__, CommitFailedError)
-                    or attempt + 1 == COMMIT_RETRIES
-                ):
+                conflict = isinstance(exc.__cause__, CommitFailedError)
+                if not conflict or attempt + 1 == COMMIT_RETRIES:
                     raise
             time.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
 
-    def _commit(self, data: pa.Table, mode: TWriteMode, props: Any) -> None:
+    def _commit(self, data: pa.RecordBatchReader, mode: TWriteMode, props: Any) -> None:
         from deltalake import write_deltalake
         from deltalake.schema import Field, PrimitiveType
 
@@ -443,10 +465,16 @@ class DeltaFeedTable:
             assert dt is not None
         if mode == "overwrite":
             write_deltalake(dt, data, mode="overwrite", commit_properties=props)
-        elif mode == "append" or not self.feed.primary_key or data.num_rows == 0:
-            # an empty source commits only the run's transaction (no MERGE on nothing)
+        elif mode == "append" or not self.feed.primary_key:
             write_deltalake(dt, data, mode="append", commit_properties=props)
         else:
+            first = next(iter(data), None)
+            if first is None:  # an empty source commits only the run's transaction
+                empty = data.schema.empty_table()
+                write_deltalake(dt, empty, mode="append", commit_properties=props)
+                self._dt = None
+                return
+            data = chain_reader(first, data)
             match = " AND ".join(f't."{k}" = s."{k}"' for k in self.feed.primary_key)
             (
                 dt.merge(
@@ -476,6 +504,7 @@ class DeltaFeedTable:
                         "operation": h.get("operation"),
                         "run_id": h.get(RUN_ID_KEY),
                         "courier": h.get(COURIER_KEY),
+                        "run_feeds": [f for f in (h.get(RUN_FEEDS_KEY) or "").split(",") if f],
                         "metrics": h.get("operationMetrics") or {},
                     }
                 )
@@ -511,6 +540,12 @@ class DeltaFeedTable:
         with self._errors("read"):
             return dt.to_pyarrow_dataset().head(int(limit)).to_pylist()  # type: ignore[no-any-return]
 
+    def keys(self, columns: list[str]) -> pa.Table:
+        """Only these columns of every row (a primary key's)."""
+        dt = self._require(refresh=True)
+        with self._errors("read"):
+            return dt.to_pyarrow_dataset().to_table(columns=columns)
+
     def to_arrow(self) -> pa.Table:
         dt = self._require(refresh=True)
         with self._errors("read"):
@@ -524,6 +559,20 @@ class DeltaFeedTable:
                 "that loads it first"
             )
         return dt
+
+
+def conformed(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
+    """The reader's batches with exactly the feed's columns and Arrow types, streamed."""
+    batches = (b.select(schema.names).cast(schema) for b in reader)
+    return pa.RecordBatchReader.from_batches(schema, batches)
+
+
+def chain_reader(first: pa.RecordBatch, rest: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield first
+        yield from rest
+
+    return pa.RecordBatchReader.from_batches(rest.schema, batches())
 
 
 def _type_name(t: Any) -> str:

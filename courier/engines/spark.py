@@ -271,8 +271,8 @@ def committed(session: Any, path: str, run_id: str) -> bool:
 def cluster_uri(storage_name: str, storage: Any, key: str, mapping: dict[str, str]) -> str:
     """Where the cluster reads a storage's file: the engine's cluster_uri for that storage (a
     prefix standing for the storage's bucket/container + prefix), else the storage's own URI
-    (s3://bucket/prefix/key, abfss://container@<account>.dfs.core.windows.net/prefix/key needs
-    a mapping, file:///abs/path for a local storage)."""
+    (s3://bucket/prefix/key, abfss://container@account.dfs.core.windows.net/prefix/key,
+    file:///abs/path for a local storage)."""
     key = key.lstrip("/")
     if storage_name in mapping:
         return mapping[storage_name].rstrip("/") + "/" + key
@@ -283,7 +283,20 @@ def cluster_uri(storage_name: str, storage: Any, key: str, mapping: dict[str, st
         return f"s3://{storage.bucket}/{inner}"
     if kind == "local":
         return Path(storage.path).resolve().joinpath(key).as_uri()
+    account = _azure_account(storage) if kind == "azure" else None
+    if account:
+        return f"abfss://{storage.container}@{account}.dfs.core.windows.net/{inner}"
     raise EngineError(
         f"storage '{storage_name}' ({kind}): give the cluster's URI for it in [engines.NAME."
         "cluster_uri], e.g. abfss://container@account.dfs.core.windows.net/prefix/"
     )
+
+
+def _azure_account(storage: Any) -> str | None:
+    """The storage account of an azure storage: AccountName= of its connection string, else
+    the first label of its account_url's host."""
+    found = re.search(r"(?:^|;)AccountName=([^;]+)", storage.connection_string or "")
+    if found:
+        return found.group(1)
+    host = urlsplit(storage.account_url or "").hostname or ""
+    return host.split(".", 1)[0] or None

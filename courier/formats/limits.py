@@ -40,28 +40,43 @@ def inspect(record: dict[str, Any], max_depth: int = MAX_DEPTH) -> tuple[str | N
         if key in RESERVED_KEYS:
             return f"the top-level key {key!r} is reserved for courier's own column", 0
     keys = 0
-    stack: list[tuple[Any, int, str]] = [(record, 1, "")]
+    # (node, depth, path): the path is a chain (parent path, key or index), spelled out
+    # only for the message, so the walk of a sound record allocates one tuple a container
+    stack: list[tuple[Any, int, Any]] = [(record, 1, None)]
+    lower = str.lower
     while stack:
-        node, depth, where = stack.pop()
+        node, depth, path = stack.pop()
         if depth > max_depth:
-            return f"nested deeper than {max_depth} levels (at {where or 'the top'})", keys
+            return f"nested deeper than {max_depth} levels (at {_spell(path)})", keys
         if type(node) is dict:
             keys += len(node)
-            if len(node) > 1:
-                clash = _case_clash(node)
+            if len(node) > 1 and len(set(map(lower, node))) < len(node):
+                clash = _case_clash(node)  # str.lower folds more than ASCII: confirm
                 if clash:
                     return (
                         f"keys {clash[0]!r} and {clash[1]!r} differ only in case "
-                        f"(in {where or 'the top level'}); DuckDB's names are case-insensitive"
+                        f"(in {_spell(path)}); DuckDB's names are case-insensitive"
                     ), keys
             for key, value in node.items():
-                if type(value) in (dict, list):
-                    stack.append((value, depth + 1, f"{where}.{key}" if where else key))
+                kind = type(value)
+                if kind is dict or kind is list:
+                    stack.append((value, depth + 1, (path, key)))
         else:
             for i, value in enumerate(node):
-                if type(value) in (dict, list):
-                    stack.append((value, depth + 1, f"{where}[{i}]"))
+                kind = type(value)
+                if kind is dict or kind is list:
+                    stack.append((value, depth + 1, (path, i)))
     return None, keys
+
+
+def _spell(path: Any) -> str:
+    """A path chain as `customer.ids[0]` (the top level: "the top level")."""
+    parts: list[str] = []
+    while path is not None:
+        path, step = path
+        parts.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    text = "".join(reversed(parts)).lstrip(".")
+    return text or "the top level"
 
 
 def _case_clash(node: dict[str, Any]) -> tuple[str, str] | None:

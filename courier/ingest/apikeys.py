@@ -51,6 +51,7 @@ import orjson
 from courier.errors import ConfigError, IngestError
 from courier.ingest.ratelimit import retry_after
 from courier.ingest.tokens import StreamKeys, numeric_dates
+from courier.ingest.wal import write_json_atomic
 
 if TYPE_CHECKING:
     from courier.project import Project
@@ -153,15 +154,7 @@ class KeyStore:
         return True
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"keys": [k.to_json() for k in self.by_name.values()]}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {"keys": [k.to_json() for k in self.by_name.values()]})
         self._stamp = None
 
     def create(self, name: str, streams: list[str]) -> tuple[ApiKey, str]:

@@ -198,13 +198,9 @@ class Denylist:
         kept = [e for e in self.revoked.values() if float(e.get("exp", 0)) + 60 > at]
         kept = [e for e in kept if e["jti"] != jti]
         kept.append({"jti": jti, "stream": stream, "exp": exp, "revoked_at": int(at)})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            json.dump({"tokens": kept}, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        from courier.ingest.wal import write_json_atomic
+
+        write_json_atomic(self.path, {"tokens": kept})
         self._stamp = None
 
 

@@ -137,3 +137,47 @@ def test_the_cluster_reads_and_writes_s3_under_cluster_uri(
         stop_process(proc)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="feeds/")["Contents"]]
     assert any(k.startswith("feeds/things/_delta_log/") for k in keys)
+
+
+def test_the_cluster_reads_and_writes_azure(azurite_endpoint: str, tmp_path: Path) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    from courier.config.models import AzureStorageConfig
+    from tests.servers import AZURITE_KEY, azurite_connection_string, start_sail, stop_process
+
+    connection = azurite_connection_string(azurite_endpoint)
+    service = BlobServiceClient.from_connection_string(connection)
+    service.create_container("streams")
+    for rank, text in enumerate([FIRST, SECOND]):
+        blob = service.get_blob_client("streams", f"landing/things/part-{rank}.ndjson")
+        blob.upload_blob(text.encode())
+    storage = AzureStorageConfig(
+        type="azure", container="streams", prefix="landing", connection_string=connection
+    )
+    uris = [(spark.cluster_uri("blob", storage, f"things/part-{r}.ndjson", {}), r) for r in (0, 1)]
+    assert uris[0][0] == (
+        "abfss://streams@devstoreaccount1.dfs.core.windows.net/landing/things/part-0.ndjson"
+    )
+    env = {  # the cluster's own Azure settings (Azurite's well-known development account)
+        "AZURE_STORAGE_ACCOUNT_NAME": "devstoreaccount1",
+        "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY,
+        "AZURE_STORAGE_ENDPOINT": azurite_endpoint,
+        "AZURE_ALLOW_HTTP": "true",
+    }
+    proc, remote = start_sail(tmp_path / "sail", env)
+    table = "abfss://streams@devstoreaccount1.dfs.core.windows.net/feeds/things"
+    try:
+        session = connect("sail-azure", remote)
+        df = spark.read_ndjson(session, uris, COLUMNS)
+        assert spark.bad_records(df, 10)[0] == 2
+        spark.write_delta(
+            session, spark.last_record_wins(spark.records(df), ["id"]), table, ["id"], "load", "r1"
+        )
+        assert spark.committed(session, table, "r1")
+        loaded = session.read.format("delta").load(table).orderBy("id")
+        assert [(r["id"], r["v"]) for r in loaded.collect()] == [(1, "c"), (2, "z"), (3, None)]
+        session.stop()
+    finally:
+        stop_process(proc)
+    names = [b.name for b in service.get_container_client("streams").list_blobs("feeds/")]
+    assert any(n.startswith("feeds/things/_delta_log/") for n in names)

@@ -128,13 +128,9 @@ def github_signature(body: bytes, secret: str = GITHUB_SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def hard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = make_project(
-        tmp_path_factory.mktemp("hardening") / "project",
-        "[ingest]\nroll_seconds = 0.3\nbody_timeout = 2\n" + ADMIN_SETTING,
-        HARD_STREAMS,
-    )
+def _serve_hard_streams(root: Path, settings: str) -> Iterator[Server]:
+    """A server of HARD_STREAMS (the webhook secret in its environment) for a module."""
+    make_project(root, settings, HARD_STREAMS)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("T_GITHUB_SECRET", GITHUB_SECRET)
         server = Server(root).start()
@@ -142,6 +138,14 @@ def hard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
     finally:
         assert server.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def hard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _serve_hard_streams(
+        tmp_path_factory.mktemp("hardening") / "project",
+        "[ingest]\nroll_seconds = 0.3\nbody_timeout = 2\n" + ADMIN_SETTING,
+    )
 
 
 def test_forged_webhooks_do_not_spend_the_rate_limit(hard: Server) -> None:
@@ -328,16 +332,9 @@ def _status(answer: bytes) -> int:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = make_project(
-        tmp_path_factory.mktemp("connections") / "project", CONN_SETTINGS, HARD_STREAMS
+    yield from _serve_hard_streams(
+        tmp_path_factory.mktemp("connections") / "project", CONN_SETTINGS
     )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("T_GITHUB_SECRET", GITHUB_SECRET)
-        server = Server(root).start()
-    try:
-        yield server
-    finally:
-        assert server.stop() == 0
 
 
 def test_idle_and_slowloris_connections_are_cut_with_408(guarded: Server) -> None:
@@ -568,3 +565,20 @@ def test_a_replayed_github_delivery_lands_once_even_across_a_crash(tmp_path: Pat
             assert server.stop() == 0
     ids = sorted(r["id"] for r in landed_json(root, "gh"))
     assert ids == ["plain", "plain", "push-1", "push-2", "push-3"]
+
+
+def test_api_key_token_times_must_be_numbers_too(hard: Server) -> None:
+    from tests.ingest.helpers import SECRET
+    from tests.ingest.test_apikeys import create
+
+    key = create(hard.root, "times", "events")
+    later = int(time.time()) + 3600
+    with httpx.Client(base_url=hard.url, timeout=10) as client:
+        for exp, status in ((str(later), 401), (later, 202)):
+            tok = jwt.encode({"key": key["id"], "streams": ["events"], "exp": exp}, SECRET)
+            r = client.post(
+                "/stream/v0/data/events",
+                content=b'{"id": "key-time"}',
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {tok}"},
+            )
+            assert r.status_code == status, r.text

@@ -14,6 +14,7 @@ from tests.ingest.helpers import (
     serving,
     wait_until,
 )
+from tests.ingest.test_websocket import auth_headers, open_ws, recv
 from tests.metrics_text import names, scrape, value
 
 pytestmark = pytest.mark.integration
@@ -48,6 +49,13 @@ def test_counters_move_by_exactly_the_payloads_sent_whichever_worker_took_them(
         r = httpx.post(f"{server.url}/stream/v0/data/made-up", content=b"{}",
                        headers=headers("events"))  # fmt: skip
         assert r.status_code == 404
+        with open_ws(server, "events", headers=auth_headers("events")) as ws:
+            assert recv(ws)["type"] == "ready"
+            for i in range(5):  # websocket payloads count by their acks
+                ws.send(orjson.dumps({"ws": i}).decode())
+            assert [recv(ws) for _ in range(5)] == [{"ack": i} for i in range(1, 6)]
+            ws.send("{not json")
+            assert recv(ws)["status"] == 400
         wait_until(
             lambda: value(scrape(server.url + "/metrics"),
                           "courier_ingest_roller_uploads_total") >= 1,
@@ -59,12 +67,12 @@ def test_counters_move_by_exactly_the_payloads_sent_whichever_worker_took_them(
             def moved(name: str, **labels: str) -> float:
                 return value(after, name, **labels) - value(before, name, **labels)  # noqa: B023
 
-            assert moved("courier_ingest_payloads_total", stream="events", code="202") == 40
-            assert moved("courier_ingest_payloads_total", stream="events", code="400") == 3
+            assert moved("courier_ingest_payloads_total", stream="events", code="202") == 45
+            assert moved("courier_ingest_payloads_total", stream="events", code="400") == 4
             assert moved("courier_ingest_payloads_total", stream="events", code="401") == 2
             assert moved("courier_ingest_payloads_total", stream="unknown", code="404") == 1
             assert moved("courier_ingest_accepted_bytes_total", stream="events") == sent
-            assert moved("courier_ingest_fsync_batch_payloads_sum") == 40
+            assert moved("courier_ingest_fsync_batch_payloads_sum") == 45
             assert moved("courier_ingest_request_seconds_count", route="data") == 46
             assert moved("courier_ingest_fsync_seconds_count") >= 1
         final = scrapes[-1]
