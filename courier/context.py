@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -13,23 +12,26 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from courier.config.models import CourierConfig, parse_duration_seconds
 from courier.console import Console, NoopConsole
-from courier.destinations.base import LoadContext
+from courier.destinations.base import FeedDestination, LoadContext, TLoadMode
+from courier.engines.base import WindowFile
 from courier.errors import CourierError, RunError, StorageError
 from courier.patterns import FilePattern, list_prefix, rendered_regex
 from courier.plan import (
     BadRecord,
     FeedCounts,
     FeedLoad,
-    InputFile,
     InputSummary,
     PlannedFile,
+    RunOptions,
     RunPlan,
 )
 from courier.processes import pid_alive
 from courier.project import Project
+from courier.records import RunRecord
 from courier.storage.base import StorageBackend
 from courier.storage.registry import create_storage
 from courier.windows import (
@@ -63,9 +65,10 @@ class Context:
     def workspace(self) -> Workspace:
         return open_workspace(self.project)
 
-    def grain(self, courier: CourierConfig) -> Grain:
+    def grain(self, courier: CourierConfig, tz: ZoneInfo | None = None) -> Grain:
+        """The courier's partitions, in `tz` (default: the project's time zone)."""
         pattern = FilePattern.parse(courier.pattern)
-        return Grain.for_courier(courier.prefix, pattern.has_hour, self.project.time_zone)
+        return Grain.for_courier(courier.prefix, pattern.has_hour, tz or self.project.time_zone)
 
     def window(
         self,
@@ -113,10 +116,16 @@ class Context:
 
     # -- discovery -------------------------------------------------------------------------
     def discover(
-        self, courier: CourierConfig, window: Window, lookback: timedelta | None = None
+        self,
+        courier: CourierConfig,
+        window: Window,
+        lookback: timedelta | None = None,
+        tz: ZoneInfo | None = None,
     ) -> list[PlannedFile]:
-        """Files of the window's partitions (and of the lookback before it), by prefix listing."""
-        grain = self.grain(courier)
+        """Files of the window's partitions (and of the lookback before it), by prefix listing;
+        file dates are in `tz` (default: the project's time zone)."""
+        tz = tz or self.project.time_zone
+        grain = self.grain(courier, tz)
         pattern = FilePattern.parse(courier.pattern)
         partitions = [(p, False) for p in grain.partitions(window)]
         if lookback:
@@ -124,7 +133,6 @@ class Context:
             partitions = [(p, True) for p in grain.partitions(before)] + partitions
         storage = self.storage(courier.storage)
         found: dict[str, PlannedFile] = {}
-        tz = self.project.time_zone
         for partition, is_lookback in partitions:
             for rendered in expand(pattern, partition, tz):
                 regex = rendered_regex(rendered)
@@ -144,11 +152,12 @@ class Context:
         lookback: timedelta | None = None,
         trigger: str = "manual",
         workspace: Workspace | None = None,
+        options: RunOptions | None = None,
     ) -> RunPlan:
-        courier = self.project.courier(courier_name)
+        courier = self.courier_for_run(courier_name, options)
         if lookback is None and courier.lookback:
             lookback = timedelta(seconds=parse_duration_seconds(courier.lookback))
-        files = self.discover(courier, window, lookback)
+        files = self.discover(courier, window, lookback, options.time_zone if options else None)
         ws = workspace or self.workspace()
         keys = [f.key for f in files]
         try:
@@ -172,6 +181,13 @@ class Context:
         run_id = f"{now:%Y%m%dT%H%M%S}-{courier.name}-{uuid.uuid4().hex[:6]}"
         return RunPlan(run_id, courier, window, marked, loads, now, reload, trigger)
 
+    def courier_for_run(self, name: str, options: RunOptions | None = None) -> CourierConfig:
+        """The courier's config with the run's overrides (options.required)."""
+        courier = self.project.courier(name)
+        if options is not None and options.required is not None:
+            courier = courier.model_copy(update={"required": options.required})
+        return courier
+
     def _loads(self, courier: CourierConfig) -> list[FeedLoad]:
         loads = []
         for feed_id, ops in courier.load_operations.items():
@@ -187,40 +203,53 @@ class Context:
         self,
         courier_name: str,
         window: Window,
-        now: datetime,
+        now: datetime | None = None,
         reload: bool = False,
         dry_run: bool = False,
         lookback: timedelta | None = None,
         trigger: str = "manual",
         group: tuple[str, str] | None = None,
         force: bool = False,
+        *,
+        options: RunOptions | None = None,
     ) -> dict[str, Any]:
         """Run one courier over a window; return the run record (SPEC 6 `--json` shape).
-        A manual run of a window in the future loads nothing unless forced."""
+        A manual run of a window in the future loads nothing unless forced (options.force).
+
+        The run prepares (reads, queries), then commits its feeds, then its state; with one
+        transaction for both (DuckDB destination and state) that is one COMMIT."""
+        opts = options or RunOptions(now, reload, dry_run, lookback, trigger, group, force=force)
+        now = opts.now or datetime.now(UTC)
         clock = time.monotonic()
-        courier = self.project.courier(courier_name)
+        courier = self.courier_for_run(courier_name, opts)
         with self.workspace() as ws:
+            if not opts.dry_run:  # before planning: a rolled-forward run's files count as loaded
+                self.recover(ws, courier.name)
             try:
-                plan = self.plan(courier_name, window, now, reload, lookback, trigger, ws)
+                plan = self.plan(
+                    courier_name, window, now, opts.reload, opts.lookback, opts.trigger, ws,
+                    options=opts,
+                )  # fmt: skip
             except StorageError as exc:
-                return self._record_failure(ws, courier, window, now, clock, exc, trigger, group)
-            result = self._result(plan, group)
-            if trigger == "manual" and window.start >= now and not force:
-                result["status"] = "skipped"
-                result["warnings"].append(
+                return self._record_failure(ws, courier, window, now, clock, exc, opts)
+            record = self._record(plan, opts.group)
+            if opts.trigger == "manual" and window.start >= now and not opts.force:
+                record.status = "skipped"
+                record.warnings.append(
                     f"the window starts in the future ({iso_utc(window.start)}; now "
                     f"{iso_utc(now)}): nothing can have landed in it, so nothing was loaded "
                     "(not even lookback files). Check the date, or pass --force to run it"
                 )
-                self.console.warn(f"{courier.name}: {result['warnings'][-1]}")
-                if not dry_run:
-                    result["duration_s"] = round(time.monotonic() - clock, 3)
-                    ws.state.start_run(self._row(result, datetime.now(UTC)))
-                return result
-            if dry_run:
-                result["status"] = "dry_run"
+                self.console.warn(f"{courier.name}: {record.warnings[-1]}")
+                if not opts.dry_run:
+                    record.duration_s = round(time.monotonic() - clock, 3)
+                    record.finished_at = datetime.now(UTC)
+                    ws.state.start_run(record)
+                return record.to_json()
+            if opts.dry_run:
+                record.status = "dry_run"
                 would_load = {f.key for f in plan.to_load}
-                result["files"]["list"] = [
+                record.file_list = [
                     {
                         "key": f.key,
                         "size": f.info.size,
@@ -229,32 +258,33 @@ class Context:
                     }
                     for f in plan.files
                 ]
-                return result
-            self._mark_interrupted(ws, courier.name)
-            ws.state.start_run({**self._row(result), "status": "running"})
+                return record.to_json()
+            ws.state.start_run(record)
             bad: list[BadRecord] = []
             try:
-                self._execute(ws, plan, result, bad)
+                self._execute(ws, plan, record, bad)
             except Exception as exc:  # the run is recorded whatever went wrong
+                for destination in self._destinations(ws, plan):
+                    destination.abort()
                 ws.state.rollback()
-                result["status"] = "failed"
-                result["error"] = str(exc) if isinstance(exc, CourierError) else repr(exc)
-                result["duration_s"] = round(time.monotonic() - clock, 3)
+                record.status = "failed"
+                record.error = str(exc) if isinstance(exc, CourierError) else repr(exc)
+                record.duration_s = round(time.monotonic() - clock, 3)
                 ws.state.quarantine(plan.run_id, courier.name, None, bad)
-                result["quarantined"] = len(bad)
+                record.quarantined = len(bad)
                 if bad:
-                    result["quarantine_file"] = str(self._quarantine_file(ws, plan))
-                ws.state.finish_run(self._row(result, datetime.now(UTC)))
+                    record.quarantine_file = str(self._quarantine_file(ws, plan))
+                record.finished_at = datetime.now(UTC)
+                ws.state.finish_run(record)
                 if not isinstance(exc, CourierError):
                     log.exception("courier run %s failed", plan.run_id)
-                return result
-            finally:
-                self._cleanup(plan)
-                if result.get("quarantined"):
-                    result["quarantine_file"] = str(self._quarantine_file(ws, plan))
-            result["duration_s"] = round(time.monotonic() - clock, 3)
-            ws.state.finish_run(self._row(result, datetime.now(UTC)))
-            return result
+                return record.to_json()
+            if record.quarantined:
+                record.quarantine_file = str(self._quarantine_file(ws, plan))
+            record.duration_s = round(time.monotonic() - clock, 3)
+            record.finished_at = datetime.now(UTC)
+            ws.state.finish_run(record)
+            return record.to_json()
 
     def _quarantine_file(self, ws: Workspace, plan: RunPlan) -> Path:
         """The run's quarantine rows also as an NDJSON file, for people without SQL at hand."""
@@ -264,8 +294,16 @@ class Context:
         ws.state.export_quarantine(plan.run_id, path)
         return path
 
+    def _destinations(self, ws: Workspace, plan: RunPlan) -> list[FeedDestination]:
+        """The run's destinations, each once, in load order."""
+        out: dict[int, FeedDestination] = {}
+        for feed_load in plan.loads:
+            destination = ws.destination_for(feed_load.feed)
+            out.setdefault(id(destination), destination)
+        return list(out.values())
+
     def _execute(
-        self, ws: Workspace, plan: RunPlan, result: dict[str, Any], bad: list[BadRecord]
+        self, ws: Workspace, plan: RunPlan, record: RunRecord, bad: list[BadRecord]
     ) -> None:
         courier = plan.courier
         in_window = [f for f in plan.files if not f.lookback]
@@ -278,10 +316,10 @@ class Context:
                 "Check that the files landed, or set skip_missing = true"
             )
         if not in_window and courier.skip_missing:
-            result["warnings"].append(f"no files in the window for pattern {courier.pattern!r}")
+            record.warnings.append(f"no files in the window for pattern {courier.pattern!r}")
         to_load = plan.to_load
         if not to_load:
-            result["status"] = "skipped"
+            record.status = "skipped"
             return
         self.console.status(f"{courier.name}: fetching {len(to_load)} file(s)")
         # the files' checksums (a local file's content hash) are taken beside the read
@@ -289,7 +327,7 @@ class Context:
         try:
             storage = self.storage(courier.storage)
             checksums = [hashing.submit(storage.checksum, f.info) for f in to_load]
-            self._read_and_load(ws, plan, result, bad, to_load, checksums)
+            self._read_and_load(ws, plan, record, bad, to_load, checksums)
         finally:
             hashing.shutdown(wait=False, cancel_futures=True)
 
@@ -297,185 +335,173 @@ class Context:
         self,
         ws: Workspace,
         plan: RunPlan,
-        result: dict[str, Any],
+        record: RunRecord,
         bad: list[BadRecord],
         to_load: list[PlannedFile],
         checksums: list[Future[str | None]],
     ) -> None:
         courier = plan.courier
-        inputs = self._fetch(plan, to_load)
-        self.console.status(f"{courier.name}: reading {len(inputs)} file(s)")
+        storage = self.storage(courier.storage)
+        engine = ws.engine_for(courier)
+        files = [
+            WindowFile(storage.uri(f.key), f.key, f.info.size, i) for i, f in enumerate(to_load)
+        ]
+        self.console.status(f"{courier.name}: reading {len(files)} file(s)")
         tag = courier.file_tag
         options = courier.options.model_dump()
         pinned = ws.state.pinned_schema(courier.name, tag)
         # One saved query and nothing else reads the tag: it may stream from the files.
         read_once = len(plan.loads) == 1 and plan.loads[0].operation.type == "sql"
-        source, summary = ws.engine.read_input(
-            tag, inputs, courier.format, options, pinned, read_once=read_once
+        source, summary = engine.read_input(
+            tag, files, storage, courier.format, options, pinned, read_once=read_once
         )
         bad.extend(summary.bad)
-        result["schema_changes"] = summary.schema_changes if pinned is not None else []
-        for change in result["schema_changes"]:
+        record.schema_changes = summary.schema_changes if pinned is not None else []
+        for change in record.schema_changes:
             self.console.warn(f"{courier.name}: {change}")
         check_bad_records(courier, summary)
-        # A streamed tag's query runs before the transaction: should a value need the tag
+        # A streamed tag's query runs before the load begins: should a value need the tag
         # read again (engines/duckdb.py), the failed statement has not aborted the run.
         queried = None
         if read_once:
             assert plan.loads[0].query is not None
-            queried = ws.engine.run_query(plan.loads[0].query, [tag])
+            queried = engine.run_query(plan.loads[0].query, [tag])
             if len(summary.bad) > len(bad):  # records found when the tag was read again
                 bad.extend(summary.bad[len(bad) :])
                 check_bad_records(courier, summary)
-        ws.state.begin()
-        ctx = LoadContext(plan.run_id, courier.name, plan.started_at)
+        destinations = self._destinations(ws, plan)
+        one_transaction = all(ws.one_transaction(d) for d in destinations)
+        if not one_transaction:  # recovery needs the files if the run dies between commits
+            ws.state.save_plan(plan.run_id, tag, to_load)
+        ctx = LoadContext(plan.run_id, courier.name, plan.started_at, ws.state)
+        for destination in destinations:
+            destination.begin(ctx)
         feeds: dict[str, FeedCounts] = {}
         rejected = 0
         for feed_load in plan.loads:
             feed = feed_load.feed
-            result["warnings"].extend(ws.destination.ensure_table(feed))
-        for feed_load in plan.loads:
-            if feed_load.truncate_first:
-                ws.destination.truncate(feed_load.feed)
+            record.warnings.extend(ws.destination_for(feed).ensure_table(feed))
         for feed_load in plan.loads:
             feed, op = feed_load.feed, feed_load.operation
             self.console.status(f"{courier.name}: loading {feed.id}")
-            relation = source
+            rows = source
             if queried is not None:
-                relation = queried
+                rows = queried
             elif op.type == "sql":
                 assert feed_load.query is not None
-                relation = ws.engine.run_query(feed_load.query, [tag])
-            loaded = ws.destination.load(feed, relation, ctx)
-            if relation is not source:
-                ws.engine.drop(relation)
+                rows = engine.run_query(feed_load.query, [tag])
+            mode: TLoadMode = "truncateAndLoad" if feed_load.truncate_first else "load"
+            loaded = ws.destination_for(feed).load(feed, rows, mode)
+            if rows is not source:
+                engine.drop(rows)
             if loaded.ignored_columns:
                 action = "rejected" if feed.unknown_columns == "reject" else "ignored"
                 origin = f"query {op.sql_query!r}" if op.type == "sql" else f"file tag {tag!r}"
-                result["warnings"].append(
+                record.warnings.append(
                     f"feed {feed.id}: column(s) from {origin} not in feeds/{feed.id}.toml, "
                     f"{action}: {', '.join(loaded.ignored_columns)} (add them to the feed's "
                     "[fields] to load them)"
                 )
             feeds.setdefault(feed.id, FeedCounts()).add(loaded.counts)
             rejected += loaded.counts.rejected
-        ws.state.quarantine(plan.run_id, courier.name, None, bad)
+        record.status = "succeeded"
+        record.feeds = {k: v.as_dict() for k, v in feeds.items()}
+        record.files_loaded = len(to_load)
+        record.bytes = sum(f.info.size for f in to_load)
+        record.records = summary.records
+        record.quarantined = len(bad) + rejected
         to_load = [replace(f, checksum=c.result()) for f, c in zip(to_load, checksums, strict=True)]
-        ws.state.record_files(plan.run_id, courier.name, tag, to_load, plan.started_at)
-        ws.state.pin_schema(courier.name, tag, summary.schema, plan.run_id)
-        result["status"] = "succeeded"
-        result["feeds"] = {k: v.as_dict() for k, v in feeds.items()}
-        result["files"]["loaded"] = len(to_load)
-        result["bytes"] = sum(f.info.size for f in to_load)
-        result["records"] = summary.records
-        result["quarantined"] = len(bad) + rejected
-        result["duration_s"] = result.get("duration_s")
-        ws.state.finish_run(self._row(result, datetime.now(UTC)))
+        if one_transaction:  # state rides in the destination's transaction: one COMMIT
+            self._commit_state(ws, plan, record, bad, tag, to_load, summary.schema)
+            for destination in destinations:
+                destination.commit(plan.run_id)
+            return
+        for destination in destinations:
+            destination.commit(plan.run_id)
+        ws.state.begin()
+        self._commit_state(ws, plan, record, bad, tag, to_load, summary.schema)
         ws.state.commit()
 
-    def _fetch(self, plan: RunPlan, files: list[PlannedFile]) -> list[InputFile]:
-        storage = self.storage(plan.courier.storage)
-        tmp = self._tmp_dir(plan)
-        out: list[InputFile | None] = [None] * len(files)
+    def _commit_state(
+        self,
+        ws: Workspace,
+        plan: RunPlan,
+        record: RunRecord,
+        bad: list[BadRecord],
+        tag: str,
+        to_load: list[PlannedFile],
+        schema: dict[str, str],
+    ) -> None:
+        ws.state.quarantine(plan.run_id, plan.courier.name, None, bad)
+        ws.state.record_files(plan.run_id, plan.courier.name, tag, to_load, plan.started_at)
+        ws.state.pin_schema(plan.courier.name, tag, schema, plan.run_id)
+        record.finished_at = datetime.now(UTC)
+        ws.state.finish_run(record)
 
-        def fetch(i: int) -> None:
-            f = files[i]
-            local = storage.local_path(f.key)
-            if local is None:
-                local = tmp / f"{i:06d}-{Path(f.key).name}"
-                storage.download(f.key, local)
-            out[i] = InputFile(f.key, local, f.info.size)
-
-        needs_download = storage.local_path(files[0].key) is None
-        if needs_download:
-            tmp.mkdir(parents=True, exist_ok=True)
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(fetch, range(len(files))))
-        else:
-            for i in range(len(files)):
-                fetch(i)
-        return [f for f in out if f is not None]
-
-    def _tmp_dir(self, plan: RunPlan) -> Path:
-        return self.project.path(".courier/tmp") / plan.run_id
-
-    def _cleanup(self, plan: RunPlan) -> None:
-        shutil.rmtree(self._tmp_dir(plan), ignore_errors=True)
-
-    def _mark_interrupted(self, ws: Workspace, courier: str) -> None:
-        """Runs left 'running' by a process that died (kill -9, power loss) become failed."""
+    def recover(self, ws: Workspace, courier: str) -> None:
+        """Runs left 'running' by a process that died (kill -9, power loss): rolled forward
+        when their destination commit happened (their files recorded as loaded), else failed."""
         host = socket.gethostname()
         for run in ws.state.runs(courier, limit=50):
-            if run["status"] != "running":
+            if run.status != "running":
                 continue
-            if run["host"] == host and run["pid"] and pid_alive(int(run["pid"])):
+            if run.host == host and run.pid and pid_alive(int(run.pid)):
                 continue
-            ws.state.finish_run(
-                {
-                    "run_id": run["run_id"],
-                    "status": "failed",
-                    "error": "interrupted: the process ended before the run finished; "
-                    "nothing of it was committed",
-                }
+            saved = ws.state.saved_plan(run.run_id)
+            if saved is not None and self._committed(ws, run):
+                tag, files = saved
+                ws.state.begin()
+                ws.state.record_files(run.run_id, run.courier, tag, files, datetime.now(UTC))
+                run.status = "succeeded"
+                run.files_loaded = len(files)
+                run.warnings = [
+                    *run.warnings,
+                    "rolled forward: the process ended after the "
+                    "feeds committed; its files are now recorded as loaded",
+                ]
+                run.finished_at = datetime.now(UTC)
+                ws.state.finish_run(run)
+                ws.state.commit()
+                continue
+            run.status = "failed"
+            run.error = (
+                "interrupted: the process ended before the run finished; "
+                "nothing of it was committed"
             )
+            ws.state.finish_run(run)
+
+    def _committed(self, ws: Workspace, run: RunRecord) -> bool:
+        courier = self.project.couriers.get(run.courier)
+        if courier is None:
+            return False
+        plan_loads = self._loads(courier)
+        seen: set[int] = set()
+        for feed_load in plan_loads:
+            destination = ws.destination_for(feed_load.feed)
+            if id(destination) in seen:
+                continue
+            seen.add(id(destination))
+            if destination.committed(run.run_id):
+                return True
+        return False
 
     # -- records ---------------------------------------------------------------------------
-    def _result(self, plan: RunPlan, group: tuple[str, str] | None) -> dict[str, Any]:
-        found = [f for f in plan.files]
-        loaded_before = [f for f in found if f.already_loaded and not plan.reload]
-        return {
-            "run_id": plan.run_id,
-            "courier": plan.courier.name,
-            "status": "running",
-            "trigger": plan.trigger,
-            "group": group[0] if group else None,
-            "group_run_id": group[1] if group else None,
-            "window": plan.window.as_dict(),
-            "files": {"found": len(found), "loaded": 0, "skipped": len(loaded_before)},
-            "bytes": 0,
-            "records": 0,
-            "feeds": {},
-            "quarantined": 0,
-            "duration_s": 0.0,
-            "error": None,
-            "warnings": [],
-            "schema_changes": [],
-            "reload": plan.reload,
-            "started_at": iso_utc(plan.started_at),
-        }
-
-    def _row(self, result: dict[str, Any], finished: datetime | None = None) -> dict[str, Any]:
-        feeds = result.get("feeds") or {}
-        row = {
-            "run_id": result["run_id"],
-            "courier": result["courier"],
-            "status": result["status"],
-            "trigger": result.get("trigger"),
-            "group_name": result.get("group"),
-            "group_run_id": result.get("group_run_id"),
-            "window_start": result["window"]["start"],
-            "window_end": result["window"]["end"],
-            "files_found": result["files"]["found"],
-            "files_loaded": result["files"]["loaded"],
-            "files_skipped": result["files"]["skipped"],
-            "bytes": result["bytes"],
-            "rows_read": result.get("records", 0),
-            "rows_loaded": sum(f["loaded"] for f in feeds.values()),
-            "rows_rejected": sum(f["rejected"] for f in feeds.values()),
-            "quarantined": result["quarantined"],
-            "feeds": feeds,
-            "warnings": result.get("warnings") or [],
-            "schema_changes": result.get("schema_changes") or [],
-            "error": result.get("error"),
-            "reload": result.get("reload", False),
-            "started_at": result["started_at"],
-            "duration_s": result.get("duration_s"),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-        }
-        if finished is not None:
-            row["finished_at"] = finished
-        return row
+    def _record(self, plan: RunPlan, group: tuple[str, str] | None) -> RunRecord:
+        skipped = [f for f in plan.files if f.already_loaded and not plan.reload]
+        return RunRecord.for_window(
+            plan.run_id,
+            plan.courier.name,
+            plan.window,
+            plan.started_at,
+            trigger=plan.trigger,
+            group=group[0] if group else None,
+            group_run_id=group[1] if group else None,
+            files_found=len(plan.files),
+            files_skipped=len(skipped),
+            reload=plan.reload,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
 
     def _record_failure(
         self,
@@ -485,14 +511,20 @@ class Context:
         now: datetime,
         clock: float,
         exc: CourierError,
-        trigger: str,
-        group: tuple[str, str] | None,
+        opts: RunOptions,
     ) -> dict[str, Any]:
-        result = self.failed_result(courier, window, now, exc, trigger, group, clock)
-        ws.state.start_run(self._row(result, datetime.now(UTC)))
-        return result
+        record = self.failed_record(courier, window, now, exc, opts.trigger, opts.group, clock)
+        record.finished_at = datetime.now(UTC)
+        ws.state.start_run(record)
+        return record.to_json()
 
-    def failed_result(
+    def failed_result(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """A run that failed before it began, in the `--json` shape (recorded by the caller
+        when it can be: not when the feed database itself could not be opened); the arguments
+        of failed_record."""
+        return self.failed_record(*args, **kwargs).to_json()
+
+    def failed_record(
         self,
         courier: CourierConfig,
         window: Window,
@@ -501,18 +533,16 @@ class Context:
         trigger: str = "manual",
         group: tuple[str, str] | None = None,
         clock: float | None = None,
-    ) -> dict[str, Any]:
-        """A run that failed before it began, in the `--json` shape (recorded by the caller
-        when it can be: not when the feed database itself could not be opened)."""
+    ) -> RunRecord:
         plan = RunPlan(
             f"{now:%Y%m%dT%H%M%S}-{courier.name}-{uuid.uuid4().hex[:6]}",
             courier, window, [], [], now, False, trigger,
         )  # fmt: skip
-        result = self._result(plan, group)
-        result["status"] = "failed"
-        result["error"] = str(exc)
-        result["duration_s"] = round(time.monotonic() - (clock or time.monotonic()), 3)
-        return result
+        record = self._record(plan, group)
+        record.status = "failed"
+        record.error = str(exc)
+        record.duration_s = round(time.monotonic() - (clock or time.monotonic()), 3)
+        return record
 
     def runs(
         self, courier: str | None = None, limit: int = 20, group: str | None = None
@@ -520,7 +550,7 @@ class Context:
         if courier is not None:
             self.project.courier(courier)  # a clear error for a courier that does not exist
         with self.workspace() as ws:
-            return [run_record(r) for r in ws.state.runs(courier, limit, group)]
+            return [run.to_json(listing=True) for run in ws.state.runs(courier, limit, group)]
 
     def run_detail(self, run_id: str) -> dict[str, Any]:
         """One run in the `courier run --json` shape, with the files it loaded and its first
@@ -528,7 +558,7 @@ class Context:
         with self.workspace() as ws:
             row = ws.state.run(run_id)
             if row is None:
-                recent = ", ".join(r["run_id"] for r in ws.state.runs(limit=3)) or "none yet"
+                recent = ", ".join(r.run_id for r in ws.state.runs(limit=3)) or "none yet"
                 raise RunError(
                     f"no run {run_id!r} in courier.runs (newest: {recent}); "
                     "`courier runs` lists them"
@@ -543,8 +573,8 @@ class Context:
                 }
                 for f in ws.state.run_files(run_id)
             ]
-            detail["reload"] = row.get("reload")
-            detail["host"], detail["pid"] = row.get("host"), row.get("pid")
+            detail["reload"] = row.reload
+            detail["host"], detail["pid"] = row.host, row.pid
             return detail
 
     def quarantined(
@@ -585,33 +615,8 @@ def expand(pattern: FilePattern, partition: Partition, tz: Any) -> list[str]:
     return list(seen)
 
 
-def run_record(row: dict[str, Any]) -> dict[str, Any]:
-    """A courier.runs row in the `courier run --json` shape."""
-
-    def ts(v: Any) -> str | None:
-        return iso_utc(v) if isinstance(v, datetime) else v
-
-    return {
-        "run_id": row["run_id"],
-        "courier": row["courier"],
-        "status": row["status"],
-        "trigger": row.get("trigger"),
-        "group": row.get("group_name"),
-        "group_run_id": row.get("group_run_id"),
-        "window": {"start": ts(row["window_start"]), "end": ts(row["window_end"])},
-        "files": {
-            "found": row["files_found"] or 0,
-            "loaded": row["files_loaded"] or 0,
-            "skipped": row["files_skipped"] or 0,
-        },
-        "bytes": row["bytes"] or 0,
-        "records": row["rows_read"] or 0,
-        "feeds": row["feeds"] or {},
-        "quarantined": row["quarantined"] or 0,
-        "duration_s": row["duration_s"],
-        "error": row["error"],
-        "warnings": row["warnings"] or [],
-        "schema_changes": row["schema_changes"] or [],
-        "started_at": ts(row["started_at"]),
-        "finished_at": ts(row["finished_at"]),
-    }
+def run_record(run: RunRecord | dict[str, Any]) -> dict[str, Any]:
+    """A courier.runs row (or record) in the `courier runs --json` shape."""
+    if isinstance(run, dict):
+        run = RunRecord.from_row(run)
+    return run.to_json(listing=True)

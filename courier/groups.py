@@ -41,7 +41,7 @@ from courier.config.models import GroupConfig, GroupCourier, parse_duration_seco
 from courier.errors import ConfigError, CourierError, TransientError
 from courier.patterns import FilePattern
 from courier.processes import pid_alive
-from courier.project import CHECKS, Project
+from courier.project import Project
 from courier.windows import Partition, Window, iso_utc
 
 if TYPE_CHECKING:
@@ -418,7 +418,7 @@ def is_ready(
     return True
 
 
-# -- validation (registered in project.CHECKS) -----------------------------------------------
+# -- validation (called by courier.validate) -------------------------------------------------
 
 
 def check_groups(project: Project) -> list[ConfigError]:
@@ -496,9 +496,6 @@ def run_after_cycles(groups: dict[str, GroupConfig]) -> list[list[str]]:
     for name in sorted(groups):
         walk(name, [name])
     return [list(c) for c in sorted(cycles)]
-
-
-CHECKS.append(check_groups)
 
 
 # -- running a group ---------------------------------------------------------------------------
@@ -868,11 +865,11 @@ class GroupRunner:
                     continue
                 seen.add(key)
                 attempts = state.window_runs(m["courier"], window.start, window.end)
-                if any(r["status"] in OK_STATUSES for r in attempts):
+                if any(r.status in OK_STATUSES for r in attempts):
                     continue
-                if any(r["status"] == "running" and holder_alive(r, now) for r in attempts):
+                if any(r.status == "running" and holder_alive(r.to_row(), now) for r in attempts):
                     continue
-                failures = sum(1 for r in attempts if r["status"] in ("failed", "running"))
+                failures = sum(1 for r in attempts if r.status in ("failed", "running"))
                 if failures > members[m["courier"]].retries:
                     continue  # given up: the alerts said so; `courier run` can still do it
                 out.setdefault(m["courier"], []).append(window)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from courier.config.models import CourierConfig, FeedConfig, LoadOperation
 from courier.project import SavedQuery
@@ -80,6 +81,21 @@ class FeedLoad:
     operation: LoadOperation
     query: SavedQuery | None
     truncate_first: bool
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a courier over a window (Context.run): what a CLI flag or a group sets."""
+
+    now: datetime | None = None  # the run's clock (None: now); run ids and loaded_at use it
+    reload: bool = False  # load files again even when loaded before
+    dry_run: bool = False  # plan only: list the files, load nothing, record nothing
+    lookback: timedelta | None = None  # None: the courier's own lookback
+    trigger: str = "manual"  # manual | scheduled | retry | backfill ...
+    group: tuple[str, str] | None = None  # (group name, group run id)
+    time_zone: ZoneInfo | None = None  # zone of the file dates (None: the project's)
+    required: bool | None = None  # None: the courier's own `required`
+    force: bool = False  # a manual run of a window in the future loads anyway
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,25 @@ QUERY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 @dataclass(frozen=True)
 class SavedQuery:
+    """queries/NAME.sql (DuckDB SQL) and its optional twins in other dialects
+    (queries/NAME.spark.sql: dialects["spark"])."""
+
     name: str
     path: Path
-    sql: str
+    sql: str  # the DuckDB text
+    dialects: dict[str, str] = field(default_factory=dict, compare=False)  # other -> text
+
+    def text(self, dialect: str = "duckdb") -> str | None:
+        """The query in `dialect`, or None when it has no twin in that dialect."""
+        if dialect in ("", "duckdb"):
+            return self.sql
+        return self.dialects.get(dialect)
+
+    def path_for(self, dialect: str = "duckdb") -> Path:
+        """Where the query's text in `dialect` lives (queries/NAME.DIALECT.sql for twins)."""
+        if dialect in ("", "duckdb"):
+            return self.path
+        return self.path.with_name(f"{self.name}.{dialect}.sql")
 
 
 @dataclass
@@ -97,7 +112,6 @@ def find_project_root(explicit: str | Path | None = None, cwd: Path | None = Non
 
 
 # Extra cross-checks registered by other modules (scheduler groups, streams).
-CHECKS: list[Callable[[Project], list[ConfigError]]] = []
 
 
 def load_project(root: str | Path | None = None, *, strict: bool = True) -> Project:
@@ -171,8 +185,11 @@ def load_project(root: str | Path | None = None, *, strict: bool = True) -> Proj
     project.groups = load_folder("config/groups", GroupConfig, "name", (".toml",))
     project.queries = load_queries(project_root / "queries", errors)
     found = cross_check(project)
-    for check in CHECKS:
-        found.extend(check(project))
+    # the subsystems' own checks (groups, formats, streams, webhooks, sources) live in
+    # courier.validate, which imports them; project loading imports none of them
+    from courier.validate import check_project
+
+    found.extend(check_project(project))
     errors.extend(e for e in found if not refers_to_invalid(e, invalid))
     project.errors[:] = unique_errors(project.errors)
     if strict:
@@ -215,7 +232,12 @@ def load_queries(folder: Path, errors: list[ConfigError]) -> dict[str, SavedQuer
         if not sql.strip():
             errors.append(ConfigError("the query file is empty: write a SELECT", path))
             continue
-        out[path.stem] = SavedQuery(path.stem, path, sql)
+        dialects = {}
+        for twin in sorted(folder.glob(f"{path.stem}.*.sql")):
+            dialect = twin.name[len(path.stem) + 1 : -len(".sql")]
+            if QUERY_NAME.match(dialect):
+                dialects[dialect] = twin.read_text(encoding="utf-8")
+        out[path.stem] = SavedQuery(path.stem, path, sql, dialects)
     return out
 
 
@@ -330,27 +352,3 @@ def cross_check(project: Project) -> list[ConfigError]:
                     )
                 )
     return errors
-
-
-# Group checks (cron, time zones, run_after) live with the groups and register in CHECKS.
-from courier import groups as _groups  # noqa: E402, F401
-
-# Options of the cbor/json/xml formats (record_path, force_list, ...) are checked on load.
-from courier.formats.options import check_tree_options  # noqa: E402
-
-CHECKS.append(check_tree_options)
-
-# Streams (auth, storage, the format couriers read them in) are checked by the ingest side.
-from courier.ingest.checks import check_streams  # noqa: E402
-
-CHECKS.append(check_streams)
-
-# Signed webhooks and API-key headers of the streams ([webhook], [api_keys], envelope).
-from courier.ingest.webhooks import check_webhooks  # noqa: E402
-
-CHECKS.append(check_webhooks)
-
-# Polling and file-pull sources (config/sources/*.toml) are checked by courier.sources.
-from courier.sources.config import check_sources  # noqa: E402
-
-CHECKS.append(check_sources)

@@ -15,7 +15,7 @@ from courier.errors import CourierError
 from courier.groups import duration, member_lookback, member_project, schedule_of
 from courier.plan import PlannedFile
 from courier.project import Project
-from courier.windows import Window, iso_utc
+from courier.windows import Window, iso_utc, ts
 
 DEFAULT_BACKLOG = timedelta(days=1)
 
@@ -100,10 +100,10 @@ def courier_status(context: Context, now: datetime) -> list[dict[str, Any]]:
                     "groups": [g for g, _ in members],
                     "last_success": ts(summary.get("last_success")),
                     "last_run": {
-                        "run_id": last_run["run_id"],
-                        "status": last_run["status"],
-                        "started_at": ts(last_run["started_at"]),
-                        "error": last_run["error"],
+                        "run_id": last_run.run_id,
+                        "status": last_run.status,
+                        "started_at": ts(last_run.started_at),
+                        "error": last_run.error,
                     }
                     if last_run
                     else None,
@@ -113,7 +113,3 @@ def courier_status(context: Context, now: datetime) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-def ts(value: Any) -> str | None:
-    return iso_utc(value) if isinstance(value, datetime) else value

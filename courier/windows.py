@@ -103,6 +103,11 @@ def iso_utc(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def ts(value: object) -> str | None:
+    """A datetime as ISO UTC text ('...Z'); anything else (None, text) as it is."""
+    return iso_utc(value) if isinstance(value, datetime) else value  # type: ignore[return-value]
+
+
 def parse_time(text: str, tz: ZoneInfo) -> datetime:
     """'2026-11-22', '2026-11-22T06', '2026-11-22 06:00', ISO with offset/Z -> aware UTC."""
     s = text.strip().replace(" ", "T")

@@ -12,15 +12,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from courier.analyst.preview import InputReport, read_courier_input
 from courier.analyst.workbench import TagInput, Workbench, literal, quote
 from courier.config.models import IDENTIFIER, CourierConfig, FeedConfig
 from courier.context import Context
-from courier.engines.base import Relation
 from courier.errors import ConfigError
 from courier.windows import Window
+
+if TYPE_CHECKING:
+    from courier.engines.duckdb import DuckDBRows as Relation
 
 MAX_KEY_COLUMNS = 3
 KEY_CANDIDATES = {1: 64, 2: 14, 3: 9}  # columns tried per key size (pairs/triples grow fast)

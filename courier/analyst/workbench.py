@@ -11,13 +11,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from courier.analyst import payloads
 from courier.analyst.schema import TypeNode, parse_schema
-from courier.engines.base import Relation
 from courier.plan import InputFile, InputSummary
 from courier.project import SavedQuery
+
+if TYPE_CHECKING:
+    from courier.engines.duckdb import DuckDBRows as Relation
 
 
 def quote(identifier: str) -> str:
@@ -57,7 +59,7 @@ class Workbench:
         self, tag: str, files: list[InputFile], fmt: str, options: dict[str, Any] | None = None
     ) -> TagInput:
         """Read landed or sample files through the engine, as a run reads them."""
-        relation, summary = self.engine.read_input(tag, files, fmt, dict(options or {}), None)
+        relation, summary = self.engine.read_local(tag, files, fmt, dict(options or {}), None)
         entry = TagInput(tag, relation, summary, fmt, [Path(f.path) for f in files])
         self.inputs[tag] = entry
         return entry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -13,7 +13,7 @@ from courier.cli.options import State, emit_json, error_handler, json_option, no
 from courier.groups import GroupRunner, get_group, group_zone, schedule_of
 from courier.scheduler import Scheduler
 from courier.status import courier_status
-from courier.windows import iso_utc, parse_time
+from courier.windows import iso_utc, parse_time, ts
 
 
 def register(cli: click.Group) -> None:
@@ -116,7 +116,7 @@ def group_runs(state: State, name: str | None, limit: int, as_json: bool) -> Non
         alerts = {r["group_run_id"]: ws.state.alerts(group_run_id=r["group_run_id"]) for r in runs}
     by_group: dict[str, list[dict[str, Any]]] = {}
     for m in members:
-        by_group.setdefault(m["group_run_id"], []).append(run_record(m))
+        by_group.setdefault(m.group_run_id or "", []).append(run_record(m))
     out = []
     for r in runs:
         out.append(
@@ -225,16 +225,20 @@ def scheduler(
     start = parse_time(since, context.project.time_zone) if since else None
     if not context.project.groups:
         click.echo("no groups: add config/groups/NAME.toml", err=True)
-    server, observers = None, []
+    server: Any = None
+    observers: list[Callable[[dict[str, Any]], None]] = []
     if ui_port is not None:
         from courier.metrics import SchedulerMetrics
         from courier.ui.app import BackgroundServer, create_app
 
         metrics = SchedulerMetrics()
         app = create_app(context, ui_host, in_scheduler=True)
-        app.reader.listeners.append(
-            lambda snap, outcome, _: snap and metrics.overview(snap.couriers, snap.alerts)
-        )
+
+        def overview(snap: Any, outcome: str, took: float) -> None:
+            if snap:
+                metrics.overview(snap.couriers, snap.alerts)
+
+        app.reader.listeners.append(overview)
         observers.append(metrics.group_run)
         server = BackgroundServer(app, ui_host, ui_port)
         server.start()
@@ -282,7 +286,3 @@ def status(state: State, as_json: bool) -> None:
     for r in rows:
         if "error" in r["backlog"]:
             click.secho(f"{r['courier']}: {r['backlog']['error']}", fg="red", err=True)
-
-
-def ts(value: Any) -> str | None:
-    return iso_utc(value) if isinstance(value, datetime) else value

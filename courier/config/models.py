@@ -6,7 +6,14 @@ import difflib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -82,12 +89,32 @@ class FeedsSection(Strict):
     database: str = ".courier/feeds.duckdb"
     memory_limit: str | None = None  # e.g. "1GB": bounds the engine's memory (spills to disk)
     threads: int | None = None
+    destination: str = "duckdb"  # a [destinations.NAME]; "duckdb" is the database above
     lock_timeout: float = Field(
         default=30,
         ge=0,
         description="seconds a run waits for the feed database while another process holds "
         "it (an open DuckDB session, another run), then fails naming that process",
     )
+
+
+# -- backends: [destinations.NAME] / [engines.NAME] (SPEC 8); `type` picks the module ----------
+
+
+class DuckDBDestinationConfig(Strict):
+    type: Literal["duckdb"] = "duckdb"
+    database: str | None = None  # None: [feeds] database
+
+
+class MemoryDestinationConfig(Strict):
+    """Arrow tables in a dict, for tests: gone when the process ends."""
+
+    type: Literal["memory"]
+
+
+DestinationConfig = Annotated[
+    DuckDBDestinationConfig | MemoryDestinationConfig, Field(discriminator="type")
+]
 
 
 class StateSection(Strict):
@@ -206,21 +233,31 @@ class Settings(Strict):
     ingest: IngestSection = IngestSection()
     alerts: AlertsSection = AlertsSection()
     ui: UiSection = UiSection()
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     engines: dict[str, EngineConfig] = Field(default_factory=dict)
 
-    @field_validator("storages")
+    @field_validator("storages", "destinations", "engines")
     @classmethod
-    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _names(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         for name in v:
-            check_identifier(name, "storage name")
+            check_identifier(name, f"{(info.field_name or '').rstrip('s')} name")
         return v
 
-    @field_validator("engines")
-    @classmethod
-    def _engine_names(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for name in v:
-            check_identifier(name, "engine name")
-        return v
+    def destination(self, name: str) -> DuckDBDestinationConfig | MemoryDestinationConfig:
+        """The [destinations.NAME] config; "duckdb" is implicit (the [feeds] database)."""
+        if name in self.destinations:
+            return self.destinations[name]
+        if name == "duckdb":
+            return DuckDBDestinationConfig()
+        raise KeyError(name)
+
+    def engine(self, name: str) -> DuckDBEngineConfig | SparkEngineConfig:
+        """The [engines.NAME] config; "duckdb" is implicit."""
+        if name in self.engines:
+            return self.engines[name]
+        if name == "duckdb":
+            return DuckDBEngineConfig()
+        raise KeyError(name)
 
 
 # -- feeds: feeds/FEED.toml -------------------------------------------------------------------
@@ -237,6 +274,7 @@ class FeedConfig(Strict):
     required: list[str] = Field(default_factory=list)
     unknown_columns: Literal["ignore", "reject"] = "ignore"
     description: str | None = None
+    destination: str | None = None  # a [destinations.NAME]; None: [feeds] destination
 
     @field_validator("id")
     @classmethod

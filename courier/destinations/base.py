@@ -1,59 +1,121 @@
-"""The feed-destination seam (SPEC 8): create/migrate, load with load/truncateAndLoad, commit."""
+"""The feed-destination seam (SPEC 8): begin, load (load / truncateAndLoad), commit per run.
+
+A run loads its feeds between `begin` and `commit`; nothing it loads is visible before
+`commit`, and `commit(run_id)` is idempotent, so a run killed after its destination commit can
+be rolled forward by asking `committed(run_id)`. Feed types are the neutral vocabulary below;
+each destination maps them to its own types.
+"""
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
-from courier.config.models import FeedConfig
-from courier.engines.base import Relation
 from courier.plan import FeedCounts
 
-# feed type -> how it is spelled in SQL (DuckDB types; other destinations map their own)
-FEED_TYPES = {
-    "string": "VARCHAR",
-    "int": "INTEGER",
-    "bigint": "BIGINT",
-    "double": "DOUBLE",
-    "boolean": "BOOLEAN",
-    "date": "DATE",
-    "timestamp": "TIMESTAMPTZ",
-    "json": "JSON",
-}
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from courier.config.models import FeedConfig
+    from courier.engines.base import Rows
+    from courier.state.base import QuarantineLog
+
+TLoadMode = Literal["load", "truncateAndLoad"]
+
+# The feed type vocabulary (feeds/FEED.toml [fields]); "decimal(P,S)" besides these.
+FEED_TYPES = ("string", "int", "bigint", "double", "boolean", "date", "timestamp", "json")
 
 
-def sql_type(feed_type: str) -> str:
-    if feed_type.startswith("decimal"):
-        return feed_type.upper()
-    return FEED_TYPES[feed_type]
+@dataclass(frozen=True)
+class FeedType:
+    """A parsed feed type: kind in FEED_TYPES or "decimal" (with precision and scale)."""
+
+    kind: str
+    precision: int | None = None
+    scale: int | None = None
+
+    @classmethod
+    def parse(cls, spelled: str) -> FeedType:
+        """'bigint' -> FeedType('bigint'); 'decimal(18,2)' -> FeedType('decimal', 18, 2)."""
+        text = spelled.strip().lower().replace(" ", "")
+        if text.startswith("decimal"):
+            inner = text[len("decimal") :].strip("()") or "18,3"
+            p, _, s = inner.partition(",")
+            return cls("decimal", int(p), int(s or 0))
+        if text not in FEED_TYPES:
+            raise ValueError(f"unknown feed type {spelled!r}: use one of {', '.join(FEED_TYPES)}")
+        return cls(text)
+
+    def arrow(self) -> pa.DataType:
+        """The Arrow type rows of this feed type carry (json: its text as a string)."""
+        import pyarrow as pa
+
+        if self.kind == "decimal":
+            return pa.decimal128(self.precision or 18, self.scale or 0)
+        return {
+            "string": pa.string(),
+            "int": pa.int32(),
+            "bigint": pa.int64(),
+            "double": pa.float64(),
+            "boolean": pa.bool_(),
+            "date": pa.date32(),
+            "timestamp": pa.timestamp("us", tz="UTC"),
+            "json": pa.string(),
+        }[self.kind]
 
 
 @dataclass
 class LoadResult:
     counts: FeedCounts
-    ignored_columns: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)  # incoming, not in the feed
 
 
 @dataclass(frozen=True)
 class LoadContext:
+    """The run a destination loads for. Rejected rows go to `quarantine` (file, line, reason,
+    raw) under this run id; they commit with the run's state."""
+
     run_id: str
     courier: str
     loaded_at: datetime
+    quarantine: QuarantineLog | None = None
 
 
 class FeedDestination(abc.ABC):
+    """Feed tables. Columns: the feed's fields (mapped from FeedType) plus SYSTEM_COLUMNS."""
+
+    type: str = ""
+
+    @abc.abstractmethod
+    def begin(self, ctx: LoadContext) -> None:
+        """Start the run's load. Nothing loaded is visible to readers before commit."""
+
     @abc.abstractmethod
     def ensure_table(self, feed: FeedConfig) -> list[str]:
-        """Create or migrate the feed table; return what changed (for the run's report)."""
+        """Create or migrate the feed table (within the run); return what changed."""
 
     @abc.abstractmethod
-    def truncate(self, feed: FeedConfig) -> int:
-        """Empty the feed table (inside the run's transaction); return rows removed."""
+    def load(self, feed: FeedConfig, rows: Rows, mode: TLoadMode = "load") -> LoadResult:
+        """Cast rows to the feed's types; rows that cannot be cast, miss a required field
+        or (unknown_columns = "reject") carry unknown columns go to ctx.quarantine. With a
+        primary key, upsert: the last record by (rank, line) wins over rows in the run and in
+        the table; without, append. truncateAndLoad: the table is emptied first (once per feed
+        per run), as part of the same commit."""
 
     @abc.abstractmethod
-    def load(self, feed: FeedConfig, source: Relation, ctx: LoadContext) -> LoadResult:
-        """Cast, reject into quarantine, and upsert (or append without a primary key)."""
+    def commit(self, run_id: str) -> None:
+        """Make the run's loads visible atomically per feed. Idempotent: committing a run
+        that already committed does nothing."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop what the open run loaded; the tables stay as before begin."""
+
+    @abc.abstractmethod
+    def committed(self, run_id: str) -> bool:
+        """Did run `run_id` commit here?"""
 
     @abc.abstractmethod
     def row_count(self, feed_id: str) -> int | None:
@@ -61,4 +123,10 @@ class FeedDestination(abc.ABC):
 
     @abc.abstractmethod
     def sample(self, feed_id: str, limit: int) -> list[dict[str, object]]:
-        """A few rows of the feed table as plain values."""
+        """A few rows of the feed table as plain Python values."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections/handles."""
+
+
+SYSTEM_COLUMNS = {"_courier_run_id": "string", "_courier_loaded_at": "timestamp"}

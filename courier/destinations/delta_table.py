@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
+from courier.destinations.base import FeedType
 from courier.errors import ConfigError, LoadError, TransientError
 
 if TYPE_CHECKING:
@@ -200,19 +201,7 @@ def delta_type(feed_type: str) -> str:
 
 
 def arrow_type(feed_type: str) -> pa.DataType:
-    if feed_type.startswith("decimal"):
-        p, s = feed_type[len("decimal(") : -1].split(",")
-        return pa.decimal128(int(p), int(s))
-    return {
-        "string": pa.string(),
-        "int": pa.int32(),
-        "bigint": pa.int64(),
-        "double": pa.float64(),
-        "boolean": pa.bool_(),
-        "date": pa.date32(),
-        "timestamp": pa.timestamp("us", tz="UTC"),
-        "json": pa.string(),
-    }[feed_type]
+    return FeedType.parse(feed_type).arrow()
 
 
 def feed_columns(feed: FeedConfig) -> dict[str, str]:

@@ -2,31 +2,115 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import duckdb
 
 from courier.config.models import FeedConfig
 from courier.destinations.base import (
+    SYSTEM_COLUMNS as NEUTRAL_SYSTEM_COLUMNS,
+)
+from courier.destinations.base import (
     FeedDestination,
+    FeedType,
     LoadContext,
     LoadResult,
-    sql_type,
+    TLoadMode,
 )
-from courier.engines.base import Relation
-from courier.engines.duckdb import FILE_NAMES, literal, quote
+from courier.engines.base import LINE_COLUMN, RANK_COLUMN, Rows
+from courier.engines.duckdb import (
+    FILE_NAMES,
+    DuckDBRows,
+    arrow_relation,
+    feeds_connection,
+    literal,
+    quote,
+    table_exists,
+)
 from courier.errors import LoadError
 from courier.plan import FeedCounts
 
-SYSTEM_COLUMNS = {"_courier_run_id": "VARCHAR", "_courier_loaded_at": "TIMESTAMPTZ"}
+if TYPE_CHECKING:
+    from courier.backends import Session
+    from courier.config.models import DuckDBDestinationConfig
+    from courier.state.base import StateStore
+
+# feed type -> DuckDB type
+DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "int": "INTEGER",
+    "bigint": "BIGINT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMPTZ",
+    "json": "JSON",
+}
+
+
+def sql_type(feed_type: str) -> str:
+    """A feed type (feeds/FEED.toml) as DuckDB spells it."""
+    parsed = FeedType.parse(feed_type)
+    if parsed.kind == "decimal":
+        return f"DECIMAL({parsed.precision},{parsed.scale})"
+    return DUCKDB_TYPES[parsed.kind]
+
+
+SYSTEM_COLUMNS = {name: sql_type(t) for name, t in NEUTRAL_SYSTEM_COLUMNS.items()}
 RAW_LIMIT = 4096
+COMMITS = "courier.feed_commits"  # run ids whose loads committed here
+
+
+def open_backend(name: str, config: DuckDBDestinationConfig, session: Session) -> DuckDBDestination:
+    """Registry entry (courier.backends): feed tables in a DuckDB database."""
+    return DuckDBDestination(feeds_connection(session, config.database))
 
 
 class DuckDBDestination(FeedDestination):
+    type = "duckdb"
     schema = "main"
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
         # fully qualified: a file tag's temp view may carry the same name as a feed
         self.catalog = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        self.ctx: LoadContext | None = None
+        self._truncated: set[str] = set()
+
+    def shares_transaction_with(self, state: StateStore) -> bool:
+        """True when the state store writes on this connection: one COMMIT holds both."""
+        return getattr(state, "con", None) is self.con
+
+    # -- the run ---------------------------------------------------------------------------------
+    def begin(self, ctx: LoadContext) -> None:
+        self.con.execute("CREATE SCHEMA IF NOT EXISTS courier")
+        self.con.execute(
+            f"CREATE TABLE IF NOT EXISTS {COMMITS} (run_id VARCHAR, committed_at TIMESTAMPTZ)"
+        )
+        self.ctx = ctx
+        self._truncated.clear()
+        self.con.execute("BEGIN TRANSACTION")
+
+    def commit(self, run_id: str) -> None:
+        if self.ctx is None or self.ctx.run_id != run_id:
+            if self.committed(run_id):
+                return
+            raise LoadError(f"run {run_id} has no open load to commit")
+        self.con.execute(f"INSERT INTO {COMMITS} VALUES (?, now())", [run_id])
+        self.con.execute("COMMIT")
+        self.ctx = None
+
+    def abort(self) -> None:
+        self.ctx = None
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.TransactionException:
+            pass  # nothing was open
+
+    def committed(self, run_id: str) -> bool:
+        if not table_exists(self.con, "courier", "feed_commits"):
+            return False
+        return bool(self._count(f"SELECT count(*) FROM {COMMITS} WHERE run_id = {literal(run_id)}"))
 
     def table(self, feed_id: str) -> str:
         return f"{quote(self.catalog)}.{quote(self.schema)}.{quote(feed_id)}"
@@ -70,7 +154,7 @@ class DuckDBDestination(FeedDestination):
                 changes.append(f"changed column {feed.id}.{name} {existing[name]} -> {typ}")
         return changes
 
-    def truncate(self, feed: FeedConfig) -> int:
+    def _truncate(self, feed: FeedConfig) -> int:
         n = self.con.execute(f"SELECT count(*) FROM {self.table(feed.id)}").fetchone()[0]  # type: ignore[index]
         self.con.execute(f"DELETE FROM {self.table(feed.id)}")
         return int(n)
@@ -85,7 +169,50 @@ class DuckDBDestination(FeedDestination):
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
-    def load(self, feed: FeedConfig, source: Relation, ctx: LoadContext) -> LoadResult:
+    def load(self, feed: FeedConfig, rows: Rows, mode: TLoadMode = "load") -> LoadResult:
+        if self.ctx is None:
+            raise LoadError(f"feed {feed.id}: load called outside a run (call begin first)")
+        ctx = self.ctx
+        if mode == "truncateAndLoad" and feed.id not in self._truncated:
+            self._truncated.add(feed.id)
+            self._truncate(feed)
+        source = rows.native("duckdb")
+        staged = None
+        if not isinstance(source, DuckDBRows) or source.con is not self.con:
+            source = staged = self._stage_arrow(feed, rows)
+        try:
+            return self._load(feed, source, ctx)
+        finally:
+            if staged is not None:
+                self.con.execute(f"DROP TABLE IF EXISTS {quote(staged.name)}")
+
+    def _stage_arrow(self, feed: FeedConfig, rows: Rows) -> DuckDBRows:
+        """Rows from another engine: their Arrow stream in a temp table, in record order, with
+        each row's storage key in the file column (so quarantine names the file)."""
+        name = f"_courier_arrow_{feed.id}"
+        reader = rows.to_arrow()
+        keys = {f.rank: f.key for f in rows.files or []}
+        view = f"{name}_src"
+        self.con.register(view, reader)
+        try:
+            visible = [c for c in reader.schema.names if c not in (RANK_COLUMN, LINE_COLUMN)]
+            cols = ", ".join(f"a.{quote(c)}" for c in visible)
+            file_col, join = "", ""
+            if keys:
+                mapping = ", ".join(f"({r}, {literal(k)})" for r, k in keys.items())
+                file_col = f"{', ' if cols else ''}k.key AS _courier_file"
+                join = f"LEFT JOIN (VALUES {mapping}) k(rank, key) ON k.rank = a.{RANK_COLUMN}"
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS SELECT {cols}{file_col} "
+                f"FROM {view} a {join} ORDER BY a.{RANK_COLUMN}, a.{LINE_COLUMN}"
+            )
+        finally:
+            self.con.unregister(view)
+        columns = {r[0]: r[1] for r in self.con.execute(f"DESCRIBE {quote(name)}").fetchall()}
+        count = self._count(f"SELECT count(*) FROM {quote(name)}")
+        return DuckDBRows(self.con, name, columns, count, "_courier_file" if keys else None)
+
+    def _load(self, feed: FeedConfig, source: DuckDBRows, ctx: LoadContext) -> LoadResult:
         incoming = {c: t for c, t in source.columns.items() if c != source.file_column}
         by_lower = {c.lower(): c for c in incoming}
         matched: dict[str, str | None] = {}
@@ -207,7 +334,9 @@ class DuckDBDestination(FeedDestination):
         """Run a statement that answers one number (a count, or rows changed)."""
         return int(self.con.execute(sql).fetchone()[0])  # type: ignore[index]
 
-    def _quarantine(self, stage: str, source: Relation, feed: FeedConfig, ctx: LoadContext) -> int:
+    def _quarantine(
+        self, stage: str, source: DuckDBRows, feed: FeedConfig, ctx: LoadContext
+    ) -> int:
         n = self.con.execute(
             f"SELECT count(*) FROM {quote(stage)} WHERE _courier_reason <> ''"
         ).fetchone()[0]  # type: ignore[index]
@@ -237,15 +366,26 @@ class DuckDBDestination(FeedDestination):
             )
             file_expr = "NULL"
             names = ""
-        self.con.execute(
-            "INSERT INTO courier.quarantine (run_id, courier, feed, file, line, reason, raw, "
-            "quarantined_at) "
-            f"SELECT {literal(ctx.run_id)}, {literal(ctx.courier)}, {literal(feed.id)}, "
-            f"{file_expr}, s._line, r._courier_reason, left({raw}, {RAW_LIMIT}), "
-            f"CAST({literal(ctx.loaded_at.isoformat())} AS TIMESTAMPTZ) "
+        rejected = (
             f"FROM ({numbered}) s JOIN {quote(stage)} r ON r._courier_ord = s._ord {names} "
             "WHERE r._courier_reason <> ''"
         )
+        if ctx.quarantine is not None and getattr(ctx.quarantine, "con", None) is self.con:
+            # the state's quarantine table is on this connection: straight in, same transaction
+            self.con.execute(
+                "INSERT INTO courier.quarantine (run_id, courier, feed, file, line, reason, raw, "
+                "quarantined_at) "
+                f"SELECT {literal(ctx.run_id)}, {literal(ctx.courier)}, {literal(feed.id)}, "
+                f"{file_expr}, s._line, r._courier_reason, left({raw}, {RAW_LIMIT}), "
+                f"CAST({literal(ctx.loaded_at.isoformat())} AS TIMESTAMPTZ) {rejected}"
+            )
+        elif ctx.quarantine is not None:
+            table = arrow_relation(
+                self.con,
+                f"SELECT {file_expr} AS file, s._line AS line, r._courier_reason AS reason, "
+                f"left({raw}, {RAW_LIMIT}) AS raw {rejected}",
+            ).to_arrow_table()
+            ctx.quarantine.quarantine_arrow(ctx.run_id, ctx.courier, feed.id, table)
         return int(n)
 
 

@@ -12,18 +12,23 @@ import time
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
-from courier.engines.base import QueryEngine, Relation
+from courier.engines.base import LINE_COLUMN, RANK_COLUMN, QueryEngine, Rows, WindowFile
 from courier.errors import DatabaseLockedError, LoadError, QueryError
 from courier.formats import base as formats
 from courier.formats.limits import ColumnBudget, keys_collide
 from courier.formats.ndjson import scan_ndjson
 from courier.plan import BadRecord, InputFile, InputSummary
 from courier.project import SavedQuery
+
+if TYPE_CHECKING:
+    from courier.backends import Session
+    from courier.config.models import DuckDBEngineConfig
+    from courier.storage.base import StorageBackend
 
 FILE_COLUMN = "_courier_file"
 FILE_NAMES = "_courier_file_names"
@@ -106,6 +111,105 @@ def describe(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     return {row[0]: row[1] for row in con.execute(f"DESCRIBE {sql}").fetchall()}
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def arrow_relation(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation:
+    """A query as a relation to read Arrow from (the last execute() result finished first)."""
+    con.complete()
+    return con.sql(sql)
+
+
+def feeds_connection(session: Session, database: str | None = None) -> duckdb.DuckDBPyConnection:
+    """The workspace's connection to a feed database ([feeds] database by default): the DuckDB
+    engine, destination and state of one workspace share it, and so one transaction."""
+    project = session.project
+    feeds = project.settings.feeds
+    path = project.path(database or feeds.database)
+    return session.share(  # type: ignore[no-any-return]
+        ("duckdb", str(path.resolve())),
+        lambda: connect(path, feeds.memory_limit, feeds.threads, feeds.lock_timeout),
+        lambda con: con.close(),
+    )
+
+
+def open_backend(name: str, config: DuckDBEngineConfig, session: Session) -> DuckDBEngine:
+    """Registry entry (courier.backends): the engine on the workspace's feed database."""
+    return DuckDBEngine(feeds_connection(session), session.project.path(".courier/tmp"))
+
+
+class DuckDBRows(Rows):
+    """Rows in a DuckDB table or view on the engine's connection, in rowid order.
+
+    file_column: each row's local file (read tags; FILE_NAMES maps it to its storage key)."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        name: str,
+        columns: dict[str, str],
+        rows: int,
+        file_column: str | None = None,
+        files: list[WindowFile] | None = None,
+        ranks: dict[str, int] | None = None,
+    ):
+        self.con = con
+        self.name = name
+        self.columns = columns  # column -> DuckDB type (file_column included)
+        self.rows = rows
+        self.file_column = file_column
+        self._files = files
+        self._ranks = ranks or {}  # storage key -> the file's rank
+
+    @property
+    def count(self) -> int:
+        return self.rows
+
+    @property
+    def files(self) -> list[WindowFile] | None:
+        return self._files
+
+    @property
+    def visible(self) -> list[str]:
+        return [c for c in self.columns if c != self.file_column]
+
+    @property
+    def schema(self) -> pa.Schema:
+        cols = ", ".join(quote(c) for c in self.visible) or "NULL AS _empty"
+        sql = f"SELECT {cols} FROM {quote(self.name)} LIMIT 0"
+        return arrow_relation(self.con, sql).to_arrow_table().schema
+
+    def to_arrow(self) -> pa.RecordBatchReader:
+        cols = ", ".join(f"s.{quote(c)}" for c in self.visible)
+        cols = cols + ", " if cols else ""
+        if self.file_column and self._ranks:
+            fc = f"s.{quote(self.file_column)}"
+            ranks = ", ".join(f"({literal(k)}, {r})" for k, r in self._ranks.items())
+            sql = (
+                f"SELECT {cols}CAST(coalesce(r.rank, 0) AS INTEGER) AS {RANK_COLUMN}, "
+                f"CAST(row_number() OVER (PARTITION BY {fc} ORDER BY s.rowid) AS BIGINT) "
+                f"AS {LINE_COLUMN} FROM {quote(self.name)} s "
+                f"LEFT JOIN (SELECT DISTINCT path, key FROM {FILE_NAMES}) n "
+                f"ON n.path = CAST({fc} AS VARCHAR) "
+                f"LEFT JOIN (VALUES {ranks}) r(key, rank) ON r.key = n.key "
+                f"ORDER BY {RANK_COLUMN}, {LINE_COLUMN}"
+            )
+        else:
+            sql = (
+                f"SELECT {cols}CAST(0 AS INTEGER) AS {RANK_COLUMN}, CAST(s.rowid + 1 AS BIGINT) "
+                f"AS {LINE_COLUMN} FROM {quote(self.name)} s ORDER BY s.rowid"
+            )
+        return arrow_relation(self.con, sql).to_arrow_reader()
+
+    def native(self, kind: str) -> Any:
+        return self if kind == "duckdb" else None
+
+
 @dataclass
 class StreamedTag:
     """A tag read straight from its NDJSON files by the one query that uses it; kept so the
@@ -119,9 +223,13 @@ class StreamedTag:
 
 
 class DuckDBEngine(QueryEngine):
-    def __init__(self, con: duckdb.DuckDBPyConnection):
+    dialect = "duckdb"
+    FETCH_THREADS = 8  # parallel downloads of a remote window
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, scratch_root: Path | None = None):
         self.con = con
-        self.tags: dict[str, Relation] = {}
+        self.scratch_root = scratch_root  # where remote files are downloaded (None: system tmp)
+        self.tags: dict[str, DuckDBRows] = {}
         self.streamed: dict[str, StreamedTag] = {}
         self.scratch: list[Path] = []  # transcoded files a streamed tag reads until close()
 
@@ -134,12 +242,52 @@ class DuckDBEngine(QueryEngine):
     def read_input(
         self,
         tag: str,
+        files: list[WindowFile],
+        storage: StorageBackend,
+        fmt: str,
+        options: dict[str, Any],
+        pinned_schema: dict[str, str] | None,
+        read_once: bool = False,
+    ) -> tuple[DuckDBRows, InputSummary]:
+        """Files of local storage are read in place; remote ones are downloaded to a scratch
+        folder first (removed on close)."""
+        local = self.stage(files, storage)
+        rows, summary = self.read_local(tag, local, fmt, options, pinned_schema, read_once)
+        rows._files = files
+        rows._ranks = {f.key: f.rank for f in files}
+        return rows, summary
+
+    def stage(self, files: list[WindowFile], storage: StorageBackend) -> list[InputFile]:
+        """Local paths of the files: in place when the storage is local, else downloaded."""
+        if not files:
+            return []
+        if storage.local_path(files[0].key) is not None:
+            return [InputFile(f.key, storage.local_path(f.key), f.size) for f in files]  # type: ignore[arg-type]
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self.scratch_root is not None:
+            self.scratch_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="fetch-", dir=self.scratch_root))
+        self.scratch.append(tmp)
+
+        def fetch(f: WindowFile) -> InputFile:
+            path = tmp / f"{f.rank:06d}-{Path(f.key).name}"
+            storage.download(f.key, path)
+            return InputFile(f.key, path, f.size)
+
+        with ThreadPoolExecutor(max_workers=self.FETCH_THREADS) as pool:
+            return list(pool.map(fetch, files))
+
+    def read_local(
+        self,
+        tag: str,
         files: list[InputFile],
         fmt: str,
         options: dict[str, Any],
         pinned_schema: dict[str, str] | None,
         read_once: bool = False,
-    ) -> tuple[Relation, InputSummary]:
+    ) -> tuple[DuckDBRows, InputSummary]:
+        """read_input for files already on local disk."""
         table = f"_courier_in_{tag}_{next(_ids)}"
         summary = InputSummary(tag=tag)
         if pinned_schema is not None and len(pinned_schema) > max_columns(options):
@@ -178,7 +326,7 @@ class DuckDBEngine(QueryEngine):
         summary: InputSummary,
         pinned: dict[str, str] | None,
         rows: int | None = None,
-    ) -> Relation:
+    ) -> DuckDBRows:
         """Describe the tag's table (or view), fill the summary, and name it for queries."""
         columns = describe(self.con, table)
         if rows is None:
@@ -189,7 +337,10 @@ class DuckDBEngine(QueryEngine):
         summary.schema.update({k: v for k, v in columns.items() if k != FILE_COLUMN})
         if pinned is not None:
             summary.schema_changes[:] = schema_changes(pinned, summary.schema)
-        relation = Relation(table, columns, rows, FILE_COLUMN)
+        relation = DuckDBRows(self.con, table, columns, rows, FILE_COLUMN)
+        old = self.tags.get(tag)
+        if old is not None:  # read again (a streamed tag held): keep the file ranks
+            relation._files, relation._ranks = old._files, old._ranks
         visible = ", ".join(quote(c) for c in summary.schema) or "NULL AS _empty"
         self.con.execute(
             f"CREATE OR REPLACE TEMP VIEW {quote(tag)} AS SELECT {visible} FROM {quote(table)}"
@@ -543,7 +694,7 @@ class DuckDBEngine(QueryEngine):
                 self.con.execute(f"DROP TABLE IF EXISTS {quote(name)}")
 
     # -- queries --------------------------------------------------------------------------------
-    def run_query(self, query: SavedQuery, tags: list[str]) -> Relation:
+    def run_query(self, query: SavedQuery, tags: list[str]) -> DuckDBRows:
         table = f"_courier_q_{query.name}_{next(_ids)}"
         sql = query.sql.strip().rstrip(";")
         try:
@@ -559,7 +710,7 @@ class DuckDBEngine(QueryEngine):
             return self.run_query(query, tags)
         columns = describe(self.con, table)
         rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
-        return Relation(table, columns, rows, None)
+        return DuckDBRows(self.con, table, columns, rows, None)
 
     def _hold(self, tag: str) -> None:
         """Read a streamed tag into a table, as read_input does when not streaming."""
@@ -580,8 +731,9 @@ class DuckDBEngine(QueryEngine):
                 out[tag] = [c for c in self.tags[tag].columns if c != FILE_COLUMN]
         return out
 
-    def drop(self, relation: Relation) -> None:
-        self.con.execute(f"DROP TABLE IF EXISTS {quote(relation.name)}")
+    def drop(self, rows: Rows) -> None:
+        if isinstance(rows, DuckDBRows):
+            self.con.execute(f"DROP TABLE IF EXISTS {quote(rows.name)}")
 
 
 def is_type_error(exc: duckdb.Error) -> bool:

@@ -1,4 +1,15 @@
-"""The state store: which files were loaded, run history, quarantine, pinned schemas."""
+"""The state seam, split by concern. A backend implements the parts it serves.
+
+- RunHistory: courier.runs (RunRecord) and a run's saved plan (for recovery)
+- FileLedger: courier.files (exactly once per file) and pinned file-tag schemas
+- QuarantineLog: courier.quarantine
+- SchedulerState: group runs, leases, alerts (courier.group_runs/leases/alerts)
+- SourceState: polling cursors and landed keys of sources (courier.cursors/source_keys)
+- ApiKeyStore: ingest API keys (a JSON file today, see courier.ingest.apikeys)
+- Transactional: begin/commit/rollback around a run's state writes
+
+`StateStore` is all of them but API keys; the DuckDB store implements it.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +17,73 @@ import abc
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from courier.plan import BadRecord, PlannedFile
+from courier.records import RunRecord
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
-class StateStore(abc.ABC):
+class Transactional(abc.ABC):
     @abc.abstractmethod
-    def begin(self) -> None: ...
+    def begin(self) -> None:
+        """Open a transaction for the writes that follow."""
 
     @abc.abstractmethod
-    def commit(self) -> None: ...
+    def commit(self) -> None:
+        """Commit the open transaction."""
 
     @abc.abstractmethod
-    def rollback(self) -> None: ...
+    def rollback(self) -> None:
+        """Drop the open transaction's writes; a no-op when none is open."""
 
+
+class RunHistory(abc.ABC):
+    @abc.abstractmethod
+    def start_run(self, record: RunRecord) -> None:
+        """Insert the run (status 'running', or a final status for a run that never started)."""
+
+    @abc.abstractmethod
+    def finish_run(self, record: RunRecord) -> None:
+        """Update the run's row to the record (status, counts, error, finished_at, ...)."""
+
+    @abc.abstractmethod
+    def runs(
+        self, courier: str | None = None, limit: int = 20, group: str | None = None
+    ) -> list[RunRecord]:
+        """Runs, newest started first."""
+
+    @abc.abstractmethod
+    def run(self, run_id: str) -> RunRecord | None:
+        """One run, or None."""
+
+    @abc.abstractmethod
+    def window_runs(self, courier: str, start: datetime, end: datetime) -> list[RunRecord]:
+        """Runs of a courier over exactly this window, newest first."""
+
+    @abc.abstractmethod
+    def runs_of_groups(self, group_run_ids: list[str]) -> list[RunRecord]:
+        """Runs made by these group runs, oldest first."""
+
+    @abc.abstractmethod
+    def courier_summary(self, courier: str) -> dict[str, Any]:
+        """{'last_success': datetime|None, 'newest_partition': datetime|None,
+        'files_loaded': int, 'last_run': RunRecord|None}"""
+
+    @abc.abstractmethod
+    def save_plan(self, run_id: str, tag: str, files: list[PlannedFile]) -> None:
+        """Keep the files a run is about to load, committed before its destination commit, so
+        recovery can record them when that commit happened (unused when one transaction
+        holds both)."""
+
+    @abc.abstractmethod
+    def saved_plan(self, run_id: str) -> tuple[str, list[PlannedFile]] | None:
+        """(tag, files) kept by save_plan, or None."""
+
+
+class FileLedger(abc.ABC):
     @abc.abstractmethod
     def loaded_versions(
         self, courier: str, storage: str, keys: Iterable[str]
@@ -37,57 +100,53 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def record_files(
         self, run_id: str, courier: str, tag: str, files: list[PlannedFile], loaded_at: datetime
-    ) -> None: ...
+    ) -> None:
+        """Record files as loaded by the run."""
 
     @abc.abstractmethod
-    def start_run(self, record: dict[str, Any]) -> None: ...
+    def run_files(self, run_id: str) -> list[dict[str, Any]]:
+        """The files a run loaded: key, size, partition_start, file_tag; by key."""
 
     @abc.abstractmethod
-    def finish_run(self, record: dict[str, Any]) -> None: ...
+    def pinned_schema(self, courier: str, tag: str) -> dict[str, str] | None:
+        """The file tag's schema (column -> engine type) as of its last load, or None."""
 
     @abc.abstractmethod
-    def runs(
-        self, courier: str | None = None, limit: int = 20, group: str | None = None
-    ) -> list[dict[str, Any]]: ...
+    def pin_schema(self, courier: str, tag: str, schema: dict[str, str], run_id: str) -> None:
+        """Replace the file tag's pinned schema."""
+
+
+class QuarantineLog(abc.ABC):
+    @abc.abstractmethod
+    def quarantine(self, run_id: str, courier: str, feed: str | None, bad: list[BadRecord]) -> None:
+        """Add bad records of a run (feed None: unreadable input)."""
 
     @abc.abstractmethod
-    def quarantine(
-        self, run_id: str, courier: str, feed: str | None, bad: list[BadRecord]
-    ) -> None: ...
+    def quarantine_arrow(self, run_id: str, courier: str, feed: str, rows: pa.Table) -> None:
+        """Add rejected rows of a feed load: columns file, line, reason, raw."""
+
+    @abc.abstractmethod
+    def quarantined(
+        self, courier: str | None = None, run_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Rows (run_id, courier, feed, file, line, reason, raw, quarantined_at), newest run
+        first, then by file and line."""
 
     @abc.abstractmethod
     def export_quarantine(self, run_id: str, path: Path) -> None:
         """Write a run's quarantine rows to an NDJSON file (atomically)."""
 
+
+class SchedulerState(abc.ABC):
     @abc.abstractmethod
-    def pinned_schema(self, courier: str, tag: str) -> dict[str, str] | None: ...
-
-    @abc.abstractmethod
-    def pin_schema(self, courier: str, tag: str, schema: dict[str, str], run_id: str) -> None: ...
-
-    # -- looking back at a run (`courier runs show`, `courier quarantine`) ----------------
-    def run(self, run_id: str) -> dict[str, Any] | None:
-        """One courier.runs row (as `runs` gives them), or None."""
-        raise NotImplementedError("this state store cannot show one run")
-
-    def run_files(self, run_id: str) -> list[dict[str, Any]]:
-        """The files a run loaded: key, size, partition_start, file_tag."""
-        raise NotImplementedError("this state store cannot show one run")
-
-    def quarantined(
-        self, courier: str | None = None, run_id: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        """courier.quarantine rows, newest run first, then by file and line."""
-        raise NotImplementedError("this state store cannot list quarantined records")
-
-    # -- groups and the scheduler (courier.group_runs, courier.leases, courier.alerts) -------
-    # Concrete so that a store without scheduling support still works for plain runs.
     def start_group_run(self, record: dict[str, Any]) -> None:
-        raise NotImplementedError("this state store does not support courier groups")
+        """Insert a group run (GROUP_RUN_COLUMNS keys)."""
 
+    @abc.abstractmethod
     def finish_group_run(self, record: dict[str, Any]) -> None:
-        raise NotImplementedError("this state store does not support courier groups")
+        """Update the group run record['group_run_id'] with the given keys."""
 
+    @abc.abstractmethod
     def group_runs(
         self,
         group: str | None = None,
@@ -97,56 +156,82 @@ class StateStore(abc.ABC):
         since: datetime | None = None,
     ) -> list[dict[str, Any]]:
         """Group runs, newest scheduled time first."""
-        raise NotImplementedError("this state store does not support courier groups")
 
+    @abc.abstractmethod
     def last_scheduled_run(self, group: str) -> datetime | None:
         """The newest scheduled time a scheduled run of the group finished (in any status)."""
-        raise NotImplementedError("this state store does not support courier groups")
 
-    def window_runs(self, courier: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Runs of a courier over exactly this window, newest first."""
-        raise NotImplementedError("this state store does not support courier groups")
-
-    def runs_of_groups(self, group_run_ids: list[str]) -> list[dict[str, Any]]:
-        raise NotImplementedError("this state store does not support courier groups")
-
+    @abc.abstractmethod
     def get_lease(self, scope: str) -> dict[str, Any] | None:
-        raise NotImplementedError("this state store does not support leases")
+        """The lease row of a scope, or None."""
 
+    @abc.abstractmethod
     def put_lease(self, record: dict[str, Any]) -> None:
         """Create or take over the lease of record['scope']."""
-        raise NotImplementedError("this state store does not support leases")
 
+    @abc.abstractmethod
     def drop_lease(self, scope: str, holder: str) -> None:
-        raise NotImplementedError("this state store does not support leases")
+        """Release the scope's lease if `holder` holds it."""
 
+    @abc.abstractmethod
     def record_alert(self, record: dict[str, Any]) -> None:
-        raise NotImplementedError("this state store does not support alerts")
+        """Insert an alert (ALERT_COLUMNS keys)."""
 
+    @abc.abstractmethod
     def alerts(
         self, group_run_id: str | None = None, run_id: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        raise NotImplementedError("this state store does not support alerts")
+        """Alerts, newest first."""
 
-    # -- sources (courier.cursors, courier.source_keys) --------------------------------------
+
+class SourceState(abc.ABC):
+    @abc.abstractmethod
     def source_state(self, source: str) -> dict[str, Any]:
         """{'cursor': str|None, 'pending': dict|None} of a polling or file-pull source."""
-        raise NotImplementedError("this state store does not support sources")
 
+    @abc.abstractmethod
     def put_source_state(self, source: str, cursor: str | None, pending: Any) -> None:
-        raise NotImplementedError("this state store does not support sources")
+        """Replace the source's cursor and pending work."""
 
+    @abc.abstractmethod
     def seen_keys(self, source: str, keys: list[str]) -> dict[str, str | None]:
         """Of keys, those already landed for the source -> the part key they landed as."""
-        raise NotImplementedError("this state store does not support sources")
 
+    @abc.abstractmethod
     def add_keys(self, source: str, keys: dict[str, str | None], at: datetime) -> None:
         """Remember keys (-> the part key they landed as, if any) as landed for the source."""
-        raise NotImplementedError("this state store does not support sources")
 
+    @abc.abstractmethod
     def drop_keys(self, source: str, keys: list[str]) -> None:
-        raise NotImplementedError("this state store does not support sources")
+        """Forget keys of the source."""
 
-    def courier_summary(self, courier: str) -> dict[str, Any]:
-        """{'last_success': datetime|None, 'last_run': row|None, 'newest_partition': ...}"""
-        raise NotImplementedError("this state store does not support status")
+
+class ApiKeyStore(abc.ABC):
+    """Ingest API keys: secrets are stored hashed; `create` returns the secret once."""
+
+    @abc.abstractmethod
+    def keys(self) -> list[Any]:
+        """Every key (ApiKey), revoked ones included."""
+
+    @abc.abstractmethod
+    def create(self, name: str, streams: list[str]) -> tuple[Any, str]:
+        """A new key for streams -> (ApiKey, its secret)."""
+
+    @abc.abstractmethod
+    def revoke(self, name: str) -> Any:
+        """Mark the key revoked; raise ConfigError naming it when unknown."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> Any:
+        """Remove the key; raise ConfigError naming it when unknown."""
+
+    @abc.abstractmethod
+    def refresh(self) -> bool:
+        """Reload when another process changed the keys; True when something changed."""
+
+
+class StateStore(Transactional, RunHistory, FileLedger, QuarantineLog, SchedulerState, SourceState):
+    """Everything a project's state holds but API keys, in one backend."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections/handles."""

@@ -8,12 +8,21 @@ import os
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from courier.errors import ConfigError
 from courier.plan import BadRecord, PlannedFile
+from courier.records import RUN_COLUMNS, RunRecord
 from courier.state.base import StateStore
+from courier.storage.base import ObjectInfo
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from courier.backends import Session
+    from courier.config.models import StateSection
 
 DDL = [
     "CREATE SCHEMA IF NOT EXISTS courier",
@@ -54,13 +63,25 @@ DDL = [
         PRIMARY KEY (source, key))""",
 ]
 
-RUN_COLUMNS = [
-    "run_id", "courier", "status", "trigger", "group_name", "group_run_id", "window_start",
-    "window_end", "files_found", "files_loaded", "files_skipped", "bytes", "rows_read",
-    "rows_loaded", "rows_rejected", "quarantined", "feeds", "warnings", "schema_changes", "error",
-    "reload", "started_at", "finished_at", "duration_s", "host", "pid",
-]  # fmt: skip
 JSON_COLUMNS = {"feeds", "warnings", "schema_changes"}
+PLANS = "courier.run_plans"  # files a run is about to load (only when state commits apart)
+
+
+def open_backend(name: str, config: StateSection, session: Session) -> DuckDBStateStore:
+    """Registry entry (courier.backends): state in the feed database (schema `courier`)."""
+    from courier.engines.duckdb import feeds_connection
+
+    project = session.project
+    feeds_db = project.path(project.settings.feeds.database)
+    if project.path(config.database).resolve() != feeds_db.resolve():
+        raise ConfigError(
+            "[state] database must be the feed database for now, so that a run's state and "
+            "its rows commit in one transaction; remove [state] database or set it to "
+            f"{project.settings.feeds.database!r}",
+            project.root / "config" / "courier.toml",
+            "state.database",
+        )
+    return DuckDBStateStore(feeds_connection(session))
 
 
 class DuckDBStateStore(StateStore):
@@ -126,20 +147,60 @@ class DuckDBStateStore(StateStore):
             ],
         )  # fmt: skip
 
-    def start_run(self, record: dict[str, Any]) -> None:
-        row = [self._value(c, record.get(c)) for c in RUN_COLUMNS]
+    def start_run(self, record: RunRecord) -> None:
+        row = record.to_row()
+        values = [self._value(c, row[c]) for c in RUN_COLUMNS]
         placeholders = ", ".join("?" for _ in RUN_COLUMNS)
         self.con.execute(
-            f"INSERT INTO courier.runs ({', '.join(RUN_COLUMNS)}) VALUES ({placeholders})", row
+            f"INSERT INTO courier.runs ({', '.join(RUN_COLUMNS)}) VALUES ({placeholders})", values
         )
 
-    def finish_run(self, record: dict[str, Any]) -> None:
-        cols = [c for c in RUN_COLUMNS if c != "run_id" and c in record]
+    def finish_run(self, record: RunRecord) -> None:
+        row = record.to_row()
+        cols = [c for c in RUN_COLUMNS if c != "run_id"]
         assignments = ", ".join(f"{c} = ?" for c in cols)
-        values = [self._value(c, record[c]) for c in cols]
+        values = [self._value(c, row[c]) for c in cols]
         self.con.execute(
-            f"UPDATE courier.runs SET {assignments} WHERE run_id = ?", [*values, record["run_id"]]
+            f"UPDATE courier.runs SET {assignments} WHERE run_id = ?", [*values, record.run_id]
         )
+
+    def save_plan(self, run_id: str, tag: str, files: list[PlannedFile]) -> None:
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {PLANS} (run_id VARCHAR, plan JSON)")
+        plan = {
+            "tag": tag,
+            "files": [
+                {
+                    "storage": f.storage, "key": f.key, "size": f.info.size, "etag": f.info.etag,
+                    "modified": f.info.modified.isoformat() if f.info.modified else None,
+                    "partition": f.partition.isoformat(), "checksum": f.checksum,
+                }
+                for f in files
+            ],
+        }  # fmt: skip
+        self.con.execute(f"INSERT INTO {PLANS} VALUES (?, ?)", [run_id, json.dumps(plan)])
+
+    def saved_plan(self, run_id: str) -> tuple[str, list[PlannedFile]] | None:
+        from courier.engines.duckdb import table_exists
+
+        if not table_exists(self.con, "courier", "run_plans"):
+            return None
+        row = self.con.execute(f"SELECT plan FROM {PLANS} WHERE run_id = ?", [run_id]).fetchone()
+        if row is None:
+            return None
+        plan = json.loads(row[0])
+        files = [
+            PlannedFile(
+                f["storage"],
+                ObjectInfo(
+                    f["key"], f["size"], f["etag"],
+                    datetime.fromisoformat(f["modified"]) if f["modified"] else None,
+                ),
+                datetime.fromisoformat(f["partition"]),
+                checksum=f.get("checksum"),
+            )
+            for f in plan["files"]
+        ]  # fmt: skip
+        return plan["tag"], files
 
     @staticmethod
     def _value(column: str, value: Any) -> Any:
@@ -153,7 +214,7 @@ class DuckDBStateStore(StateStore):
         limit: int = 20,
         group: str | None = None,
         run_id: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunRecord]:
         conditions = [
             (c, v)
             for c, v in (("courier", courier), ("group_name", group), ("run_id", run_id))
@@ -173,10 +234,23 @@ class DuckDBStateStore(StateStore):
             for c in JSON_COLUMNS:
                 if rec[c] is not None:
                     rec[c] = json.loads(rec[c])
-            out.append(rec)
+            out.append(RunRecord.from_row(rec))
         return out
 
-    def run(self, run_id: str) -> dict[str, Any] | None:
+    def quarantine_arrow(self, run_id: str, courier: str, feed: str, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        self.con.register("_courier_rejected", rows)
+        try:
+            self.con.execute(
+                "INSERT INTO courier.quarantine SELECT ?, ?, ?, file, line, reason, raw, now() "
+                "FROM _courier_rejected",
+                [run_id, courier, feed],
+            )
+        finally:
+            self.con.unregister("_courier_rejected")
+
+    def run(self, run_id: str) -> RunRecord | None:
         found = self.runs(run_id=run_id, limit=1)
         return found[0] if found else None
 
@@ -311,25 +385,27 @@ class DuckDBStateStore(StateStore):
         ).fetchone()
         return row[0] if row else None
 
-    def window_runs(self, courier: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        return self._select(
+    def window_runs(self, courier: str, start: datetime, end: datetime) -> list[RunRecord]:
+        rows = self._select(
             "courier.runs",
             RUN_COLUMNS,
             "WHERE courier = ? AND window_start = ? AND window_end = ? "
             "ORDER BY started_at DESC, run_id DESC",
             [courier, start, end],
         )
+        return [RunRecord.from_row(r) for r in rows]
 
-    def runs_of_groups(self, group_run_ids: list[str]) -> list[dict[str, Any]]:
+    def runs_of_groups(self, group_run_ids: list[str]) -> list[RunRecord]:
         if not group_run_ids:
             return []
         marks = ", ".join("?" for _ in group_run_ids)
-        return self._select(
+        rows = self._select(
             "courier.runs",
             RUN_COLUMNS,
             f"WHERE group_run_id IN ({marks}) ORDER BY started_at, run_id",
             list(group_run_ids),
         )
+        return [RunRecord.from_row(r) for r in rows]
 
     def get_lease(self, scope: str) -> dict[str, Any] | None:
         rows = self._select("courier.leases", LEASE_COLUMNS, "WHERE scope = ?", [scope])

@@ -53,11 +53,13 @@ def _error_code(exc: BaseException) -> str:
 
 class AzureStorage(RemoteStorage):
     type = "azure"
+    uri_scheme = "az"
 
     def __init__(self, name: str, config: AzureStorageConfig):
         super().__init__(name, config.prefix)
         self.config = config
         self.container = config.container
+        self.location = config.container
         self._container_checked = False
 
     # -- plumbing ---------------------------------------------------------------------------

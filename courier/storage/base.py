@@ -88,6 +88,13 @@ class StorageBackend(abc.ABC):
         """Remove the object; absent objects are not an error."""
 
     # -- derived ----------------------------------------------------------------------------
+    def uri(self, key: str) -> str:
+        """Where an object lives, as a URI another engine can open (file://, s3://, az://)."""
+        local = self.local_path(key)
+        if local is not None:
+            return local.resolve().as_uri()
+        return f"{self.type}://{self.name}/{validate_key(self.name, key)}"
+
     def local_path(self, key: str) -> Path | None:
         """A path DuckDB can read directly, when the backend is a local folder; else None."""
         return None
@@ -147,6 +154,12 @@ class RemoteStorage(StorageBackend):
                 if self._client is None:
                     self._client = self._make_client()
         return self._client
+
+    uri_scheme = ""  # s3, az
+    location = ""  # the bucket or container
+
+    def uri(self, key: str) -> str:
+        return f"{self.uri_scheme}://{self.location}/{self._key(key)}"
 
     def _key(self, key: str) -> str:
         """The object's name in the bucket or container."""

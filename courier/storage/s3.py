@@ -82,11 +82,13 @@ def _safe_url(url: str) -> str:
 
 class S3Storage(RemoteStorage):
     type = "s3"
+    uri_scheme = "s3"
 
     def __init__(self, name: str, config: S3StorageConfig):
         super().__init__(name, config.prefix)
         self.config = config
         self.bucket = config.bucket
+        self.location = config.bucket
         self._bucket_checked = False
         self._transfer = TransferConfig(
             multipart_threshold=8 * MiB,

@@ -72,7 +72,7 @@ class Engine:
     def read(
         self, tag: str, files: list[InputFile], fmt: str, read_once: bool = False, **options: Any
     ) -> InputSummary:
-        _relation, summary = self.engine.read_input(
+        _relation, summary = self.engine.read_local(
             tag, files, fmt, options, None, read_once=read_once
         )
         return summary

@@ -84,12 +84,9 @@ def seeded_project(root: Path) -> ProjectFactory:
 
 
 def run_record(row: dict[str, Any]) -> Any:
-    """A courier.runs row as the state store's start_run takes it (a typed RunRecord once
-    courier.records exists, the row itself before)."""
-    try:
-        from courier.records import RunRecord  # type: ignore[import-not-found]
-    except ImportError:
-        return row
+    """A courier.runs row as the state store's start_run takes it (a typed RunRecord)."""
+    from courier.records import RunRecord
+
     return RunRecord.from_row(row)
 
 

@@ -1,0 +1,35 @@
+"""Every config check beyond parsing, in one place: the subsystems' checks, imported explicitly.
+
+courier.project loads and cross-checks files (couriers name feeds, queries and storages that
+exist); the checks that need a subsystem's knowledge live with that subsystem and are listed
+here: group schedules and run_after, format options, stream auth, webhooks, sources. Front ends
+(`courier validate`, `courier serve`, the scheduler) get them through load_project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from courier.errors import ConfigError
+from courier.formats.options import check_tree_options
+from courier.groups import check_groups
+from courier.ingest.checks import check_streams
+from courier.ingest.webhooks import check_webhooks
+from courier.project import Project
+from courier.sources.config import check_sources
+
+CHECKS: list[Callable[[Project], list[ConfigError]]] = [
+    check_groups,  # cron, time zones, run_after cycles
+    check_tree_options,  # record_path, force_list, ... of the cbor/json/xml formats
+    check_streams,  # each stream's [auth], storage, format
+    check_webhooks,  # signed webhooks and API-key headers
+    check_sources,  # config/sources/*.toml
+]
+
+
+def check_project(project: Project) -> list[ConfigError]:
+    """Every subsystem's problems with the project, in CHECKS order."""
+    errors: list[ConfigError] = []
+    for check in CHECKS:
+        errors.extend(check(project))
+    return errors

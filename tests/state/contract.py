@@ -1,0 +1,173 @@
+"""The state contract: every StateStore passes these tests (a backend that serves only some
+concerns runs the matching `*Contract` classes).
+
+Subclass the contracts in a `Test*` class and provide a `state` fixture that yields a fresh,
+empty store (closed afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from courier.plan import BadRecord, PlannedFile
+from courier.records import RunRecord
+from courier.state.base import StateStore
+from courier.storage.base import ObjectInfo
+from courier.windows import Window
+
+T0 = datetime(2026, 11, 22, tzinfo=UTC)
+WINDOW = Window(T0, T0 + timedelta(days=1))
+
+
+def record(run_id: str, courier: str = "shop", **kw: object) -> RunRecord:
+    started = kw.pop("started", T0 + timedelta(days=1, hours=6))
+    return RunRecord.for_window(run_id, courier, WINDOW, started, host="h", pid=1, **kw)  # type: ignore[arg-type]
+
+
+def planned(key: str, size: int = 10, etag: str = "e1") -> PlannedFile:
+    return PlannedFile("landing", ObjectInfo(key, size, etag, T0), T0)
+
+
+class RunHistoryContract:
+    def test_a_run_reads_back_as_it_was_recorded(self, state: StateStore) -> None:
+        run = record("r1", group="nightly", group_run_id="g1")
+        state.start_run(run)
+        run.status, run.files_found, run.files_loaded, run.bytes = "succeeded", 3, 2, 99
+        run.records, run.quarantined = 7, 1
+        run.feeds = {"orders": {"read": 7, "loaded": 6, "rejected": 1}}
+        run.warnings, run.schema_changes = ["w"], ["c"]
+        run.duration_s, run.finished_at = 1.5, T0 + timedelta(days=1, hours=7)
+        state.finish_run(run)
+        [back] = state.runs("shop")
+        assert back.to_json(listing=True) == run.to_json(listing=True)
+        assert back.to_row()["rows_loaded"] == 6 and back.to_row()["rows_rejected"] == 1
+        assert (back.host, back.pid, back.group) == ("h", 1, "nightly")
+
+    def test_runs_are_newest_first_and_filtered(self, state: StateStore) -> None:
+        for i in range(3):
+            state.start_run(record(f"r{i}", started=T0 + timedelta(hours=i)))
+        state.start_run(record("other", courier="crm"))
+        assert [r.run_id for r in state.runs("shop", limit=2)] == ["r2", "r1"]
+        assert {r.courier for r in state.runs()} == {"shop", "crm"}
+
+    def test_window_runs_and_runs_of_groups(self, state: StateStore) -> None:
+        state.start_run(record("r1", group="g", group_run_id="g1"))
+        state.start_run(record("r2", group="g", group_run_id="g2"))
+        assert [r.run_id for r in state.window_runs("shop", WINDOW.start, WINDOW.end)] == [
+            "r2", "r1",
+        ]  # fmt: skip
+        assert [r.run_id for r in state.runs_of_groups(["g1"])] == ["r1"]
+        assert state.runs_of_groups([]) == []
+
+    def test_a_saved_plan_gives_back_its_files(self, state: StateStore) -> None:
+        assert state.saved_plan("r1") is None
+        state.save_plan("r1", "events", [planned("a/1.ndjson"), planned("a/2.ndjson", 20)])
+        tag, files = state.saved_plan("r1")  # type: ignore[misc]
+        assert tag == "events"
+        assert [(f.key, f.info.size, f.info.version, f.partition) for f in files] == [
+            ("a/1.ndjson", 10, "e1", T0), ("a/2.ndjson", 20, "e1", T0),
+        ]  # fmt: skip
+
+
+class FileLedgerContract:
+    def test_recorded_files_are_loaded_versions_of_their_courier(self, state: StateStore) -> None:
+        state.record_files("r1", "shop", "events", [planned("a.ndjson")], T0)
+        assert state.loaded_versions("shop", "landing", ["a.ndjson", "b.ndjson"]) == {
+            "a.ndjson": {(10, "e1")}
+        }
+        assert state.loaded_versions("crm", "landing", ["a.ndjson"]) == {}
+        assert state.loaded_versions("shop", "landing", []) == {}
+
+    def test_a_pinned_schema_is_replaced(self, state: StateStore) -> None:
+        assert state.pinned_schema("shop", "events") is None
+        state.pin_schema("shop", "events", {"id": "BIGINT"}, "r1")
+        state.pin_schema("shop", "events", {"id": "BIGINT", "v": "VARCHAR"}, "r2")
+        assert state.pinned_schema("shop", "events") == {"id": "BIGINT", "v": "VARCHAR"}
+
+
+class QuarantineContract:
+    def test_quarantined_records_are_exported_as_ndjson(
+        self, state: StateStore, tmp_path: Path
+    ) -> None:
+        import pyarrow as pa
+
+        state.quarantine("r1", "shop", None, [BadRecord("a.ndjson", 2, "not JSON", "{oops")])
+        rejected = pa.table({"file": ["a.ndjson"], "line": [5], "reason": ["qty"], "raw": ["{}"]})
+        state.quarantine_arrow("r1", "shop", "orders", rejected)
+        state.quarantine("r2", "shop", None, [BadRecord("b.ndjson", 1, "x", "y")])
+        out = tmp_path / "q" / "r1.ndjson"
+        state.export_quarantine("r1", out)
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r["file"], r["line"], r["feed"], r["reason"]) for r in rows] == [
+            ("a.ndjson", 2, None, "not JSON"), ("a.ndjson", 5, "orders", "qty"),
+        ]  # fmt: skip
+
+
+class TransactionContract:
+    def test_rollback_drops_the_writes_since_begin(self, state: StateStore) -> None:
+        state.start_run(record("r0"))
+        state.begin()
+        state.start_run(record("r1"))
+        state.record_files("r1", "shop", "events", [planned("a.ndjson")], T0)
+        state.rollback()
+        assert [r.run_id for r in state.runs()] == ["r0"]
+        assert state.loaded_versions("shop", "landing", ["a.ndjson"]) == {}
+        state.rollback()  # nothing open: no error
+
+    def test_commit_keeps_them(self, state: StateStore) -> None:
+        state.begin()
+        state.start_run(record("r1"))
+        state.commit()
+        assert [r.run_id for r in state.runs()] == ["r1"]
+
+
+class SchedulerStateContract:
+    def test_leases_are_taken_over_and_dropped_by_their_holder(self, state: StateStore) -> None:
+        lease = {"scope": "group:g", "holder": "a", "host": "h", "pid": 1,
+                 "acquired_at": T0, "expires_at": T0 + timedelta(minutes=5)}  # fmt: skip
+        assert state.get_lease("group:g") is None
+        state.put_lease(lease)
+        state.put_lease({**lease, "holder": "b"})
+        assert state.get_lease("group:g")["holder"] == "b"  # type: ignore[index]
+        state.drop_lease("group:g", "a")  # not the holder: kept
+        assert state.get_lease("group:g") is not None
+        state.drop_lease("group:g", "b")
+        assert state.get_lease("group:g") is None
+
+    def test_group_runs_and_alerts(self, state: StateStore) -> None:
+        state.start_group_run({"group_run_id": "g1", "group_name": "g", "scheduled_at": T0,
+                               "trigger": "scheduled", "status": "running", "members": [],
+                               "started_at": T0})  # fmt: skip
+        state.finish_group_run({"group_run_id": "g1", "status": "succeeded",
+                                "members": [{"courier": "shop"}]})  # fmt: skip
+        [run] = state.group_runs("g")
+        assert run["status"] == "succeeded" and run["members"] == [{"courier": "shop"}]
+        assert state.last_scheduled_run("g") == T0
+        state.record_alert({"alert_id": "a1", "kind": "failed", "group_run_id": "g1",
+                            "details": {"x": 1}, "created_at": T0})  # fmt: skip
+        [alert] = state.alerts(group_run_id="g1")
+        assert alert["details"] == {"x": 1}
+
+
+class SourceStateContract:
+    def test_cursor_and_landed_keys(self, state: StateStore) -> None:
+        assert state.source_state("api") == {"cursor": None, "pending": None}
+        state.put_source_state("api", "c1", {"page": 2})
+        assert state.source_state("api") == {"cursor": "c1", "pending": {"page": 2}}
+        state.add_keys("api", {"k1": "part-1", "k2": None}, T0)
+        assert state.seen_keys("api", ["k1", "k2", "k3"]) == {"k1": "part-1", "k2": None}
+        state.drop_keys("api", ["k1"])
+        assert state.seen_keys("api", ["k1", "k2"]) == {"k2": None}
+
+
+class StateContract(
+    RunHistoryContract,
+    FileLedgerContract,
+    QuarantineContract,
+    TransactionContract,
+    SchedulerStateContract,
+    SourceStateContract,
+):
+    """Every concern: what a full StateStore passes."""
