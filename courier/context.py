@@ -248,8 +248,14 @@ class Context:
                 return record.to_json()
             if opts.dry_run:
                 record.status = "dry_run"
+                would_load = {f.key for f in plan.to_load}
                 record.file_list = [
-                    {"key": f.key, "size": f.info.size, "loaded": f.already_loaded}
+                    {
+                        "key": f.key,
+                        "size": f.info.size,
+                        "loaded": f.already_loaded,
+                        "would_load": f.key in would_load,
+                    }
                     for f in plan.files
                 ]
                 return record.to_json()

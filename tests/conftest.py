@@ -85,5 +85,5 @@ def sail_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def spark_jvm_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Apache Spark's JVM Spark Connect server (local[2]) for the session: one per test run."""
     yield from _server(
-        start_spark_jvm, "the JVM Spark Connect server", tmp_path_factory.mktemp("spark")
+        lambda: start_spark_jvm(tmp_path_factory.mktemp("spark")), "the JVM Spark Connect server"
     )

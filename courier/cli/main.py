@@ -192,8 +192,23 @@ def print_run(result: dict[str, Any]) -> None:
         click.echo(f"  schema: {change}")
     for warning in result.get("warnings") or []:
         click.echo(f"  note: {warning}")
-    for listed in f.get("list", []):
-        mark = "loaded" if listed["loaded"] else "new"
+    listed_files = f.get("list", [])
+    if status == "dry_run":
+        load = [x for x in listed_files if x.get("would_load")]
+        again = sum(1 for x in load if x["loaded"])
+        click.echo(
+            f"  would load {len(load)} file(s), {sum(x['size'] for x in load)} bytes"
+            + (f" ({again} loaded before, again because of --reload)" if again else "")
+            + "; nothing was changed"
+        )
+    for listed in listed_files:
+        if status == "dry_run":
+            if listed.get("would_load"):
+                mark = "would load again" if listed["loaded"] else "would load"
+            else:
+                mark = "already loaded, skipped"
+        else:
+            mark = "loaded" if listed["loaded"] else "new"
         click.echo(f"  {listed['key']}  {listed['size']}  {mark}")
     if result.get("error"):
         click.secho(f"  error: {result['error']}", fg="red")

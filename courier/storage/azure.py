@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import (
     AzureError,
@@ -27,7 +26,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, LinearRetry
 
 from courier.errors import StorageError, TransientStorageError
-from courier.storage.base import ObjectInfo, RemoteStorage
+from courier.storage.base import ObjectInfo, RemoteStorage, strip_etag
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
@@ -42,10 +41,6 @@ _CREDENTIALS_HINT = (
 )
 
 
-def _strip_etag(etag: str | None) -> str | None:
-    return etag.strip('"') if etag else None
-
-
 def _error_code(exc: BaseException) -> str:
     """The storage error code (BlobNotFound, ContainerNotFound, ...) the SDK attaches."""
     return str(getattr(exc, "error_code", None) or "")
@@ -54,6 +49,7 @@ def _error_code(exc: BaseException) -> str:
 class AzureStorage(RemoteStorage):
     type = "azure"
     uri_scheme = "az"
+    sdk_errors = (AzureError,)
 
     def __init__(self, name: str, config: AzureStorageConfig):
         super().__init__(name, config.prefix)
@@ -168,16 +164,6 @@ class AzureStorage(RemoteStorage):
             return StorageError(self.name, f"{what} failed: Azure answered {status} ({code})")
         return StorageError(self.name, f"{what} failed: {type(exc).__name__}")
 
-    @contextmanager
-    def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
-        try:
-            yield
-        except AzureError as exc:
-            raise self._translate(exc, action, key) from exc
-
-    def _raise(self, exc: BaseException, action: str, key: str | None) -> NoReturn:
-        raise self._translate(exc, action, key) from exc
-
     # -- primitives -------------------------------------------------------------------------
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full = self._full_prefix(prefix)
@@ -192,7 +178,7 @@ class AzureStorage(RemoteStorage):
                     ObjectInfo(
                         key=rel,
                         size=int(blob.size),
-                        etag=_strip_etag(blob.etag),
+                        etag=strip_etag(blob.etag),
                         modified=blob.last_modified,
                     )
                 )
@@ -206,7 +192,7 @@ class AzureStorage(RemoteStorage):
         return ObjectInfo(
             key=key,
             size=int(props.size),
-            etag=_strip_etag(props.etag),
+            etag=strip_etag(props.etag),
             modified=props.last_modified,
         )
 
@@ -236,7 +222,7 @@ class AzureStorage(RemoteStorage):
         return ObjectInfo(
             key=key,
             size=len(data),
-            etag=_strip_etag(result.get("etag")),
+            etag=strip_etag(result.get("etag")),
             modified=result.get("last_modified"),
         )
 
@@ -250,7 +236,7 @@ class AzureStorage(RemoteStorage):
         return ObjectInfo(
             key=key,
             size=size,
-            etag=_strip_etag(result.get("etag")),
+            etag=strip_etag(result.get("etag")),
             modified=result.get("last_modified"),
         )
 

@@ -7,10 +7,11 @@ import builtins
 import posixpath
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NoReturn
 
 from courier.errors import StorageError
 
@@ -143,6 +144,23 @@ class RemoteStorage(StorageBackend):
         self._client: Any = None
         self._lock = threading.Lock()
 
+    sdk_errors: ClassVar[tuple[type[BaseException], ...]] = ()  # what _errors translates
+
+    @abc.abstractmethod
+    def _translate(self, exc: BaseException, action: str, key: str | None) -> Exception:
+        """The SDK error as a StorageError (or FileNotFoundError) naming the action and key."""
+
+    @contextmanager
+    def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
+        """Translate the SDK's errors raised inside the block."""
+        try:
+            yield
+        except self.sdk_errors as exc:
+            raise self._translate(exc, action, key) from exc
+
+    def _raise(self, exc: BaseException, action: str, key: str | None) -> NoReturn:
+        raise self._translate(exc, action, key) from exc
+
     @abc.abstractmethod
     def _make_client(self) -> Any:
         """The SDK client; StorageError with what to fix when the settings are unusable."""
@@ -177,6 +195,11 @@ class RemoteStorage(StorageBackend):
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def strip_etag(etag: str | None) -> str | None:
+    """An ETag without the quotes S3 and Azure put around it."""
+    return etag.strip('"') if etag else None
 
 
 def join_key(prefix: str, key: str) -> str:

@@ -8,9 +8,8 @@ TransientStorageError when retrying later may help). Messages never carry creden
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -28,7 +27,7 @@ from botocore.exceptions import (
 )
 
 from courier.errors import StorageError, TransientStorageError
-from courier.storage.base import ObjectInfo, RemoteStorage
+from courier.storage.base import ObjectInfo, RemoteStorage, strip_etag
 
 if TYPE_CHECKING:
     from courier.config.models import S3StorageConfig
@@ -67,10 +66,6 @@ _CREDENTIALS_HINT = (
 )
 
 
-def _strip_etag(etag: str | None) -> str | None:
-    return etag.strip('"') if etag else None
-
-
 def _safe_url(url: str) -> str:
     """The endpoint without user info, query or fragment (never echo secrets)."""
     parts = urlsplit(url)
@@ -83,6 +78,7 @@ def _safe_url(url: str) -> str:
 class S3Storage(RemoteStorage):
     type = "s3"
     uri_scheme = "s3"
+    sdk_errors = (BotoCoreError, ClientError, S3UploadFailedError, RetriesExceededError)
 
     def __init__(self, name: str, config: S3StorageConfig):
         super().__init__(name, config.prefix)
@@ -206,16 +202,6 @@ class S3Storage(RemoteStorage):
             return StorageError(self.name, f"{what}: invalid request: {str(exc)[:200]}")
         return StorageError(self.name, f"{what} failed: {type(exc).__name__}")
 
-    @contextmanager
-    def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
-        try:
-            yield
-        except (BotoCoreError, ClientError, S3UploadFailedError, RetriesExceededError) as exc:
-            raise self._translate(exc, action, key) from exc
-
-    def _raise(self, exc: BaseException, action: str, key: str | None) -> NoReturn:
-        raise self._translate(exc, action, key) from exc
-
     # -- primitives -------------------------------------------------------------------------
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full = self._full_prefix(prefix)
@@ -231,7 +217,7 @@ class S3Storage(RemoteStorage):
                     yield ObjectInfo(
                         key=rel,
                         size=int(obj["Size"]),
-                        etag=_strip_etag(obj.get("ETag")),
+                        etag=strip_etag(obj.get("ETag")),
                         modified=obj.get("LastModified"),
                     )
 
@@ -242,7 +228,7 @@ class S3Storage(RemoteStorage):
         return ObjectInfo(
             key=key,
             size=int(head["ContentLength"]),
-            etag=_strip_etag(head.get("ETag")),
+            etag=strip_etag(head.get("ETag")),
             modified=head.get("LastModified"),
         )
 
