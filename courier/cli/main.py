@@ -151,7 +151,10 @@ def run(
     as_json: bool,
     **window: Any,
 ) -> None:
-    """Run a courier over a window (default: the latest complete partition)."""
+    """Run a courier over a window (default: the latest complete partition). On a terminal
+    it shows its progress (phase, files, bytes) on stderr; piped or with --json, nothing extra."""
+    if as_json:
+        state.quiet = True
     context = state.context()
     w = resolve_window(context, courier, **window)
     now = now_utc()
