@@ -57,6 +57,7 @@ format: install  ## apply ruff formatting and fixes
 bench: install  ## benchmarks vs raw DuckDB and dlt (BENCH_MB=1024 for the 1 GB window)
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m bench.run
+	$(PY) -m bench.delta
 	$(PY) -m bench.ingest
 	$(PY) -m bench.cbor
 	$(PY) -m bench.ui

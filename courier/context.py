@@ -248,8 +248,14 @@ class Context:
                 return record.to_json()
             if opts.dry_run:
                 record.status = "dry_run"
+                would_load = {f.key for f in plan.to_load}
                 record.file_list = [
-                    {"key": f.key, "size": f.info.size, "loaded": f.already_loaded}
+                    {
+                        "key": f.key,
+                        "size": f.info.size,
+                        "loaded": f.already_loaded,
+                        "would_load": f.key in would_load,
+                    }
                     for f in plan.files
                 ]
                 return record.to_json()
@@ -315,7 +321,8 @@ class Context:
         if not to_load:
             record.status = "skipped"
             return
-        self.console.status(f"{courier.name}: fetching {len(to_load)} file(s)")
+        size = sum(f.info.size for f in to_load)
+        self.console.status(f"{courier.name}: fetching {len(to_load)} file(s), {size} bytes")
         # the files' checksums (a local file's content hash) are taken beside the read
         hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="courier-checksum")
         try:
@@ -340,7 +347,9 @@ class Context:
         files = [
             WindowFile(storage.uri(f.key), f.key, f.info.size, i) for i, f in enumerate(to_load)
         ]
-        self.console.status(f"{courier.name}: reading {len(files)} file(s)")
+        self.console.status(
+            f"{courier.name}: reading {len(files)} file(s), {sum(f.size for f in files)} bytes"
+        )
         tag = courier.file_tag
         options = courier.options.model_dump()
         pinned = ws.state.pinned_schema(courier.name, tag)

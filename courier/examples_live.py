@@ -24,6 +24,7 @@ import contextlib
 import os
 import secrets
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -156,6 +157,9 @@ def post_webhook_sample(project: Project, url: str, result: LiveResult) -> None:
         for line in (folder / f"{WEBHOOK}.headers").read_text().splitlines()
         if ": " in line
     )
+    # Each make run is a new delivery, as GitHub gives each its own id; replaying the captured
+    # id would rightly be answered 200 duplicate (the signature covers the body only).
+    headers["X-GitHub-Delivery"] = str(uuid.uuid4())
     r = httpx.post(f"{url}/webhook/v0/{WEBHOOK}", content=body, headers=headers,
                    timeout=REQUEST_TIMEOUT)  # fmt: skip
     if r.status_code != 202:

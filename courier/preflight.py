@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from courier.config.loader import ENV_REF, read_document
+from courier.config.loader import read_document, unset_env
 from courier.errors import ConfigError, CourierError
 from courier.project import Project
 
@@ -81,20 +81,10 @@ def environment(project: Project, front_end: TFrontEnd) -> list[EnvNeed]:
     return out
 
 
-def references(value: object, key: str = "") -> dict[str, list[str]]:
-    """Key path -> the variables its ${VAR} references (without a default) name."""
-    out: dict[str, list[str]] = {}
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out.update(references(v, f"{key}.{k}" if key else str(k)))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out.update(references(v, f"{key}[{i}]"))
-    elif isinstance(value, str):
-        names = [m.group(1) for m in ENV_REF.finditer(value) if m.group(2) is None]
-        if names:
-            out[key] = names
-    return out
+def references(value: object) -> dict[str, list[str]]:
+    """Key path -> the variables its ${VAR} references (without a default) name: those that
+    would be unset in an empty environment."""
+    return unset_env(value, environ={})
 
 
 def environment_errors(needs: list[EnvNeed], front_end: str) -> list[ConfigError]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from courier.destinations.checks import check_destinations
 from courier.errors import ConfigError
 from courier.formats.options import check_tree_options
 from courier.groups import check_groups
@@ -24,6 +25,7 @@ CHECKS: list[Callable[[Project], list[ConfigError]]] = [
     check_streams,  # each stream's [auth], storage, format
     check_webhooks,  # signed webhooks and API-key headers
     check_sources,  # config/sources/*.toml
+    check_destinations,  # [destinations.NAME] and each feed's choice of one
 ]
 
 

@@ -136,6 +136,24 @@ def sample_files(files: list[PlannedFile], full: bool) -> list[PlannedFile]:
     return out
 
 
+def empty_window(context: Context, courier: CourierConfig, window: Window, where: str) -> str:
+    """No files: say which tag, pattern and listed prefix, and where to look instead (a query
+    over a tag with no files cannot even be bound: it has no columns)."""
+    from courier.context import expand
+    from courier.patterns import FilePattern, list_prefix
+
+    partitions = context.grain(courier).partitions(window)
+    pattern = FilePattern.parse(courier.pattern)
+    first = expand(pattern, partitions[0], context.project.time_zone)[0] if partitions else ""
+    return (
+        f"no records were read: no files in the window [{iso_utc(window.start)}, "
+        f"{iso_utc(window.end)}) for tag "
+        f"{courier.file_tag} of courier {courier.name} (pattern {courier.pattern!r}, prefix "
+        f"{list_prefix(first)!r} in {where}). `courier files {courier.name} --date D` lists "
+        "a day's files; --file SAMPLE reads a local sample instead"
+    )
+
+
 def read_courier_input(
     context: Context,
     wb: Workbench,
@@ -158,8 +176,10 @@ def read_courier_input(
     if window is None:
         raise RunError("give a window (--date, --hour or --start/--end) or --file PATH")
     files = context.discover(courier, window)
-    chosen = sample_files(files, full)
     storage = context.storage(courier.storage)
+    if not files:
+        raise RunError(empty_window(context, courier, window, storage.describe()))
+    chosen = sample_files(files, full)
     inputs: list[InputFile] = []
     for i, f in enumerate(chosen):
         local = storage.local_path(f.key)

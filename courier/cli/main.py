@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -20,7 +21,7 @@ from courier.cli.options import (
     window_options,
 )
 from courier.context import Context, run_record
-from courier.errors import DatabaseLockedError
+from courier.errors import ConfigError, DatabaseLockedError
 from courier.project import load_project
 
 
@@ -150,7 +151,10 @@ def run(
     as_json: bool,
     **window: Any,
 ) -> None:
-    """Run a courier over a window (default: the latest complete partition)."""
+    """Run a courier over a window (default: the latest complete partition). On a terminal
+    it shows its progress (phase, files, bytes) on stderr; piped or with --json, nothing extra."""
+    if as_json:
+        state.quiet = True
     context = state.context()
     w = resolve_window(context, courier, **window)
     now = now_utc()
@@ -191,8 +195,23 @@ def print_run(result: dict[str, Any]) -> None:
         click.echo(f"  schema: {change}")
     for warning in result.get("warnings") or []:
         click.echo(f"  note: {warning}")
-    for listed in f.get("list", []):
-        mark = "loaded" if listed["loaded"] else "new"
+    listed_files = f.get("list", [])
+    if status == "dry_run":
+        load = [x for x in listed_files if x.get("would_load")]
+        again = sum(1 for x in load if x["loaded"])
+        click.echo(
+            f"  would load {len(load)} file(s), {sum(x['size'] for x in load)} bytes"
+            + (f" ({again} loaded before, again because of --reload)" if again else "")
+            + "; nothing was changed"
+        )
+    for listed in listed_files:
+        if status == "dry_run":
+            if listed.get("would_load"):
+                mark = "would load again" if listed["loaded"] else "would load"
+            else:
+                mark = "already loaded, skipped"
+        else:
+            mark = "loaded" if listed["loaded"] else "new"
         click.echo(f"  {listed['key']}  {listed['size']}  {mark}")
     if result.get("error"):
         click.secho(f"  error: {result['error']}", fg="red")
@@ -325,7 +344,7 @@ def feeds_list(state: State, as_json: bool) -> None:
                 "feed": f.id,
                 "fields": len(f.fields),
                 "primary_key": ",".join(f.primary_key),
-                "rows": ws.destination.row_count(f.id),
+                "rows": ws.destination_for(f).row_count(f.id),
             }
             for f in context.project.feeds.values()
         ]
@@ -345,9 +364,13 @@ def feeds_show(state: State, feed: str, sample: int, as_json: bool) -> None:
     context = state.context()
     definition = context.project.feed(feed)
     with context.workspace() as ws:
-        count = ws.destination.row_count(feed)
-        rows = ws.destination.sample(feed, sample) if sample and count else []  # type: ignore[attr-defined]
+        destination = ws.destination_for(definition)
+        count = destination.row_count(feed)
+        rows = destination.sample(feed, sample) if sample and count else []
+        url = destination.url(feed) if hasattr(destination, "url") else None
     out = {**definition.model_dump(), "rows": count or 0}
+    if url:
+        out["table_url"] = url
     if sample:
         out["sample"] = rows
     if as_json:
@@ -355,6 +378,8 @@ def feeds_show(state: State, feed: str, sample: int, as_json: bool) -> None:
         return
     pk = ", ".join(definition.primary_key) or "-"
     click.echo(f"feed {feed}: {count or 0} row(s); primary key {pk}")
+    if url:
+        click.echo(f"Delta table: {url}")
     for name, typ in definition.fields.items():
         flags = []
         if name in definition.primary_key:
@@ -364,6 +389,78 @@ def feeds_show(state: State, feed: str, sample: int, as_json: bool) -> None:
         click.echo(f"  {name:24} {typ:16} {' '.join(flags)}")
     if rows:
         click.echo(table(rows, list(rows[0])))
+
+
+def delta_table(context: Any, ws: Any, feed: str) -> Any:
+    """The feed's Delta table, or a ConfigError saying where the feed is instead."""
+    definition = context.project.feed(feed)
+    destination = ws.destination_for(definition)
+    if getattr(destination, "type", "") != "delta":
+        raise ConfigError(
+            f"feed {feed} is in the {getattr(destination, 'type', '')} destination; history and "
+            f'optimize are for Delta feeds: set destination = "NAME" in feeds/{feed}.toml '
+            'to a [destinations.NAME] with type = "delta"'
+        )
+    return destination.table(definition)
+
+
+@feeds.command("history")
+@click.argument("feed")
+@click.option("--limit", default=20, show_default=True, help="newest commits to show")
+@json_option
+@click.pass_obj
+@error_handler
+def feeds_history(state: State, feed: str, limit: int, as_json: bool) -> None:
+    """A Delta feed's commits, newest first, with the courier runs that made them."""
+    context = state.context()
+    with context.workspace() as ws:
+        table_ = delta_table(context, ws, feed)
+        commits = table_.history(limit)
+    if as_json:
+        emit_json({"feed": feed, "table_url": table_.url, "commits": commits})
+        return
+    click.echo(f"Delta table: {table_.url}")
+    shown = [
+        {
+            "version": c["version"],
+            "at": datetime.fromtimestamp(c["timestamp"] / 1000, UTC).isoformat(timespec="seconds"),
+            "operation": c["operation"],
+            "courier": c["courier"] or "",
+            "run_id": c["run_id"] or "",
+        }
+        for c in commits
+    ]
+    click.echo(table(shown, ["version", "at", "operation", "courier", "run_id"]))
+
+
+@feeds.command("optimize")
+@click.argument("feed")
+@click.option("--vacuum-hours", type=int, default=None, help="also delete files older versions "
+              "no younger than N hours need (readers of older versions then fail)")  # fmt: skip
+@json_option
+@click.pass_obj
+@error_handler
+def feeds_optimize(state: State, feed: str, vacuum_hours: int | None, as_json: bool) -> None:
+    """Compact a Delta feed's small files (one per load) and checkpoint its log."""
+    context = state.context()
+    with context.workspace() as ws:
+        table_ = delta_table(context, ws, feed)
+        result = table_.optimize(vacuum_hours)
+    metrics = result["compacted"]
+    out = {
+        "feed": feed,
+        "table_url": table_.url,
+        "files_added": metrics.get("numFilesAdded", 0),
+        "files_removed": metrics.get("numFilesRemoved", 0),
+        "vacuumed_files": result["vacuumed_files"],
+    }
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(
+        f"{feed}: compacted {out['files_removed']} file(s) into {out['files_added']}, "
+        f"vacuumed {out['vacuumed_files']} file(s) ({table_.url})"
+    )
 
 
 PLUGINS = [

@@ -25,6 +25,7 @@ class State:
         self.project_dir = project
         self.debug = debug
         self.wide = wide
+        self.quiet = False  # no progress lines (--json)
         self._context: Context | None = None
 
     def context(self, strict: bool = True) -> Context:
@@ -32,7 +33,7 @@ class State:
             from courier.console import TerminalConsole
 
             project = load_project(self.project_dir, strict=strict)
-            self._context = Context(project, TerminalConsole())
+            self._context = Context(project, TerminalConsole(quiet=self.quiet))
         return self._context
 
 

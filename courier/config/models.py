@@ -112,8 +112,30 @@ class MemoryDestinationConfig(Strict):
     type: Literal["memory"]
 
 
+class DeltaDestinationConfig(Strict):
+    """Delta Lake tables (delta-rs) at <storage>/<path>/<feed_id>; credentials and endpoint
+    come from the [storages.NAME] entry."""
+
+    type: Literal["delta"]
+    storage: str
+    path: str = "feeds"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        parts = [p for p in v.strip("/").split("/") if p]
+        for part in parts:
+            if part in (".", "..") or not re.fullmatch(r"[A-Za-z0-9_.=-]+", part):
+                raise ValueError(
+                    f"path {v!r}: use folder names of letters, digits, '_', '-', '.' and '=' "
+                    "separated by '/'"
+                )
+        return "/".join(parts)
+
+
 DestinationConfig = Annotated[
-    DuckDBDestinationConfig | MemoryDestinationConfig, Field(discriminator="type")
+    DuckDBDestinationConfig | MemoryDestinationConfig | DeltaDestinationConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -243,7 +265,9 @@ class Settings(Strict):
             check_identifier(name, f"{(info.field_name or '').rstrip('s')} name")
         return v
 
-    def destination(self, name: str) -> DuckDBDestinationConfig | MemoryDestinationConfig:
+    def destination(
+        self, name: str
+    ) -> DuckDBDestinationConfig | MemoryDestinationConfig | DeltaDestinationConfig:
         """The [destinations.NAME] config; "duckdb" is implicit (the [feeds] database)."""
         if name in self.destinations:
             return self.destinations[name]

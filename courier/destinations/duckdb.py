@@ -31,6 +31,8 @@ from courier.errors import LoadError
 from courier.plan import FeedCounts
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from courier.backends import Session
     from courier.config.models import DuckDBDestinationConfig
     from courier.state.base import StateStore
@@ -168,6 +170,16 @@ class DuckDBDestination(FeedDestination):
         cur = self.con.execute(f"SELECT * FROM {self.table(feed_id)} LIMIT {int(limit)}")
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def arrow(self, feed_id: str, columns: list[str] | None = None) -> pa.RecordBatchReader:
+        """The feed table's rows (or some of its columns) as an Arrow stream."""
+        cols = ", ".join(quote(c) for c in columns) if columns else "*"
+        query = f"SELECT {cols} FROM {self.table(feed_id)}"
+        return arrow_relation(self.con, query).to_arrow_reader()
+
+    def truncated(self, feed_id: str) -> bool:
+        """Did the open run empty the feed table first (truncateAndLoad)?"""
+        return feed_id in self._truncated
 
     def load(self, feed: FeedConfig, rows: Rows, mode: TLoadMode = "load") -> LoadResult:
         if self.ctx is None:
@@ -411,3 +423,20 @@ def cast_expr(col: str, incoming_type: str, feed_type: str) -> str:
     if feed_type == "string" and nested:
         return f"CAST(to_json({col}) AS VARCHAR)"
     return f"TRY_CAST({col} AS {target})"
+
+
+def staging_destination(session: Session | None) -> DuckDBDestination:
+    """A DuckDB destination on a private in-memory database (spilling to .courier/tmp): another
+    destination (Delta) stages a run's rows here, with the same casts, quarantine and
+    last-record-wins as DuckDB feeds, then reads them back as Arrow (DuckDBDestination.arrow)."""
+    from courier.engines.duckdb import connect
+
+    con = connect(":memory:")
+    if session is not None:
+        feeds = session.project.settings.feeds
+        con.close()
+        con = connect(":memory:", feeds.memory_limit, feeds.threads)
+        scratch = session.project.path(".courier/tmp")
+        scratch.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = {literal(str(scratch))}")
+    return DuckDBDestination(con)

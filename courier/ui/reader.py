@@ -593,26 +593,20 @@ def read_run_details(con: duckdb.DuckDBPyConnection | None, run_id: str) -> dict
     if "runs" in tables:
         row = con.execute("SELECT status FROM courier.runs WHERE run_id = ?", [run_id]).fetchone()
         out["final"] = bool(row and row[0] != "running")
-    if "files" in tables:
-        out["files_total"] = con.execute(
-            "SELECT count(*) FROM courier.files WHERE run_id = ?", [run_id]
-        ).fetchone()[0]  # type: ignore[index]
-        out["files"] = _dicts(
-            con,
-            "SELECT key, size, partition_start, file_tag, storage FROM courier.files "
-            f"WHERE run_id = ? ORDER BY partition_start, key LIMIT {DETAIL_LIMIT}",
-            [run_id],
-        )
-    if "quarantine" in tables:
-        out["quarantine_total"] = con.execute(
-            "SELECT count(*) FROM courier.quarantine WHERE run_id = ?", [run_id]
-        ).fetchone()[0]  # type: ignore[index]
-        out["quarantine"] = _dicts(
-            con,
-            "SELECT feed, file, line, reason, raw FROM courier.quarantine WHERE run_id = ? "
-            f"ORDER BY file, line LIMIT {DETAIL_LIMIT}",
-            [run_id],
-        )
+    for key, table, columns, order in (
+        ("files", "files", "key, size, partition_start, file_tag, storage", "partition_start, key"),
+        ("quarantine", "quarantine", "feed, file, line, reason, raw", "file, line"),
+    ):
+        if table in tables:
+            out[f"{key}_total"] = con.execute(
+                f"SELECT count(*) FROM courier.{table} WHERE run_id = ?", [run_id]
+            ).fetchone()[0]  # type: ignore[index]
+            out[key] = _dicts(
+                con,
+                f"SELECT {columns} FROM courier.{table} WHERE run_id = ? "
+                f"ORDER BY {order} LIMIT {DETAIL_LIMIT}",
+                [run_id],
+            )
     if "alerts" in tables:
         out["alerts"] = _dicts(
             con,

@@ -53,3 +53,14 @@ def test_feed_samples_and_runs_show_no_python_reprs(make_project: ProjectFactory
 def test_version(make_project: ProjectFactory) -> None:
     proc = courier(make_project, "--version")
     assert proc.returncode == 0 and re.fullmatch(r"courier \d+\.\d+\.\d+\S*\n", proc.stdout)
+
+
+def test_a_run_shows_progress_on_a_terminal_only(make_project: ProjectFactory) -> None:
+    p = make_project.events_project()
+    p.land_hour(date(2026, 11, 22), 3, [event(1)])
+    shown = courier_on_terminal(p, "run", "events", "--date", "2026-11-22", "--reload")
+    assert re.search(r"events: reading 1 file\(s\), \d+ bytes", shown)
+    as_json = courier_on_terminal(p, "run", "events", "--date", "2026-11-22", "--reload", "--json")
+    assert "reading" not in as_json and "\x1b[K" not in as_json
+    piped = courier(p, "run", "events", "--date", "2026-11-22", "--reload")
+    assert "reading" not in piped.stdout + piped.stderr

@@ -130,3 +130,25 @@ def test_the_licence_is_an_spdx_string() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert pyproject["project"]["license"] == "Apache-2.0"
     assert "setuptools>=77" in pyproject["build-system"]["requires"]
+
+
+def test_preview_and_infer_on_an_empty_window_name_the_tag(make_project: ProjectFactory) -> None:
+    p = make_project.events_project()
+    for args in (("query", "preview", "order_items"), ("feeds", "infer", "events")):
+        proc = courier(p, *args, "--date", "2026-11-20")
+        assert proc.returncode == 1 and "Binder Error" not in proc.stderr
+        assert "no files in the window [2026-11-20T00:00:00Z, 2026-11-21T00:00:00Z) for tag " in (
+            proc.stderr
+        )
+        assert "prefix 'events/2026/11/20/00/'" in proc.stderr
+
+
+def test_reload_dry_run_says_what_would_load(make_project: ProjectFactory) -> None:
+    p = make_project.events_project()
+    p.land_hour(DAY, 3, [event(1)])
+    assert courier(p, "run", "events", "--date", "2026-11-22").returncode == 0
+    plain = courier(p, "run", "events", "--date", "2026-11-22", "--dry-run")
+    assert "would load 0 file(s)" in plain.stdout and "already loaded, skipped" in plain.stdout
+    again = courier(p, "run", "events", "--date", "2026-11-22", "--reload", "--dry-run")
+    assert "would load 1 file(s)" in again.stdout and "again because of --reload" in again.stdout
+    assert "would load again" in again.stdout

@@ -1,0 +1,237 @@
+"""`make bench` (Delta): courier into a Delta table against the same SQL done by hand.
+
+    python -m bench.delta          # ~200 MB (BENCH_MB=1024 for the 1 GB window)
+
+Contenders, each in its own process on bench.run's files:
+
+  hand-delta      DuckDB runs the flatten (bench.run SELECT_SQL, input columns declared) with
+                  last-record-wins (QUALIFY), hands Arrow to delta-rs: write_deltalake into a new
+                  table (load), then DeltaTable.merge of the same window on (event_id, item_idx)
+                  into the full table (merge: every key matched).
+  courier-delta   the web_events courier with [destinations.lake] type = "delta" on a local
+                  folder: Context.run into a new table (load), then --reload (merge).
+  courier         bench.run's courier contender (DuckDB feed), for the within-1.5x/2x targets.
+
+Targets (issue 14): courier-delta load and merge >= 0.8x hand-delta records/s, load within
+1.5x and merge within 2x of courier's DuckDB time; peak RSS < 1.5 GB at 1 GB; the Delta table
+equals the DuckDB feed (same rows, same checksum over every column).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import MB, REPO, Clock, Measurement, human_rate, run_isolated, table
+from bench.data import ensure_dataset
+from bench.run import COLUMNS_SQL, SELECT_SQL
+
+KEYS = ["event_id", "item_idx"]
+TARGET_VS_HAND = 0.8
+TARGET_LOAD_VS_DUCKDB = 1.5
+TARGET_MERGE_VS_DUCKDB = 2.0
+RSS_LIMIT = 1.5e9
+DELTA_TOML = """
+[destinations.lake]
+type = "delta"
+storage = "lake"
+path = "feeds"
+
+[storages.lake]
+type = "local"
+path = ".courier/lake"
+"""
+
+CHECKSUM_SQL = (
+    "SELECT count(*), sum(hash(event_id, item_idx, occurred_at, customer_id, customer_email, "
+    "sku, qty, price, page, CAST(context AS VARCHAR))) FROM feed"
+)
+
+
+def delta_checksum(url: str) -> tuple[int, str]:
+    """Row count and a hash over every feed column, read through a pyarrow dataset in DuckDB."""
+    import duckdb
+    from deltalake import DeltaTable
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("feed", DeltaTable(url).to_pyarrow_dataset())
+    rows, total = con.execute(CHECKSUM_SQL).fetchone()  # type: ignore[misc]
+    con.close()
+    return int(rows), str(total)
+
+
+def hand_delta(files: list[str], url: str, nbytes: int, events: int) -> dict[str, Any]:
+    import duckdb
+    from deltalake import DeltaTable, write_deltalake
+
+    shutil.rmtree(url, ignore_errors=True)
+    file_list = "[" + ", ".join(f"'{f}'" for f in files) + "]"
+    flatten = SELECT_SQL.format(files=file_list, columns=f", columns = {COLUMNS_SQL}")
+    last = "ORDER BY rowid DESC"  # the last record of a key wins, as courier's dedupe
+
+    def rows() -> Any:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET memory_limit = '1GB'")
+        con.execute(f"CREATE TEMP TABLE batch AS {flatten}")
+        sql = (
+            "SELECT * FROM batch QUALIFY row_number() OVER "
+            f"(PARTITION BY event_id, item_idx {last}) = 1"
+        )
+        return con, con.sql(sql).to_arrow_reader()
+
+    def once(merge: bool) -> dict[str, Any]:
+        with Clock() as clock:
+            con, reader = rows()
+            if merge:
+                on = " AND ".join(f"t.{k} = s.{k}" for k in KEYS)
+                DeltaTable(url).merge(
+                    reader, predicate=on, source_alias="s", target_alias="t"
+                ).when_matched_update_all().when_not_matched_insert_all().execute()
+            else:
+                write_deltalake(url, reader, mode="append")
+            con.close()
+        n, total = delta_checksum(url)
+        return {**clock.report(), "records": events, "bytes": nbytes, "rows": n, "checksum": total}
+
+    out = once(False)
+    out["reload"] = once(True)
+    return out
+
+
+def courier_delta(project: str, day: str) -> dict[str, Any]:
+    """The web_events courier into a Delta table: load into a new table, then --reload."""
+    import courier.destinations.delta  # noqa: F401 - imported before the clock
+    from bench.run import COURIER, FEED
+    from courier.context import Context
+    from courier.project import load_project
+
+    root = Path(project)
+    shutil.rmtree(root / ".courier" / "lake", ignore_errors=True)
+    for leftover in (root / ".courier").glob("feeds.duckdb*"):
+        leftover.unlink()
+    url = str(root / ".courier" / "lake" / "feeds" / FEED)
+
+    def once(again: bool) -> dict[str, Any]:
+        with Clock() as clock:
+            ctx = Context(load_project(project))
+            window = ctx.window(ctx.project.courier(COURIER), date=day)
+            result = run_courier(ctx, COURIER, window, again)
+        if result["status"] != "succeeded":
+            raise RuntimeError(f"courier run {result['status']}: {result['error']}")
+        n, total = delta_checksum(url)
+        return {
+            **clock.report(),
+            "records": result["records"],
+            "bytes": result["bytes"],
+            "rows": n,
+            "checksum": total,
+        }
+
+    out = once(False)
+    out["reload"] = once(True)
+    return out
+
+
+def run_courier(ctx: Any, courier: str, window: Any, reload: bool) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    return ctx.run(courier, window, datetime.now(UTC), reload=reload)  # type: ignore[no-any-return]
+
+
+def delta_project(source: Path, root: Path) -> Path:
+    """bench.run's project with the feeds in a Delta destination (landing hard-linked)."""
+    if root.exists():
+        shutil.rmtree(root)
+    shutil.copytree(source, root, ignore=shutil.ignore_patterns(".courier"))
+    (root / ".courier").mkdir()
+    landing = source / ".courier" / "landing"
+    shutil.copytree(landing, root / ".courier" / "landing", copy_function=os.link)
+    toml = root / "config" / "courier.toml"
+    text = toml.read_text()
+    if "[feeds]" in text:
+        text = text.replace("[feeds]", '[feeds]\ndestination = "lake"', 1)
+    else:
+        text += '\n[feeds]\ndestination = "lake"\n'
+    toml.write_text(text + DELTA_TOML)
+    return root
+
+
+def split(m: Measurement) -> tuple[Measurement, Measurement | None]:
+    again = m.detail.get("reload")
+    if not m.ok or not again:
+        return m, None
+    r = Measurement(f"{m.name} (merge)", peak_rss=m.peak_rss)
+    r.seconds, r.records, r.bytes = again["seconds"], again["records"], again["bytes"]
+    r.detail = again
+    return m, r
+
+
+def main() -> int:
+    megabytes = int(os.environ.get("BENCH_MB", "200"))
+    data_dir = Path(os.environ.get("BENCH_DIR", REPO / "bench" / "data" / f"{megabytes}mb"))
+    ds = ensure_dataset(data_dir, megabytes)
+    project = delta_project(ds.project, data_dir / "delta-project")
+    hand_url = str(data_dir / "hand-delta")
+    contenders = [
+        ("hand-delta", "bench.delta:hand_delta",
+         {"files": ds.files, "url": hand_url, "nbytes": ds.bytes, "events": ds.events}),
+        ("courier-delta", "bench.delta:courier_delta", {"project": str(project), "day": ds.day}),
+        ("courier", "bench.run:courier_load", {"project": str(ds.project), "day": ds.day}),
+    ]  # fmt: skip
+    results: dict[str, tuple[Measurement, Measurement | None]] = {}
+    for name, target, kwargs in contenders:
+        results[name] = split(run_isolated(name, target, kwargs))
+    rows = []
+    for load, merge in results.values():
+        for m in (load, merge):
+            if m is None:
+                continue
+            rows.append(
+                [m.name, f"{m.seconds:.2f}", human_rate(m.records_per_s),
+                 f"{m.peak_rss / MB:,.0f}", m.detail.get("rows", ""), m.error or ""]
+            )  # fmt: skip
+    print(f"\nDelta destination, {ds.bytes / MB:,.0f} MB, {ds.events:,} events")
+    print(table(["contender", "s", "records/s", "peak RSS MB", "rows", "error"], rows))
+    hand, cd, duck = results["hand-delta"], results["courier-delta"], results["courier"]
+    checks = []
+
+    def ratio(a: Measurement | None, b: Measurement | None) -> float | None:
+        return (
+            a.records_per_s / b.records_per_s if a and b and a.ok and b.ok and b.seconds else None
+        )
+
+    for label, i in (("load", 0), ("merge", 1)):
+        r = ratio(cd[i], hand[i])
+        checks.append((f"courier-delta {label} vs hand-delta", r, r is not None and r >= 0.8))
+        d = ratio(duck[i], cd[i])  # courier-delta time / courier DuckDB time
+        limit = TARGET_LOAD_VS_DUCKDB if i == 0 else TARGET_MERGE_VS_DUCKDB
+        checks.append(
+            (f"courier-delta {label} time / courier (DuckDB) time, at most {limit}x", d,
+             d is not None and d <= limit)
+        )  # fmt: skip
+    same = (
+        cd[1] is not None
+        and hand[1] is not None
+        and (
+            cd[1].detail.get("checksum")
+            == hand[1].detail.get("checksum")
+            == (duck[1].detail.get("checksum") if duck[1] else None)
+        )
+    )
+    checks.append(("Delta table == hand Delta == DuckDB feed (rows, checksum)", None, same))
+    checks.append(
+        ("courier-delta peak RSS < 1.5 GB", cd[0].peak_rss / MB, cd[0].peak_rss < RSS_LIMIT)
+    )
+    for label, value, ok in checks:
+        shown = "" if value is None else f"{value:.2f}"
+        print(f"  {'PASS' if ok else 'FAIL'}  {label} {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

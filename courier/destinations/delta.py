@@ -1,0 +1,175 @@
+"""Feeds in Delta Lake tables through delta-rs (SPEC 8): [destinations.NAME] type = "delta".
+
+A run's rows are staged in a private scratch DuckDB destination (the DuckDB backend's own
+casts, quarantine, required/primary-key checks and last-record-wins dedupe, so both
+destinations share one behaviour), then each feed is committed to its Delta table in one Delta
+commit (courier/destinations/delta_table.py): MERGE on the primary key, append without one,
+overwrite after truncateAndLoad. Each commit carries the application transaction
+`courier:<courier>:<feed>` with the next version (a courier's runs are serialised by its lease,
+so it only grows) and the run id in its commit metadata; a feed whose recent commits already
+hold the run is skipped, so commit(run) is idempotent.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from courier.destinations.base import FeedDestination, LoadContext, LoadResult, TLoadMode
+from courier.destinations.delta_table import (
+    DeltaFeedTable,
+    DeltaLocation,
+    TWriteMode,
+    delta_location,
+    require_deltalake,
+)
+from courier.errors import ConfigError, LoadError
+
+if TYPE_CHECKING:
+    from courier.backends import Session
+    from courier.config.models import DeltaDestinationConfig, FeedConfig
+    from courier.engines.base import Rows
+
+HISTORY_DEPTH = 100  # commits per table searched for a run id ("did run R commit?")
+
+
+def open_backend(name: str, config: DeltaDestinationConfig, session: Session) -> DeltaDestination:
+    """Registry entry (courier.backends)."""
+    require_deltalake(f"destinations.{name}")
+    project = session.project
+    storage = project.settings.storages.get(config.storage)
+    if storage is None:
+        raise ConfigError(
+            f"destination {name!r} names storage {config.storage!r}, which is not defined: add "
+            f"[storages.{config.storage}] to config/courier.toml",
+            key=f"destinations.{name}.storage",
+        )
+    location = delta_location(config.storage, storage, config.path, project.root)
+    feeds = [
+        f
+        for f in project.feeds.values()
+        if (f.destination or project.settings.feeds.destination) == name
+    ]
+    return DeltaDestination(name, location, feeds, session)
+
+
+class DeltaDestination(FeedDestination):
+    type = "delta"
+
+    def __init__(
+        self, name: str, location: DeltaLocation, feeds: list[FeedConfig], session: Session | None
+    ):
+        self.name = name
+        self.location = location
+        self.feeds = {f.id: f for f in feeds}
+        self.session = session
+        self.ctx: LoadContext | None = None
+        self.stage: Any = None  # the run's scratch DuckDB destination
+        self.loaded: dict[str, FeedConfig] = {}  # feeds the open run loaded, in load order
+
+    def table(self, feed: FeedConfig) -> DeltaFeedTable:
+        return DeltaFeedTable(feed, self.location)
+
+    def url(self, feed_id: str) -> str:
+        return self.location.table_url(feed_id)
+
+    # -- the run -----------------------------------------------------------------------------
+    def begin(self, ctx: LoadContext) -> None:
+        from courier.destinations.duckdb import staging_destination
+
+        self.abort()
+        self.ctx = ctx
+        self.stage = staging_destination(self.session)
+        self.stage.begin(ctx)
+        self.loaded = {}
+
+    def ensure_table(self, feed: FeedConfig) -> list[str]:
+        changes = self.table(feed).plan_schema().changes(feed.id)  # refusals before any commit
+        if self.stage is not None:
+            self.stage.ensure_table(feed)
+        self.feeds.setdefault(feed.id, feed)
+        return changes
+
+    def load(self, feed: FeedConfig, rows: Rows, mode: TLoadMode = "load") -> LoadResult:
+        if self.ctx is None or self.stage is None:
+            raise LoadError(f"feed {feed.id}: load called outside a run (call begin first)")
+        result = self.stage.load(feed, rows, mode)
+        self.loaded[feed.id] = feed
+        if feed.primary_key and mode == "load" and not self.stage.truncated(feed.id):
+            result.counts.deleted += self._replaced(feed)
+        return result  # type: ignore[no-any-return]
+
+    def _replaced(self, feed: FeedConfig) -> int:
+        """Rows of the Delta table the staged rows will replace (for the run's counts)."""
+        table = self.table(feed)
+        if table.open(refresh=True) is None:
+            return 0
+        staged = self.stage.arrow(feed.id, feed.primary_key).read_all()
+        if not staged.num_rows:
+            return 0
+        stored = table.keys(feed.primary_key)
+        return int(stored.join(staged, feed.primary_key, join_type="left semi").num_rows)
+
+    def commit(self, run_id: str) -> None:
+        ctx = self.ctx
+        if ctx is None or ctx.run_id != run_id:
+            if self.committed(run_id):
+                return
+            raise LoadError(f"run {run_id} has no open load to commit")
+        feeds = list(self.loaded)
+        for feed in self.loaded.values():
+            truncated = self.stage.truncated(feed.id)
+            mode: TWriteMode = (
+                "overwrite" if truncated else ("merge" if feed.primary_key else "append")
+            )
+            data = partial(self.stage.arrow, feed.id)  # streamed from the stage (each attempt)
+            self.table(feed).write(data, mode, courier=ctx.courier, run_id=run_id, run_feeds=feeds)
+        self.stage.abort()
+        self._close_stage()
+        self.ctx = None
+        self.loaded = {}
+
+    def abort(self) -> None:
+        if self.stage is not None:
+            self.stage.abort()
+            self._close_stage()
+        self.ctx = None
+        self.loaded = {}
+
+    def _close_stage(self) -> None:
+        if self.stage is not None:
+            self.stage.con.close()
+            self.stage = None
+
+    def committed(self, run_id: str) -> bool:
+        """Did every feed run `run_id` loaded here commit it? A run killed between its feed
+        commits is not committed: its files stay unloaded and the next run loads them again
+        (a merge feed converges to the same rows; see the report on append feeds)."""
+        found: dict[str, list[str]] = {}
+        for feed in self.feeds.values():
+            table = self.table(feed)
+            if table.open(refresh=True) is None:
+                continue
+            for h in table.history(HISTORY_DEPTH):
+                if h["run_id"] == run_id:
+                    found[feed.id] = h["run_feeds"] or [feed.id]
+                    break
+        if not found:
+            return False
+        wanted = {f for feeds in found.values() for f in feeds}
+        return wanted <= set(found)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _feed(self, feed_id: str) -> FeedConfig | None:
+        return self.feeds.get(feed_id)
+
+    def row_count(self, feed_id: str) -> int | None:
+        feed = self._feed(feed_id)
+        return None if feed is None else self.table(feed).row_count()
+
+    def sample(self, feed_id: str, limit: int) -> list[dict[str, object]]:
+        feed = self._feed(feed_id)
+        return [] if feed is None else self.table(feed).sample(limit)
+
+    def close(self) -> None:
+        self.abort()
