@@ -309,3 +309,52 @@ def test_kill_9_of_courier_run_rolls_the_run_forward(tmp_path: Path, point: str)
     assert again["status"] == "skipped"
     for feed in MULTI_FEEDS:
         assert delta_commits(killed, feed) == [(0, loader)], feed
+
+
+def test_a_roll_forward_killed_in_turn_is_rolled_forward_by_the_next_run(tmp_path: Path) -> None:
+    clean = multi_feed_project(tmp_path / "clean")
+    killed = multi_feed_project(tmp_path / "killed")
+    courier_run(clean)
+    courier_run(killed, "after_commit_1")  # session_log committed
+    [dead] = Context(load_project(killed)).runs("session_events")
+    courier_run(killed, "after_commit_1")  # recovery commits sessions, then dies too
+    assert [delta_commits(killed, f) for f in MULTI_FEEDS[:2]] == [[(0, dead["run_id"])]] * 2
+    assert not (killed / ".courier" / "lake" / "feeds" / "session_events").exists()
+    assert courier_run(killed)["status"] == "skipped"
+    for feed in MULTI_FEEDS:
+        assert multiset(killed, feed) == multiset(clean, feed), feed
+        assert delta_commits(killed, feed) == [(0, dead["run_id"])], feed
+    assert {r for _, r in files_ledger(killed)} == {dead["run_id"]}
+
+
+def test_a_table_holding_a_later_run_of_the_courier_is_refused(tmp_path: Path) -> None:
+    """Another process committed a later run of a courier of this name (another project on
+    the same lake): rolling the killed run forward is refused with the table, the versions
+    and what to do, nothing is written, and the courier loads nothing until it is resolved."""
+    from courier.destinations.delta_table import DeltaFeedTable, delta_location, feed_arrow_schema
+
+    root = multi_feed_project(tmp_path / "p")
+    courier_run(root, "after_commit_1")
+    [dead] = Context(load_project(root)).runs("session_events")
+    project = load_project(root)
+    location = delta_location("lake", project.settings.storages["lake"], "feeds", root)
+    sessions = DeltaFeedTable(project.feed("sessions"), location)
+    empty = feed_arrow_schema(project.feed("sessions")).empty_table()
+    assert sessions.write(empty, "append", courier="session_events", run_id="elsewhere", sequence=5)
+    for _ in range(2):  # refused, and again: the files are never loaded a second time
+        result = courier_run(root)
+        assert result["status"] == "failed"
+        assert result["error"].startswith(
+            f"run {dead['run_id']} of courier session_events ended after feed(s) session_log "
+            "committed, and committing sessions, session_events from its files failed: feed "
+            f"sessions: the Delta table {location.table_url('sessions')} already holds "
+            "application transaction courier:session_events:sessions version 5, and this run "
+            f"({dead['run_id']}) is number 1 of courier session_events"
+        ), result["error"]
+        assert "Give one of the couriers another name" in result["error"]
+    assert delta_commits(root, "sessions") == [(0, "elsewhere")]
+    assert not (root / ".courier" / "lake" / "feeds" / "session_events").exists()
+    assert delta_commits(root, "session_log") == [(0, dead["run_id"])]
+    assert files_ledger(root) == []
+    runs = {r["run_id"]: r for r in Context(load_project(root)).runs("session_events")}
+    assert runs[dead["run_id"]]["status"] == "running"  # still to be rolled forward
