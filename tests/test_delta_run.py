@@ -5,27 +5,33 @@ pyarrow dataset; a feed can stay in DuckDB while the project default is Delta.""
 from __future__ import annotations
 
 import shutil
+import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import duckdb
 import polars as pl
 import pytest
+from azure.storage.blob import BlobServiceClient
 from deltalake import DeltaTable
 
 from courier.context import Context
+from courier.destinations.delta_table import delta_location
 from courier.examples import land_day, land_sample_payloads
 from courier.project import load_project
+from tests.servers import azurite_connection_string
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 22)
 COURIERS = ["web_events", "profile_updates", "pos_tenders", "session_events"]
-DELTA_TOML = """
+LOCAL_LAKE = """
 [storages.lake]
 type = "local"
 path = ".courier/lake"
-
+"""
+DELTA_TOML = """
 [destinations.lake]
 type = "delta"
 storage = "lake"
@@ -35,7 +41,9 @@ path = "feeds"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def project_copy(root: Path, delta: bool) -> Path:
+def project_copy(root: Path, delta: bool, lake: str = LOCAL_LAKE) -> Path:
+    """A copy of the example project; with delta, its feeds in Delta tables on `lake` (a
+    [storages.lake] entry)."""
     for folder in ("config", "feeds", "queries", "samples"):
         shutil.copytree(REPO / folder, root / folder)
     if delta:
@@ -43,7 +51,7 @@ def project_copy(root: Path, delta: bool) -> Path:
         text = toml.read_text()
         assert "[feeds]" in text
         text = text.replace("[feeds]", '[feeds]\ndestination = "lake"', 1)
-        toml.write_text(text + DELTA_TOML)
+        toml.write_text(text + lake + DELTA_TOML)
     return root
 
 
@@ -68,26 +76,61 @@ def rows(table: Any) -> list[tuple]:
     )
 
 
-def test_example_couriers_into_delta_equal_the_duckdb_feeds(tmp_path: Path) -> None:
-    plain = project_copy(tmp_path / "duckdb", delta=False)
-    lake = project_copy(tmp_path / "delta", delta=True)
+@pytest.fixture(scope="module")
+def duckdb_feeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """make run's couriers into DuckDB feeds (what every Delta store must equal)."""
+    plain = project_copy(tmp_path_factory.mktemp("duckdb"), delta=False)
     run_all(plain)
+    return plain / ".courier" / "feeds.duckdb"
+
+
+def lake_storage(store: str, request: pytest.FixtureRequest) -> str:
+    """A [storages.lake] entry on a fresh bucket (moto) or container (Azurite)."""
+    if store == "local":
+        return LOCAL_LAKE
+    name = f"lake-{uuid.uuid4().hex[:12]}"
+    if store == "s3":
+        endpoint = request.getfixturevalue("moto_endpoint")
+        request.getfixturevalue("aws_env")
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket=name
+        )
+        return (
+            f'\n[storages.lake]\ntype = "s3"\nbucket = "{name}"\nendpoint_url = "{endpoint}"\n'
+            'region = "us-east-1"\n'
+        )
+    conn = azurite_connection_string(request.getfixturevalue("azurite_delta_endpoint"))
+    with BlobServiceClient.from_connection_string(conn) as service:
+        service.create_container(name)
+    return (
+        f'\n[storages.lake]\ntype = "azure"\ncontainer = "{name}"\nconnection_string = "{conn}"\n'
+    )
+
+
+@pytest.mark.parametrize("store", ["local", "s3", "azure"])
+def test_example_couriers_into_delta_equal_the_duckdb_feeds(
+    tmp_path: Path, store: str, duckdb_feeds: Path, request: pytest.FixtureRequest
+) -> None:
+    lake = project_copy(tmp_path / "delta", delta=True, lake=lake_storage(store, request))
     results = run_all(lake)
     feeds = {f for r in results.values() for f in r["feeds"]}
     assert {"order_items", "profiles", "pos_tenders", "sessions", "session_events"} <= feeds
-    assert not (lake / ".courier" / "feeds.duckdb").exists() or True  # state lives there
-    con = duckdb.connect(str(plain / ".courier" / "feeds.duckdb"), read_only=True)
+    project = load_project(lake)
+    location = delta_location("lake", project.settings.storages["lake"], "feeds", lake)
+    con = duckdb.connect(str(duckdb_feeds), read_only=True)
     for feed in sorted(feeds):
-        url = str(lake / ".courier" / "lake" / "feeds" / feed)
+        url, options = location.table_url(feed), location.options
         expected = rows(con.sql(f'SELECT * FROM "{feed}"').to_arrow_table())
-        via_polars = pl.read_delta(url).to_arrow()
+        via_polars = pl.read_delta(url, storage_options=options).to_arrow()
         reader = duckdb.connect()
-        reader.register("feed", DeltaTable(url).to_pyarrow_dataset())
+        reader.register("feed", DeltaTable(url, storage_options=options).to_pyarrow_dataset())
         via_duckdb = reader.sql("SELECT * FROM feed").to_arrow_table()
         assert expected, feed
         assert rows(via_polars) == expected, feed
         assert rows(via_duckdb) == expected, feed
     con.close()
+    if store != "local":  # nothing of the lake on local disk: the tables are in the store
+        assert not (lake / ".courier" / "lake").exists()
 
 
 def test_feeds_commands_on_a_delta_feed(tmp_path: Path) -> None:
@@ -173,6 +216,7 @@ def killing_write(self, *a, **kw):
 delta_table.DeltaFeedTable.write = killing_write
 if point == "before_state_commit":
     from courier.context import Context
+from courier.destinations.delta_table import delta_location
 
     def killing_commit_state(self, *a, **kw):
         os.kill(os.getpid(), signal.SIGKILL)
