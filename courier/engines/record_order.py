@@ -40,7 +40,7 @@ def carry_record_order(sql: str, relations: dict[str, str]) -> str | None:
     edits: list[Edit] = []
     carrier = _Carrier(sql, tokens, relations, edits)
     try:
-        if not carrier.carries(tree, {}):
+        if not isinstance(tree, exp.Expression) or not carrier.carries(tree, {}):
             return None
     except _NoPosition:
         return None
