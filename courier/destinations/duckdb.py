@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -85,13 +86,29 @@ class DuckDBDestination(FeedDestination):
 
     # -- the run ---------------------------------------------------------------------------------
     def begin(self, ctx: LoadContext) -> None:
-        self.con.execute("CREATE SCHEMA IF NOT EXISTS courier")
-        self.con.execute(
-            f"CREATE TABLE IF NOT EXISTS {COMMITS} (run_id VARCHAR, committed_at TIMESTAMPTZ)"
-        )
+        self._create_commits_table()
         self.ctx = ctx
         self._truncated.clear()
         self.con.execute("BEGIN TRANSACTION")
+
+    def _create_commits_table(self) -> None:
+        """courier.feed_commits, once. Couriers of a group begin in parallel threads; the first
+        time, their CREATEs collide on the catalog ("write-write conflict"): the loser finds the
+        table the winner made."""
+        for attempt in range(20):
+            if table_exists(self.con, "courier", "feed_commits"):
+                return
+            try:
+                self.con.execute("CREATE SCHEMA IF NOT EXISTS courier")
+                self.con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {COMMITS} "
+                    "(run_id VARCHAR, committed_at TIMESTAMPTZ)"
+                )
+                return
+            except duckdb.TransactionException:
+                if attempt == 19:
+                    raise
+                time.sleep(0.05)
 
     def commit(self, run_id: str) -> None:
         if self.ctx is None or self.ctx.run_id != run_id:
