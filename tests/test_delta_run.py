@@ -19,8 +19,8 @@ from deltalake import DeltaTable
 
 from courier.context import Context
 from courier.destinations.delta_table import delta_location
-from courier.examples import land_day, land_sample_payloads
 from courier.project import load_project
+from demo.examples import land_day, land_sample_payloads
 from tests.servers import azurite_connection_string
 
 REPO = Path(__file__).resolve().parents[1]
