@@ -216,7 +216,6 @@ def killing_write(self, *a, **kw):
 delta_table.DeltaFeedTable.write = killing_write
 if point == "before_state_commit":
     from courier.context import Context
-from courier.destinations.delta_table import delta_location
 
     def killing_commit_state(self, *a, **kw):
         os.kill(os.getpid(), signal.SIGKILL)
