@@ -221,7 +221,9 @@ def test_a_query_the_cluster_rejects_and_a_cast_it_cannot_do_fail_and_change_not
     failed = run(p)
     assert failed["status"] == "failed"
     assert failed["error"].startswith(f"engine 'sail' ({sail_remote}): query 'orders' failed")
-    assert "orders.spark.sql" in failed["error"] and "feed orders was not changed" in failed["error"]
+    assert (
+        "orders.spark.sql" in failed["error"] and "feed orders was not changed" in failed["error"]
+    )
     assert (table_version(p), feed_rows(p)) == (before, rows)
     # the query gives a struct where the feed wants a bigint: the engine cannot cast it
     p.write(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from courier.destinations.base import FeedType
 from courier.engines import spark
+from courier.engines.record_order import carry_record_order
 from courier.engines.spark import RANK, RUN_ID, _name, engine_error, redact
 from courier.errors import EngineError, LoadError
 from courier.formats.ndjson import RAW_LIMIT, parse_line
@@ -220,6 +221,7 @@ class SparkRunner:
                     )
             records = spark.records(df)
             records.drop(RANK, spark.LINE).createOrReplaceTempView(tag)
+            records.createOrReplaceTempView(placed(tag))
         except EngineError:
             raise
         except Exception as exc:
@@ -243,36 +245,50 @@ class SparkRunner:
 
         feed = load.feed
         keys = {f.rank: f.key for f in files}
+        mapping = F.create_map(*[x for r, k in keys.items() for x in (F.lit(r), F.lit(k))])
         if load.query is not None:
             from courier.analyst.crossengine import spark_text
 
             query = load.query
             text = spark_text(query, {courier.file_tag: schema})
-            try:
-                source = self.session.sql(text)
-                source.schema  # noqa: B018 - the cluster analyses the query now
-            except Exception as exc:
-                error = engine_error(self.name, self.remote, exc, query.name)
-                twin = query.path_for("spark")
-                where = twin if twin.is_file() else query.path
-                raise EngineError(
-                    f"{error} ({where.name}); feed {feed.id} was not changed: fix the query "
-                    f"and check it with `courier query test {query.name}`",
-                    engine=self.name,
-                    query=query.name,
-                ) from exc
-            # the result's order (partition, then position): what last-record-wins follows
+            # each row keeps its input record's place where the query's shape lets it through
+            carried = carry_record_order(
+                text, {courier.file_tag: placed(courier.file_tag)}, "spark"
+            )
+            source = None
+            for attempt in [t for t in (carried, text) if t is not None]:
+                try:
+                    source = self.session.sql(attempt)
+                    source.schema  # noqa: B018 - the cluster analyses the query now
+                    break
+                except Exception as exc:
+                    source, carried = None, None
+                    if attempt is not text:
+                        continue
+                    error = engine_error(self.name, self.remote, exc, query.name)
+                    twin = query.path_for("spark")
+                    where = twin if twin.is_file() else query.path
+                    raise EngineError(
+                        f"{error} ({where.name}); feed {feed.id} was not changed: fix the "
+                        f"query and check it with `courier query test {query.name}`",
+                        engine=self.name,
+                        query=query.name,
+                    ) from exc
+            assert source is not None
+            # the result's order (partition, then position): the tie-break after the place
             source = source.withColumn(ORD, F.monotonically_increasing_id())
-            file_expr = F.lit(None).cast("string")
             # one partition on purpose: the position in the whole result (only rejects need it)
-            line_expr = F.row_number().over(Window.partitionBy(F.lit(0)).orderBy(ORD))
-            order = [F.col(ORD)]
+            position = F.row_number().over(Window.partitionBy(F.lit(0)).orderBy(ORD))
+            if carried is not None:
+                file_expr = mapping[F.col(RANK)]
+                line_expr = F.coalesce(F.col(spark.LINE), position)
+            else:
+                file_expr = F.lit(None).cast("string")
+                line_expr = position
         else:
             source = tag_rows
-            mapping = F.create_map(*[x for r, k in keys.items() for x in (F.lit(r), F.lit(k))])
             file_expr = mapping[F.col(RANK)]
-            line_expr = F.row_number().over(Window.partitionBy(RANK).orderBy(spark.LINE))
-            order = [F.col(RANK), F.col(spark.LINE)]
+            line_expr = F.col(spark.LINE)
         incoming = {
             f.name: f.dataType
             for f in source.schema.fields
@@ -309,7 +325,7 @@ class SparkRunner:
                 why = F.lit(f"{c}: column is not in feed {feed.id}")
                 reasons.append(F.when(F.col(_name(c)).isNotNull(), why))
         reason = F.concat_ws("; ", *reasons) if reasons else F.lit("")
-        order_cols = [c for c in (ORD, RANK, spark.LINE) if c in source.columns]
+        order_cols = [c for c in (RANK, spark.LINE, ORD) if c in source.columns]
         staged = source.select(*selects, *[F.col(c) for c in order_cols], reason.alias(REASON))
         try:
             totals = staged.agg(
@@ -334,6 +350,7 @@ class SparkRunner:
                 raw.alias("_courier_raw"),
                 reason.alias(REASON),
             ).where(F.col(REASON) != "")
+            order = [F.col(c).asc_nulls_last() for c in order_cols]
             for r in (
                 numbered.orderBy(*order)
                 .limit(BAD_LIMIT)
@@ -344,7 +361,7 @@ class SparkRunner:
         good = staged.where(F.col(REASON) == "").drop(REASON)
         if feed.primary_key:
             window = Window.partitionBy(*[_name(k) for k in feed.primary_key]).orderBy(
-                *[F.col(c).desc() for c in order_cols]
+                *[F.col(c).desc_nulls_last() for c in order_cols]
             )
             good = good.withColumn("_courier_rn", F.row_number().over(window)).where(
                 "_courier_rn = 1"
@@ -380,6 +397,11 @@ class SparkRunner:
             return bool(paths) and all(spark.committed(self.session, p, run_id) for p in paths)
         except Exception as exc:
             raise self._fail(exc, f"cannot tell whether run {run_id} committed") from exc
+
+
+def placed(tag: str) -> str:
+    """The temp view of a tag's records with their place (RANK, LINE) on the cluster."""
+    return f"_courier_placed_{tag}"
 
 
 def _cast(col: Any, incoming: Any, feed_type: str) -> Any:

@@ -3,9 +3,12 @@ and its feed rows commit in one transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
     from courier.backends import Session
     from courier.config.models import StateSection
+    from courier.project import Project
 
 DDL = [
     "CREATE SCHEMA IF NOT EXISTS courier",
@@ -164,8 +168,15 @@ class DuckDBStateStore(StateStore):
             f"UPDATE courier.runs SET {assignments} WHERE run_id = ?", [*values, record.run_id]
         )
 
-    def save_plan(self, run_id: str, tag: str, files: list[PlannedFile]) -> None:
-        self.con.execute(f"CREATE TABLE IF NOT EXISTS {PLANS} (run_id VARCHAR, plan JSON)")
+    def save_plan(
+        self,
+        run_id: str,
+        tag: str,
+        files: list[PlannedFile],
+        courier: str | None = None,
+        sequence: int | None = None,
+    ) -> None:
+        self._plans_table()
         plan = {
             "tag": tag,
             "files": [
@@ -177,7 +188,41 @@ class DuckDBStateStore(StateStore):
                 for f in files
             ],
         }  # fmt: skip
-        self.con.execute(f"INSERT INTO {PLANS} VALUES (?, ?)", [run_id, json.dumps(plan)])
+        self.con.execute(
+            f"INSERT INTO {PLANS} (run_id, plan, courier, sequence) VALUES (?, ?, ?, ?)",
+            [run_id, json.dumps(plan), courier, sequence],
+        )
+
+    def _plans_table(self) -> None:
+        if getattr(self, "_plans_ready", False):
+            return
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {PLANS} (run_id VARCHAR, plan JSON)")
+        # added with run sequences (a plan table of an older courier gains them)
+        self.con.execute(f"ALTER TABLE {PLANS} ADD COLUMN IF NOT EXISTS courier VARCHAR")
+        self.con.execute(f"ALTER TABLE {PLANS} ADD COLUMN IF NOT EXISTS sequence BIGINT")
+        self._plans_ready = True
+
+    def plan_sequence(self, run_id: str) -> int | None:
+        from courier.engines.duckdb import table_exists
+
+        if not table_exists(self.con, "courier", "run_plans"):
+            return None
+        self._plans_table()
+        row = self.con.execute(
+            f"SELECT sequence FROM {PLANS} WHERE run_id = ?", [run_id]
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def last_sequence(self, courier: str) -> int:
+        from courier.engines.duckdb import table_exists
+
+        if not table_exists(self.con, "courier", "run_plans"):
+            return 0
+        self._plans_table()
+        row = self.con.execute(
+            f"SELECT max(sequence) FROM {PLANS} WHERE courier = ?", [courier]
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def saved_plan(self, run_id: str) -> tuple[str, list[PlannedFile]] | None:
         from courier.engines.duckdb import table_exists
@@ -511,3 +556,57 @@ ALERT_COLUMNS = [
     "window_end", "message", "details", "deliveries", "created_at",
 ]  # fmt: skip
 GROUP_JSON = {"members", "details", "deliveries"}
+
+
+# -- one database instance per process --------------------------------------------------------
+
+
+class _Keeper:
+    """Keeps one connection to the feed database open while any thread of this process works
+    in it, and opens/closes it under a lock.
+
+    DuckDB shares one database instance between the connections of a process, created by the
+    first connect and torn down by the last close; a connect racing a create or a teardown in
+    another thread fails ("Unique file handle conflict"). With the keeper open, couriers
+    running in parallel threads only ever attach to a live instance. Between runs nothing is
+    held, so another process can take its turn."""
+
+    def __init__(self, open_: Callable[[], duckdb.DuckDBPyConnection]):
+        self.open = open_
+        self.lock = threading.Lock()
+        self.count = 0
+        self.con: duckdb.DuckDBPyConnection | None = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self.lock:
+            if self.count == 0:
+                self.con = self.open()  # TransientError: another process holds the database
+            self.count += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.count -= 1
+                if self.count == 0 and self.con is not None:
+                    self.con.close()
+                    self.con = None
+
+
+_KEEPERS: dict[str, _Keeper] = {}
+_KEEPERS_LOCK = threading.Lock()
+
+
+def keep_open(project: Project) -> AbstractContextManager[None]:
+    """Registry hook (courier.workspace.keep_open): while held, the project's feed database
+    stays open in this process, so parallel runs in threads attach to a live instance."""
+    from courier.engines.duckdb import connect
+
+    feeds = project.settings.feeds
+    path = project.path(feeds.database)
+
+    def open_() -> duckdb.DuckDBPyConnection:
+        return connect(path, feeds.memory_limit, feeds.threads, feeds.lock_timeout)
+
+    with _KEEPERS_LOCK:
+        return _KEEPERS.setdefault(str(path.resolve()), _Keeper(open_)).hold()
