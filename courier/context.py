@@ -8,7 +8,7 @@ import socket
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -224,7 +224,10 @@ class Context:
         courier = self.courier_for_run(courier_name, opts)
         with self.workspace() as ws:
             if not opts.dry_run:  # before planning: a rolled-forward run's files count as loaded
-                self.recover(ws, courier.name)
+                try:
+                    self.recover(ws, courier.name)
+                except RunError as exc:  # a half-committed run that could not be rolled forward
+                    return self._record_failure(ws, courier, window, now, clock, exc, opts)
             try:
                 plan = self.plan(
                     courier_name, window, now, opts.reload, opts.lookback, opts.trigger, ws,
@@ -303,7 +306,12 @@ class Context:
         return list(out.values())
 
     def _execute(
-        self, ws: Workspace, plan: RunPlan, record: RunRecord, bad: list[BadRecord]
+        self,
+        ws: Workspace,
+        plan: RunPlan,
+        record: RunRecord,
+        bad: list[BadRecord],
+        resume: RollForward | None = None,
     ) -> None:
         courier = plan.courier
         in_window = [f for f in plan.files if not f.lookback]
@@ -328,7 +336,7 @@ class Context:
         try:
             storage = self.storage(courier.storage)
             checksums = [hashing.submit(storage.checksum, f.info) for f in to_load]
-            self._read_and_load(ws, plan, record, bad, to_load, checksums)
+            self._read_and_load(ws, plan, record, bad, to_load, checksums, resume)
         finally:
             hashing.shutdown(wait=False, cancel_futures=True)
 
@@ -340,6 +348,7 @@ class Context:
         bad: list[BadRecord],
         to_load: list[PlannedFile],
         checksums: list[Future[str | None]],
+        resume: RollForward | None = None,
     ) -> None:
         courier = plan.courier
         storage = self.storage(courier.storage)
@@ -374,9 +383,13 @@ class Context:
                 check_bad_records(courier, summary)
         destinations = self._destinations(ws, plan)
         one_transaction = all(ws.one_transaction(d) for d in destinations)
-        if not one_transaction:  # recovery needs the files if the run dies between commits
-            ws.state.save_plan(plan.run_id, tag, to_load)
-        ctx = LoadContext(plan.run_id, courier.name, plan.started_at, ws.state)
+        sequence, committed = None, frozenset[str]()
+        if resume is not None:  # a killed run rolled forward: its plan is saved already
+            sequence, committed = resume.sequence, resume.committed
+        elif not one_transaction:  # recovery needs the files if the run dies between commits
+            sequence = self._next_sequence(ws, plan, destinations)
+            ws.state.save_plan(plan.run_id, tag, to_load, courier.name, sequence)
+        ctx = LoadContext(plan.run_id, courier.name, plan.started_at, ws.state, sequence, committed)
         for destination in destinations:
             destination.begin(ctx)
         feeds: dict[str, FeedCounts] = {}
@@ -420,10 +433,34 @@ class Context:
                 destination.commit(plan.run_id)
             return
         for destination in destinations:
-            destination.commit(plan.run_id)
+            if committed.issuperset(self._feed_ids(ws, plan, destination)):
+                destination.abort()  # rolled forward: every feed here holds the run already
+            else:
+                destination.commit(plan.run_id)
+        if resume is not None:  # files the killed run's committed feeds loaded as they were
+            to_load = to_load + resume.changed
         ws.state.begin()
         self._commit_state(ws, plan, record, bad, tag, to_load, summary.schema)
         ws.state.commit()
+
+    def _feed_ids(self, ws: Workspace, plan: RunPlan, destination: FeedDestination) -> list[str]:
+        """The run's feeds kept by `destination`, in load order."""
+        out: dict[str, None] = {}
+        for feed_load in plan.loads:
+            if ws.destination_for(feed_load.feed) is destination:
+                out.setdefault(feed_load.feed.id, None)
+        return list(out)
+
+    def _next_sequence(
+        self, ws: Workspace, plan: RunPlan, destinations: list[FeedDestination]
+    ) -> int:
+        """The run's place in its courier's run sequence: one more than the state's and than
+        any its tables hold (the caller holds the courier's lease: the state database)."""
+        name = plan.courier.name
+        last = ws.state.last_sequence(name)
+        for destination in destinations:
+            last = max(last, destination.last_sequence(name, self._feed_ids(ws, plan, destination)))
+        return last + 1
 
     def _commit_state(
         self,
@@ -442,8 +479,12 @@ class Context:
         ws.state.finish_run(record)
 
     def recover(self, ws: Workspace, courier: str) -> None:
-        """Runs left 'running' by a process that died (kill -9, power loss): rolled forward
-        when their destination commit happened (their files recorded as loaded), else failed."""
+        """Runs left 'running' by a process that died (kill -9, power loss). Feeds commit apart
+        from state (Delta) and one by one, so each feed is asked whether it holds the run:
+        none, the run failed (its files load again); all, it is rolled forward (its files
+        recorded as loaded); some, the rest are committed from the same files under the same
+        run id and sequence, then its files are recorded. RunError when that fails: the
+        courier loads nothing more until it can be rolled forward."""
         host = socket.gethostname()
         for run in ws.state.runs(courier, limit=50):
             if run.status != "running":
@@ -451,8 +492,18 @@ class Context:
             if run.host == host and run.pid and pid_alive(int(run.pid)):
                 continue
             saved = ws.state.saved_plan(run.run_id)
-            if saved is not None and self._committed(ws, run):
-                tag, files = saved
+            config = self.project.couriers.get(run.courier)
+            wanted, done = self._committed_feeds(ws, run) if config is not None else ([], set())
+            if saved is None or not done:
+                run.status = "failed"
+                run.error = (
+                    "interrupted: the process ended before the run finished; "
+                    "nothing of it was committed"
+                )
+                ws.state.finish_run(run)
+                continue
+            tag, files = saved
+            if done.issuperset(wanted):
                 ws.state.begin()
                 ws.state.record_files(run.run_id, run.courier, tag, files, datetime.now(UTC))
                 run.status = "succeeded"
@@ -466,27 +517,89 @@ class Context:
                 ws.state.finish_run(run)
                 ws.state.commit()
                 continue
-            run.status = "failed"
-            run.error = (
-                "interrupted: the process ended before the run finished; "
-                "nothing of it was committed"
-            )
-            ws.state.finish_run(run)
+            self._roll_forward(ws, run, tag, files, wanted, done)
 
-    def _committed(self, ws: Workspace, run: RunRecord) -> bool:
-        courier = self.project.couriers.get(run.courier)
-        if courier is None:
-            return False
-        plan_loads = self._loads(courier)
-        seen: set[int] = set()
-        for feed_load in plan_loads:
-            destination = ws.destination_for(feed_load.feed)
-            if id(destination) in seen:
+    def _committed_feeds(self, ws: Workspace, run: RunRecord) -> tuple[list[str], set[str]]:
+        """(the courier's feeds, those holding run `run`'s commit), asked per destination."""
+        courier = self.project.courier(run.courier)
+        plan = RunPlan(run.run_id, courier, _run_window(run), [], self._loads(courier), NOW0)
+        wanted: list[str] = []
+        done: set[str] = set()
+        for destination in self._destinations(ws, plan):
+            feeds = self._feed_ids(ws, plan, destination)
+            wanted.extend(feeds)
+            done |= destination.committed_feeds(run.run_id, feeds)
+        return wanted, done
+
+    def _roll_forward(
+        self,
+        ws: Workspace,
+        run: RunRecord,
+        tag: str,
+        files: list[PlannedFile],
+        wanted: list[str],
+        done: set[str],
+    ) -> None:
+        """Commit the feeds a killed run did not, from the files its plan saved (re-read, same
+        run id and sequence), then record its files as loaded."""
+        courier = self.courier_for_run(run.courier)
+        storage = self.storage(courier.storage)
+        same: list[PlannedFile] = []
+        changed: list[PlannedFile] = []
+        for f in files:  # a file replaced since cannot give the rest of the feeds its rows
+            try:
+                info = storage.stat(f.key)
+            except FileNotFoundError:
+                changed.append(f)
                 continue
-            seen.add(id(destination))
-            if destination.committed(run.run_id):
-                return True
-        return False
+            fits = info.size == f.info.size and info.version == f.info.version
+            (same if fits else changed).append(f)
+        missing = [f for f in wanted if f not in done]
+        note = (
+            f"rolled forward: the process ended after feed(s) {', '.join(sorted(done))} "
+            f"committed; {', '.join(missing)} committed now from the same files under this run id"
+        )
+        if changed:
+            note += (
+                f"; {len(changed)} file(s) changed or vanished since and could not be read "
+                f"again for {', '.join(missing)} (first: {changed[0].key}); they count as "
+                "loaded in the version the committed feeds hold"
+            )
+        sequence = ws.state.plan_sequence(run.run_id)
+        plan = RunPlan(
+            run.run_id, courier, _run_window(run), same, self._loads(courier),
+            _as_datetime(run.started_at), False, run.trigger or "manual",
+        )  # fmt: skip
+        self.console.status(f"{courier.name}: rolling run {run.run_id} forward")
+        bad: list[BadRecord] = []
+        run.warnings = [*run.warnings, note]
+        try:
+            if same:
+                self._execute(ws, plan, run, bad, RollForward(sequence, frozenset(done), changed))
+            else:
+                ws.state.begin()
+                ws.state.record_files(run.run_id, run.courier, tag, changed, datetime.now(UTC))
+                run.status = "succeeded"
+                run.finished_at = datetime.now(UTC)
+                ws.state.finish_run(run)
+                ws.state.commit()
+        except Exception as exc:
+            for destination in self._destinations(ws, plan):
+                destination.abort()
+            ws.state.rollback()
+            reason = str(exc) if isinstance(exc, CourierError) else repr(exc)
+            if not isinstance(exc, CourierError):
+                log.exception("rolling run %s forward failed", run.run_id)
+            raise RunError(
+                f"run {run.run_id} of courier {courier.name} ended after feed(s) "
+                f"{', '.join(sorted(done))} committed, and committing {', '.join(missing)} "
+                f"from its files failed: {reason}. Nothing more is loaded for courier "
+                f"{courier.name} until that run is rolled forward: fix the cause and run the "
+                "courier again (feeds that hold the run are never loaded twice)"
+            ) from exc
+        if run.quarantined:
+            run.quarantine_file = str(self._quarantine_file(ws, plan))
+        self.console.warn(f"{courier.name}: {note}")
 
     # -- records ---------------------------------------------------------------------------
     def _record(self, plan: RunPlan, group: tuple[str, str] | None) -> RunRecord:
@@ -591,6 +704,26 @@ class Context:
         for r in rows:
             r["quarantined_at"] = iso_utc(r["quarantined_at"]) if r["quarantined_at"] else None
         return rows
+
+
+@dataclass(frozen=True)
+class RollForward:
+    """A killed run loaded again to commit the feeds it did not (Context.recover)."""
+
+    sequence: int | None  # the run's sequence, as saved with its plan
+    committed: frozenset[str]  # feeds that hold the run already
+    changed: list[PlannedFile]  # saved files replaced since: recorded, not read again
+
+
+NOW0 = datetime(1970, 1, 1, tzinfo=UTC)  # a plan's start time where none matters
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _run_window(run: RunRecord) -> Window:
+    return Window(_as_datetime(run.window_start), _as_datetime(run.window_end))
 
 
 def check_bad_records(courier: CourierConfig, summary: InputSummary) -> None:

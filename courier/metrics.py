@@ -128,7 +128,8 @@ class IngestMetrics:
             ("stream", "code"),
         )  # fmt: skip
         self.bytes = family(
-            "Counter", "courier_ingest_accepted_bytes", "Body bytes of accepted payloads",
+            "Counter", "courier_ingest_accepted_bytes",
+            "Bytes of accepted payloads (POST bodies, acknowledged websocket messages)",
             ("stream",),
         )  # fmt: skip
         self.latency = family(
@@ -174,8 +175,12 @@ class IngestMetrics:
             return
         self.payload(stream, code)
         if code == 202:
-            self.bytes.labels(self.stream_label(stream)).inc(nbytes)
+            self.accepted_bytes(stream, nbytes)
         self._data_latency.observe(seconds)
+
+    def accepted_bytes(self, stream: str, nbytes: int) -> None:
+        """A POST body answered 202, or a websocket message acknowledged (its whole frame)."""
+        self.bytes.labels(self.stream_label(stream)).inc(nbytes)
 
     def payload(self, stream: str, code: int) -> None:
         child = self._children.get((stream, code))
@@ -277,7 +282,8 @@ class IngestMetricsApp:
 
     async def websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Payloads over the websocket route, counted by their answers: {"ack"} as 202,
-        {"nack", "status"} and {"error", "status"} by that status (bytes: HTTP only)."""
+        {"nack", "status"} and {"error", "status"} by that status (bytes: counted by the
+        connection as it acknowledges, courier.ingest.websocket)."""
         path: str = scope["path"]
         prefix = "/stream/v0/ws/"
         if not path.startswith(prefix):

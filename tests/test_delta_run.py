@@ -90,81 +90,6 @@ def test_example_couriers_into_delta_equal_the_duckdb_feeds(tmp_path: Path) -> N
     con.close()
 
 
-KILLER = """
-import os, signal, sys
-from datetime import UTC, datetime
-from courier.context import Context
-from courier.destinations import delta_table
-from courier.project import load_project
-
-point, root = sys.argv[1], sys.argv[2]
-commits = 0
-write = delta_table.DeltaFeedTable.write
-
-def killing_write(self, *args, **kwargs):
-    global commits
-    if point == "before_first_commit":
-        os.kill(os.getpid(), signal.SIGKILL)
-    done = write(self, *args, **kwargs)
-    commits += 1
-    if point == "between_feed_commits" and commits == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return done
-
-delta_table.DeltaFeedTable.write = killing_write
-if point == "before_state_commit":
-    from courier.context import Context as C
-    original = C._commit_state
-    def killing_commit_state(self, *args, **kwargs):
-        os.kill(os.getpid(), signal.SIGKILL)
-    C._commit_state = killing_commit_state
-project = load_project(root)
-context = Context(project)
-window = context.window(project.courier("session_events"), date="2026-11-22")
-context.run("session_events", window, datetime.now(UTC))
-"""
-
-
-def feed_rows(root: Path, feed: str) -> list[tuple]:
-    return rows(pl.read_delta(str(root / ".courier" / "lake" / "feeds" / feed)).to_arrow())
-
-
-@pytest.mark.parametrize(
-    "point", ["before_first_commit", "between_feed_commits", "before_state_commit"]
-)
-def test_kill_9_of_a_multi_feed_delta_run_converges(tmp_path: Path, point: str) -> None:
-    import subprocess
-    import sys
-
-    clean = project_copy(tmp_path / "clean", delta=True)
-    killed = project_copy(tmp_path / "killed", delta=True)
-    for root in (clean, killed):
-        project = load_project(root)
-        context = Context(project)
-        land_sample_payloads(context, DAY)
-    window_of = lambda c: c.window(c.project.courier("session_events"), date=DAY.isoformat())  # noqa: E731
-    c = Context(load_project(clean))
-    assert c.run("session_events", window_of(c))["status"] == "succeeded"
-
-    proc = subprocess.run(
-        [sys.executable, "-c", KILLER, point, str(killed)], capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == -9, proc.stderr[-2000:]
-    k = Context(load_project(killed))
-    result = k.run("session_events", window_of(k))
-    # both feeds committed: recovery rolls the run forward (files recorded), nothing to load;
-    # otherwise the killed run failed and this one loads its files
-    rolled_forward = point == "before_state_commit"
-    assert result["status"] == ("skipped" if rolled_forward else "succeeded"), result
-    for feed in ("sessions", "session_events"):
-        got, want = feed_rows(killed, feed), feed_rows(clean, feed)
-        assert got == want, feed
-        assert len(set(got)) == len(got)
-    again = k.run("session_events", window_of(k))
-    assert again["status"] == "skipped"  # every file is recorded as loaded
-
-
 def test_feeds_commands_on_a_delta_feed(tmp_path: Path) -> None:
     import json
 
@@ -221,3 +146,166 @@ def test_validate_names_unknown_storage_and_destination(tmp_path: Path) -> None:
     text = str(err.value)
     assert "[destinations.lake.storage]: destination 'lake' names storage 'nowhere'" in text
     assert "profiles.toml [destination]: destination 'warehouse' is not defined" in text
+
+
+# -- roll-forward: a multi-feed run into Delta killed at each point of its commits -------------
+
+KILL_AT = """
+import os, signal, sys
+from courier.destinations import delta_table
+
+point, args = sys.argv[1], sys.argv[2:]
+commits = 0
+write = delta_table.DeltaFeedTable.write
+
+
+def killing_write(self, *a, **kw):
+    global commits
+    if point == "before_first_commit":
+        os.kill(os.getpid(), signal.SIGKILL)
+    done = write(self, *a, **kw)
+    commits += done
+    if point == f"after_commit_{commits}":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return done
+
+
+delta_table.DeltaFeedTable.write = killing_write
+if point == "before_state_commit":
+    from courier.context import Context
+
+    def killing_commit_state(self, *a, **kw):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    Context._commit_state = killing_commit_state
+from courier.cli.main import main
+
+sys.argv = ["courier", *args]
+main()
+"""
+
+# three feeds from one file tag, in commit order: an append-only log first (loading it twice
+# would duplicate its rows), then two merged on their primary key
+SESSIONS_COURIER = """
+storage = "landing"
+stream = "session-events"
+prefix = "00"
+format = "ndjson"
+file_tag = "session_events"
+options = { max_bad_records = 100 }
+
+[load_operations]
+session_log = [{ type = "sql", sql-query = "session_events", sql-files = [{ file = "session_events" }] }]
+sessions = [{ type = "sql", sql-query = "sessions", sql-files = [{ file = "session_events" }] }]
+session_events = [{ type = "sql", sql-query = "session_events", sql-files = [{ file = "session_events" }] }]
+"""
+MULTI_FEEDS = ["session_log", "sessions", "session_events"]
+
+
+def multi_feed_project(root: Path) -> Path:
+    project_copy(root, delta=True)
+    (root / "config" / "couriers" / "session_events.toml").write_text(SESSIONS_COURIER)
+    events = (root / "feeds" / "session_events.toml").read_text()
+    log = events.replace('primary_key = ["session_id", "event_type", "occurred_at"]\n', "")
+    assert log != events
+    (root / "feeds" / "session_log.toml").write_text(log)
+    context = Context(load_project(root))
+    land_sample_payloads(context, DAY)
+    storage = context.storage("landing")
+    [first] = [k.key for k in storage.list("session-events/")]
+    storage.write_bytes(first.replace(".", "-b.", 1), storage.read_bytes(first))  # two files
+    return root
+
+
+def courier_run(root: Path, point: str = "none") -> Any:
+    import json
+    import subprocess
+    import sys
+
+    args = ["--project", str(root), "run", "session_events", "--date", DAY.isoformat(), "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AT, point, *args], capture_output=True, text=True, timeout=600
+    )
+    if point != "none":
+        assert proc.returncode == -9, proc.stderr[-3000:]
+        return None
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def multiset(root: Path, feed: str) -> list[tuple]:
+    return sorted((tuple(map(str, r)) for r in read_table(root, feed).to_pylist()), key=str)
+
+
+def read_table(root: Path, feed: str) -> Any:
+    table = pl.read_delta(str(root / ".courier" / "lake" / "feeds" / feed)).to_arrow()
+    return table.select(sorted(c for c in table.column_names if not c.startswith("_courier")))
+
+
+def files_ledger(root: Path) -> list[tuple[str, str]]:
+    con = duckdb.connect(str(root / ".courier" / "feeds.duckdb"), read_only=True)
+    try:
+        return con.execute(
+            "SELECT key, run_id FROM courier.files WHERE courier = 'session_events' ORDER BY key"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def delta_commits(root: Path, feed: str) -> list[tuple[int, str]]:
+    """(txn version of the courier, run id) of each commit, oldest first."""
+    dt = DeltaTable(str(root / ".courier" / "lake" / "feeds" / feed))
+    return [(h["version"], h.get("courier.run_id")) for h in reversed(dt.history())]
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["before_first_commit", "after_commit_1", "after_commit_2", "before_state_commit"],
+)
+def test_kill_9_of_courier_run_rolls_the_run_forward(tmp_path: Path, point: str) -> None:
+    clean = multi_feed_project(tmp_path / "clean")
+    killed = multi_feed_project(tmp_path / "killed")
+    once = courier_run(clean)
+    assert once["status"] == "succeeded" and once["files"]["loaded"] == 2, once
+    assert all(once["feeds"][f]["loaded"] > 0 for f in MULTI_FEEDS)
+
+    courier_run(killed, point)
+    [dead] = [r for r in Context(load_project(killed)).runs("session_events")]
+    assert dead["status"] == "running"
+    committed_before = {"before_first_commit": 0, "after_commit_1": 1, "after_commit_2": 2}.get(
+        point, 3
+    )
+    for i, feed in enumerate(MULTI_FEEDS):
+        url = killed / ".courier" / "lake" / "feeds" / feed
+        assert (url / "_delta_log").exists() == (i < committed_before), feed
+
+    result = courier_run(killed)
+    runs = {r["run_id"]: r for r in Context(load_project(killed)).runs("session_events")}
+    old = runs[dead["run_id"]]
+    if point == "before_first_commit":  # nothing committed: failed, the next run loads it all
+        assert old["status"] == "failed" and old["error"].startswith("interrupted")
+        assert result["status"] == "succeeded" and result["files"]["loaded"] == 2
+        loader, sequence = result["run_id"], 2  # the killed run had sequence 1
+    else:  # rolled forward under the killed run's id; this run finds nothing left to load
+        assert old["status"] == "succeeded", old
+        assert any(w.startswith("rolled forward") for w in old["warnings"]), old
+        assert old["files"]["loaded"] == 2
+        assert result["status"] == "skipped" and result["files"]["skipped"] == 2, result
+        loader, sequence = dead["run_id"], 1
+    assert old["feeds"] == once["feeds"] or point in ("before_first_commit", "before_state_commit")
+    for feed in MULTI_FEEDS:
+        got, want = multiset(killed, feed), multiset(clean, feed)
+        assert got == want, feed  # same rows, none twice (the append-only log included)
+        assert len(got) == once["feeds"][feed]["loaded"] or feed != "session_log"
+        # one commit per table, by the run that loaded the files, with its sequence
+        assert delta_commits(killed, feed) == [(0, loader)], feed
+        dt = DeltaTable(str(killed / ".courier" / "lake" / "feeds" / feed))
+        assert dt.transaction_version(f"courier:session_events:{feed}") == sequence
+    ledger = files_ledger(killed)
+    assert [k for k, _ in ledger] == [k for k, _ in files_ledger(clean)]
+    assert {r for _, r in ledger} == {loader}  # each file once, by the run that loaded it
+
+    again = courier_run(killed)
+    assert again["status"] == "skipped"
+    for feed in MULTI_FEEDS:
+        assert delta_commits(killed, feed) == [(0, loader)], feed

@@ -2,7 +2,9 @@
 
 A run loads its feeds between `begin` and `commit`; nothing it loads is visible before
 `commit`, and `commit(run_id)` is idempotent, so a run killed after its destination commit can
-be rolled forward by asking `committed(run_id)`. Feed types are the neutral vocabulary below;
+be rolled forward by asking `committed(run_id)`; a destination that commits feed by feed (Delta)
+answers per feed (`committed_feeds`), so a run killed between its feed commits is rolled forward
+feed by feed. Feed types are the neutral vocabulary below;
 each destination maps them to its own types.
 """
 
@@ -81,6 +83,13 @@ class LoadContext:
     courier: str
     loaded_at: datetime
     quarantine: QuarantineLog | None = None
+    # The run's place in its courier's run sequence (monotonic; saved with the run's plan):
+    # a destination that records application transactions (Delta `txn`) commits it as the
+    # version and refuses a repeated or lower one. None when state and feeds commit as one.
+    sequence: int | None = None
+    # Feeds that already hold this run's commit (a run rolled forward after a kill): staged
+    # again for the run's counts and quarantine, never committed twice.
+    committed: frozenset[str] = frozenset()
 
 
 class FeedDestination(abc.ABC):
@@ -116,6 +125,18 @@ class FeedDestination(abc.ABC):
     @abc.abstractmethod
     def committed(self, run_id: str) -> bool:
         """Did run `run_id` commit here?"""
+
+    def committed_feeds(self, run_id: str, feed_ids: list[str]) -> set[str]:
+        """Which of these feeds hold run `run_id`'s commit? A destination that commits all its
+        feeds at once answers all or none (this default); one that commits feed by feed asks
+        each feed's table, so recovery can roll a half-committed run forward."""
+        return set(feed_ids) if self.committed(run_id) else set()
+
+    def last_sequence(self, courier: str, feed_ids: list[str]) -> int:
+        """The highest run sequence of `courier` these feeds committed here (0: none or not
+        recorded), so a courier's sequence never goes back below what its tables hold (state
+        replaced, or tables written before sequences were kept)."""
+        return 0
 
     @abc.abstractmethod
     def row_count(self, feed_id: str) -> int | None:

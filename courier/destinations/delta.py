@@ -5,9 +5,10 @@ casts, quarantine, required/primary-key checks and last-record-wins dedupe, so b
 destinations share one behaviour), then each feed is committed to its Delta table in one Delta
 commit (courier/destinations/delta_table.py): MERGE on the primary key, append without one,
 overwrite after truncateAndLoad. Each commit carries the application transaction
-`courier:<courier>:<feed>` with the next version (a courier's runs are serialised by its lease,
-so it only grows) and the run id in its commit metadata; a feed whose recent commits already
-hold the run is skipped, so commit(run) is idempotent.
+`courier:<courier>:<feed>` with the run's sequence as version (LoadContext.sequence: a
+courier's runs are serialised by its lease, so it only grows) and the run id in its commit
+metadata; a feed that already holds the run is skipped, so commit(run) is idempotent, and
+recovery asks feed by feed (committed_feeds) to roll a run killed between commits forward.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from courier.destinations.delta_table import (
     DeltaFeedTable,
     DeltaLocation,
     TWriteMode,
+    app_id,
     delta_location,
     require_deltalake,
 )
@@ -95,6 +97,8 @@ class DeltaDestination(FeedDestination):
             raise LoadError(f"feed {feed.id}: load called outside a run (call begin first)")
         result = self.stage.load(feed, rows, mode)
         self.loaded[feed.id] = feed
+        if feed.id in self.ctx.committed:  # rolled forward: its rows are in the table already
+            return result  # type: ignore[no-any-return]
         if feed.primary_key and mode == "load" and not self.stage.truncated(feed.id):
             result.counts.deleted += self._replaced(feed)
         return result  # type: ignore[no-any-return]
@@ -118,12 +122,17 @@ class DeltaDestination(FeedDestination):
             raise LoadError(f"run {run_id} has no open load to commit")
         feeds = list(self.loaded)
         for feed in self.loaded.values():
+            if feed.id in ctx.committed:
+                continue
             truncated = self.stage.truncated(feed.id)
             mode: TWriteMode = (
                 "overwrite" if truncated else ("merge" if feed.primary_key else "append")
             )
             data = partial(self.stage.arrow, feed.id)  # streamed from the stage (each attempt)
-            self.table(feed).write(data, mode, courier=ctx.courier, run_id=run_id, run_feeds=feeds)
+            self.table(feed).write(
+                data, mode, courier=ctx.courier, run_id=run_id, sequence=ctx.sequence,
+                run_feeds=feeds,
+            )  # fmt: skip
         self.stage.abort()
         self._close_stage()
         self.ctx = None
@@ -142,9 +151,8 @@ class DeltaDestination(FeedDestination):
             self.stage = None
 
     def committed(self, run_id: str) -> bool:
-        """Did every feed run `run_id` loaded here commit it? A run killed between its feed
-        commits is not committed: its files stay unloaded and the next run loads them again
-        (a merge feed converges to the same rows; see the report on append feeds)."""
+        """Did every feed run `run_id` loaded here commit it? (A run killed between its feed
+        commits did not: recovery asks committed_feeds and rolls it forward.)"""
         found: dict[str, list[str]] = {}
         for feed in self.feeds.values():
             table = self.table(feed)
@@ -158,6 +166,27 @@ class DeltaDestination(FeedDestination):
             return False
         wanted = {f for feeds in found.values() for f in feeds}
         return wanted <= set(found)
+
+    def committed_feeds(self, run_id: str, feed_ids: list[str]) -> set[str]:
+        """The feeds whose table holds a commit of run `run_id` (its latest commits, then
+        its whole log: a busy table may have had many commits since)."""
+        out = set()
+        for feed_id in feed_ids:
+            feed = self._feed(feed_id)
+            if feed is None:
+                continue
+            table = self.table(feed)
+            if table.committed_run(None, run_id) or table.committed_run(None, run_id, None):
+                out.add(feed_id)
+        return out
+
+    def last_sequence(self, courier: str, feed_ids: list[str]) -> int:
+        versions = [
+            self.table(feed).committed_version(app_id(courier, feed.id))
+            for feed in (self._feed(f) for f in feed_ids)
+            if feed is not None
+        ]
+        return max((v for v in versions if v is not None), default=0)
 
     # -- reading ---------------------------------------------------------------------------------
     def _feed(self, feed_id: str) -> FeedConfig | None:

@@ -369,11 +369,16 @@ class DeltaFeedTable:
         with self._errors("read the transactions of"):
             return dt.transaction_version(app)
 
-    def committed_run(self, courier: str, run_id: str, depth: int = HISTORY_DEPTH) -> bool:
-        """Is a commit of this run among the table's latest `depth` commits?"""
+    def committed_run(
+        self, courier: str | None, run_id: str, depth: int | None = HISTORY_DEPTH
+    ) -> bool:
+        """Is a commit of this run among the table's latest `depth` commits (None: all)?"""
         if self.open(refresh=True) is None:
             return False
-        return any(h["run_id"] == run_id and h["courier"] == courier for h in self.history(depth))
+        return any(
+            h["run_id"] == run_id and (courier is None or h["courier"] == courier)
+            for h in self.history(depth)
+        )
 
     def write(
         self,
@@ -386,9 +391,12 @@ class DeltaFeedTable:
         run_feeds: list[str] | None = None,
     ) -> bool:
         """Commit data for run `run_id` of `courier` (one Delta commit, plus one before it when
-        columns are added). False when the run already committed here: with `sequence`, when
-        the courier's transaction version is at least that; without, when a commit carrying
-        the run id is among the latest HISTORY_DEPTH (the next version is then one more)."""
+        columns are added). False when the run already committed here. With `sequence` (the
+        run's place in the courier's run sequence) that is the transaction version: the table
+        holding this very version from this run means committed; a higher version, or this one
+        from another run, is refused (LoadError) - delta-rs would accept both. Without, a
+        commit carrying the run id among the latest HISTORY_DEPTH means committed (the next
+        version is then one more)."""
         from deltalake import CommitProperties, Transaction
         from deltalake.exceptions import CommitFailedError
 
@@ -403,7 +411,9 @@ class DeltaFeedTable:
             done = self.committed_version(app)
             if sequence is not None:
                 if done is not None and done >= sequence:
-                    return False
+                    if done == sequence and self._holds_run(courier, run_id):
+                        return False
+                    raise self._stale(app, done, sequence, run_id)
                 version = sequence
             else:
                 if done is not None and self.committed_run(courier, run_id):
@@ -427,6 +437,22 @@ class DeltaFeedTable:
             time.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
+
+    def _holds_run(self, courier: str, run_id: str) -> bool:
+        """This run's commit is in the table (the latest commits first; the whole log only
+        when they do not hold it, since busy tables may have had many commits since)."""
+        return self.committed_run(courier, run_id) or self.committed_run(courier, run_id, None)
+
+    def _stale(self, app: str, done: int, sequence: int, run_id: str) -> LoadError:
+        courier = app.split(":")[1]
+        return LoadError(
+            f"feed {self.feed.id}: the Delta table {self.url} already holds application "
+            f"transaction {app} version {done}, and this run ({run_id}) is number {sequence} of "
+            f"courier {courier}: another process committed a later run of a courier of that "
+            "name into this table (another project, or a state database that was replaced or "
+            "copied). Nothing of this run was committed to it. Give one of the couriers "
+            "another name, or let only one project load this table"
+        )
 
     def _commit(self, data: pa.RecordBatchReader, mode: TWriteMode, props: Any) -> None:
         from deltalake import write_deltalake

@@ -25,6 +25,7 @@ Protocol (a client keeps one connection open and sends without waiting):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,10 @@ class Connection:
         )
         self.closed = False
         self.refused: IngestError | None = None  # the credentials stopped holding
+        self.stream_id = ""
+        # the bytes of each message queued with a commit future, in the same order (metrics)
+        self.sizes: collections.deque[int] = collections.deque()
+        self.metrics = getattr(app, "metrics", None)  # set by courier.metrics' wrapper
 
     async def _send_json(self, doc: dict[str, Any]) -> None:
         await self.send({"type": "websocket.send", "text": orjson.dumps(doc).decode()})
@@ -102,6 +107,7 @@ class Connection:
         await self.send(
             {"type": "websocket.accept", "subprotocol": SUBPROTOCOL if self.framed else None}
         )
+        self.stream_id = stream_id
         writer = asyncio.get_running_loop().create_task(self._write_acks())
         try:
             stream = self.app.service.streams.get(stream_id)  # type: ignore[union-attr]
@@ -269,6 +275,7 @@ class Connection:
                 await self.acks.put((message_id, None, exc))
                 continue
             app.enqueue(pending)
+            self.sizes.append(len(raw))
             await self.acks.put((message_id, future, None))
 
     def _framed(self, stream: StreamRuntime, raw: bytes, number: int) -> tuple[Any, list[bytes]]:
@@ -305,6 +312,7 @@ class Connection:
             if isinstance(problem, Fatal):
                 await self._close(problem.error, problem.message_id)
                 continue
+            nbytes = self.sizes.popleft() if future is not None else 0
             if future is not None:
                 try:
                     await future
@@ -314,6 +322,8 @@ class Connection:
                     log.exception("websocket: message %r failed", message_id)
                     problem = IngestError(500, f"internal error: {exc}")
             if problem is None:
+                if self.metrics is not None:  # counted as a POST body is: once accepted
+                    self.metrics.accepted_bytes(self.stream_id, nbytes)
                 await self._send_json({"ack": message_id})
             elif problem.status in (429, 503):
                 nack: dict[str, Any] = {

@@ -73,14 +73,29 @@ class RunHistory(abc.ABC):
         'files_loaded': int, 'last_run': RunRecord|None}"""
 
     @abc.abstractmethod
-    def save_plan(self, run_id: str, tag: str, files: list[PlannedFile]) -> None:
-        """Keep the files a run is about to load, committed before its destination commit, so
-        recovery can record them when that commit happened (unused when one transaction
-        holds both)."""
+    def save_plan(
+        self,
+        run_id: str,
+        tag: str,
+        files: list[PlannedFile],
+        courier: str | None = None,
+        sequence: int | None = None,
+    ) -> None:
+        """Keep the files a run is about to load (with their sizes and versions) and its place
+        in the courier's run sequence, committed before its first destination commit, so
+        recovery can roll it forward (unused when one transaction holds both)."""
 
     @abc.abstractmethod
     def saved_plan(self, run_id: str) -> tuple[str, list[PlannedFile]] | None:
         """(tag, files) kept by save_plan, or None."""
+
+    @abc.abstractmethod
+    def plan_sequence(self, run_id: str) -> int | None:
+        """The run sequence saved with the run's plan, or None."""
+
+    @abc.abstractmethod
+    def last_sequence(self, courier: str) -> int:
+        """The highest run sequence saved for the courier (0 when none)."""
 
 
 class FileLedger(abc.ABC):

@@ -164,8 +164,15 @@ class DuckDBStateStore(StateStore):
             f"UPDATE courier.runs SET {assignments} WHERE run_id = ?", [*values, record.run_id]
         )
 
-    def save_plan(self, run_id: str, tag: str, files: list[PlannedFile]) -> None:
-        self.con.execute(f"CREATE TABLE IF NOT EXISTS {PLANS} (run_id VARCHAR, plan JSON)")
+    def save_plan(
+        self,
+        run_id: str,
+        tag: str,
+        files: list[PlannedFile],
+        courier: str | None = None,
+        sequence: int | None = None,
+    ) -> None:
+        self._plans_table()
         plan = {
             "tag": tag,
             "files": [
@@ -177,7 +184,41 @@ class DuckDBStateStore(StateStore):
                 for f in files
             ],
         }  # fmt: skip
-        self.con.execute(f"INSERT INTO {PLANS} VALUES (?, ?)", [run_id, json.dumps(plan)])
+        self.con.execute(
+            f"INSERT INTO {PLANS} (run_id, plan, courier, sequence) VALUES (?, ?, ?, ?)",
+            [run_id, json.dumps(plan), courier, sequence],
+        )
+
+    def _plans_table(self) -> None:
+        if getattr(self, "_plans_ready", False):
+            return
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {PLANS} (run_id VARCHAR, plan JSON)")
+        # added with run sequences (a plan table of an older courier gains them)
+        self.con.execute(f"ALTER TABLE {PLANS} ADD COLUMN IF NOT EXISTS courier VARCHAR")
+        self.con.execute(f"ALTER TABLE {PLANS} ADD COLUMN IF NOT EXISTS sequence BIGINT")
+        self._plans_ready = True
+
+    def plan_sequence(self, run_id: str) -> int | None:
+        from courier.engines.duckdb import table_exists
+
+        if not table_exists(self.con, "courier", "run_plans"):
+            return None
+        self._plans_table()
+        row = self.con.execute(
+            f"SELECT sequence FROM {PLANS} WHERE run_id = ?", [run_id]
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def last_sequence(self, courier: str) -> int:
+        from courier.engines.duckdb import table_exists
+
+        if not table_exists(self.con, "courier", "run_plans"):
+            return 0
+        self._plans_table()
+        row = self.con.execute(
+            f"SELECT max(sequence) FROM {PLANS} WHERE courier = ?", [courier]
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def saved_plan(self, run_id: str) -> tuple[str, list[PlannedFile]] | None:
         from courier.engines.duckdb import table_exists

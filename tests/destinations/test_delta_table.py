@@ -110,9 +110,18 @@ def test_merge_append_overwrite_with_the_runs_transaction(location: DeltaLocatio
     assert table.open() is None and table.row_count() is None
     assert table.plan_schema().changes("orders") == ["created feed table orders"]
     assert table.write(rows([1, 2, 3], "a", "r1"), "merge", courier="c", run_id="r1", sequence=1)
-    # the same run again, and an older one: skipped (delta-rs itself would accept both)
+    # the same run again: skipped; a lower version, or this one from another run: refused,
+    # nothing written (delta-rs itself would accept both)
     assert not table.write(rows([1], "again", "r1"), "merge", courier="c", run_id="r1", sequence=1)
-    assert not table.write(rows([9], "old", "r0"), "merge", courier="c", run_id="r0", sequence=0)
+    for run_id, seq in (("r0", 0), ("x1", 1)):
+        with pytest.raises(
+            LoadError,
+            match=r"feed orders: the Delta table .*orders already "
+            r"holds application transaction courier:c:orders version 1, and "
+            rf"this run \({run_id}\) is number {seq} of courier c",
+        ):
+            table.write(rows([9], "old", run_id), "merge", courier="c", run_id=run_id, sequence=seq)
+    assert table.open(refresh=True).version() == 0  # type: ignore[union-attr]
     assert table.write(rows([3, 4], "b", "r2"), "merge", courier="c", run_id="r2", sequence=2)
     got = read(table)
     assert [(r["order_id"], r["note"], r["_courier_run_id"]) for r in got] == [

@@ -52,7 +52,9 @@ def test_counters_move_by_exactly_the_payloads_sent_whichever_worker_took_them(
         with open_ws(server, "events", headers=auth_headers("events")) as ws:
             assert recv(ws)["type"] == "ready"
             for i in range(5):  # websocket payloads count by their acks
-                ws.send(orjson.dumps({"ws": i}).decode())
+                message = orjson.dumps({"ws": i}).decode()
+                ws.send(message)
+                sent += len(message)
             assert [recv(ws) for _ in range(5)] == [{"ack": i} for i in range(1, 6)]
             ws.send("{not json")
             assert recv(ws)["status"] == 400
@@ -81,3 +83,57 @@ def test_counters_move_by_exactly_the_payloads_sent_whichever_worker_took_them(
         assert all(n.startswith("courier_") for n in names(final))
         text = httpx.get(server.url + "/metrics").text
         assert str(root) not in text and "made-up" not in text
+
+
+def test_a_websocket_load_moves_payloads_and_bytes_by_exactly_what_was_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """Scraped while three connections (one framed) pipeline payloads into two workers: the
+    counters never go back, and once every ack is in they moved by exactly the acked
+    messages and their bytes (a message refused at the end counts by its status, no bytes)."""
+    root = make_project(tmp_path / "p", streams={"events": 'payload = "json"\n'})
+    per_connection = 300
+    with serving(root, workers=2) as server:
+        url = server.url + "/metrics"
+        before = scrape(url)
+        base = value(before, "courier_ingest_accepted_bytes_total", stream="events")
+        connections = [
+            open_ws(server, "events", headers=auth_headers("events")),
+            open_ws(server, "events", headers=auth_headers("events")),
+            open_ws(server, "events", framed=True, headers=auth_headers("events")),
+        ]
+        sent_bytes = 0
+        seen: list[float] = []
+        try:
+            for ws in connections:
+                assert recv(ws)["type"] == "ready"
+            for i in range(per_connection):
+                for c, ws in enumerate(connections):
+                    payload = {"c": c, "n": i, "pad": "y" * (i % 97)}
+                    doc = {"id": f"m{i}", "payload": payload} if c == 2 else payload
+                    message = orjson.dumps(doc).decode()
+                    ws.send(message)
+                    sent_bytes += len(message)
+                if i % 60 == 59:  # scrape mid-load: counts only ever grow
+                    now = scrape(url)
+                    seen.append(value(now, "courier_ingest_accepted_bytes_total", stream="events"))
+            acks = [[recv(ws) for _ in range(per_connection)] for ws in connections]
+            assert acks[0] == [{"ack": i} for i in range(1, per_connection + 1)]
+            assert acks[2] == [{"ack": f"m{i}"} for i in range(per_connection)]
+            connections[0].send("[1, 2")  # refused: a status, no bytes
+            assert recv(connections[0])["status"] == 400
+        finally:
+            for ws in connections:
+                ws.close()
+        # each scrape may come from either worker, each reporting the sum of both
+        assert seen == sorted(seen) and base <= seen[0] and seen[-1] - base <= sent_bytes
+        acked = 3 * per_connection
+        for after in [scrape(url) for _ in range(6)]:  # whichever worker answers: the sum
+
+            def moved(name: str, **labels: str) -> float:
+                return value(after, name, **labels) - value(before, name, **labels)  # noqa: B023
+
+            assert moved("courier_ingest_payloads_total", stream="events", code="202") == acked
+            assert moved("courier_ingest_payloads_total", stream="events", code="400") == 1
+            assert moved("courier_ingest_accepted_bytes_total", stream="events") == sent_bytes
+            assert moved("courier_ingest_fsync_batch_payloads_sum") == acked
