@@ -4,7 +4,7 @@
 
 Starts `courier serve --workers N` (a subprocess, fsync on, local storage) on a fresh
 project with one JSON stream, warms it up, then drives it from a separate load-generator
-process (courier.ingest.loadgen: raw asyncio connections, one request in flight each,
+process (bench/loadgen.py: raw asyncio connections, one request in flight each,
 unique ids) with 1 KB JSON payloads. Then stops the server gracefully (SIGTERM: commit,
 seal, upload) and checks what landed against what was acknowledged: every id that got a
 202 is in a part file exactly once, and the count of landed records equals the count of
@@ -59,7 +59,7 @@ def load(port: int, token: str, seconds: float, connections: int, size: int, pre
         else f"http://127.0.0.1:{port}/stream/v0/data/bench"
     )
     cmd = [
-        sys.executable, "-m", "courier.ingest.loadgen", "--url", url, "--token", token,
+        sys.executable, "-m", "bench.loadgen", "--url", url, "--token", token,
         "--connections", str(connections), "--duration", str(seconds), "--size", str(size),
         "--prefix", prefix, "--window", os.environ.get("BENCH_INGEST_WINDOW", "256"),
     ]  # fmt: skip
