@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pytest
 from azure.storage.blob import BlobServiceClient
 from deltalake import DeltaTable
@@ -21,7 +22,7 @@ from courier.context import Context
 from courier.destinations.delta_table import delta_location
 from courier.project import load_project
 from demo.examples import land_day, land_sample_payloads
-from tests.servers import azurite_connection_string
+from tests.servers import AZURITE_KEY, azurite_connection_string
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 22)
@@ -245,8 +246,8 @@ session_events = [{ type = "sql", sql-query = "session_events", sql-files = [{ f
 MULTI_FEEDS = ["session_log", "sessions", "session_events"]
 
 
-def multi_feed_project(root: Path) -> Path:
-    project_copy(root, delta=True)
+def multi_feed_project(root: Path, lake: str = LOCAL_LAKE) -> Path:
+    project_copy(root, delta=True, lake=lake)
     (root / "config" / "couriers" / "session_events.toml").write_text(SESSIONS_COURIER)
     events = (root / "feeds" / "session_events.toml").read_text()
     log = events.replace('primary_key = ["session_id", "event_type", "occurred_at"]\n', "")
@@ -401,3 +402,108 @@ def test_a_table_holding_a_later_run_of_the_courier_is_refused(tmp_path: Path) -
     assert files_ledger(root) == []
     runs = {r["run_id"]: r for r in Context(load_project(root)).runs("session_events")}
     assert runs[dead["run_id"]]["status"] == "running"  # still to be rolled forward
+
+
+# -- bad input: a clear error naming the feed, the table and what to do; nothing written -------
+
+
+def run_in_process(root: Path, reload: bool = False) -> dict[str, Any]:
+    context = Context(load_project(root))
+    window = context.window(context.project.courier("session_events"), date=DAY.isoformat())
+    return context.run("session_events", window, reload=reload)
+
+
+def table_versions(root: Path) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for feed in MULTI_FEEDS:
+        url = root / ".courier" / "lake" / "feeds" / feed
+        out[feed] = DeltaTable(str(url)).version() if (url / "_delta_log").exists() else None
+    return out
+
+
+@pytest.mark.parametrize("case", ["foreign_table", "primary_key_changed", "type_changed"])
+def test_a_refused_feed_table_fails_the_run_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    """The refused feed (session_events) commits last: the feeds before it are not written
+    either, since every table is checked before the first commit."""
+    from deltalake import write_deltalake
+
+    root = multi_feed_project(tmp_path / "p")
+    url = str(root / ".courier" / "lake" / "feeds" / "session_events")
+    feed_toml = root / "feeds" / "session_events.toml"
+    if case == "foreign_table":
+        write_deltalake(url, pa.table({"id": [1, 2], "name": ["a", "b"]}))
+    else:
+        assert run_in_process(root)["status"] == "succeeded"
+        text = feed_toml.read_text()
+        if case == "primary_key_changed":
+            changed = text.replace('"event_type", "occurred_at"]', '"event_type"]')
+        else:
+            changed = text.replace('screen      = "string"', 'screen      = "bigint"')
+        assert changed != text
+        feed_toml.write_text(changed)
+    before = table_versions(root)
+    result = run_in_process(root, reload=case != "foreign_table")
+    assert result["status"] == "failed"
+    error = result["error"]
+    assert error.startswith("feed session_events: ") and url in error, error
+    expected = {
+        "foreign_table": "is not this feed's table (columns: id, name): point feed "
+        "session_events at another path ([destinations] path), or move the table away",
+        "primary_key_changed": "was loaded with primary key (session_id, event_type, "
+        "occurred_at) but feeds/session_events.toml says (session_id, event_type): rows "
+        "merged on one key cannot be merged on another; change primary_key back, or point",
+        "type_changed": "column screen is string in the Delta table "
+        f"{url} but bigint in feeds/session_events.toml, and a Delta column's type cannot be "
+        "changed in place. Change the type back, or point feed session_events at another",
+    }[case]
+    assert expected in error, error
+    assert table_versions(root) == before  # no feed written, not even those before it
+    loaded = files_ledger(root)
+    assert len(loaded) == (0 if case == "foreign_table" else 2)  # only the first run's
+
+
+@pytest.mark.parametrize("case", ["wrong_key", "missing_container", "missing_bucket"])
+def test_storage_refusals_fail_the_run_with_feed_table_and_what_to_do(
+    tmp_path: Path, case: str, request: pytest.FixtureRequest
+) -> None:
+    if case == "missing_bucket":
+        endpoint = request.getfixturevalue("moto_endpoint")
+        request.getfixturevalue("aws_env")
+        lake = (
+            '\n[storages.lake]\ntype = "s3"\nbucket = "no-such-bucket"\n'
+            f'endpoint_url = "{endpoint}"\nregion = "us-east-1"\n'
+        )
+        url, what = (
+            "s3://no-such-bucket/feeds/session_log",
+            "the bucket or container does not exist",
+        )
+    else:
+        endpoint = request.getfixturevalue("azurite_delta_endpoint")
+        container = f"lake-{uuid.uuid4().hex[:8]}"
+        key = AZURITE_KEY
+        if case == "wrong_key":
+            key = AZURITE_KEY[:-8] + "AAAAAAA="
+            with BlobServiceClient.from_connection_string(
+                azurite_connection_string(endpoint)
+            ) as service:
+                service.create_container(container)
+        conn = azurite_connection_string(endpoint, key)
+        lake = (
+            f'\n[storages.lake]\ntype = "azure"\ncontainer = "{container}"\n'
+            f'connection_string = "{conn}"\n'
+        )
+        url = f"az://{container}/feeds/session_log"
+        what = (
+            "storage refused the credentials"
+            if case == "wrong_key"
+            else "the bucket or container does not exist"
+        )
+    root = multi_feed_project(tmp_path / "p", lake)
+    result = run_in_process(root)
+    assert result["status"] == "failed"
+    error = result["error"]
+    assert error.startswith(f"feed session_log: open Delta table {url}: {what}"), error
+    assert "[storages.lake] in config/courier.toml" in error, error
+    if case == "wrong_key":
+        assert "AAAAAAA=" not in error and AZURITE_KEY[:20] not in error
+    assert files_ledger(root) == []
