@@ -411,6 +411,8 @@ class Context:
             feed = job.load.feed
             self.console.status(f"{courier.name}: the cluster writes {feed.id}")
             if resume is None or feed.id not in resume.committed:
+                # new feed columns first: the cluster's MERGE does not evolve the schema
+                ws.destination_for(feed).table(feed).add_columns()
                 runner.write(job)
             feeds.setdefault(feed.id, FeedCounts()).add(job.counts)
             rejected.setdefault(feed.id, []).extend(job.rejected)
