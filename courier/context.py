@@ -412,7 +412,8 @@ class Context:
             self.console.status(f"{courier.name}: the cluster writes {feed.id}")
             if resume is None or feed.id not in resume.committed:
                 # new feed columns first: the cluster's MERGE does not evolve the schema
-                ws.destination_for(feed).table(feed).add_columns()
+                delta: Any = ws.destination_for(feed)  # a Delta destination (refused else)
+                delta.table(feed).add_columns()
                 runner.write(job)
             feeds.setdefault(feed.id, FeedCounts()).add(job.counts)
             rejected.setdefault(feed.id, []).extend(job.rejected)
