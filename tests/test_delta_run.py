@@ -15,7 +15,7 @@ import pytest
 from deltalake import DeltaTable
 
 from courier.context import Context
-from courier.project import load_project
+from courier.validate import load_project
 from demo.examples import land_day, land_sample_payloads
 
 REPO = Path(__file__).resolve().parents[1]
