@@ -187,6 +187,7 @@ class IngestSection(Strict):
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request line + headers
     max_headers: int = Field(default=100, gt=0)  # header fields per request
     max_connections: int = Field(default=1000, gt=0)  # open connections per worker process
+    max_connections_per_client: int = Field(default=100, gt=0)  # from one address, per process
     keepalive_timeout: float = Field(default=5.0, gt=0)  # an idle keep-alive connection closes
 
 
