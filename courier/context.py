@@ -428,6 +428,7 @@ class Context:
         record.quarantined = bad_count + sum(c.rejected for c in feeds.values())
         if resume is not None:  # files the committed feeds loaded as they were
             to_load = to_load + resume.changed
+        self.console.status(f"{courier.name}: recording the run")
         ws.state.begin()
         for feed_id, rows_out in rejected.items():
             ws.state.quarantine(plan.run_id, courier.name, feed_id, rows_out)

@@ -100,20 +100,22 @@ HOUR_2 = (
 HOUR_3 = "\n".join([order(1, status="shipped"), order(6)]) + "\n"
 
 
-def make(root: Path, remote: str | None) -> ProjectFactory:
+def make(root: Path, remote: str | None, settings: str = SETTINGS) -> ProjectFactory:
     p = ProjectFactory(root)
-    settings = SETTINGS + (ENGINE.format(remote=remote) if remote else "")
+    settings = settings + (ENGINE.format(remote=remote) if remote else "")
     p.write("config/courier.toml", settings)
     p.feed("orders", FEED)
     p.query("orders", QUERY)
     p.courier("orders", COURIER.format(engine='engine = "sail"' if remote else ""))
-    p.land("orders/2026/11/22/01/part-000000.ndjson", HOUR_1.encode())
-    p.land("orders/2026/11/22/02/part-000000.ndjson", HOUR_2.encode())
+    if '[storages.landing]\ntype = "local"' in settings:
+        p.land("orders/2026/11/22/01/part-000000.ndjson", HOUR_1.encode())
+        p.land("orders/2026/11/22/02/part-000000.ndjson", HOUR_2.encode())
     return p
 
 
-def feed_rows(p: ProjectFactory) -> list[tuple]:
-    table = DeltaTable(str(p.root / ".courier" / "lake" / "feeds" / "orders")).to_pyarrow_table()
+def feed_rows(p: ProjectFactory, url: str | None = None, options: Any = None) -> list[tuple]:
+    url = url or str(p.root / ".courier" / "lake" / "feeds" / "orders")
+    table = DeltaTable(url, storage_options=options).to_pyarrow_table()
     names = [c for c in table.column_names if not c.startswith("_courier")]
     out = []
     for r in table.select(names).to_pylist():
@@ -238,3 +240,225 @@ def test_a_query_the_cluster_rejects_and_a_cast_it_cannot_do_fail_and_change_not
     (p.root / "queries" / "orders.spark.sql").unlink()
     assert run(p)["status"] == "succeeded"  # the window's file loads once the query is fixed
     assert table_version(p) == (before or 0) + 1
+
+
+RUNNER = """
+import sys
+from datetime import datetime
+from courier.context import Context
+from courier.project import load_project
+
+class Lines:
+    def status(self, message):
+        print(message, flush=True)
+    def warn(self, message):
+        print("warning:", message, flush=True)
+
+ctx = Context(load_project(sys.argv[1]), Lines())
+window = ctx.window(ctx.project.courier("orders"), date="2026-11-22")
+print(ctx.run("orders", window, datetime.fromisoformat(sys.argv[2]))["status"], flush=True)
+"""
+
+
+def settle(folder: Path, quiet: float = 3.0, deadline: float = 120.0) -> None:
+    """Wait until nothing under folder changed for `quiet` seconds: a job the killed client
+    left running on the cluster has finished (Sail goes on with it; it has no conflict
+    detection between two writers of one table, lakehq/sail#171)."""
+    import time
+
+    def state() -> list[tuple[str, int]]:
+        return sorted((str(f), f.stat().st_size) for f in folder.rglob("*") if f.is_file())
+
+    end = time.monotonic() + deadline
+    last, since = state(), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        now = state()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
+@pytest.mark.parametrize("kill_at", ["orders: the cluster writes orders", "orders: recording"])
+def test_kill_9_of_a_spark_run_then_the_rerun_converges(
+    sail_remote: str, tmp_path: Path, kill_at: str
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    duck = make(tmp_path / "duckdb", None)
+    lake = make(tmp_path / "sail", sail_remote)
+    assert run(duck)["status"] == "succeeded"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(lake.root), NOW.isoformat()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line.strip())
+        if line.startswith(kill_at):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, seen  # killed where asked, not finished
+    settle(lake.root / ".courier" / "lake")
+    again = run(lake)
+    [killed] = [r for r in lake.context().runs("orders") if r["run_id"] != again["run_id"]]
+    if kill_at.endswith("recording"):  # the cluster had committed: rolled forward
+        assert killed["status"] == "succeeded", killed
+        assert again["status"] == "skipped"  # its files count as loaded: nothing twice
+    else:  # the run is failed or rolled forward, whichever the cluster got to
+        assert killed["status"] in ("failed", "succeeded"), killed
+    assert feed_rows(lake) == feed_rows(duck)
+    assert len(DeltaTable(str(lake.root / ".courier/lake/feeds/orders")).to_pyarrow_table()) == 4
+    assert run(lake)["status"] == "skipped"
+
+
+S3_SETTINGS = """
+[project]
+time_zone = "UTC"
+
+[storages.landing]
+type = "s3"
+bucket = "{bucket}"
+prefix = "landing"
+endpoint_url = "{endpoint}"
+region = "us-east-1"
+
+[storages.lake]
+type = "s3"
+bucket = "{bucket}"
+prefix = "lake"
+endpoint_url = "{endpoint}"
+region = "us-east-1"
+
+[destinations.lake]
+type = "delta"
+storage = "lake"
+path = "feeds"
+
+[feeds]
+destination = "lake"
+"""
+AZURE_SETTINGS = """
+[project]
+time_zone = "UTC"
+
+[storages.landing]
+type = "azure"
+container = "{bucket}"
+prefix = "landing"
+connection_string = "{connection}"
+
+[storages.lake]
+type = "azure"
+container = "{bucket}"
+prefix = "lake"
+connection_string = "{connection}"
+
+[destinations.lake]
+type = "delta"
+storage = "lake"
+path = "feeds"
+
+[feeds]
+destination = "lake"
+"""
+
+
+def test_a_courier_on_sail_loads_s3_as_duckdb_does(
+    moto_endpoint: str, aws_env: None, tmp_path: Path
+) -> None:
+    """Files and tables on a moto S3 server: the cluster reads s3:// and writes the Delta
+    table there with its own credentials (a real cluster: its instance role or keys)."""
+    import boto3
+
+    from tests.servers import MOTO_CREDENTIALS, start_sail, stop_process
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    env = {
+        **MOTO_CREDENTIALS,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    proc, remote = start_sail(tmp_path / "sail-s3", env)
+    try:
+        projects = {}
+        for name, engine in (("duck-orders", None), ("sail-orders", remote)):
+            s3.create_bucket(Bucket=name)
+            for hour, text in ((1, HOUR_1), (2, HOUR_2)):
+                key = f"landing/orders/2026/11/22/{hour:02d}/part-000000.ndjson"
+                s3.put_object(Bucket=name, Key=key, Body=text.encode())
+            settings = S3_SETTINGS.format(bucket=name, endpoint=moto_endpoint)
+            projects[name] = make(tmp_path / name, engine, settings)
+        options = {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            **{k: v for k, v in MOTO_CREDENTIALS.items() if k.startswith("AWS_")},
+        }
+        results = {name: run(p) for name, p in projects.items()}
+        for name, result in results.items():
+            assert result["status"] == "succeeded", (name, result["error"])
+        rows = {
+            name: feed_rows(p, f"s3://{name}/lake/feeds/orders", options)
+            for name, p in projects.items()
+        }
+        assert rows["sail-orders"] == rows["duck-orders"]
+        assert len(rows["sail-orders"]) == 4
+        assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
+        assert results["sail-orders"]["feeds"] == results["duck-orders"]["feeds"]
+    finally:
+        stop_process(proc)
+
+
+def test_a_courier_on_sail_loads_azure_as_duckdb_does(
+    azurite_endpoint: str, tmp_path: Path
+) -> None:
+    """Files and tables on Azurite: the cluster reads abfss:// (the account from the
+    connection string) and writes the Delta table there."""
+    from azure.storage.blob import BlobServiceClient
+
+    from courier.config.models import AzureStorageConfig
+    from courier.destinations.delta_table import azure_options
+    from tests.servers import AZURITE_KEY, azurite_connection_string, start_sail, stop_process
+
+    connection = azurite_connection_string(azurite_endpoint)
+    service = BlobServiceClient.from_connection_string(connection)
+    env = {  # the cluster's own Azure settings (Azurite's well-known development account)
+        "AZURE_STORAGE_ACCOUNT_NAME": "devstoreaccount1",
+        "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY,
+        "AZURE_STORAGE_ENDPOINT": azurite_endpoint,
+        "AZURE_ALLOW_HTTP": "true",
+    }
+    proc, remote = start_sail(tmp_path / "sail-azure", env)
+    try:
+        projects = {}
+        for name, engine in (("duck-orders", None), ("sail-orders", remote)):
+            service.create_container(name)
+            for hour, text in ((1, HOUR_1), (2, HOUR_2)):
+                key = f"landing/orders/2026/11/22/{hour:02d}/part-000000.ndjson"
+                service.get_blob_client(name, key).upload_blob(text.encode())
+            settings = AZURE_SETTINGS.format(bucket=name, connection=connection)
+            projects[name] = make(tmp_path / name, engine, settings)
+        options = azure_options(
+            AzureStorageConfig(type="azure", container="x", connection_string=connection)
+        )
+        results = {name: run(p) for name, p in projects.items()}
+        for name, result in results.items():
+            assert result["status"] == "succeeded", (name, result["error"])
+        rows = {
+            name: feed_rows(p, f"az://{name}/lake/feeds/orders", options)
+            for name, p in projects.items()
+        }
+        assert rows["sail-orders"] == rows["duck-orders"]
+        assert len(rows["sail-orders"]) == 4
+        assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
+    finally:
+        stop_process(proc)
