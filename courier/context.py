@@ -472,7 +472,7 @@ class Context:
         queried = None
         if read_once:
             assert plan.loads[0].query is not None
-            queried = engine.run_query(plan.loads[0].query, [tag])
+            queried = engine.run_query(plan.loads[0].query, [tag], plan.loads[0].feed.fields)
             if len(summary.bad) > len(bad):  # records found when the tag was read again
                 bad.extend(summary.bad[len(bad) :])
                 check_bad_records(courier, summary)
@@ -500,7 +500,7 @@ class Context:
                 rows = queried
             elif op.type == "sql":
                 assert feed_load.query is not None
-                rows = engine.run_query(feed_load.query, [tag])
+                rows = engine.run_query(feed_load.query, [tag], feed.fields)
             mode: TLoadMode = "truncateAndLoad" if feed_load.truncate_first else "load"
             loaded = ws.destination_for(feed).load(feed, rows, mode)
             if rows is not source:
