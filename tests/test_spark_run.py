@@ -249,7 +249,7 @@ RUNNER = """
 import sys
 from datetime import datetime
 from courier.context import Context
-from courier.project import load_project
+from courier.validate import load_project
 
 class Lines:
     def status(self, message):
