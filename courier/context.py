@@ -411,6 +411,9 @@ class Context:
             feed = job.load.feed
             self.console.status(f"{courier.name}: the cluster writes {feed.id}")
             if resume is None or feed.id not in resume.committed:
+                # new feed columns first: the cluster's MERGE does not evolve the schema
+                delta: Any = ws.destination_for(feed)  # a Delta destination (refused else)
+                delta.table(feed).add_columns()
                 runner.write(job)
             feeds.setdefault(feed.id, FeedCounts()).add(job.counts)
             rejected.setdefault(feed.id, []).extend(job.rejected)
@@ -472,7 +475,7 @@ class Context:
         queried = None
         if read_once:
             assert plan.loads[0].query is not None
-            queried = engine.run_query(plan.loads[0].query, [tag])
+            queried = engine.run_query(plan.loads[0].query, [tag], plan.loads[0].feed.fields)
             if len(summary.bad) > len(bad):  # records found when the tag was read again
                 bad.extend(summary.bad[len(bad) :])
                 check_bad_records(courier, summary)
@@ -500,7 +503,7 @@ class Context:
                 rows = queried
             elif op.type == "sql":
                 assert feed_load.query is not None
-                rows = engine.run_query(feed_load.query, [tag])
+                rows = engine.run_query(feed_load.query, [tag], feed.fields)
             mode: TLoadMode = "truncateAndLoad" if feed_load.truncate_first else "load"
             loaded = ws.destination_for(feed).load(feed, rows, mode)
             if rows is not source:

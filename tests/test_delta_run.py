@@ -20,7 +20,7 @@ from deltalake import DeltaTable
 
 from courier.context import Context
 from courier.destinations.delta_table import delta_location
-from courier.project import load_project
+from courier.validate import load_project
 from demo.examples import land_day, land_sample_payloads
 from tests.servers import AZURITE_KEY, azurite_connection_string
 
