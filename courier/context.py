@@ -661,12 +661,17 @@ class Context:
         return record
 
     def runs(
-        self, courier: str | None = None, limit: int = 20, group: str | None = None
+        self,
+        courier: str | None = None,
+        limit: int = 20,
+        group: str | None = None,
+        status: str | None = None,
     ) -> list[dict[str, Any]]:
         if courier is not None:
             self.project.courier(courier)  # a clear error for a courier that does not exist
         with self.workspace() as ws:
-            return [run.to_json(listing=True) for run in ws.state.runs(courier, limit, group)]
+            found = ws.state.runs(courier, limit, group, status=status)
+            return [run.to_json(listing=True) for run in found]
 
     def run_detail(self, run_id: str) -> dict[str, Any]:
         """One run in the `courier run --json` shape, with the files it loaded and its first
