@@ -35,7 +35,7 @@ $(CHROMIUM):  # the status page's browser tests (playwright cannot download its 
 install-dev: install $(AZURITE) $(CHROMIUM)  ## also Azurite (npm) and Chromium (apt) for the tests
 
 run: install  ## land a day of example payloads, run the couriers, show the feed tables
-	$(PY) -m courier.examples run
+	$(PY) -m demo run
 
 test: install-dev  ## the full suite (starts/stops moto server and Azurite itself)
 	AZURITE_BIN=$(abspath $(AZURITE)) $(PY) -m pytest -q -p no:cacheprovider
@@ -46,13 +46,13 @@ test-fast: install  ## unit tests only (no servers)
 	$(PY) -m pytest -q -m "not integration and not slow"
 
 lint: install  ## ruff + mypy
-	$(VENV)/bin/ruff check courier tests bench
-	$(VENV)/bin/ruff format --check courier tests bench
+	$(VENV)/bin/ruff check courier demo tests bench
+	$(VENV)/bin/ruff format --check courier demo tests bench
 	$(VENV)/bin/mypy
 
 format: install  ## apply ruff formatting and fixes
-	$(VENV)/bin/ruff check --fix courier tests bench
-	$(VENV)/bin/ruff format courier tests bench
+	$(VENV)/bin/ruff check --fix courier demo tests bench
+	$(VENV)/bin/ruff format courier demo tests bench
 
 bench: install  ## benchmarks vs raw DuckDB and dlt (BENCH_MB=1024 for the 1 GB window)
 	$(PIP) install -q -e '.[bench]'

@@ -79,18 +79,21 @@ class Clock:
 
 
 class Phases:
-    """Named wall-clock phases inside a contender: `with phases("read"): ...`."""
+    """Named phases inside a contender: `with phases("read"): ...`, in wall seconds and in
+    the process's CPU seconds (all threads; the phases run one at a time)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_time()
         try:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+            self.cpu[name] = self.cpu.get(name, 0.0) + cpu_time() - cpu
 
     @property
     def total(self) -> float:

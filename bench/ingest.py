@@ -4,7 +4,7 @@
 
 Starts `courier serve --workers N` (a subprocess, fsync on, local storage) on a fresh
 project with one JSON stream, warms it up, then drives it from a separate load-generator
-process (courier.ingest.loadgen: raw asyncio connections, one request in flight each,
+process (bench/loadgen.py: raw asyncio connections, one request in flight each,
 unique ids) with 1 KB JSON payloads. Then stops the server gracefully (SIGTERM: commit,
 seal, upload) and checks what landed against what was acknowledged: every id that got a
 202 is in a part file exactly once, and the count of landed records equals the count of
@@ -44,6 +44,7 @@ def make_project(root: Path) -> None:
     (root / "config" / "streams").mkdir(parents=True)
     (root / "config" / "courier.toml").write_text(
         "[ingest]\nfsync = true\nroll_seconds = 5\nwal_max_bytes = 8589934592\n"
+        "max_connections_per_client = 1000\n"  # the load generator is one address
     )
     (root / "config" / "streams" / "bench.toml").write_text(
         'payload = "json"\nrate_limit = 1000000\n\n[auth]\nsecret = "${COURIER_JWT_SECRET}"\n'
@@ -58,7 +59,7 @@ def load(port: int, token: str, seconds: float, connections: int, size: int, pre
         else f"http://127.0.0.1:{port}/stream/v0/data/bench"
     )
     cmd = [
-        sys.executable, "-m", "courier.ingest.loadgen", "--url", url, "--token", token,
+        sys.executable, "-m", "bench.loadgen", "--url", url, "--token", token,
         "--connections", str(connections), "--duration", str(seconds), "--size", str(size),
         "--prefix", prefix, "--window", os.environ.get("BENCH_INGEST_WINDOW", "256"),
     ]  # fmt: skip

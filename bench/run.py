@@ -159,6 +159,7 @@ def courier_load(
 
     def once(again: bool) -> dict[str, Any]:
         phases.seconds.clear()
+        phases.cpu.clear()
         with Clock() as clock:
             ctx = Context(load_project(project))
             window = ctx.window(ctx.project.courier(COURIER), date=day)
@@ -175,6 +176,7 @@ def courier_load(
             "feed": result["feeds"][FEED],
             "schema_changes": result["schema_changes"],
             "phases": dict(phases.seconds),
+            "phases_cpu": dict(phases.cpu),
         }
 
     out = once(False)
@@ -703,13 +705,23 @@ def print_phases(m: Measurement) -> None:
         f"rejected {feed['rejected']:,}"
     )
     total = m.seconds
+    cpu = m.detail.get("phases_cpu") or {}
+    cpu_total = m.cpu_seconds or 0.0
     rows = [
-        [name, f"{s:.2f}", f"{100 * s / total:.0f}%"]
+        [name, f"{s:.2f}", f"{100 * s / total:.0f}%", f"{cpu.get(name, 0.0):.2f}"]
         for name, s in sorted(phases.items(), key=lambda kv: -kv[1])
     ]
     rest = total - sum(phases.values())
-    rows.append(["python (config, discovery, plan)", f"{rest:.2f}", f"{100 * rest / total:.0f}%"])
-    print(table(["phase", "seconds", "share"], rows))
+    cpu_rest = cpu_total - sum(cpu.values())
+    rows.append(
+        [
+            "python (config, discovery, plan)",
+            f"{rest:.2f}",
+            f"{100 * rest / total:.0f}%",
+            f"{cpu_rest:.2f}",
+        ]
+    )
+    print(table(["phase", "wall s", "share", "CPU s"], rows))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,11 @@ class Session:
 
 def open_backend(seam: TSeam, type_: str, name: str, config: Any, session: Session) -> Any:
     """The backend of a seam for config `type_`, named `name` in config."""
+    return backend_module(seam, type_, name).open_backend(name, config, session)
+
+
+def backend_module(seam: TSeam, type_: str, name: str) -> Any:
+    """The module that implements a seam for config `type_` (imported now)."""
     known = BACKENDS[seam]
     if type_ not in known:
         raise ConfigError(
@@ -66,7 +71,7 @@ def open_backend(seam: TSeam, type_: str, name: str, config: Any, session: Sessi
         )
     module_name, package, extra = known[type_]
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         if package is None:
             raise
@@ -74,4 +79,3 @@ def open_backend(seam: TSeam, type_: str, name: str, config: Any, session: Sessi
             f"{seam} type '{type_}' needs {package}: pip install 'courier[{extra}]'",
             key=f"{seam}s.{name}",
         ) from exc
-    return module.open_backend(name, config, session)

@@ -7,7 +7,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +34,7 @@ from courier.plan import (
 from courier.processes import pid_alive
 from courier.project import Project
 from courier.records import RunRecord
+from courier.state.base import StateStore
 from courier.storage.base import StorageBackend
 from courier.storage.registry import create_storage
 from courier.windows import (
@@ -44,7 +47,7 @@ from courier.windows import (
     window_for_hour,
     window_for_range,
 )
-from courier.workspace import Workspace, open_workspace
+from courier.workspace import Workspace, keep_open, open_workspace
 
 log = logging.getLogger("courier")
 
@@ -64,6 +67,18 @@ class Context:
 
     def workspace(self) -> Workspace:
         return open_workspace(self.project)
+
+    def hold(self) -> AbstractContextManager[Any]:
+        """Keep the project's databases open in this process while held: what runs in parallel
+        threads (group members, sources) wrap their work in."""
+        return keep_open(self.project)
+
+    @contextmanager
+    def state(self) -> Iterator[StateStore]:
+        """The state store for one unit of work that is not a courier run (group runs, leases,
+        alerts); a database held by another process raises TransientError."""
+        with self.hold(), self.workspace() as ws:
+            yield ws.state
 
     def grain(self, courier: CourierConfig, tz: ZoneInfo | None = None) -> Grain:
         """The courier's partitions, in `tz` (default: the project's time zone)."""

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from courier.destinations.checks import check_destinations
 from courier.errors import ConfigError
 from courier.formats.options import check_tree_options
-from courier.groups import check_groups
 from courier.ingest.checks import check_streams
 from courier.ingest.webhooks import check_webhooks
 from courier.project import Project
+from courier.scheduling.checks import check_groups
 from courier.sources.config import check_sources
 
 CHECKS: list[Callable[[Project], list[ConfigError]]] = [

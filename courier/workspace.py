@@ -7,9 +7,11 @@ state a run's rows and its state commit in one transaction (`one_transaction`).
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from courier.backends import Session, open_backend
+from courier.backends import Session, backend_module, open_backend
 from courier.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     from courier.engines.base import QueryEngine
     from courier.project import Project
     from courier.state.base import StateStore
+
+
+STATE_TYPE = "duckdb"  # the one state backend so far
 
 
 class Workspace:
@@ -32,7 +37,7 @@ class Workspace:
     @property
     def state(self) -> StateStore:
         if self._state is None:
-            self._state = open_backend("state", "duckdb", "state", self.project.settings.state,
+            self._state = open_backend("state", STATE_TYPE, "state", self.project.settings.state,
                                        self.session)  # fmt: skip
         return self._state
 
@@ -115,3 +120,11 @@ def open_workspace(project: Project, read_only: bool = False) -> Workspace:
         ws.close()
         raise
     return ws
+
+
+def keep_open(project: Project) -> AbstractContextManager[Any]:
+    """While held, the project's state backend stays open in this process, so runs in parallel
+    threads attach to a live database (DuckDB needs it: one instance per file and process);
+    a backend without such a hook holds nothing."""
+    hook = getattr(backend_module("state", STATE_TYPE, "state"), "keep_open", None)
+    return hook(project) if hook is not None else contextlib.nullcontext()

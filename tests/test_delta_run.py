@@ -15,8 +15,8 @@ import pytest
 from deltalake import DeltaTable
 
 from courier.context import Context
-from courier.examples import land_day, land_sample_payloads
 from courier.project import load_project
+from demo.examples import land_day, land_sample_payloads
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 22)

@@ -1,4 +1,4 @@
-"""`make run` (python -m courier.examples run) on a copy of the repository's project, twice: the
+"""`make run` (python -m demo run) on a copy of the repository's project, twice: the
 live examples land an API-key post, the signed webhook sample and the polled test API, the
 activity courier loads them, and a second run converges (nothing polled twice, same feed)."""
 
@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def make_run(root: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_WEBHOOK_SECRET",)}
+    env["PYTHONPATH"] = str(REPO)  # the demo is this checkout's, not the package's
     return subprocess.run(
-        [sys.executable, "-m", "courier.examples", "run", "--project", str(root),
+        [sys.executable, "-m", "demo", "run", "--project", str(root),
          "--date", "2026-11-22"],
         capture_output=True, text=True, timeout=300, env=env, cwd=root,
     )  # fmt: skip

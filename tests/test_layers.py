@@ -68,7 +68,8 @@ def test_no_import_circle_runs_through_project() -> None:
 def test_the_core_imports_no_front_end_at_module_level() -> None:
     graph = import_graph()
     core = ["courier.context", "courier.workspace", "courier.plan", "courier.records",
-            "courier.backends", "courier.project", "courier.windows", "courier.patterns"]  # fmt: skip
+            "courier.backends", "courier.project", "courier.windows", "courier.patterns",
+            "courier.alerts", "courier.state.base", "courier.state.duckdb"]  # fmt: skip
     fronts = ("courier.cli", "courier.ingest", "courier.ui", "courier.scheduling")
     for module in core:
         assert not [m for m in graph[module] if m.startswith(fronts)], module
@@ -77,7 +78,9 @@ def test_the_core_imports_no_front_end_at_module_level() -> None:
 def test_the_lint_refuses_an_upward_import() -> None:
     probe = (
         '"""A core module importing a front end and an SDK (must fail the lint)."""\n\n'
-        "import duckdb\n\nfrom courier.cli.main import main\n\n__all__ = ['duckdb', 'main']\n"
+        "import duckdb\n\nfrom courier.cli.main import main\n"
+        "from courier.scheduling.runner import GroupRunner\n\n"
+        "__all__ = ['GroupRunner', 'duckdb', 'main']\n"
     )
     done = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", "--stdin-filename",
@@ -87,3 +90,4 @@ def test_the_lint_refuses_an_upward_import() -> None:
     assert done.returncode == 1
     assert "TID253" in done.stdout and "`duckdb` is banned at the module level" in done.stdout
     assert "TID251" in done.stdout and "core must not import the CLI front end" in done.stdout
+    assert "core must not import the scheduler; it calls Context.run" in done.stdout

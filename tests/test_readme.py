@@ -2,7 +2,7 @@
 leaves behind, so the README cannot drift from what the commands do.
 
 Blocks fenced as ```sh run, each with `bash -e` in a copy of the repository's project after
-`python -m courier.examples run` (what `make run` runs; one prepared project for the session);
+`python -m demo run` (what `make run` runs; one prepared project for the session);
 blocks fenced as ```text (`make run`/`make test` themselves, foreground servers such as
 `courier scheduler` and `courier ui`) are shown, not run. The serve recipe's port 8080 is
 swapped for a free one.
@@ -37,8 +37,9 @@ def made_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(REPO / folder, root / folder)
     (root / ".venv").symlink_to(Path(sys.prefix))
     made = subprocess.run(
-        [sys.executable, "-m", "courier.examples", "run", "--project", str(root)],
-        capture_output=True, text=True, timeout=600, cwd=root, env=environ(),
+        [sys.executable, "-m", "demo", "run", "--project", str(root)],
+        capture_output=True, text=True, timeout=600, cwd=root,
+        env={**environ(), "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     return root

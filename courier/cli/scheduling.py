@@ -10,9 +10,10 @@ from typing import Any
 import click
 
 from courier.cli.options import State, emit_json, error_handler, json_option, now_utc, table
-from courier.groups import GroupRunner, get_group, group_zone, schedule_of
-from courier.scheduler import Scheduler
-from courier.status import courier_status
+from courier.scheduling.loop import Scheduler
+from courier.scheduling.planning import get_group, group_zone, schedule_of
+from courier.scheduling.runner import GroupRunner
+from courier.scheduling.status import courier_status
 from courier.windows import iso_utc, parse_time, ts
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,6 +28,11 @@ def parse_duration_seconds(text: str) -> int:
         raise ValueError(f"expected a duration like '15m', '24h' or '3d', got {text!r}")
     n, unit = int(m.group(1)), m.group(2)
     return n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def duration(text: str | None) -> timedelta | None:
+    """A duration setting ('15m', '24h', ...) as a timedelta; None when unset."""
+    return timedelta(seconds=parse_duration_seconds(text)) if text else None
 
 
 def check_identifier(value: str, what: str) -> str:
@@ -161,6 +167,7 @@ class IngestSection(Strict):
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request line + headers
     max_headers: int = Field(default=100, gt=0)  # header fields per request
     max_connections: int = Field(default=1000, gt=0)  # open connections per worker process
+    max_connections_per_client: int = Field(default=100, gt=0)  # from one address, per process
     keepalive_timeout: float = Field(default=5.0, gt=0)  # an idle keep-alive connection closes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -85,13 +86,29 @@ class DuckDBDestination(FeedDestination):
 
     # -- the run ---------------------------------------------------------------------------------
     def begin(self, ctx: LoadContext) -> None:
-        self.con.execute("CREATE SCHEMA IF NOT EXISTS courier")
-        self.con.execute(
-            f"CREATE TABLE IF NOT EXISTS {COMMITS} (run_id VARCHAR, committed_at TIMESTAMPTZ)"
-        )
+        self._create_commits_table()
         self.ctx = ctx
         self._truncated.clear()
         self.con.execute("BEGIN TRANSACTION")
+
+    def _create_commits_table(self) -> None:
+        """courier.feed_commits, once. Couriers of a group begin in parallel threads; the first
+        time, their CREATEs collide on the catalog ("write-write conflict"): the loser finds the
+        table the winner made."""
+        for attempt in range(20):
+            if table_exists(self.con, "courier", "feed_commits"):
+                return
+            try:
+                self.con.execute("CREATE SCHEMA IF NOT EXISTS courier")
+                self.con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {COMMITS} "
+                    "(run_id VARCHAR, committed_at TIMESTAMPTZ)"
+                )
+                return
+            except duckdb.TransactionException:
+                if attempt == 19:
+                    raise
+                time.sleep(0.05)
 
     def commit(self, run_id: str) -> None:
         if self.ctx is None or self.ctx.run_id != run_id:
@@ -203,29 +220,29 @@ class DuckDBDestination(FeedDestination):
         each row's storage key in the file column (so quarantine names the file)."""
         name = f"_courier_arrow_{feed.id}"
         reader = rows.to_arrow()
-        keys = {f.rank: f.key for f in rows.files or []}
         view = f"{name}_src"
         self.con.register(view, reader)
         try:
-            visible = [c for c in reader.schema.names if c not in (RANK_COLUMN, LINE_COLUMN)]
-            cols = ", ".join(f"a.{quote(c)}" for c in visible)
-            file_col, join = "", ""
-            if keys:
-                mapping = ", ".join(f"({r}, {literal(k)})" for r, k in keys.items())
-                file_col = f"{', ' if cols else ''}k.key AS _courier_file"
-                join = f"LEFT JOIN (VALUES {mapping}) k(rank, key) ON k.rank = a.{RANK_COLUMN}"
+            # with the files the ranks point into, each row keeps its record's place
+            order = f"a.{RANK_COLUMN}, a.{LINE_COLUMN}"
+            cols = ", ".join(f"a.{quote(c)}" for c in reader.schema.names)
+            if not rows.files:
+                visible = [c for c in reader.schema.names if c not in (RANK_COLUMN, LINE_COLUMN)]
+                cols = ", ".join(f"a.{quote(c)}" for c in visible)
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS SELECT {cols}{file_col} "
-                f"FROM {view} a {join} ORDER BY a.{RANK_COLUMN}, a.{LINE_COLUMN}"
+                f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS SELECT {cols} "
+                f"FROM {view} a ORDER BY {order}"
             )
         finally:
             self.con.unregister(view)
         columns = {r[0]: r[1] for r in self.con.execute(f"DESCRIBE {quote(name)}").fetchall()}
         count = self._count(f"SELECT count(*) FROM {quote(name)}")
-        return DuckDBRows(self.con, name, columns, count, "_courier_file" if keys else None)
+        return DuckDBRows(
+            self.con, name, columns, count, files=rows.files, ordered=bool(rows.files)
+        )
 
     def _load(self, feed: FeedConfig, source: DuckDBRows, ctx: LoadContext) -> LoadResult:
-        incoming = {c: t for c, t in source.columns.items() if c != source.file_column}
+        incoming = {c: source.columns[c] for c in source.visible}
         by_lower = {c.lower(): c for c in incoming}
         matched: dict[str, str | None] = {}
         for field in feed.fields:
@@ -272,9 +289,17 @@ class DuckDBDestination(FeedDestination):
                     f"{literal(f'{col}: column is not in feed {feed.id}')} END"
                 )
                 rejects.append(f"s.{quote(col)} IS NOT NULL")
-        # The rows to load, in input order (_courier_ord): cast straight from the source, or,
-        # only when some row is rejected, from a stage table that also keeps the reasons.
-        rows = f"SELECT {', '.join(selects)}, s.rowid AS _courier_ord FROM {quote(source.name)} s"
+        # The rows to load, in input order (_courier_ord, after the record's file rank and line
+        # when they carry them): cast straight from the source, or, only when some row is
+        # rejected, from a stage table that also keeps the reasons.
+        place, latest = "", "_courier_ord DESC"
+        if source.ordered:
+            place = f", s.{RANK_COLUMN}, s.{LINE_COLUMN}"
+            latest = f"{RANK_COLUMN} DESC NULLS LAST, {LINE_COLUMN} DESC NULLS LAST, {latest}"
+        rows = (
+            f"SELECT {', '.join(selects)}, s.rowid AS _courier_ord{place} "
+            f"FROM {quote(source.name)} s"
+        )
         cast_of = dict(zip(feed.fields, selects, strict=True))
         # the keys the run replaces: every row's key, cast (no rejects: all rows load)
         replaced = (
@@ -289,7 +314,7 @@ class DuckDBDestination(FeedDestination):
         ):
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {quote(stage)} AS SELECT {', '.join(selects)}, "
-                f"s.rowid AS _courier_ord, concat_ws('; ', {', '.join(reasons)}) "
+                f"s.rowid AS _courier_ord{place}, concat_ws('; ', {', '.join(reasons)}) "
                 f"AS _courier_reason FROM {quote(source.name)} s"
             )
             rejected = self._quarantine(stage, source, feed, ctx)
@@ -316,7 +341,7 @@ class DuckDBDestination(FeedDestination):
                     f"CREATE OR REPLACE TEMP TABLE {quote(losers)} AS SELECT _courier_ord "
                     f"FROM ({rows}) WHERE {key_hash} IN (SELECT _h FROM {quote(dups)}) "
                     f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} "
-                    "ORDER BY _courier_ord DESC) > 1"
+                    f"ORDER BY {latest}) > 1"
                 )
                 rows = (
                     f"SELECT * FROM ({rows}) WHERE _courier_ord NOT IN "
@@ -354,13 +379,23 @@ class DuckDBDestination(FeedDestination):
         ).fetchone()[0]  # type: ignore[index]
         if not n:
             return 0
-        visible = [c for c in source.columns if c != source.file_column]
+        visible = source.visible
         raw = (
             "to_json(struct_pack("
             + ", ".join(f"{quote(c)} := s.{quote(c)}" for c in visible)
             + "))"
         )
-        if source.file_column:
+        if source.ordered:  # each row names its record's file (by rank) and line
+            keys = ", ".join(f"({f.rank}, {literal(f.key)})" for f in source.files or [])
+            keys = keys or "(NULL, NULL)"
+            numbered = (
+                f"SELECT s.rowid AS _ord, k.key AS _file, coalesce(s.{LINE_COLUMN}, "
+                f"s.rowid + 1) AS _line, s.* FROM {quote(source.name)} s "
+                f"LEFT JOIN (VALUES {keys}) k(rank, key) ON k.rank = s.{RANK_COLUMN}"
+            )
+            file_expr = "s._file"
+            names = ""
+        elif source.file_column:
             fc = f"s.{quote(source.file_column)}"
             numbered = (
                 f"SELECT s.rowid AS _ord, {fc} AS _file, row_number() OVER "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from courier.engines.base import LINE_COLUMN, RANK_COLUMN, QueryEngine, Rows, WindowFile
+from courier.engines.record_order import carry_record_order
 from courier.errors import DatabaseLockedError, LoadError, QueryError
 from courier.formats import base as formats
 from courier.formats.limits import ColumnBudget, keys_collide
@@ -40,6 +42,7 @@ STEADY_SAMPLE_PER_FILE = 128  # a pinned schema is checked against this much of 
 MAX_COLUMNS = 500  # options.max_columns: top-level columns a file tag holds at most
 MAX_LOCATED = 100  # records DuckDB names one at a time once the line scan found no more
 _ids = itertools.count(1)
+log = logging.getLogger(__name__)
 _LOCATED = re.compile(r'in file "(.*?)",? (?:at byte \d+ )?in line (\d+)')
 
 
@@ -140,13 +143,17 @@ def feeds_connection(session: Session, database: str | None = None) -> duckdb.Du
 
 def open_backend(name: str, config: DuckDBEngineConfig, session: Session) -> DuckDBEngine:
     """Registry entry (courier.backends): the engine on the workspace's feed database."""
-    return DuckDBEngine(feeds_connection(session), session.project.path(".courier/tmp"))
+    return DuckDBEngine(
+        feeds_connection(session), session.project.path(".courier/tmp"), record_order=True
+    )
 
 
 class DuckDBRows(Rows):
     """Rows in a DuckDB table or view on the engine's connection, in rowid order.
 
-    file_column: each row's local file (read tags; FILE_NAMES maps it to its storage key)."""
+    file_column: each row's local file (read tags; FILE_NAMES maps it to its storage key).
+    ordered: the rows carry RANK_COLUMN and LINE_COLUMN, the place of the input record each
+    came from (a query's rows, engines/record_order.py); `files` then names the ranks."""
 
     def __init__(
         self,
@@ -157,6 +164,7 @@ class DuckDBRows(Rows):
         file_column: str | None = None,
         files: list[WindowFile] | None = None,
         ranks: dict[str, int] | None = None,
+        ordered: bool = False,
     ):
         self.con = con
         self.name = name
@@ -165,6 +173,7 @@ class DuckDBRows(Rows):
         self.file_column = file_column
         self._files = files
         self._ranks = ranks or {}  # storage key -> the file's rank
+        self.ordered = ordered
 
     @property
     def count(self) -> int:
@@ -176,7 +185,8 @@ class DuckDBRows(Rows):
 
     @property
     def visible(self) -> list[str]:
-        return [c for c in self.columns if c != self.file_column]
+        hidden = {self.file_column, *((RANK_COLUMN, LINE_COLUMN) if self.ordered else ())}
+        return [c for c in self.columns if c not in hidden]
 
     @property
     def schema(self) -> pa.Schema:
@@ -187,7 +197,12 @@ class DuckDBRows(Rows):
     def to_arrow(self) -> pa.RecordBatchReader:
         cols = ", ".join(f"s.{quote(c)}" for c in self.visible)
         cols = cols + ", " if cols else ""
-        if self.file_column and self._ranks:
+        if self.ordered:
+            sql = (
+                f"SELECT {cols}s.{RANK_COLUMN}, s.{LINE_COLUMN} FROM {quote(self.name)} s "
+                f"ORDER BY s.{RANK_COLUMN} NULLS FIRST, s.{LINE_COLUMN}, s.rowid"
+            )
+        elif self.file_column and self._ranks:
             fc = f"s.{quote(self.file_column)}"
             ranks = ", ".join(f"({literal(k)}, {r})" for k, r in self._ranks.items())
             sql = (
@@ -226,12 +241,25 @@ class DuckDBEngine(QueryEngine):
     dialect = "duckdb"
     FETCH_THREADS = 8  # parallel downloads of a remote window
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, scratch_root: Path | None = None):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        scratch_root: Path | None = None,
+        record_order: bool = False,
+    ):
         self.con = con
         self.scratch_root = scratch_root  # where remote files are downloaded (None: system tmp)
+        # record_order: a query's rows carry the file rank and line of their input record
+        # (runs; the analyst's previews keep the query's own columns and order)
+        self.record_order = record_order
         self.tags: dict[str, DuckDBRows] = {}
         self.streamed: dict[str, StreamedTag] = {}
         self.scratch: list[Path] = []  # transcoded files a streamed tag reads until close()
+        self._keys: dict[str, str] = {}  # local path -> storage key
+        # a streamed tag's view: (its paths, their schema, records per path)
+        self._scans: dict[str, tuple[list[str], dict[str, str], list[int]]] = {}
+        # a scanned file's clean copy: its records' line numbers in the landed file
+        self._lines: dict[str, array[int]] = {}
 
     def close(self) -> None:
         for path in self.scratch:
@@ -368,13 +396,15 @@ class DuckDBEngine(QueryEngine):
             # object (a malformed line fails it, so the careful path finds and quarantines it),
             # and which files hold a key the schema lacks
             known = "[" + ", ".join(literal(k) for k in schema) + "]::VARCHAR[]"
-            count, keys, not_objects, late = self.con.execute(
-                "SELECT count(*), list_distinct(flatten(list(DISTINCT k))), "
+            count, keys, not_objects, late, counted = self.con.execute(
+                "SELECT sum(n), list_distinct(flatten(list(ks))), sum(bad), "
+                "list(filename) FILTER (WHERE late), map(list(filename), list(n)) FROM ("
+                "SELECT filename, count(*) AS n, list_distinct(flatten(list(DISTINCT k))) AS ks, "
                 # the line parsed as JSON, so starting with { it is an object (no 2nd parse)
-                "count(*) FILTER (WHERE NOT starts_with(ltrim(CAST(json AS VARCHAR)), '{')), "
-                f"list(DISTINCT filename) FILTER (WHERE NOT list_has_all({known}, k)) "
+                "count(*) FILTER (WHERE NOT starts_with(ltrim(CAST(json AS VARCHAR)), '{')) "
+                f"AS bad, bool_or(NOT list_has_all({known}, k)) AS late "
                 "FROM (SELECT json_keys(json) AS k, json, filename "
-                f"FROM read_ndjson_objects({sql_list(paths)}, filename = true))"
+                f"FROM read_ndjson_objects({sql_list(paths)}, filename = true)) GROUP BY filename)"
             ).fetchone()  # type: ignore[misc]
             if not_objects or needs_check(keys or [], pinned, max_columns(options)):
                 return None
@@ -387,7 +417,9 @@ class DuckDBEngine(QueryEngine):
             return None
         self._name_files({p: f.key for p, f in zip(paths, files, strict=True)})
         self._ndjson_into(table, paths, schema, kind="VIEW")
-        return int(count)
+        per_file = dict(counted or {})
+        self._scans[table] = (paths, schema, [int(per_file.get(p) or 0) for p in paths])
+        return int(count or 0)
 
     def _read_ndjson(
         self,
@@ -422,6 +454,7 @@ class DuckDBEngine(QueryEngine):
                 if numbers:
                     clean[str(copy)] = (f, numbers)
                     self._name_files({str(copy): f.key})
+                    self._lines[str(copy)] = numbers
             self._read_clean(table, clean, pinned, full_scan, summary)
         finally:
             shutil.rmtree(clean_dir, ignore_errors=True)  # the good lines are in the table now
@@ -567,10 +600,16 @@ class DuckDBEngine(QueryEngine):
         except duckdb.Error:  # types that do not unite: this window's, as before
             return {}
 
+    def _ndjson_scan(self, paths: list[str], schema: dict[str, str], extra: str = "") -> str:
+        columns = "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in schema.items()) + "}"
+        return (
+            f"read_json({sql_list(paths)}, format = 'newline_delimited', records = true, "
+            f"columns = {columns}{extra})"
+        )
+
     def _ndjson_into(
         self, table: str, paths: list[str], schema: dict[str, str], kind: str = "TABLE"
     ) -> None:
-        columns = "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in schema.items()) + "}"
         # The file column as an ENUM of the window's paths: one byte a row instead of the path
         # (a 1 GB window's tag table is ~45% smaller, so it spills far less under the memory
         # limit). Paths with glob characters are expanded by DuckDB, so they keep VARCHAR.
@@ -579,11 +618,11 @@ class DuckDBEngine(QueryEngine):
             names = ", ".join(literal(p) for p in dict.fromkeys(paths))
             fc = quote(FILE_COLUMN)
             replace = f" REPLACE (CAST({fc} AS ENUM({names})) AS {fc})"
+        scan = self._ndjson_scan(paths, schema, f", filename = {literal(FILE_COLUMN)}")
         self.con.execute(
-            f"CREATE OR REPLACE TEMP {kind} {quote(table)} AS SELECT *{replace} "
-            f"FROM read_json({sql_list(paths)}, format = 'newline_delimited', records = true, "
-            f"columns = {columns}, filename = {literal(FILE_COLUMN)})"
+            f"CREATE OR REPLACE TEMP {kind} {quote(table)} AS SELECT *{replace} FROM {scan}"
         )
+        self._scans.pop(table, None)  # a table now (or a view the caller describes)
 
     def _name_files(self, mapping: dict[str, str]) -> None:
         """Remember which storage key each local path holds (the file column keeps the path;
@@ -592,6 +631,7 @@ class DuckDBEngine(QueryEngine):
             f"CREATE TEMP TABLE IF NOT EXISTS {FILE_NAMES} (path VARCHAR, key VARCHAR)"
         )
         self.con.executemany(f"INSERT INTO {FILE_NAMES} VALUES (?, ?)", list(mapping.items()))
+        self._keys.update(mapping)
 
     def _empty_table(self, table: str, schema: dict[str, str] | None) -> None:
         cols = [f"{quote(k)} {v}" for k, v in (schema or {}).items()]
@@ -697,6 +737,10 @@ class DuckDBEngine(QueryEngine):
     def run_query(self, query: SavedQuery, tags: list[str]) -> DuckDBRows:
         table = f"_courier_q_{query.name}_{next(_ids)}"
         sql = query.sql.strip().rstrip(";")
+        if self.record_order:
+            ordered = self._run_ordered(query, sql, table, tags)
+            if ordered is not None:
+                return ordered
         try:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS {sql}")
         except duckdb.Error as exc:
@@ -711,6 +755,143 @@ class DuckDBEngine(QueryEngine):
         columns = describe(self.con, table)
         rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
         return DuckDBRows(self.con, table, columns, rows, None)
+
+    def _run_ordered(
+        self, query: SavedQuery, sql: str, table: str, tags: list[str]
+    ) -> DuckDBRows | None:
+        """The query with each row's file rank and line (engines/record_order.py); None when
+        its shape does not carry them, or the edited text fails where the query may not (the
+        query then runs as written: its rows in output order, or its own error)."""
+        relations = {t: v for t in tags if (v := self._ordered_view(t)) is not None}
+        edited = carry_record_order(sql, relations) if relations else None
+        if edited is None:
+            return None
+        # the rows name their place: their order in the table is free, which DuckDB
+        # writes in parallel and with less memory
+        self.con.execute("SET preserve_insertion_order = false")
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS {edited}")
+        except duckdb.Error as exc:
+            held = [t for t in tags if t in self.streamed]
+            if held and is_type_error(exc):
+                for tag in held:
+                    self._hold(tag)
+                return self._run_ordered(query, sql, table, tags)
+            return None
+        finally:
+            self.con.execute("RESET preserve_insertion_order")
+        columns = describe(self.con, table)
+        if RANK_COLUMN not in columns or LINE_COLUMN not in columns:
+            self.con.execute(f"DROP TABLE {quote(table)}")
+            return None
+        rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
+        files = [f for t in tags if t in self.tags for f in self.tags[t].files or []]
+        return DuckDBRows(self.con, table, columns, rows, None, files=files, ordered=True)
+
+    def _ordered_view(self, tag: str) -> str | None:
+        """A view of the tag with RANK_COLUMN and LINE_COLUMN: each record's file rank and
+        line (its number in the landed file). None when the tag's ranks are unknown."""
+        relation = self.tags.get(tag)
+        if relation is None or not relation._ranks:
+            return None
+        rank_of = {p: relation._ranks.get(k) for p, k in self._keys.items()}
+        visible = ", ".join(f"s.{quote(c)}" for c in relation.visible)
+        visible = visible + ", " if visible else ""
+        view = f"{relation.name}_ordered"
+        scan = self._scans.get(relation.name)
+        if scan is not None:  # a streamed tag: number the records as the files are read
+            paths, schema, counts = scan
+            if any(rank_of.get(p) is None for p in paths):
+                return None
+            body = " UNION ALL ".join(
+                self._numbered_scan(visible, chunk, paths, schema, counts, rank_of)
+                for chunk in self._chunks(paths, counts)
+            )
+        else:  # a table in file order: a record's line is its row's distance from the first
+            fc = quote(FILE_COLUMN)
+            firsts = self.con.execute(
+                f"SELECT CAST({fc} AS VARCHAR), min(rowid) FROM {quote(relation.name)} GROUP BY 1"
+            ).fetchall()
+            known = [(p, rank_of.get(p), first) for p, first in firsts if p is not None]
+            if not known or any(r is None for _, r, _ in known):
+                return None
+            values = ", ".join(f"({literal(p)}, {r}, {first})" for p, r, first in known)
+            line = "s.rowid - o.first + 1"
+            join = ""
+            mapped = [p for p, _, _ in known if p in self._lines]
+            if mapped:  # clean copies of scanned files: their records' lines in the original
+                self._line_map(f"{view}_lines", mapped)
+                join = (
+                    f"LEFT JOIN {quote(view + '_lines')} m ON m.path = o.path "
+                    f"AND m.ordinal = s.rowid - o.first + 1 "
+                )
+                line = f"coalesce(m.line, {line})"
+            body = (
+                f"SELECT {visible}CAST(o.rank AS INTEGER) AS {RANK_COLUMN}, "
+                f"CAST({line} AS BIGINT) AS {LINE_COLUMN} FROM {quote(relation.name)} s "
+                f"LEFT JOIN (VALUES {values}) o(path, rank, first) "
+                f"ON o.path = CAST(s.{fc} AS VARCHAR) {join}"
+            )
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(view)} AS {body}")
+        except duckdb.Error:  # the rows then keep the query's output order
+            log.warning("no record order for tag %s", tag, exc_info=True)
+            return None
+        return view
+
+    def _chunks(self, paths: list[str], counts: list[int]) -> list[list[int]]:
+        """The files (indexes) in a few runs of neighbours with about as many records each.
+        WITH ORDINALITY numbers a scan on one thread, so each run is a scan of its own and
+        DuckDB reads them side by side (2 per thread keeps the threads busy to the end)."""
+        threads = int(self.con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
+        parts = max(1, min(len(paths), 2 * threads))
+        share = max(1, sum(counts)) / parts
+        chunks: list[list[int]] = [[]]
+        done = 0
+        for i, n in enumerate(counts):
+            if chunks[-1] and done >= share * len(chunks) and len(chunks) < parts:
+                chunks.append([])
+            chunks[-1].append(i)
+            done += n
+        return chunks
+
+    def _numbered_scan(
+        self,
+        visible: str,
+        chunk: list[int],
+        paths: list[str],
+        schema: dict[str, str],
+        counts: list[int],
+        rank_of: dict[str, int | None],
+    ) -> str:
+        ranks = ", ".join(str(rank_of[paths[i]]) for i in chunk)
+        starts = ", ".join(map(str, itertools.accumulate([0, *(counts[i] for i in chunk[:-1])])))
+        index = "CAST(s.file_index AS BIGINT) + 1"
+        source = self._ndjson_scan([paths[i] for i in chunk], schema)
+        return (
+            f"SELECT {visible}CAST([{ranks}][{index}] AS INTEGER) AS {RANK_COLUMN}, "
+            f"CAST(s.ordinality - [{starts}][{index}] AS BIGINT) AS {LINE_COLUMN} "
+            f"FROM {source} WITH ORDINALITY s"
+        )
+
+    def _line_map(self, name: str, paths: list[str]) -> None:
+        """A table of the clean copies' record numbers -> lines in the landed files."""
+        parts = []
+        for path in paths:
+            lines = self._lines[path]
+            parts.append(
+                pa.table({
+                    "path": pa.array([path] * len(lines), pa.string()),
+                    "ordinal": pa.array(range(1, len(lines) + 1), pa.int64()),
+                    "line": pa.array(lines, pa.int64()),
+                })
+            )  # fmt: skip
+        view = f"{name}_arrow"
+        self.con.register(view, pa.concat_tables(parts))
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS SELECT * FROM {view}")
+        finally:
+            self.con.unregister(view)
 
     def _hold(self, tag: str) -> None:
         """Read a streamed tag into a table, as read_input does when not streaming."""

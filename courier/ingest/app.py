@@ -573,5 +573,6 @@ def create_app() -> IngestApp:
         max_header_bytes=settings.max_header_bytes,
         max_headers=settings.max_headers,
         max_connections=http.connection_cap(settings.max_connections),
+        max_connections_per_client=settings.max_connections_per_client,
     )
     return IngestApp(project, workers=workers)

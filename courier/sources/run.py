@@ -24,6 +24,7 @@ from typing import Any
 
 from courier.errors import ConfigError, CourierError
 from courier.project import Project
+from courier.scheduling.leases import take_lease
 from courier.sources.config import SourceConfig, load_sources
 from courier.state.base import StateStore
 
@@ -109,8 +110,6 @@ def run_source(
 
 def _claim(scope: str, holder: str, s: StateStore) -> dict[str, Any] | None:
     """Take the lease of scope; None when taken, else the row of the live process holding it."""
-    from courier.groups import take_lease
-
     return take_lease(s, scope, holder, datetime.now(UTC))
 
 

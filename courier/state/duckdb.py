@@ -3,9 +3,12 @@ and its feed rows commit in one transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
     from courier.backends import Session
     from courier.config.models import StateSection
+    from courier.project import Project
 
 DDL = [
     "CREATE SCHEMA IF NOT EXISTS courier",
@@ -638,3 +642,57 @@ ALERT_COLUMNS = [
     "window_end", "message", "details", "deliveries", "created_at",
 ]  # fmt: skip
 GROUP_JSON = {"members", "details", "deliveries"}
+
+
+# -- one database instance per process --------------------------------------------------------
+
+
+class _Keeper:
+    """Keeps one connection to the feed database open while any thread of this process works
+    in it, and opens/closes it under a lock.
+
+    DuckDB shares one database instance between the connections of a process, created by the
+    first connect and torn down by the last close; a connect racing a create or a teardown in
+    another thread fails ("Unique file handle conflict"). With the keeper open, couriers
+    running in parallel threads only ever attach to a live instance. Between runs nothing is
+    held, so another process can take its turn."""
+
+    def __init__(self, open_: Callable[[], duckdb.DuckDBPyConnection]):
+        self.open = open_
+        self.lock = threading.Lock()
+        self.count = 0
+        self.con: duckdb.DuckDBPyConnection | None = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self.lock:
+            if self.count == 0:
+                self.con = self.open()  # TransientError: another process holds the database
+            self.count += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.count -= 1
+                if self.count == 0 and self.con is not None:
+                    self.con.close()
+                    self.con = None
+
+
+_KEEPERS: dict[str, _Keeper] = {}
+_KEEPERS_LOCK = threading.Lock()
+
+
+def keep_open(project: Project) -> AbstractContextManager[None]:
+    """Registry hook (courier.workspace.keep_open): while held, the project's feed database
+    stays open in this process, so parallel runs in threads attach to a live instance."""
+    from courier.engines.duckdb import connect
+
+    feeds = project.settings.feeds
+    path = project.path(feeds.database)
+
+    def open_() -> duckdb.DuckDBPyConnection:
+        return connect(path, feeds.memory_limit, feeds.threads, feeds.lock_timeout)
+
+    with _KEEPERS_LOCK:
+        return _KEEPERS.setdefault(str(path.resolve()), _Keeper(open_)).hold()

@@ -24,10 +24,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from courier.config.models import duration
 from courier.context import Context
 from courier.errors import CourierError, TransientError
-from courier.groups import duration
-from courier.status import backlog_of, member_view, memberships, next_run_of, next_runs
+from courier.scheduling.planning import schedule_of
+from courier.scheduling.status import backlog_of, member_view, memberships, next_run_of, next_runs
 from courier.windows import Window, iso_utc
 
 if TYPE_CHECKING:
@@ -140,10 +141,8 @@ class StatusReader:
         """The state store and the feed database, open for as long as the block runs (both
         None before the first run created them)."""
         if self.in_scheduler:
-            from courier.groups import keeper
-
             try:
-                with keeper(self.context).hold(), self.context.workspace() as ws:
+                with self.context.hold(), self.context.workspace() as ws:
                     yield Visit(ws.state, ws.connection)
             except TransientError as exc:
                 raise DatabaseBusy(str(exc)) from exc
@@ -236,9 +235,10 @@ class StatusReader:
         members_of = memberships(project)
         listed: dict[str, tuple[datetime, Any, str | None]] = {}
         for name, courier in sorted(project.couriers.items()):
-            ctx, since = member_view(self.context, name, members_of.get(name, []), now)
+            zone, since = member_view(project, name, members_of.get(name, []), now)
             try:
-                listed[name] = (since, ctx.discover(courier, Window(since, now)), None)
+                found = self.context.discover(courier, Window(since, now), tz=zone)
+                listed[name] = (since, found, None)
             except CourierError as exc:
                 listed[name] = (since, [], str(exc))
         landed = self._landed(now)
@@ -274,8 +274,6 @@ class StatusReader:
         listed: dict[str, tuple[datetime, Any, str | None]],
         members_of: dict[str, list[tuple[str, Any]]],
     ) -> list[dict[str, Any]]:
-        from courier.groups import schedule_of
-
         project = self.project
         upcoming = next_runs(project, now)
         latest = {name: schedule_of(project, g).latest(now) for name, g in project.groups.items()}

@@ -42,7 +42,7 @@ def example_project(tmp_path: Path, destination: str | None) -> Path:
 
 
 def run_examples(root: Path) -> tuple[Context, dict[str, dict]]:
-    from courier.examples import land_day, land_sample_payloads
+    from demo.examples import land_day, land_sample_payloads
 
     project = load_project(root)
     context = Context(project)

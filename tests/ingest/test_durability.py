@@ -13,7 +13,7 @@ import boto3
 import httpx
 import pytest
 
-from courier.ingest.loadgen import payload
+from bench.loadgen import payload
 from tests.ingest.helpers import (
     ADMIN_HEADERS,
     ADMIN_SETTING,
@@ -38,7 +38,7 @@ def loadgen(
     server: Server, acked: Path, seconds: float, connections: int = 16
 ) -> subprocess.Popen[str]:
     cmd = [
-        sys.executable, "-m", "courier.ingest.loadgen",
+        sys.executable, "-m", "bench.loadgen",
         "--url", f"{server.url}/stream/v0/data/events", "--token", token("events", days=1),
         "--connections", str(connections), "--duration", str(seconds), "--size", str(SIZE),
         "--prefix", "k", "--acked", str(acked),

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from courier.alerts import Alert, Alerter, CommandSink, LogSink, WebhookSink
-from courier.groups import GroupRunner
+from courier.scheduling.runner import GroupRunner
 from courier.windows import Window
 from tests.projects import EVENTS_QUERY, ProjectFactory, event
 from tests.scheduling.conftest import group

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from courier.groups import GroupRunner
-from courier.status import courier_status
+from courier.scheduling.runner import GroupRunner
+from courier.scheduling.status import courier_status
 from tests.projects import ProjectFactory, event
 from tests.scheduling.conftest import courier_cli, group, land_clicks
 

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from courier.config.models import GroupConfig, GroupCourier
-from courier.groups import Schedule, due_times, is_ready, run_after_order
+from courier.scheduling.cron import Schedule
+from courier.scheduling.planning import due_times, is_ready, run_after_order
 
 HOURLY = Schedule.parse("0 * * * *", ZoneInfo("UTC"))
 

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from courier.scheduler import Scheduler
+from courier.scheduling.loop import Scheduler
 from tests.projects import ProjectFactory
 from tests.scheduling.conftest import CLICKS_COURIER, group, land_clicks
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from courier.groups import Schedule
+from courier.scheduling.cron import Schedule
 from courier.windows import iso_utc
 from tests.projects import EVENTS_QUERY, ProjectFactory, event
 from tests.scheduler_process import Scheduler

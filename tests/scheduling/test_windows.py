@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from courier.config.models import GroupCourier
-from courier.groups import Schedule, Span, crontab_weekdays, parse_cron, scheduled_window
+from courier.scheduling.cron import Schedule, crontab_weekdays, parse_cron
+from courier.scheduling.planning import Span, scheduled_window
 from courier.windows import Grain
 
 DAILY, HOURLY = "0 6 * * *", "5 * * * *"

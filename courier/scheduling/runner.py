@@ -1,47 +1,37 @@
-"""Courier groups (SPEC 1.3 and 3): schedules, scheduled windows, catch-up, group runs.
-
-The arithmetic is pure: every function takes the time `at` it is about. A run of a group at
-`T` gives each of its couriers the window `[T - O - R, T - O)` (O: the courier's offset, R: its
-range, by default the schedule period) and loads the courier's partitions whose start falls
-inside it.
-
-Time zones: schedules are read in the group's `time_zone` (else the project's), and so are the
-file dates of its couriers unless `file_dates_in_time_zone = false`. Whole days of an offset or
-range (`24h`, `1d`, `48h`) are calendar days in that zone, the rest is elapsed time; the default
-range is the time between the previous fire time and T. So a daily group keeps loading whole
-days across DST changes (23- and 25-hour days) and consecutive runs tile time with neither gap
-nor overlap, while an hourly group moves by real hours.
+"""Group runs: what `courier group run` and each scheduler tick call.
 
 `GroupRunner` does the work of one group run: couriers in parallel (bounded), each waits for its
-files, then runs through `Context.run`; earlier windows that failed are retried first; alerts go
-to the sinks; leases in the state store keep two processes from running one window twice.
+files, then runs through `Context.run` with the member's run options (file dates' zone,
+`required`, lookback); earlier windows that failed are retried first; alerts go to the sinks;
+leases in the state store keep two processes from running one window twice.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from apscheduler.triggers.cron import CronTrigger
 
 from courier.alerts import Alert, Alerter
-from courier.config.models import GroupConfig, GroupCourier, parse_duration_seconds
-from courier.errors import ConfigError, CourierError, TransientError
+from courier.config.models import GroupConfig
+from courier.errors import CourierError, TransientError
 from courier.patterns import FilePattern
-from courier.processes import pid_alive
-from courier.project import Project
+from courier.scheduling.leases import holder_alive, take_lease
+from courier.scheduling.planning import (
+    MemberPlan,
+    file_zone,
+    get_group,
+    group_zone,
+    member_options,
+    plan_group,
+)
 from courier.windows import Partition, Window, iso_utc
 
 if TYPE_CHECKING:
@@ -50,529 +40,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("courier.groups")
 
-DAY = 86400
-WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
-MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 RETRY_HORIZON = timedelta(days=7)  # failed windows older than this are left to `courier run`
-LEASE_TTL = timedelta(hours=6)  # only for holders on another host (same host: pid liveness)
 OK_STATUSES = {"succeeded", "skipped"}
-
-
-# -- cron ------------------------------------------------------------------------------------
-
-
-def crontab_weekdays(text: str) -> str:
-    """A crontab day-of-week field (0 or 7 = Sunday, names allowed) as APScheduler names.
-
-    APScheduler 3 counts 0 as Monday; cron counts 0 as Sunday. Spelling the days out avoids
-    the mismatch."""
-    if text in ("*", "?"):
-        return "*"
-
-    def day(token: str) -> int:
-        if token.isdigit() and 0 <= int(token) <= 7:
-            return int(token)
-        name = token.lower()[:3]
-        if name in WEEKDAYS and token.isalpha():
-            return WEEKDAYS.index(name)
-        raise ValueError(f"day of week {token!r}: use 0-7 (0 and 7 are Sunday) or sun..sat")
-
-    days: set[int] = set()
-    for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        if step_text and not step_text.isdigit():
-            raise ValueError(f"step {step_text!r} in day of week {part!r} must be a number")
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            raise ValueError(f"step in day of week {part!r} must be at least 1")
-        if base in ("*", "?"):
-            lo, hi = 0, 6
-        elif "-" in base:
-            a, b = base.split("-", 1)
-            lo, hi = day(a), day(b)
-            if hi < lo:
-                raise ValueError(f"day-of-week range {base!r} runs backwards")
-        else:
-            lo = day(base)
-            hi = 6 if step_text else lo
-        days.update(d % 7 for d in range(lo, hi + 1, step))
-    return ",".join(WEEKDAYS[d] for d in sorted(days))
-
-
-def parse_cron(expr: str, tz: ZoneInfo) -> CronTrigger:
-    """Standard cron `minute hour day month weekday` (or six fields, seconds first, or a macro
-    like @hourly) as an APScheduler trigger in zone tz. ValueError says what is wrong."""
-    text = MACROS.get(expr.strip().lower(), expr.strip())
-    fields = text.split()
-    if len(fields) == 5:
-        second, (minute, hour, day, month, weekday) = "0", fields
-    elif len(fields) == 6:
-        second, minute, hour, day, month, weekday = fields
-    else:
-        raise ValueError(
-            f"expected 5 fields 'minute hour day month weekday' (e.g. '0 6 * * *'), "
-            f"got {len(fields)}"
-        )
-    if day not in ("*", "?") and weekday not in ("*", "?"):
-        raise ValueError(
-            "both day of month and day of week are restricted, which cron reads as either/or; "
-            "restrict only one of them (use two groups for both)"
-        )
-    values = {
-        "second": second,
-        "minute": minute,
-        "hour": hour,
-        "day": day,
-        "month": month,
-        "day_of_week": crontab_weekdays(weekday),
-    }
-    for name, value in values.items():
-        try:
-            CronTrigger(timezone=tz, **{name: value})
-        except ValueError as exc:
-            shown = weekday if name == "day_of_week" else value
-            raise ValueError(f"{name.replace('_', ' ')} field {shown!r}: {exc}") from None
-    return CronTrigger(timezone=tz, **values)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A group's cron schedule in its zone. Fire times are aware UTC datetimes."""
-
-    expr: str
-    tz: ZoneInfo
-    trigger: CronTrigger = field(compare=False, repr=False)
-
-    @classmethod
-    def parse(cls, expr: str, tz: ZoneInfo) -> Schedule:
-        return cls(expr, tz, parse_cron(expr, tz))
-
-    def next_after(self, t: datetime) -> datetime | None:
-        """The first fire time strictly after t."""
-        nxt = self.trigger.get_next_fire_time(None, t + timedelta(microseconds=1))
-        return nxt.astimezone(UTC) if nxt is not None else None
-
-    def fires(self, after: datetime, until: datetime, limit: int = 10_000) -> list[datetime]:
-        """Fire times f with after < f <= until, oldest first (at most `limit`)."""
-        out: list[datetime] = []
-        t = self.next_after(after)
-        while t is not None and t <= until and len(out) < limit:
-            out.append(t)
-            t = self.next_after(t)
-        return out
-
-    def latest(self, t: datetime) -> datetime | None:
-        """The newest fire time at or before t."""
-        for span in (
-            timedelta(minutes=2),
-            timedelta(hours=2),
-            timedelta(days=2),
-            timedelta(days=35),
-            timedelta(days=400),
-            timedelta(days=3000),
-        ):
-            found = self.fires(t - span, t)
-            if found:
-                return found[-1]
-        return None
-
-    def previous(self, t: datetime) -> datetime | None:
-        """The newest fire time strictly before t."""
-        return self.latest(t - timedelta(microseconds=1))
-
-
-# -- durations and windows -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Span:
-    """A duration split into calendar days and elapsed seconds."""
-
-    days: int
-    seconds: int
-
-    @classmethod
-    def parse(cls, text: str) -> Span:
-        total = parse_duration_seconds(text)
-        return cls(total // DAY, total % DAY)
-
-    def before(self, t: datetime, tz: ZoneInfo) -> datetime:
-        """t minus this span: whole days on the wall clock of tz, then the rest in real time."""
-        out = t.astimezone(UTC)
-        if self.days:
-            wall = t.astimezone(tz).replace(tzinfo=None) - timedelta(days=self.days)
-            out = wall.replace(tzinfo=tz).astimezone(UTC)
-        return out - timedelta(seconds=self.seconds)
-
-
-def group_zone(project: Project, group: GroupConfig) -> ZoneInfo:
-    """The zone of a group's schedule."""
-    return ZoneInfo(group.time_zone or project.settings.project.time_zone)
-
-
-def file_zone(project: Project, group: GroupConfig) -> ZoneInfo:
-    """The zone in which the group's couriers read file dates."""
-    return group_zone(project, group) if group.file_dates_in_time_zone else project.time_zone
-
-
-def schedule_of(project: Project, group: GroupConfig) -> Schedule:
-    return Schedule.parse(group.schedule, group_zone(project, group))
-
-
-def scheduled_window(
-    schedule: Schedule, member: GroupCourier, at: datetime, tz: ZoneInfo
-) -> Window | None:
-    """SPEC 3: the window [T - O - R, T - O) of a run at T; None when it is empty."""
-    at = at.astimezone(UTC)
-    offset = Span.parse(member.offset)
-    end = offset.before(at, tz)
-    if member.range:
-        start = Span.parse(member.range).before(end, tz)
-    else:
-        fire = schedule.latest(at)
-        prev = schedule.previous(fire) if fire is not None else None
-        if fire is None or prev is None:
-            return None
-        period_start = prev if fire == at else at - (fire - prev)
-        start = offset.before(period_start, tz)
-    if end <= start:
-        return None
-    return Window(start, end)
-
-
-def duration(text: str | None) -> timedelta | None:
-    return timedelta(seconds=parse_duration_seconds(text)) if text else None
-
-
-@dataclass(frozen=True)
-class MemberPlan:
-    """What one courier of a group does in a run at `at` (plain data)."""
-
-    group: str
-    courier: str
-    at: datetime
-    window: Window | None
-    partitions: tuple[Partition, ...]
-    member: GroupCourier
-    file_zone: ZoneInfo
-
-    @property
-    def wait(self) -> timedelta:
-        return duration(self.member.wait) or timedelta(0)
-
-    @property
-    def alert_after(self) -> timedelta | None:
-        return duration(self.member.alert_after)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "courier": self.courier,
-            "window": self.window.as_dict() if self.window else None,
-            "partitions": [iso_utc(p.start) for p in self.partitions],
-            "offset": self.member.offset,
-            "range": self.member.range,
-            "wait": self.member.wait,
-            "required": self.member.required,
-            "lookback": self.member.lookback,
-        }
-
-
-def member_lookback(project: Project, member: GroupCourier) -> timedelta | None:
-    """The group courier's lookback, else the courier's own."""
-    courier = project.courier(member.name)
-    return duration(member.lookback or courier.lookback)
-
-
-def plan_group(project: Project, group_name: str, at: datetime) -> list[MemberPlan]:
-    """Each courier's window and partitions for a run of the group at `at`. Pure."""
-    from courier.context import Context
-
-    group = get_group(project, group_name)
-    schedule = schedule_of(project, group)
-    zone = file_zone(project, group)
-    plans = []
-    for member in group.couriers:
-        window = scheduled_window(schedule, member, at, zone)
-        ctx = Context(member_project(project, group, member))
-        grain = ctx.grain(ctx.project.courier(member.name))
-        partitions = tuple(grain.partitions(window)) if window else ()
-        plans.append(
-            MemberPlan(
-                group.name, member.name, at.astimezone(UTC), window, partitions, member, zone
-            )
-        )
-    return plans
-
-
-def get_group(project: Project, name: str) -> GroupConfig:
-    if name not in project.groups:
-        known = ", ".join(sorted(project.groups)) or "none"
-        raise ConfigError(
-            f"no group named {name!r} (known: {known}); add config/groups/{name}.toml"
-        )
-    return project.groups[name]
-
-
-def member_project(project: Project, group: GroupConfig, member: GroupCourier) -> Project:
-    """The project as this group courier sees it: file dates in the group's zone, and the
-    member's `required` in place of the courier's. A copy; the project is not changed."""
-    courier = project.courier(member.name)
-    zone = file_zone(project, group).key
-    settings = project.settings
-    if zone != settings.project.time_zone:
-        section = settings.project.model_copy(update={"time_zone": zone})
-        settings = settings.model_copy(update={"project": section})
-    if courier.required != member.required:
-        courier = courier.model_copy(update={"required": member.required})
-    couriers = {**project.couriers, member.name: courier}
-    return dataclasses.replace(project, settings=settings, couriers=couriers)
-
-
-# -- catch-up and ordering (pure) ------------------------------------------------------------
-
-
-def due_times(
-    schedule: Schedule,
-    catch_up: str,
-    last_done: datetime | None,
-    started: datetime,
-    now: datetime,
-    unfinished: Iterable[datetime] = (),
-) -> list[datetime]:
-    """Fire times a scheduler started at `started` runs at `now`, oldest first.
-
-    last_done: the newest scheduled time whose run finished (None: this group never ran, so
-    nothing was missed). Fire times up to `started` were missed while down: catch_up `all`
-    runs each of them, `latest` only the newest, `none` none. `unfinished`: scheduled times
-    whose run was interrupted (kill -9) or abandoned; they run again whatever catch_up says."""
-    missed: list[datetime] = []
-    if last_done is not None and last_done < started:
-        missed = schedule.fires(last_done, started)
-        if catch_up == "latest":
-            missed = missed[-1:]
-        elif catch_up == "none":
-            missed = []
-    again = {u for u in unfinished if (last_done is None or u > last_done) and u <= started}
-    live_from = started if last_done is None or last_done < started else last_done
-    return sorted(set(missed) | again) + schedule.fires(live_from, now)
-
-
-def scheduled_progress(state: StateStore, group: str) -> tuple[datetime | None, list[datetime]]:
-    """(newest finished scheduled time, scheduled times whose run never finished)."""
-    unfinished = [
-        r["scheduled_at"]
-        for r in state.group_runs(group, 50, trigger="scheduled")
-        if r["status"] in ("interrupted", "abandoned")
-    ]
-    return state.last_scheduled_run(group), unfinished
-
-
-def run_after_order(groups: dict[str, GroupConfig]) -> list[str]:
-    """Group names with every group after the groups it runs after (cycles ignored here:
-    validation reports them)."""
-    out: list[str] = []
-    seen: set[str] = set()
-
-    def visit(name: str, stack: tuple[str, ...]) -> None:
-        if name in seen or name in stack or name not in groups:
-            return
-        for dep in groups[name].run_after:
-            visit(dep, (*stack, name))
-        seen.add(name)
-        out.append(name)
-
-    for name in sorted(groups):
-        visit(name, ())
-    return out
-
-
-def is_ready(
-    item: tuple[datetime, str],
-    waiting: Iterable[tuple[datetime, str]],
-    running: Iterable[tuple[datetime, str]],
-    groups: dict[str, GroupConfig],
-) -> bool:
-    """A queued (time, group) may start when its group is not running, no earlier run of its
-    group waits, and no group it runs after has a run at or before its time waiting or
-    running."""
-    at, name = item
-    deps = set(groups[name].run_after) if name in groups else set()
-    for other_at, other in running:
-        if other == name or (other in deps and other_at <= at):
-            return False
-    for other_at, other in waiting:
-        if (other_at, other) == item:
-            continue
-        if other == name and other_at < at:
-            return False
-        if other in deps and other_at <= at:
-            return False
-    return True
-
-
-# -- validation (called by courier.validate) -------------------------------------------------
-
-
-def check_groups(project: Project) -> list[ConfigError]:
-    """Invalid cron, unknown time zone, unknown run_after group, run_after cycles."""
-    errors: list[ConfigError] = []
-    for name, group in project.groups.items():
-        path = project.files.get(f"config/groups:{name}")
-        zone: ZoneInfo | None = None
-        try:
-            zone = ZoneInfo(group.time_zone or project.settings.project.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            if group.time_zone:
-                errors.append(
-                    ConfigError(
-                        f"unknown time zone {group.time_zone!r}: use an IANA name like 'UTC' "
-                        "or 'Europe/Berlin'",
-                        path,
-                        "time_zone",
-                    )
-                )
-        try:
-            parse_cron(group.schedule, zone or ZoneInfo("UTC"))
-        except ValueError as exc:
-            errors.append(
-                ConfigError(
-                    f"invalid cron schedule {group.schedule!r}: {exc}. Use 'minute hour day "
-                    "month weekday', e.g. '0 6 * * *' (daily 06:00) or '5 * * * *' (hourly)",
-                    path,
-                    "schedule",
-                )
-            )
-        for i, dep in enumerate(group.run_after):
-            if dep == name:
-                errors.append(
-                    ConfigError("a group cannot run after itself", path, f"run_after[{i}]")
-                )
-            elif dep not in project.groups:
-                known = ", ".join(sorted(g for g in project.groups if g != name)) or "none"
-                errors.append(
-                    ConfigError(
-                        f"group {dep!r} is not defined (groups: {known}); add "
-                        f"config/groups/{dep}.toml or remove it from run_after",
-                        path,
-                        f"run_after[{i}]",
-                    )
-                )
-    for cycle in run_after_cycles(project.groups):
-        first = cycle[0]
-        errors.append(
-            ConfigError(
-                f"run_after makes a cycle: {' -> '.join([*cycle, first])}; no group of it could "
-                "ever start. Remove one of these run_after entries",
-                project.files.get(f"config/groups:{first}"),
-                "run_after",
-            )
-        )
-    return errors
-
-
-def run_after_cycles(groups: dict[str, GroupConfig]) -> list[list[str]]:
-    """Each cycle once, rotated to start at its smallest name."""
-    cycles: set[tuple[str, ...]] = set()
-
-    def walk(name: str, path: list[str]) -> None:
-        for dep in groups[name].run_after:
-            if dep == name or dep not in groups:
-                continue
-            if dep in path:
-                cycle = path[path.index(dep) :]
-                k = cycle.index(min(cycle))
-                cycles.add(tuple(cycle[k:] + cycle[:k]))
-            else:
-                walk(dep, [*path, dep])
-
-    for name in sorted(groups):
-        walk(name, [name])
-    return [list(c) for c in sorted(cycles)]
-
-
-# -- running a group ---------------------------------------------------------------------------
 
 
 class Stopped(CourierError):
     """The scheduler is stopping: the group run is abandoned (nothing half-done is kept)."""
-
-
-def holder_alive(row: dict[str, Any], now: datetime) -> bool:
-    """A lease (or run) holder is alive: same host, its pid lives; other host, not expired."""
-    if row.get("host") == socket.gethostname():
-        return bool(row.get("pid")) and pid_alive(int(row["pid"]))
-    expires = row.get("expires_at")
-    return expires is not None and expires > now
-
-
-def take_lease(state: StateStore, scope: str, holder: str, now: datetime) -> dict[str, Any] | None:
-    """Take the lease of scope for holder; None when taken, else the live holder's row."""
-    row = state.get_lease(scope)
-    if row and row["holder"] != holder and holder_alive(row, now):
-        return row
-    state.put_lease(
-        {
-            "scope": scope,
-            "holder": holder,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "acquired_at": now,
-            "expires_at": now + LEASE_TTL,
-        }
-    )
-    return None
-
-
-class Keeper:
-    """Keeps one connection to the feed database open while any thread of this process works
-    in it, and opens/closes it under a lock.
-
-    DuckDB shares one database instance between the connections of a process, created by the
-    first connect and torn down by the last close; a connect racing a create or a teardown in
-    another thread fails ("Unique file handle conflict"). With the keeper open, couriers
-    running in parallel threads only ever attach to a live instance. Between runs nothing is
-    held, so another process can take its turn."""
-
-    def __init__(self, context: Context):
-        self.context = context
-        self.lock = threading.Lock()
-        self.count = 0
-        self.workspace: Any = None
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        with self.lock:
-            if self.count == 0:
-                self.workspace = self.context.workspace()  # TransientError: another process
-            self.count += 1
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.count -= 1
-                if self.count == 0:
-                    self.workspace.close()
-                    self.workspace = None
-
-
-_KEEPERS: dict[str, Keeper] = {}
-_KEEPERS_LOCK = threading.Lock()
-
-
-def keeper(context: Context) -> Keeper:
-    """The process's keeper of the context's feed database."""
-    project = context.project
-    path = str(project.path(project.settings.feeds.database).resolve())
-    with _KEEPERS_LOCK:
-        return _KEEPERS.setdefault(path, Keeper(context))
 
 
 class GroupRunner:
@@ -625,8 +98,8 @@ class GroupRunner:
         delay = 0.2
         while True:
             try:
-                with keeper(self.context).hold(), self.context.workspace() as ws:
-                    return fn(ws.state)
+                with self.context.state() as state:
+                    return fn(state)
             except TransientError as exc:
                 if deadline is not None and self.clock() >= deadline:
                     raise
@@ -796,7 +269,7 @@ class GroupRunner:
         retries = self.with_state(lambda s: self._pending_retries(s, group, plans, at))
         couriers = []
         for plan in plans:
-            ctx = self._member_context(plan)
+            ctx = self.context
             windows = [(w, True) for w in retries.get(plan.courier, [])]
             windows.append((plan.window, False))
             for window, retry in windows:
@@ -806,15 +279,9 @@ class GroupRunner:
                 elif not retry and not plan.partitions:
                     entry.update(status="skipped", note="no partition starts in the window")
                 else:
-                    result = ctx.run(
-                        plan.courier,
-                        window,
-                        self.now(),
-                        dry_run=True,
-                        lookback=member_lookback(self.project, plan.member),
-                        trigger="scheduled",
-                    )
-                    grain = ctx.grain(ctx.project.courier(plan.courier))
+                    options = member_options(self.project, plan, now=self.now(), dry_run=True)
+                    result = ctx.run(plan.courier, window, options=options)
+                    grain = ctx.grain(ctx.project.courier(plan.courier), plan.file_zone)
                     entry.update(result)
                     entry["partitions"] = [iso_utc(p.start) for p in grain.partitions(window)]
                 couriers.append(entry)
@@ -830,13 +297,6 @@ class GroupRunner:
             "alerts": [],
             "error": None,
         }
-
-    def _member_context(self, plan: MemberPlan) -> Context:
-        from courier.context import Context
-
-        group = self.project.groups[plan.group]
-        project = member_project(self.project, group, plan.member)
-        return Context(project, self.context.console)
 
     def _pending_retries(
         self, state: StateStore, group: GroupConfig, plans: list[MemberPlan], at: datetime
@@ -886,7 +346,7 @@ class GroupRunner:
         trigger: str,
         alerts: list[Alert],
     ) -> list[dict[str, Any]]:
-        ctx = self._member_context(plan)
+        ctx = self.context
         outcomes = []
         for window, retry in [*((w, True) for w in retry_windows), (plan.window, False)]:
             try:
@@ -916,7 +376,7 @@ class GroupRunner:
         if window is None:
             return synthetic(plan, window, "skipped", "the window is empty")
         courier = ctx.project.courier(plan.courier)
-        partitions = ctx.grain(courier).partitions(window)
+        partitions = ctx.grain(courier, plan.file_zone).partitions(window)
         if not partitions and not retry:
             return synthetic(plan, window, "skipped", "no partition starts in the window")
         scope = f"courier:{plan.courier}@{iso_utc(window.start)}/{iso_utc(window.end)}"
@@ -973,7 +433,7 @@ class GroupRunner:
         while True:
             self._check_stop()
             try:
-                found = {f.partition for f in ctx.discover(courier, window)}
+                found = {f.partition for f in ctx.discover(courier, window, tz=plan.file_zone)}
             except CourierError as exc:  # the run itself reports an unreachable storage
                 log.warning("courier %s: listing failed while waiting: %s", plan.courier, exc)
                 found = set()
@@ -1032,7 +492,6 @@ class GroupRunner:
 
             timer = threading.Timer(limit.total_seconds(), overlong)
             timer.daemon = True
-        lookback = member_lookback(self.project, plan.member)
         delay = 0.2
         deadline = None if self.lock_timeout is None else self.clock() + self.lock_timeout
         for lock in locks:
@@ -1044,15 +503,12 @@ class GroupRunner:
                 self._check_stop()
                 try:
                     log.info("courier %s: running window %s", plan.courier, window.as_dict())
-                    with keeper(ctx).hold():
-                        result = ctx.run(
-                            plan.courier,
-                            window,
-                            self.now(),
-                            lookback=lookback,
-                            trigger=trigger,
-                            group=(plan.group, record["group_run_id"]),
-                        )
+                    options = member_options(
+                        self.project, plan, trigger=trigger, now=self.now(),
+                        group=(plan.group, record["group_run_id"]),
+                    )  # fmt: skip
+                    with ctx.hold():
+                        result = ctx.run(plan.courier, window, options=options)
                     if timer is not None:
                         timer.cancel()
                         timer.join()  # an alert being sent finishes first

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from courier.config.models import duration
 from courier.context import Context
 from courier.errors import CourierError
-from courier.groups import duration, member_lookback, member_project, schedule_of
 from courier.plan import PlannedFile
 from courier.project import Project
+from courier.scheduling.planning import file_zone, member_lookback, schedule_of
 from courier.windows import Window, iso_utc, ts
 
 DEFAULT_BACKLOG = timedelta(days=1)
@@ -44,19 +46,16 @@ def next_run_of(
 
 
 def member_view(
-    context: Context, name: str, members: list[tuple[str, Any]], now: datetime
-) -> tuple[Context, datetime]:
-    """(the context the courier runs in as its first group's member, start of its lookback)."""
-    project = context.project
+    project: Project, name: str, members: list[tuple[str, Any]], now: datetime
+) -> tuple[ZoneInfo, datetime]:
+    """(the zone of the courier's file dates as its first group's member, start of its
+    lookback)."""
     courier = project.courier(name)
-    ctx, lookback = context, None
-    if members:
-        group_name, member = members[0]
-        ctx = Context(member_project(project, project.groups[group_name], member), context.console)
-        lookback = member_lookback(project, member)
-    else:
-        lookback = duration(courier.lookback)
-    return ctx, now - (lookback or DEFAULT_BACKLOG)
+    if not members:
+        return project.time_zone, now - (duration(courier.lookback) or DEFAULT_BACKLOG)
+    group_name, member = members[0]
+    zone = file_zone(project, project.groups[group_name])
+    return zone, now - (member_lookback(project, member) or DEFAULT_BACKLOG)
 
 
 def backlog_of(
@@ -86,10 +85,10 @@ def courier_status(context: Context, now: datetime) -> list[dict[str, Any]]:
         for name, courier in sorted(project.couriers.items()):
             members = members_of.get(name, [])
             summary = ws.state.courier_summary(name)
-            ctx, since = member_view(context, name, members, now)
+            zone, since = member_view(project, name, members, now)
             backlog: dict[str, Any]
             try:
-                files = ctx.discover(courier, Window(since, now))
+                files = context.discover(courier, Window(since, now), tz=zone)
                 backlog = backlog_of(name, courier.storage, since, files, ws.state.loaded_versions)
             except CourierError as exc:
                 backlog = {"since": iso_utc(since), "files": 0, "bytes": 0, "error": str(exc)}

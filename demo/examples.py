@@ -1,8 +1,8 @@
 """The example job behind `make run`: land a day of payloads, run the couriers, show feeds;
-in between, the live sources (courier/examples_live.py): an API key and a signed
+in between, the live sources (demo/examples_live.py): an API key and a signed
 webhook against a real `courier serve`, and a source polling the test API.
 
-`python -m courier.examples run [--project DIR] [--date D]`
+`python -m demo run [--project DIR] [--date D]` (from this checkout, or with it on PYTHONPATH)
 
 The day is fixed (EXAMPLE_DAY, the one the README's commands use) so that every recipe in the
 README works as written after `make run`; the live sources land at the current hour.
@@ -20,11 +20,11 @@ from typing import Any
 import cbor2
 import orjson
 
-from courier.context import Context
+from courier import Context, load_project
 from courier.display import table
 from courier.formats.xml import parse_xml
-from courier.project import load_project
 from courier.storage.base import StorageBackend
+from demo.examples_live import describe_error, print_live, run_live
 
 SKUS = ["sku-espresso", "sku-grinder", "sku-filter", "sku-mug", "sku-beans", "sku-kettle"]
 EXAMPLE_DAY = date(2026, 11, 22)  # the README's commands use this day
@@ -160,10 +160,8 @@ def print_run(name: str, result: dict[str, Any], what: str = "") -> None:
 
 
 def live_examples(context: Context, now: datetime) -> bool:
-    """Sources beyond batch landing (courier/examples_live.py), then the activity courier over
+    """Sources beyond batch landing (demo/examples_live.py), then the activity courier over
     the days they landed in; False when a step failed (said on stderr)."""
-    from courier.examples_live import describe_error, print_live, run_live
-
     project = context.project
     try:
         live = run_live(project, context.storage(project.settings.ingest.storage))
@@ -179,7 +177,7 @@ def live_examples(context: Context, now: datetime) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m courier.examples")
+    parser = argparse.ArgumentParser(prog="python -m demo")
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--project", default=str(Path.cwd()))
     parser.add_argument(

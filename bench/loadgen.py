@@ -1,8 +1,8 @@
 """A load generator for the ingest API: many keep-alive connections, exact accounting.
 
-    python -m courier.ingest.loadgen --url http://127.0.0.1:8080/stream/v0/data/web-events \\
+    python -m bench.loadgen --url http://127.0.0.1:8080/stream/v0/data/web-events \\
         --token TOKEN --connections 128 --duration 15 --size 1024 --acked acked.txt
-    python -m courier.ingest.loadgen --url ws://127.0.0.1:8080/stream/v0/ws/web-events \\
+    python -m bench.loadgen --url ws://127.0.0.1:8080/stream/v0/ws/web-events \\
         --token TOKEN --connections 16 --window 256 ...
 
 With a ws:// URL each connection is a websocket that keeps up to --window messages in flight
@@ -269,7 +269,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m courier.ingest.loadgen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
     parser.add_argument(
         "--url",
         required=True,

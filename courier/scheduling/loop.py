@@ -1,7 +1,7 @@
 """`courier scheduler`: run every group on its schedule, and every source on its interval,
 until stopped. No business logic here: APScheduler wakes the loop at each group's fire times (a
-CronTrigger in the group's zone); the loop asks `courier.groups` what is due and what may
-start, and hands runs to a GroupRunner. Sources run in threads of `courier.sources.run`
+CronTrigger in the group's zone); the loop asks `courier.scheduling.planning` what is due and
+what may start, and hands runs to a GroupRunner. Sources run in threads of `courier.sources.run`
 (`SourceLoops`), from start-up, each every `interval`; a failed round is logged and alerted,
 never fatal.
 
@@ -37,17 +37,15 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from courier.context import Context
-from courier.groups import (
-    GroupRunner,
-    Schedule,
-    Stopped,
+from courier.scheduling.cron import Schedule
+from courier.scheduling.planning import (
     due_times,
     is_ready,
-    keeper,
     run_after_order,
     schedule_of,
     scheduled_progress,
 )
+from courier.scheduling.runner import GroupRunner, Stopped
 from courier.sources.run import SourceLoops
 from courier.windows import iso_utc
 
@@ -137,7 +135,7 @@ class Scheduler:
                 self.project,
                 self.stopping,
                 once=self.once,
-                hold=lambda: keeper(self.context).hold(),
+                hold=self.context.hold,
                 alerter=self.runner.alerter,
                 on_round=self.wake.set,
             )

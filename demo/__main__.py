@@ -1,0 +1,3 @@
+from demo.examples import main
+
+main()
