@@ -694,11 +694,7 @@ class Context:
         with self.workspace() as ws:
             row = ws.state.run(run_id)
             if row is None:
-                recent = ", ".join(r.run_id for r in ws.state.runs(limit=3)) or "none yet"
-                raise RunError(
-                    f"no run {run_id!r} in courier.runs (newest: {recent}); "
-                    "`courier runs` lists them"
-                )
+                raise unknown_run(ws.state, run_id)
             detail = run_record(row)
             detail["files"]["list"] = [
                 {
@@ -721,9 +717,18 @@ class Context:
             self.project.courier(courier)
         with self.workspace() as ws:
             rows = ws.state.quarantined(courier, run_id, limit)
+            if not rows and run_id is not None and ws.state.run(run_id) is None:
+                raise unknown_run(ws.state, run_id)  # not "no records" for a mistyped id
         for r in rows:
             r["quarantined_at"] = iso_utc(r["quarantined_at"]) if r["quarantined_at"] else None
         return rows
+
+
+def unknown_run(state: Any, run_id: str) -> RunError:
+    recent = ", ".join(r.run_id for r in state.runs(limit=3)) or "none yet"
+    return RunError(
+        f"no run {run_id!r} in courier.runs (newest: {recent}); `courier runs` lists them"
+    )
 
 
 @dataclass(frozen=True)
