@@ -7,6 +7,10 @@ PIP := $(VENV)/bin/pip
 COURIER := $(VENV)/bin/courier
 TOOLS := .tools
 AZURITE := $(TOOLS)/node_modules/.bin/azurite-blob
+# 3.37 honours List Blobs' startFrom, which delta-rs uses to find a table's later commits
+# (older Azurite ignores it and a Delta table there cannot get past its second commit)
+AZURITE_VERSION := 3.37.0
+AZURITE_STAMP := $(TOOLS)/.azurite-$(AZURITE_VERSION)
 STAMP := $(VENV)/.installed
 
 .PHONY: help install install-dev run test test-fast lint format typecheck bench bench-scale bench-listing bench-ingest bench-cbor bench-ui bench-spark clean
@@ -22,9 +26,10 @@ $(STAMP): pyproject.toml setup.py courier/_cbor2json.c
 
 install: $(STAMP)  ## virtualenv with courier and its dev tools
 
-$(AZURITE):
+$(AZURITE_STAMP):
 	mkdir -p $(TOOLS)
-	cd $(TOOLS) && npm install --silent --no-audit --no-fund --prefix . azurite@3 >/dev/null
+	cd $(TOOLS) && npm install --silent --no-audit --no-fund --prefix . azurite@$(AZURITE_VERSION) >/dev/null
+	touch $@
 
 CHROMIUM := /usr/bin/chromium
 
@@ -32,7 +37,7 @@ $(CHROMIUM):  # the status page's browser tests (playwright cannot download its 
 	command -v apt-get >/dev/null && (apt-get install -y -q chromium chromium-driver >/dev/null \
 	  || (apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null))
 
-install-dev: install $(AZURITE) $(CHROMIUM)  ## also Azurite (npm) and Chromium (apt) for the tests
+install-dev: install $(AZURITE_STAMP) $(CHROMIUM)  ## also Azurite (npm) and Chromium (apt) for the tests
 
 run: install  ## land a day of example payloads, run the couriers, show the feed tables
 	$(PY) -m demo run

@@ -44,6 +44,7 @@ def make_project(root: Path) -> None:
     (root / "config" / "streams").mkdir(parents=True)
     (root / "config" / "courier.toml").write_text(
         "[ingest]\nfsync = true\nroll_seconds = 5\nwal_max_bytes = 8589934592\n"
+        "max_connections_per_client = 1000\n"  # the load generator is one address
     )
     (root / "config" / "streams" / "bench.toml").write_text(
         'payload = "json"\nrate_limit = 1000000\n\n[auth]\nsecret = "${COURIER_JWT_SECRET}"\n'

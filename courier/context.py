@@ -347,6 +347,10 @@ class Context:
         size = sum(f.info.size for f in to_load)
         self.console.status(f"{courier.name}: fetching {len(to_load)} file(s), {size} bytes")
         # the files' checksums (a local file's content hash) are taken beside the read
+        engine = ws.engine_for(courier)
+        if getattr(engine, "cluster", False):  # the cluster reads the files; courier never does
+            self._load_on_cluster(ws, engine, plan, record, bad, to_load, resume)
+            return
         hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="courier-checksum")
         try:
             storage = self.storage(courier.storage)
@@ -354,6 +358,85 @@ class Context:
             self._read_and_load(ws, plan, record, bad, to_load, checksums, resume)
         finally:
             hashing.shutdown(wait=False, cancel_futures=True)
+
+    def _load_on_cluster(
+        self,
+        ws: Workspace,
+        engine: Any,
+        plan: RunPlan,
+        record: RunRecord,
+        bad: list[BadRecord],
+        to_load: list[PlannedFile],
+        resume: RollForward | None = None,
+    ) -> None:
+        """A run on a Spark engine (engines/spark_run.py): the cluster reads, queries, casts
+        and writes the Delta tables; only counts and bounded rejects come back. The plan is
+        saved before the cluster writes, so recovery can roll a killed run forward."""
+        from courier.engines.spark_run import refuse_destination, refuse_format
+
+        courier, tag = plan.courier, plan.courier.file_tag
+        refuse_format(engine.name, engine.remote, courier)
+        targets = []
+        for feed_load in plan.loads:
+            destination = ws.destination_for(feed_load.feed)
+            refuse_destination(engine.name, feed_load.feed, destination)
+            record.warnings.extend(destination.ensure_table(feed_load.feed))  # refusals first
+            targets.append(engine.table_uri(destination, feed_load.feed.id))
+        storage = self.storage(courier.storage)
+        files = [
+            WindowFile(storage.uri(f.key), f.key, f.info.size, i) for i, f in enumerate(to_load)
+        ]
+        uris = [engine.file_uri(courier.storage, storage, f.key) for f in to_load]
+        self.console.status(f"{courier.name}: the cluster reads {len(files)} file(s)")
+        runner = engine.runner()
+        pinned = ws.state.pinned_schema(courier.name, tag)
+        rows, summary, bad_count = runner.read(tag, files, uris, pinned)
+        bad.extend(summary.bad)
+        record.schema_changes = summary.schema_changes if pinned is not None else []
+        check_bad_records(courier, summary, bad_count)
+        if bad_count > len(summary.bad):
+            record.warnings.append(
+                f"{bad_count} bad line(s); the first {len(summary.bad)} are in courier.quarantine"
+            )
+        jobs = [
+            runner.prepare(courier, fl, rows, files, path, plan.run_id, plan.started_at,
+                           summary.schema)
+            for fl, path in zip(plan.loads, targets, strict=True)
+        ]  # fmt: skip
+        if resume is None:  # a killed run rolled forward has its plan saved already
+            ws.state.save_plan(plan.run_id, tag, to_load, courier.name, None)
+        feeds: dict[str, FeedCounts] = {}
+        rejected: dict[str, list[BadRecord]] = {}
+        for job in jobs:
+            feed = job.load.feed
+            self.console.status(f"{courier.name}: the cluster writes {feed.id}")
+            if resume is None or feed.id not in resume.committed:
+                # new feed columns first: the cluster's MERGE does not evolve the schema
+                delta: Any = ws.destination_for(feed)  # a Delta destination (refused else)
+                delta.table(feed).add_columns()
+                runner.write(job)
+            feeds.setdefault(feed.id, FeedCounts()).add(job.counts)
+            rejected.setdefault(feed.id, []).extend(job.rejected)
+            if job.ignored:
+                record.warnings.append(
+                    f"feed {feed.id}: column(s) not in feeds/{feed.id}.toml, "
+                    f"{'rejected' if feed.unknown_columns == 'reject' else 'ignored'}: "
+                    f"{', '.join(job.ignored)} (add them to the feed's [fields] to load them)"
+                )
+        record.status = "succeeded"
+        record.feeds = {k: v.as_dict() for k, v in feeds.items()}
+        record.files_loaded = len(to_load)
+        record.bytes = sum(f.info.size for f in to_load)
+        record.records = summary.records
+        record.quarantined = bad_count + sum(c.rejected for c in feeds.values())
+        if resume is not None:  # files the committed feeds loaded as they were
+            to_load = to_load + resume.changed
+        self.console.status(f"{courier.name}: recording the run")
+        ws.state.begin()
+        for feed_id, rows_out in rejected.items():
+            ws.state.quarantine(plan.run_id, courier.name, feed_id, rows_out)
+        self._commit_state(ws, plan, record, bad, tag, to_load, summary.schema)
+        ws.state.commit()
 
     def _read_and_load(
         self,
@@ -392,7 +475,7 @@ class Context:
         queried = None
         if read_once:
             assert plan.loads[0].query is not None
-            queried = engine.run_query(plan.loads[0].query, [tag])
+            queried = engine.run_query(plan.loads[0].query, [tag], plan.loads[0].feed.fields)
             if len(summary.bad) > len(bad):  # records found when the tag was read again
                 bad.extend(summary.bad[len(bad) :])
                 check_bad_records(courier, summary)
@@ -420,7 +503,7 @@ class Context:
                 rows = queried
             elif op.type == "sql":
                 assert feed_load.query is not None
-                rows = engine.run_query(feed_load.query, [tag])
+                rows = engine.run_query(feed_load.query, [tag], feed.fields)
             mode: TLoadMode = "truncateAndLoad" if feed_load.truncate_first else "load"
             loaded = ws.destination_for(feed).load(feed, rows, mode)
             if rows is not source:
@@ -538,6 +621,16 @@ class Context:
         """(the courier's feeds, those holding run `run`'s commit), asked per destination."""
         courier = self.project.courier(run.courier)
         plan = RunPlan(run.run_id, courier, _run_window(run), [], self._loads(courier), NOW0)
+        engine: Any = ws.engine_for(courier)
+        if getattr(engine, "cluster", False):  # Spark-written tables: their rows carry the run id
+            runner = engine.runner()
+            tables = {
+                fl.feed.id: engine.table_uri(ws.destination_for(fl.feed), fl.feed.id)
+                for fl in plan.loads
+            }
+            return list(tables), {
+                f for f, path in tables.items() if runner.committed([path], run.run_id)
+            }
         wanted: list[str] = []
         done: set[str] = set()
         for destination in self._destinations(ws, plan):
@@ -741,15 +834,19 @@ def _run_window(run: RunRecord) -> Window:
     return Window(_as_datetime(run.window_start), _as_datetime(run.window_end))
 
 
-def check_bad_records(courier: CourierConfig, summary: InputSummary) -> None:
-    """Fail the run when its bad records exceed options.max_bad_records (count or fraction)."""
-    total = summary.records + len(summary.bad)
+def check_bad_records(
+    courier: CourierConfig, summary: InputSummary, count: int | None = None
+) -> None:
+    """Fail the run when its bad records exceed options.max_bad_records (count or fraction).
+    count: how many there were when summary.bad holds only the first of them."""
+    bad = len(summary.bad) if count is None else count
+    total = summary.records + bad
     limit = courier.options.max_bad_records
     allowed = limit * total if 0 < limit < 1 else limit
-    if len(summary.bad) > allowed:
+    if bad > allowed:
         first = summary.bad[0]
         raise RunError(
-            f"{len(summary.bad)} bad record(s) in {total} exceed max_bad_records = {limit:g} "
+            f"{bad} bad record(s) in {total} exceed max_bad_records = {limit:g} "
             f"(first: {first.file} line {first.line}: {first.reason}); nothing was loaded. "
             "Fix the files or raise options.max_bad_records, then run again"
         )

@@ -13,6 +13,7 @@ from tests.projects import ProjectFactory
 from tests.servers import (
     MOTO_CREDENTIALS,
     ServerError,
+    azurite_start_from_problem,
     start_azurite,
     start_moto_server,
     start_sail,
@@ -61,6 +62,15 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from _server(lambda: start_azurite(tmp_path_factory.mktemp("azurite")), "Azurite")
+
+
+@pytest.fixture
+def azurite_delta_endpoint(azurite_endpoint: str) -> str:
+    """Azurite for Delta tables: a version that honours List Blobs' startFrom."""
+    problem = azurite_start_from_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return azurite_endpoint
 
 
 @pytest.fixture

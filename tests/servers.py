@@ -140,7 +140,7 @@ def azurite_binary() -> Path:
     where = f"AZURITE_BIN={configured}" if configured else str(DEFAULT_AZURITE)
     raise ServerError(
         f"Azurite is not installed ({where} not found): run make install-dev "
-        "(it installs azurite@3 with npm under .tools/)"
+        "(it installs Azurite with npm under .tools/)"
     )
 
 
@@ -166,6 +166,41 @@ def start_azurite(
     ]
     proc = _start(cmd, port, location / "azurite.log", timeout)
     return proc, f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+
+
+AZURITE_START_FROM = (3, 37, 0)  # List Blobs' startFrom honoured (Azure/Azurite#2688)
+
+
+def azurite_version() -> tuple[int, ...] | None:
+    """The version of the Azurite the tests start (package.json of its npm package)."""
+    try:
+        folder = azurite_binary().resolve().parent
+    except ServerError:
+        return None
+    for parent in [folder, *folder.parents]:
+        manifest = parent / "package.json"
+        if manifest.exists():
+            import json
+
+            data = json.loads(manifest.read_text())
+            if data.get("name") == "azurite":
+                return tuple(int(x) for x in str(data["version"]).split(".")[:3])
+    return None
+
+
+def azurite_start_from_problem() -> str | None:
+    """Why the Azurite at hand cannot hold a Delta table past its second commit, or None:
+    delta-rs finds a table's newer commits with a List Blobs `startFrom`, which Azurite
+    before 3.37 accepts and ignores (every commit comes back, and the snapshot is refused
+    with 'Invalid table version')."""
+    version = azurite_version()
+    if version is not None and version < AZURITE_START_FROM:
+        found = ".".join(map(str, version))
+        return (
+            f"Azurite {found} ignores List Blobs' startFrom, which Delta tables need: run make "
+            "install-dev (it installs Azurite 3.37.0 under .tools/), or set AZURITE_BIN to one"
+        )
+    return None
 
 
 def azurite_connection_string(endpoint: str, key: str = AZURITE_KEY) -> str:

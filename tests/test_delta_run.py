@@ -5,27 +5,34 @@ pyarrow dataset; a feed can stay in DuckDB while the project default is Delta.""
 from __future__ import annotations
 
 import shutil
+import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pytest
+from azure.storage.blob import BlobServiceClient
 from deltalake import DeltaTable
 
 from courier.context import Context
-from courier.project import load_project
+from courier.destinations.delta_table import delta_location
+from courier.validate import load_project
 from demo.examples import land_day, land_sample_payloads
+from tests.servers import AZURITE_KEY, azurite_connection_string
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 22)
 COURIERS = ["web_events", "profile_updates", "pos_tenders", "session_events"]
-DELTA_TOML = """
+LOCAL_LAKE = """
 [storages.lake]
 type = "local"
 path = ".courier/lake"
-
+"""
+DELTA_TOML = """
 [destinations.lake]
 type = "delta"
 storage = "lake"
@@ -35,7 +42,9 @@ path = "feeds"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def project_copy(root: Path, delta: bool) -> Path:
+def project_copy(root: Path, delta: bool, lake: str = LOCAL_LAKE) -> Path:
+    """A copy of the example project; with delta, its feeds in Delta tables on `lake` (a
+    [storages.lake] entry)."""
     for folder in ("config", "feeds", "queries", "samples"):
         shutil.copytree(REPO / folder, root / folder)
     if delta:
@@ -43,7 +52,7 @@ def project_copy(root: Path, delta: bool) -> Path:
         text = toml.read_text()
         assert "[feeds]" in text
         text = text.replace("[feeds]", '[feeds]\ndestination = "lake"', 1)
-        toml.write_text(text + DELTA_TOML)
+        toml.write_text(text + lake + DELTA_TOML)
     return root
 
 
@@ -68,26 +77,61 @@ def rows(table: Any) -> list[tuple]:
     )
 
 
-def test_example_couriers_into_delta_equal_the_duckdb_feeds(tmp_path: Path) -> None:
-    plain = project_copy(tmp_path / "duckdb", delta=False)
-    lake = project_copy(tmp_path / "delta", delta=True)
+@pytest.fixture(scope="module")
+def duckdb_feeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """make run's couriers into DuckDB feeds (what every Delta store must equal)."""
+    plain = project_copy(tmp_path_factory.mktemp("duckdb"), delta=False)
     run_all(plain)
+    return plain / ".courier" / "feeds.duckdb"
+
+
+def lake_storage(store: str, request: pytest.FixtureRequest) -> str:
+    """A [storages.lake] entry on a fresh bucket (moto) or container (Azurite)."""
+    if store == "local":
+        return LOCAL_LAKE
+    name = f"lake-{uuid.uuid4().hex[:12]}"
+    if store == "s3":
+        endpoint = request.getfixturevalue("moto_endpoint")
+        request.getfixturevalue("aws_env")
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket=name
+        )
+        return (
+            f'\n[storages.lake]\ntype = "s3"\nbucket = "{name}"\nendpoint_url = "{endpoint}"\n'
+            'region = "us-east-1"\n'
+        )
+    conn = azurite_connection_string(request.getfixturevalue("azurite_delta_endpoint"))
+    with BlobServiceClient.from_connection_string(conn) as service:
+        service.create_container(name)
+    return (
+        f'\n[storages.lake]\ntype = "azure"\ncontainer = "{name}"\nconnection_string = "{conn}"\n'
+    )
+
+
+@pytest.mark.parametrize("store", ["local", "s3", "azure"])
+def test_example_couriers_into_delta_equal_the_duckdb_feeds(
+    tmp_path: Path, store: str, duckdb_feeds: Path, request: pytest.FixtureRequest
+) -> None:
+    lake = project_copy(tmp_path / "delta", delta=True, lake=lake_storage(store, request))
     results = run_all(lake)
     feeds = {f for r in results.values() for f in r["feeds"]}
     assert {"order_items", "profiles", "pos_tenders", "sessions", "session_events"} <= feeds
-    assert not (lake / ".courier" / "feeds.duckdb").exists() or True  # state lives there
-    con = duckdb.connect(str(plain / ".courier" / "feeds.duckdb"), read_only=True)
+    project = load_project(lake)
+    location = delta_location("lake", project.settings.storages["lake"], "feeds", lake)
+    con = duckdb.connect(str(duckdb_feeds), read_only=True)
     for feed in sorted(feeds):
-        url = str(lake / ".courier" / "lake" / "feeds" / feed)
+        url, options = location.table_url(feed), location.options
         expected = rows(con.sql(f'SELECT * FROM "{feed}"').to_arrow_table())
-        via_polars = pl.read_delta(url).to_arrow()
+        via_polars = pl.read_delta(url, storage_options=options).to_arrow()
         reader = duckdb.connect()
-        reader.register("feed", DeltaTable(url).to_pyarrow_dataset())
+        reader.register("feed", DeltaTable(url, storage_options=options).to_pyarrow_dataset())
         via_duckdb = reader.sql("SELECT * FROM feed").to_arrow_table()
         assert expected, feed
         assert rows(via_polars) == expected, feed
         assert rows(via_duckdb) == expected, feed
     con.close()
+    if store != "local":  # nothing of the lake on local disk: the tables are in the store
+        assert not (lake / ".courier" / "lake").exists()
 
 
 def test_feeds_commands_on_a_delta_feed(tmp_path: Path) -> None:
@@ -202,8 +246,8 @@ session_events = [{ type = "sql", sql-query = "session_events", sql-files = [{ f
 MULTI_FEEDS = ["session_log", "sessions", "session_events"]
 
 
-def multi_feed_project(root: Path) -> Path:
-    project_copy(root, delta=True)
+def multi_feed_project(root: Path, lake: str = LOCAL_LAKE) -> Path:
+    project_copy(root, delta=True, lake=lake)
     (root / "config" / "couriers" / "session_events.toml").write_text(SESSIONS_COURIER)
     events = (root / "feeds" / "session_events.toml").read_text()
     log = events.replace('primary_key = ["session_id", "event_type", "occurred_at"]\n', "")
@@ -309,3 +353,157 @@ def test_kill_9_of_courier_run_rolls_the_run_forward(tmp_path: Path, point: str)
     assert again["status"] == "skipped"
     for feed in MULTI_FEEDS:
         assert delta_commits(killed, feed) == [(0, loader)], feed
+
+
+def test_a_roll_forward_killed_in_turn_is_rolled_forward_by_the_next_run(tmp_path: Path) -> None:
+    clean = multi_feed_project(tmp_path / "clean")
+    killed = multi_feed_project(tmp_path / "killed")
+    courier_run(clean)
+    courier_run(killed, "after_commit_1")  # session_log committed
+    [dead] = Context(load_project(killed)).runs("session_events")
+    courier_run(killed, "after_commit_1")  # recovery commits sessions, then dies too
+    assert [delta_commits(killed, f) for f in MULTI_FEEDS[:2]] == [[(0, dead["run_id"])]] * 2
+    assert not (killed / ".courier" / "lake" / "feeds" / "session_events").exists()
+    assert courier_run(killed)["status"] == "skipped"
+    for feed in MULTI_FEEDS:
+        assert multiset(killed, feed) == multiset(clean, feed), feed
+        assert delta_commits(killed, feed) == [(0, dead["run_id"])], feed
+    assert {r for _, r in files_ledger(killed)} == {dead["run_id"]}
+
+
+def test_a_table_holding_a_later_run_of_the_courier_is_refused(tmp_path: Path) -> None:
+    """Another process committed a later run of a courier of this name (another project on
+    the same lake): rolling the killed run forward is refused with the table, the versions
+    and what to do, nothing is written, and the courier loads nothing until it is resolved."""
+    from courier.destinations.delta_table import DeltaFeedTable, delta_location, feed_arrow_schema
+
+    root = multi_feed_project(tmp_path / "p")
+    courier_run(root, "after_commit_1")
+    [dead] = Context(load_project(root)).runs("session_events")
+    project = load_project(root)
+    location = delta_location("lake", project.settings.storages["lake"], "feeds", root)
+    sessions = DeltaFeedTable(project.feed("sessions"), location)
+    empty = feed_arrow_schema(project.feed("sessions")).empty_table()
+    assert sessions.write(empty, "append", courier="session_events", run_id="elsewhere", sequence=5)
+    for _ in range(2):  # refused, and again: the files are never loaded a second time
+        result = courier_run(root)
+        assert result["status"] == "failed"
+        assert result["error"].startswith(
+            f"run {dead['run_id']} of courier session_events ended after feed(s) session_log "
+            "committed, and committing sessions, session_events from its files failed: feed "
+            f"sessions: the Delta table {location.table_url('sessions')} already holds "
+            "application transaction courier:session_events:sessions version 5, and this run "
+            f"({dead['run_id']}) is number 1 of courier session_events"
+        ), result["error"]
+        assert "Give one of the couriers another name" in result["error"]
+    assert delta_commits(root, "sessions") == [(0, "elsewhere")]
+    assert not (root / ".courier" / "lake" / "feeds" / "session_events").exists()
+    assert delta_commits(root, "session_log") == [(0, dead["run_id"])]
+    assert files_ledger(root) == []
+    runs = {r["run_id"]: r for r in Context(load_project(root)).runs("session_events")}
+    assert runs[dead["run_id"]]["status"] == "running"  # still to be rolled forward
+
+
+# -- bad input: a clear error naming the feed, the table and what to do; nothing written -------
+
+
+def run_in_process(root: Path, reload: bool = False) -> dict[str, Any]:
+    context = Context(load_project(root))
+    window = context.window(context.project.courier("session_events"), date=DAY.isoformat())
+    return context.run("session_events", window, reload=reload)
+
+
+def table_versions(root: Path) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for feed in MULTI_FEEDS:
+        url = root / ".courier" / "lake" / "feeds" / feed
+        out[feed] = DeltaTable(str(url)).version() if (url / "_delta_log").exists() else None
+    return out
+
+
+@pytest.mark.parametrize("case", ["foreign_table", "primary_key_changed", "type_changed"])
+def test_a_refused_feed_table_fails_the_run_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    """The refused feed (session_events) commits last: the feeds before it are not written
+    either, since every table is checked before the first commit."""
+    from deltalake import write_deltalake
+
+    root = multi_feed_project(tmp_path / "p")
+    url = str(root / ".courier" / "lake" / "feeds" / "session_events")
+    feed_toml = root / "feeds" / "session_events.toml"
+    if case == "foreign_table":
+        write_deltalake(url, pa.table({"id": [1, 2], "name": ["a", "b"]}))
+    else:
+        assert run_in_process(root)["status"] == "succeeded"
+        text = feed_toml.read_text()
+        if case == "primary_key_changed":
+            changed = text.replace('"event_type", "occurred_at"]', '"event_type"]')
+        else:
+            changed = text.replace('screen      = "string"', 'screen      = "bigint"')
+        assert changed != text
+        feed_toml.write_text(changed)
+    before = table_versions(root)
+    result = run_in_process(root, reload=case != "foreign_table")
+    assert result["status"] == "failed"
+    error = result["error"]
+    assert error.startswith("feed session_events: ") and url in error, error
+    expected = {
+        "foreign_table": "is not this feed's table (columns: id, name): point feed "
+        "session_events at another path ([destinations] path), or move the table away",
+        "primary_key_changed": "was loaded with primary key (session_id, event_type, "
+        "occurred_at) but feeds/session_events.toml says (session_id, event_type): rows "
+        "merged on one key cannot be merged on another; change primary_key back, or point",
+        "type_changed": "column screen is string in the Delta table "
+        f"{url} but bigint in feeds/session_events.toml, and a Delta column's type cannot be "
+        "changed in place. Change the type back, or point feed session_events at another",
+    }[case]
+    assert expected in error, error
+    assert table_versions(root) == before  # no feed written, not even those before it
+    loaded = files_ledger(root)
+    assert len(loaded) == (0 if case == "foreign_table" else 2)  # only the first run's
+
+
+@pytest.mark.parametrize("case", ["wrong_key", "missing_container", "missing_bucket"])
+def test_storage_refusals_fail_the_run_with_feed_table_and_what_to_do(
+    tmp_path: Path, case: str, request: pytest.FixtureRequest
+) -> None:
+    if case == "missing_bucket":
+        endpoint = request.getfixturevalue("moto_endpoint")
+        request.getfixturevalue("aws_env")
+        lake = (
+            '\n[storages.lake]\ntype = "s3"\nbucket = "no-such-bucket"\n'
+            f'endpoint_url = "{endpoint}"\nregion = "us-east-1"\n'
+        )
+        url, what = (
+            "s3://no-such-bucket/feeds/session_log",
+            "the bucket or container does not exist",
+        )
+    else:
+        endpoint = request.getfixturevalue("azurite_delta_endpoint")
+        container = f"lake-{uuid.uuid4().hex[:8]}"
+        key = AZURITE_KEY
+        if case == "wrong_key":
+            key = AZURITE_KEY[:-8] + "AAAAAAA="
+            with BlobServiceClient.from_connection_string(
+                azurite_connection_string(endpoint)
+            ) as service:
+                service.create_container(container)
+        conn = azurite_connection_string(endpoint, key)
+        lake = (
+            f'\n[storages.lake]\ntype = "azure"\ncontainer = "{container}"\n'
+            f'connection_string = "{conn}"\n'
+        )
+        url = f"az://{container}/feeds/session_log"
+        what = (
+            "storage refused the credentials"
+            if case == "wrong_key"
+            else "the bucket or container does not exist"
+        )
+    root = multi_feed_project(tmp_path / "p", lake)
+    result = run_in_process(root)
+    assert result["status"] == "failed"
+    error = result["error"]
+    assert error.startswith(f"feed session_log: open Delta table {url}: {what}"), error
+    assert "[storages.lake] in config/courier.toml" in error, error
+    if case == "wrong_key":
+        assert "AAAAAAA=" not in error and AZURITE_KEY[:20] not in error
+    assert files_ledger(root) == []

@@ -22,7 +22,7 @@ from courier.cli.options import (
 )
 from courier.context import Context, run_record
 from courier.errors import ConfigError, DatabaseLockedError
-from courier.project import load_project
+from courier.validate import load_project
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -51,6 +51,8 @@ def type_name(annotation: Any) -> str:
     text = repr(annotation) if not isinstance(annotation, type) else annotation.__name__
     text = re.sub(r"\b(typing|courier\.[\w.]+)\.", "", text)
     text = text.replace("NoneType", "None")
+    text = re.sub(r"Annotated\[(\w+), AfterValidator\(.*?\)\]", r"\1", text)  # FeedId, ...
+    text = re.sub(r"^Optional\[(\w+)\]$", r"\1 | None", text)
     return re.sub(r"Annotated\[(.+?), FieldInfo\(.*?\)\]", r"\1", text)
 
 

@@ -362,6 +362,22 @@ class DeltaFeedTable:
                 )
         return SchemaPlan(True, {n: t for n, t in wanted.items() if n not in have})
 
+    def add_columns(self) -> list[str]:
+        """Add the feed's new columns to an existing table (one commit, no data): for a writer
+        that cannot evolve the schema itself (a Spark engine's MERGE)."""
+        from deltalake.schema import Field, PrimitiveType
+
+        plan = self.plan_schema()
+        dt = self.open()
+        if dt is None or not plan.add:
+            return []
+        with self._errors("add columns to"):
+            dt.alter.add_columns(
+                [Field(n, PrimitiveType(t), nullable=True) for n, t in plan.add.items()]
+            )
+        self._dt = None
+        return list(plan.add)
+
     def committed_version(self, app: str) -> int | None:
         dt = self.open(refresh=True)
         if dt is None:

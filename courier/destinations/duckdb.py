@@ -408,7 +408,8 @@ class DuckDBDestination(FeedDestination):
             )
         else:
             numbered = (
-                "SELECT s.rowid AS _ord, NULL AS _file, s.rowid + 1 AS _line, s.* "
+                "SELECT s.rowid AS _ord, NULL AS _file, "
+                "row_number() OVER (ORDER BY s.rowid) AS _line, s.* "
                 f"FROM {quote(source.name)} s"
             )
             file_expr = "NULL"

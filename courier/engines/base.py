@@ -9,6 +9,7 @@ record order (file rank, line) that last-record-wins needs.
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -84,8 +85,10 @@ class QueryEngine(abc.ABC):
         stream the files into that query (the returned Rows are then not to be loaded)."""
 
     @abc.abstractmethod
-    def run_query(self, query: SavedQuery, tags: list[str]) -> Rows:
+    def run_query(self, query: SavedQuery, tags: list[str], fields: Collection[str] = ()) -> Rows:
         """Run query.text(self.dialect) over the read tags; rows keep the query's order.
+        `fields`: the columns the receiving feed declares (a nested input field that only
+        their expressions name may be missing from every record: it reads as NULL).
         Raise QueryError naming the query file and line when it fails."""
 
     @abc.abstractmethod

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from array import array
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ MAX_LOCATED = 100  # records DuckDB names one at a time once the line scan found
 _ids = itertools.count(1)
 log = logging.getLogger(__name__)
 _LOCATED = re.compile(r'in file "(.*?)",? (?:at byte \d+ )?in line (\d+)')
+_MISSING_KEY = re.compile(r'Could not find key "([^"]+)" in struct')
 
 
 class _CheckRecords(Exception):
@@ -738,7 +740,9 @@ class DuckDBEngine(QueryEngine):
                 self.con.execute(f"DROP TABLE IF EXISTS {quote(name)}")
 
     # -- queries --------------------------------------------------------------------------------
-    def run_query(self, query: SavedQuery, tags: list[str]) -> DuckDBRows:
+    def run_query(
+        self, query: SavedQuery, tags: list[str], fields: Collection[str] = ()
+    ) -> DuckDBRows:
         table = f"_courier_q_{query.name}_{next(_ids)}"
         sql = query.sql.strip().rstrip(";")
         if self.record_order:
@@ -751,14 +755,79 @@ class DuckDBEngine(QueryEngine):
             # A value a streamed tag's sampled schema cannot read: hold those tags in tables
             # (which widens their schema over every record) and run the query once more.
             held = [t for t in tags if t in self.streamed]
-            if not held or not is_type_error(exc):
-                raise query_error(exc, query, self.visible_columns(tags)) from exc
-            for tag in held:
-                self._hold(tag)
-            return self.run_query(query, tags)
+            if held and is_type_error(exc):
+                for tag in held:
+                    self._hold(tag)
+                return self.run_query(query, tags, fields)
+            if fields and self._add_missing_fields(sql, tags, fields, exc):
+                return self.run_query(query, tags, fields)
+            raise query_error(exc, query, self.visible_columns(tags)) from exc
         columns = describe(self.con, table)
         rows = self.con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0]  # type: ignore[index]
         return DuckDBRows(self.con, table, columns, rows, None)
+
+    def _add_missing_fields(
+        self, sql: str, tags: list[str], fields: Collection[str], exc: duckdb.Error
+    ) -> bool:
+        """A struct key no record of the window carries (DuckDB: "Could not find key"),
+        named by a select-list expression whose output column the feed declares (`fields`):
+        the key is added to the tag's struct as NULL (VARCHAR; the feed casts it), as a
+        pinned schema that knows it does. The column must be named after the key (`email` or
+        `customer_email` for customer.email), so a misspelt key stays the query's error
+        rather than loading NULLs. Whether anything was added (then run again)."""
+        missing = _MISSING_KEY.search(str(exc))
+        if missing is None:
+            return False
+        key = missing.group(1).lower()
+        try:
+            (text,) = self.con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()  # type: ignore[misc]
+            tree = json.loads(text)
+        except (duckdb.Error, ValueError, TypeError):
+            return False
+        wanted = {f.lower() for f in fields}
+        paths = [
+            names
+            for column, names in _feed_refs(tree, wanted)
+            if names[-1].lower() == key and (column == key or column.endswith("_" + key))
+        ]
+        added = False
+        for tag in tags:
+            relation = self.tags.get(tag)
+            if relation is None:
+                continue
+            for names in paths:
+                for start in range(
+                    min(2, len(names) - 1)
+                ):  # `e.customer.email` or `customer.email`
+                    column = next(
+                        (c for c in relation.columns if c.lower() == names[start].lower()), None
+                    )
+                    if column is None or not relation.columns[column].startswith("STRUCT("):
+                        continue
+                    if tag in self.streamed:  # a view over the files: read it into a table first
+                        self._hold(tag)
+                        relation = self.tags[tag]
+                    nested = "VARCHAR"
+                    for name in reversed(names[start + 1 :]):
+                        nested = f"STRUCT({quote(name)} {nested})"
+                    old = relation.columns[column]
+                    try:
+                        (united,) = describe(
+                            self.con,
+                            f"SELECT NULL::{old} AS c UNION ALL BY NAME SELECT NULL::{nested} AS c",
+                        ).values()
+                    except duckdb.Error:
+                        continue
+                    if united == old:
+                        continue
+                    self.con.execute(
+                        f"ALTER TABLE {quote(relation.name)} ALTER COLUMN {quote(column)} "
+                        f"TYPE {united}"
+                    )
+                    relation.columns[column] = united
+                    added = True
+                    break
+        return added
 
     def _run_ordered(
         self, query: SavedQuery, sql: str, table: str, tags: list[str]
@@ -919,6 +988,40 @@ class DuckDBEngine(QueryEngine):
     def drop(self, rows: Rows) -> None:
         if isinstance(rows, DuckDBRows):
             self.con.execute(f"DROP TABLE IF EXISTS {quote(rows.name)}")
+
+
+def _feed_refs(tree: Any, fields: set[str]) -> list[tuple[str, list[str]]]:
+    """(output column, a column reference's name chain) for the references inside
+    select-list entries of a parsed query (json_serialize_sql) whose output column is one of
+    `fields` (lower case)."""
+    found: list[tuple[str, list[str]]] = []
+
+    def refs(node: Any, column: str) -> None:
+        if isinstance(node, dict):
+            if node.get("class") == "COLUMN_REF" and isinstance(node.get("column_names"), list):
+                found.append((column, [str(n) for n in node["column_names"]]))
+            for value in node.values():
+                refs(value, column)
+        elif isinstance(node, list):
+            for value in node:
+                refs(value, column)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for entry in node.get("select_list") or []:
+                alias = entry.get("alias") or ""
+                if not alias and entry.get("class") == "COLUMN_REF":
+                    alias = str(entry.get("column_names", [""])[-1])
+                if alias.lower() in fields:
+                    refs(entry, alias.lower())
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    return found
 
 
 def is_type_error(exc: duckdb.Error) -> bool:

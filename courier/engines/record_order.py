@@ -24,21 +24,26 @@ from courier.engines.base import LINE_COLUMN, RANK_COLUMN
 Edit = tuple[int, int, str]  # replace text[start:end] with the string
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
+QUOTES = {"duckdb": '"', "spark": "`"}  # how each dialect quotes an identifier
 
 
-def carry_record_order(sql: str, relations: dict[str, str]) -> str | None:
+def quote(identifier: str, dialect: str = "duckdb") -> str:
+    q = QUOTES[dialect]
+    return q + identifier.replace(q, q + q) + q
+
+
+def carry_record_order(sql: str, relations: dict[str, str], dialect: str = "duckdb") -> str | None:
     """sql with RANK_COLUMN and LINE_COLUMN in its result, read from relations (tag -> the
     relation holding the tag's columns and those two); None when the query's shape does not
-    let them through (its rows then keep the query's output order)."""
+    let them through (its rows then keep the query's output order). dialect: the query's
+    ("duckdb", or "spark" for a Spark engine's query text)."""
     try:
-        tree = sqlglot.parse_one(sql, read="duckdb")
-        tokens = sqlglot.tokenize(sql, read="duckdb")
+        tree = sqlglot.parse_one(sql, read=dialect)
+        tokens = sqlglot.tokenize(sql, read=dialect)
     except SqlglotError:
         return None
     edits: list[Edit] = []
-    carrier = _Carrier(sql, tokens, relations, edits)
+    carrier = _Carrier(sql, tokens, relations, edits, dialect)
     try:
         if not isinstance(tree, exp.Expression) or not carrier.carries(tree, {}):
             return None
@@ -51,7 +56,15 @@ def carry_record_order(sql: str, relations: dict[str, str]) -> str | None:
 
 
 class _Carrier:
-    def __init__(self, sql: str, tokens: list[Any], relations: dict[str, str], edits: list[Edit]):
+    def __init__(
+        self,
+        sql: str,
+        tokens: list[Any],
+        relations: dict[str, str],
+        edits: list[Edit],
+        dialect: str = "duckdb",
+    ):
+        self.dialect = dialect
         self.sql = sql
         self.tokens = tokens
         self.relations = relations
@@ -127,7 +140,9 @@ class _Carrier:
             where = self._from_token(table)
             if where is None:
                 return False
-            cols = ", ".join(f"{quote(alias)}.{quote(c)}" for c in (RANK_COLUMN, LINE_COLUMN))
+            cols = ", ".join(
+                f"{self._quote(alias)}.{self._quote(c)}" for c in (RANK_COLUMN, LINE_COLUMN)
+            )
             self.edits.append((where, where, f", {cols} "))
         return True
 
@@ -137,12 +152,16 @@ class _Carrier:
         if "start" not in meta:
             raise _NoPosition
         start, end = meta["start"], meta["end"] + 1
-        if self.sql[start - 1 : start] == '"' and self.sql[end : end + 1] == '"':
+        q = QUOTES[self.dialect]
+        if self.sql[start - 1 : start] == q and self.sql[end : end + 1] == q:
             start, end = start - 1, end + 1
-        text = quote(self.relations[table.name])
+        text = self._quote(self.relations[table.name])
         if not table.alias:
-            text += f" AS {quote(table.name)}"  # `tag.col` references keep working
+            text += f" AS {self._quote(table.name)}"  # `tag.col` references keep working
         self.edits.append((start, end, text))
+
+    def _quote(self, identifier: str) -> str:
+        return quote(identifier, self.dialect)
 
     def _star(self, node: exp.Select, alias: str) -> str:
         """ "all" when the projection holds `*`, "source" for `alias.*`, else ""."""

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from courier.analyst.schema import TypeNode, parse_type
+from courier.engines.base import QueryEngine
 from courier.errors import EngineError, TransientEngineError
 
 # DuckDB scalar types -> Spark SQL types (the rest: DECIMAL(p,s) as is, unknown -> STRING)
@@ -162,6 +163,11 @@ def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, s
     """NDJSON files (cluster URIs with their window ranks) as one DataFrame on the cluster:
     `value` (the line), RANK, LINE, `_courier_bad` (NULL, or why the line is rejected) and the
     record's columns read with the pinned/declared DuckDB types (never Spark's inference)."""
+    return parse_lines(read_lines(session, files), columns)
+
+
+def read_lines(session: Any, files: list[tuple[str, int]]) -> Any:
+    """The files' non-blank lines on the cluster: `value`, RANK, LINE."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -179,7 +185,20 @@ def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, s
     raw = parts[0]
     for part in parts[1:]:
         raw = raw.unionByName(part)
-    raw = raw.where(F.trim("value") != "")
+    return raw.where(F.trim("value") != "")
+
+
+def is_object(value: Any) -> Any:
+    """A line that is a JSON object (a column expression)."""
+    from pyspark.sql import functions as F
+
+    return F.get_json_object(value, "$").isNotNull() & F.ltrim(value).startswith("{")
+
+
+def parse_lines(raw: Any, columns: dict[str, str]) -> Any:
+    """Lines (read_lines) parsed with the given DuckDB column types; see read_ndjson."""
+    from pyspark.sql import functions as F
+
     # timestamps are parsed as text and then cast (ISO 8601 with T and offsets, as DuckDB reads)
     text_schema = ", ".join(f"{_name(c)} {spark_type(t, True)}" for c, t in columns.items())
     parsed = raw.withColumn("_courier_rec", F.from_json("value", text_schema))
@@ -188,7 +207,7 @@ def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, s
         for c, t in columns.items()
     }
     # a line that is not JSON; a top-level field present in the line but unreadable as its type
-    reasons = [F.when(F.get_json_object("value", "$").isNull(), F.lit("not a JSON record"))]
+    reasons = [F.when(~is_object(F.col("value")), F.lit("not a JSON record"))]
     for name, duck_type in columns.items():
         present = F.get_json_object("value", "$." + name).isNotNull()
         reasons.append(
@@ -302,14 +321,80 @@ def _azure_account(storage: Any) -> str | None:
     return host.split(".", 1)[0] or None
 
 
-def open_backend(name: str, config: Any, session: Any) -> Any:
-    """The backend registry's entry (courier/backends.py). Runs on a Spark engine are not wired
-    to the engine seam yet: a run of such a courier fails here, naming the engine, before it
-    reads or changes anything. `courier query test` uses the engine already."""
-    raise EngineError(
-        f"engine '{name}' (spark, {redact(config.remote)}): courier run on a Spark engine is not "
-        "available yet (the cluster read/flatten/Delta write exists in courier/engines/spark.py "
-        'but is not wired to runs); use engine = "duckdb" for runs, and `courier query test` '
-        "to check the query on this engine",
-        engine=name,
-    )
+class SparkEngine(QueryEngine):
+    """A Spark Connect server as a courier's engine. Runs go through `runner` (the cluster
+    reads, queries, casts and writes Delta: engines/spark_run.py); the Arrow hand-off of the
+    engine seam (read_input/run_query) is not offered, as it would pull the window through
+    courier's process."""
+
+    dialect = "spark"
+    cluster = True  # Context runs it with _load_on_cluster
+
+    def __init__(self, name: str, config: Any, project: Any):
+        self.name = name
+        self.config = config
+        self.project = project
+        self._session: Any = None
+
+    @property
+    def remote(self) -> str:
+        return str(self.config.remote)
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = connect(self.name, self.remote, self.config.conf)
+        return self._session
+
+    def runner(self) -> Any:
+        from courier.engines.spark_run import SparkRunner
+
+        return SparkRunner(self.name, self.remote, self.session)
+
+    def file_uri(self, storage_name: str, storage: Any, key: str) -> str:
+        """Where the cluster reads a window file."""
+        local = storage.local_path(key)
+        if local is not None and storage_name not in self.config.cluster_uri:
+            return str(local.resolve())
+        config = self.project.settings.storages[storage_name]
+        return cluster_uri(storage_name, config, key, self.config.cluster_uri)
+
+    def table_uri(self, destination: Any, feed_id: str) -> str:
+        """Where the cluster opens a Delta destination's feed table."""
+        location = destination.location
+        name = location.storage
+        config = self.project.settings.storages[name]
+        if config.type == "local" and name not in self.config.cluster_uri:
+            return str(location.table_url(feed_id))
+        path = getattr(self.project.settings.destinations.get(destination.name), "path", "")
+        key = "/".join(p.strip("/") for p in (path, feed_id) if p and p.strip("/"))
+        return cluster_uri(name, config, key, self.config.cluster_uri)
+
+    def _seam(self) -> EngineError:
+        return EngineError(
+            f"engine '{self.name}' (spark, {redact(self.remote)}) runs couriers on the cluster "
+            "(courier run); it does not hand rows to courier's process",
+            engine=self.name,
+        )
+
+    def read_input(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._seam()
+
+    def run_query(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._seam()
+
+    def drop(self, rows: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._session is not None:
+            try:
+                self._session.stop()
+            except Exception:  # noqa: S110 - the server may be gone; nothing to release then
+                pass
+            self._session = None
+
+
+def open_backend(name: str, config: Any, session: Any) -> SparkEngine:
+    """The backend registry's entry (courier/backends.py); connects on first use."""
+    return SparkEngine(name, config, session.project)

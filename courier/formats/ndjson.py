@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array import array
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -32,27 +33,9 @@ def scan_ndjson(
             stripped = line.strip()
             if not stripped:
                 continue
-            try:
-                value = orjson.loads(stripped)
-            except orjson.JSONDecodeError as exc:
-                reason = f"malformed JSON: {exc}"
-                try:
-                    stripped.decode("utf-8")
-                except UnicodeDecodeError as uexc:
-                    reason = f"not UTF-8: {uexc.reason} at byte {uexc.start}"
-                if not line.endswith(b"\n"):
-                    reason = f"truncated last line ({reason})"
-                bad.append(BadRecord(key, number, reason, raw(stripped)))
-                continue
-            if not isinstance(value, dict):
-                bad.append(
-                    BadRecord(
-                        key,
-                        number,
-                        f"expected a JSON object, got {type(value).__name__}",
-                        raw(stripped),
-                    )
-                )
+            value, reason = parse_line(stripped, line.endswith(b"\n"))
+            if value is None:
+                bad.append(BadRecord(key, number, reason or "not a JSON object", raw(stripped)))
                 continue
             problem, keys = inspect(value)
             if problem is None and stripped.count(b'":') != keys:  # spaces, or a duplicate?
@@ -71,6 +54,25 @@ def scan_ndjson(
             dst.write(b"\n")
             numbers.append(number)
     return clean, bad, numbers
+
+
+def parse_line(stripped: bytes, ends_line: bool = True) -> tuple[dict[str, Any] | None, str | None]:
+    """A non-blank line as a JSON object, or why it is not one (the reason quarantine shows;
+    the Spark engine gives its bad lines the same reasons)."""
+    try:
+        value = orjson.loads(stripped)
+    except orjson.JSONDecodeError as exc:
+        reason = f"malformed JSON: {exc}"
+        try:
+            stripped.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            reason = f"not UTF-8: {uexc.reason} at byte {uexc.start}"
+        if not ends_line:
+            reason = f"truncated last line ({reason})"
+        return None, reason
+    if not isinstance(value, dict):
+        return None, f"expected a JSON object, got {type(value).__name__}"
+    return value, None
 
 
 def raw(data: bytes) -> str:

@@ -37,7 +37,8 @@ from courier.ingest import apikeys, http, webhooks, websocket
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
 from courier.ingest.wal import Pending
-from courier.project import Project, load_project
+from courier.project import Project
+from courier.validate import load_project
 
 log = logging.getLogger("courier.ingest")
 
@@ -573,5 +574,6 @@ def create_app() -> IngestApp:
         max_header_bytes=settings.max_header_bytes,
         max_headers=settings.max_headers,
         max_connections=http.connection_cap(settings.max_connections),
+        max_connections_per_client=settings.max_connections_per_client,
     )
     return IngestApp(project, workers=workers)

@@ -12,6 +12,11 @@ takes headers of any size and number. This protocol adds, per connection:
     max_connections   open connections per process; one more is answered 503 + Retry-After
                       and closed at once (before any fd limit is reached, so /healthz stays
                       reachable as soon as the idle ones are cut)
+    max_connections_per_client
+                      open connections (websockets included) from one client address per
+                      process; one more is answered 503 and closed, so one address cannot
+                      take every slot. The address is the TCP peer's: behind a proxy that
+                      does not keep it, raise this to max_connections.
 
 Bodies have their own deadline in the app (`body_timeout`, 408).
 """
@@ -35,6 +40,7 @@ class Limits:
     max_header_bytes: int = 16 << 10
     max_headers: int = 100
     max_connections: int = 1000
+    max_connections_per_client: int = 100
 
 
 LIMITS = Limits()  # set by create_app() in each worker process, before any connection
@@ -94,8 +100,33 @@ class GuardedHttpTools(HttpToolsProtocol):
                 )
             )
             return
+        if self._from_this_client() > self.limits.max_connections_per_client:
+            self._refuse(
+                _response(
+                    503,
+                    "Service Unavailable",
+                    f"too many open connections from {self.client[0] if self.client else '?'}: "
+                    "close idle ones, or "
+                    "retry after the time in Retry-After",
+                    b"retry-after: 1\r\n",
+                )
+            )
+            return
         self._in_headers = True
         self._arm()
+
+    def _from_this_client(self) -> int:
+        """Open connections from this one's address, this one included (websockets are in
+        the same set: uvicorn's websocket protocols add themselves to it)."""
+        if not self.client:
+            return 0
+        host = self.client[0]
+        n = 0
+        for conn in self.connections:
+            client = getattr(conn, "client", None)
+            if client and client[0] == host:
+                n += 1
+        return n
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

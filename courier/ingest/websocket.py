@@ -14,6 +14,9 @@ Protocol (a client keeps one connection open and sends without waiting):
 - `{"ack": ID}` is sent only once the payload is fsynced in the write-ahead log, in the
   order the messages came. `{"nack": ID, "status": 429|503, "error": ..., "retry_after": S}`
   means not landed, send it again later; the connection stays open.
+- The credentials are checked again every REVALIDATE seconds while the connection is open:
+  a stream token revoked (`courier token revoke`) or expired, or an API key revoked or
+  removed, closes it (1008, the 401's reason) after the acks of the messages before.
 - Fatal problems are sent as `{"error": ..., "status": N, "id": ID}` after the acks of all
   earlier messages, then the connection closes: 1008 auth (401) or unknown stream (404),
   1007 invalid payload (400), 1009 message over the body limit (413), 1011 internal error.
@@ -42,6 +45,7 @@ PREFIX = "/stream/v0/ws/"
 SUBPROTOCOL = "courier.v0"
 MAX_IN_FLIGHT = 4096  # unacknowledged messages per connection before reading pauses
 AUTH_TIMEOUT = 10.0  # seconds for the first message when the upgrade carried no credentials
+REVALIDATE = 1.0  # seconds between checks that an open connection's credentials still hold
 
 CLOSE_CODES = {400: 1007, 401: 1008, 403: 1008, 404: 1008, 413: 1009}
 
@@ -79,6 +83,7 @@ class Connection:
             MAX_IN_FLIGHT
         )
         self.closed = False
+        self.refused: IngestError | None = None  # the credentials stopped holding
         self.stream_id = ""
         # the bytes of each message queued with a commit future, in the same order (metrics)
         self.sizes: collections.deque[int] = collections.deque()
@@ -108,11 +113,15 @@ class Connection:
             stream = self.app.service.streams.get(stream_id)  # type: ignore[union-attr]
             if stream is None:
                 raise Fatal(IngestError(404, f"unknown stream {stream_id!r}"))
-            client_id, source = await self._authenticate(stream)
+            client_id, source, recheck = await self._authenticate(stream)
             await self._send_json(
                 {"type": "ready", "stream": stream.id, "max_message_bytes": self.app.max_body}
             )
-            await self._read_payloads(stream, client_id, source)
+            watcher = asyncio.get_running_loop().create_task(self._watch(recheck))
+            try:
+                await self._read_payloads(stream, client_id, source)
+            finally:
+                watcher.cancel()
         except Fatal as fatal:
             await self.acks.put((fatal.message_id, None, fatal))
         except Disconnected:
@@ -138,7 +147,25 @@ class Connection:
             raise Disconnected
         return _message_bytes(message)
 
-    async def _authenticate(self, stream: StreamRuntime) -> tuple[str | None, str]:
+    async def _watch(self, recheck: Any) -> None:
+        """Checks the credentials again every REVALIDATE s (a cache hit and an os.stat of the
+        revoked-token list and key store); once they fail, no further message is taken and
+        the connection closes with the reason after the acks before it."""
+        while True:
+            await asyncio.sleep(REVALIDATE)
+            try:
+                await recheck()
+            except IngestError as exc:
+                if exc.status in (429, 503):
+                    continue  # busy or throttled: not a verdict on the credentials
+                self.refused = exc
+                await self.acks.put((None, None, Fatal(exc)))
+                return
+            except Exception:  # e.g. a key store being rewritten by hand: try again
+                log.exception("websocket: the credentials could not be checked again")
+
+    async def _authenticate(self, stream: StreamRuntime) -> tuple[str | None, str, Any]:
+        """(client id, source, a coroutine function that checks the credentials again)."""
         app = self.app
         headers = self.scope["headers"]
         authorization = tenant = None
@@ -160,12 +187,16 @@ class Connection:
                     IngestError(401, "no credentials within 10 s: send the token first")
                 ) from None
             headers, authorization, tenant = self._credentials(stream, first)
+        scope = {**self.scope, "headers": headers}
+
+        async def recheck() -> tuple[str | None, str]:
+            return await app.authenticate(stream, authorization, tenant, scope)
+
         try:
-            return await app.authenticate(
-                stream, authorization, tenant, {**self.scope, "headers": headers}
-            )
+            client_id, source = await recheck()
         except IngestError as exc:
             raise Fatal(exc) from None
+        return client_id, source, recheck
 
     def _credentials(
         self, stream: StreamRuntime, first: bytes
@@ -212,6 +243,8 @@ class Connection:
         number = 0
         while not self.closed:
             raw = await self._next()
+            if self.refused is not None:
+                return  # the watcher has queued the close: nothing more is taken
             number += 1
             message_id: Any = number
             if len(raw) > app.max_body:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from courier.alerts import Alert, Alerter
 from courier.config.models import GroupConfig
-from courier.errors import CourierError, TransientError
+from courier.errors import CourierError, retry_transient
 from courier.patterns import FilePattern
 from courier.scheduling.leases import holder_alive, take_lease
 from courier.scheduling.planning import (
@@ -94,18 +94,19 @@ class GroupRunner:
 
     def with_state(self, fn: Callable[[StateStore], Any]) -> Any:
         """Run fn on the state store, waiting while another process holds the database."""
-        deadline = None if self.lock_timeout is None else self.clock() + self.lock_timeout
-        delay = 0.2
-        while True:
-            try:
-                with self.context.state() as state:
-                    return fn(state)
-            except TransientError as exc:
-                if deadline is not None and self.clock() >= deadline:
-                    raise
-                log.info("waiting for the feed database: %s", exc)
-                self.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        def attempt() -> Any:
+            with self.context.state() as state:
+                return fn(state)
+
+        return retry_transient(
+            attempt, until=self._deadline(), clock=self.clock, sleep=self.sleep,
+            on_retry=lambda exc: log.info("waiting for the feed database: %s", exc),
+        )  # fmt: skip
+
+    def _deadline(self) -> float | None:
+        """When waiting for the feed database gives up (lock_timeout from now; None: never)."""
+        return None if self.lock_timeout is None else self.clock() + self.lock_timeout
 
     def _feed_lock(self, feed: str) -> threading.Lock:
         with self._lease_lock:
@@ -492,35 +493,33 @@ class GroupRunner:
 
             timer = threading.Timer(limit.total_seconds(), overlong)
             timer.daemon = True
-        delay = 0.2
-        deadline = None if self.lock_timeout is None else self.clock() + self.lock_timeout
+
+        def attempt() -> dict[str, Any]:
+            self._check_stop()
+            log.info("courier %s: running window %s", plan.courier, window.as_dict())
+            options = member_options(
+                self.project, plan, trigger=trigger, now=self.now(),
+                group=(plan.group, record["group_run_id"]),
+            )  # fmt: skip
+            with ctx.hold():
+                return ctx.run(plan.courier, window, options=options)
+
+        until = self._deadline()
         for lock in locks:
             lock.acquire()
         try:
             if timer is not None:
                 timer.start()
-            while True:
-                self._check_stop()
-                try:
-                    log.info("courier %s: running window %s", plan.courier, window.as_dict())
-                    options = member_options(
-                        self.project, plan, trigger=trigger, now=self.now(),
-                        group=(plan.group, record["group_run_id"]),
-                    )  # fmt: skip
-                    with ctx.hold():
-                        result = ctx.run(plan.courier, window, options=options)
-                    if timer is not None:
-                        timer.cancel()
-                        timer.join()  # an alert being sent finishes first
-                    for alert in fired:
-                        alert.run_id = result["run_id"]
-                    return result
-                except TransientError as exc:
-                    if deadline is not None and self.clock() >= deadline:
-                        raise
-                    log.info("courier %s: %s", plan.courier, exc)
-                    self.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            result = retry_transient(
+                attempt, until=until, clock=self.clock, sleep=self.sleep,
+                on_retry=lambda exc: log.info("courier %s: %s", plan.courier, exc),
+            )  # fmt: skip
+            if timer is not None:
+                timer.cancel()
+                timer.join()  # an alert being sent finishes first
+            for alert in fired:
+                alert.run_id = result["run_id"]
+            return result
         finally:
             if timer is not None:
                 timer.cancel()

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from courier.errors import ConfigError, CourierError
+from courier.errors import CourierError, not_found
 from courier.project import Project
 from courier.scheduling.leases import take_lease
 from courier.sources.config import SourceConfig, load_sources
@@ -42,10 +42,7 @@ def project_sources(project: Project) -> dict[str, SourceConfig]:
 def get_source(project: Project, name: str) -> SourceConfig:
     sources = project_sources(project)
     if name not in sources:
-        known = ", ".join(sorted(sources)) or "none"
-        raise ConfigError(
-            f"no source named {name!r} (known: {known}); add config/sources/{name}.toml"
-        )
+        raise not_found("source", name, sources, f"add config/sources/{name}.toml")
     return sources[name]
 
 

@@ -606,7 +606,13 @@ def keep_open(project: Project) -> AbstractContextManager[None]:
     path = project.path(feeds.database)
 
     def open_() -> duckdb.DuckDBPyConnection:
-        return connect(path, feeds.memory_limit, feeds.threads, feeds.lock_timeout)
+        con = connect(path, feeds.memory_limit, feeds.threads, feeds.lock_timeout)
+        try:  # the tables exist before another thread's workspace would race to create them
+            DuckDBStateStore(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     with _KEEPERS_LOCK:
         return _KEEPERS.setdefault(str(path.resolve()), _Keeper(open_)).hold()

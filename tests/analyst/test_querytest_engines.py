@@ -97,19 +97,3 @@ def test_validate_checks_engines(make_project: ProjectFactory) -> None:
     result = courier(p, "validate")
     assert result.returncode == 1
     assert "cluster_uri names storage 'lake', which is not defined" in result.stdout + result.stderr
-
-
-def test_a_run_on_a_spark_engine_fails_clearly_and_changes_nothing(
-    make_project: ProjectFactory,
-) -> None:
-    from datetime import date
-
-    from tests.projects import event
-
-    p = spark_project(make_project, f"sc://127.0.0.1:{free_port()}")
-    p.land_hour(date(2026, 11, 22), 10, [event(1)])
-    result = courier(p, "run", "events", "--date", "2026-11-22", "--json")
-    assert result.returncode == 1
-    assert "engine 'sail' (spark, sc://127.0.0.1:" in result.stdout + result.stderr
-    assert "not available yet" in result.stdout + result.stderr
-    assert "Traceback" not in result.stderr

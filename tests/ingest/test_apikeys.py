@@ -240,6 +240,33 @@ def test_revoked_key_answers_401_at_once(server: Server, client: httpx.Client) -
     assert fresh["id"] != key["id"]
 
 
+def test_open_websockets_of_a_revoked_key_are_closed(server: Server, client: httpx.Client) -> None:
+    """Websockets authenticated with a key (in the upgrade's headers, or with a token
+    exchanged for it) are closed with 1008 and the reason once the key is revoked."""
+    key = create(server.root, "ws-doomed", "activity")
+    token = client.get("/api/token", auth=(key["id"], key["secret"])).json()["access_token"]
+    url = f"ws://127.0.0.1:{server.port}/stream/v0/ws/activity"
+    by_header = {"X-App-Id": key["id"], "X-App-Secret": key["secret"]}
+    by_token = {"Authorization": f"Bearer {token}"}
+    sockets = [connect(url, additional_headers=h, open_timeout=10) for h in (by_header, by_token)]
+    try:
+        for ws in sockets:
+            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+            ws.send(json.dumps({"id": "before-revoke"}))
+            assert json.loads(ws.recv(timeout=10)) == {"ack": 1}
+        done = courier(server.root, "apikey", "revoke", "ws-doomed")
+        assert done.returncode == 0, done.stderr
+        for ws in sockets:
+            error = json.loads(ws.recv(timeout=30))
+            assert error["status"] == 401 and "revoked" in error["error"], error
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    finally:
+        for ws in sockets:
+            ws.close()
+
+
 def test_a_key_store_broken_while_serving_answers_500_and_the_log_says_what_to_do(
     tmp_path: Path,
 ) -> None:

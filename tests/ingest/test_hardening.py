@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import resource
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -338,9 +340,10 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_idle_and_slowloris_connections_are_cut_with_408(guarded: Server) -> None:
-    """200 connections that send nothing and 20 that drip their headers a byte at a time are
-    answered 408 and closed once header_timeout (1 s) has passed."""
-    idle = _open(guarded, 200)
+    """200 connections that send nothing (from 4 addresses, under the per-address limit) and
+    20 that drip their headers a byte at a time are answered 408 and closed once
+    header_timeout (1 s) has passed."""
+    idle = [s for n in range(1, 5) for s in _open(guarded, 50, f"127.0.5.{n}")]
     drip = _open(guarded, 20)
     try:
         started = time.monotonic()
@@ -455,6 +458,79 @@ def test_honest_clients_are_served_during_idle_slow_and_forged_floods(guarded: S
     assert slowest < 2.0, slowest
 
 
+def test_one_address_cannot_take_every_connection_slot(tmp_path: Path) -> None:
+    """max_connections = 40, max_connections_per_client = 10: an address holding 10 idle
+    connections gets 503 at once for an 11th (a websocket counts too), while other addresses
+    are still served; once its connections close, it is served again."""
+    root = make_project(
+        tmp_path,
+        CONN_SETTINGS.replace("header_timeout = 1", "header_timeout = 60")
+        + "max_connections = 40\nmax_connections_per_client = 10\n",
+        {"events": 'payload = "json"\n'},
+    )
+    server = Server(root).start()
+    hog: list[socket.socket] = []
+    try:
+        hog = _open(server, 10, "127.0.6.1")
+        wait_until(lambda: _healthz_ok(server), 30, "/healthz with 10 idle connections")
+        [extra] = _open(server, 1, "127.0.6.1")
+        answer = _answer(extra, 15)
+        extra.close()
+        assert _status(answer) == 503 and b"127.0.6.1" in answer, answer
+        # other addresses: served while the hog keeps its 10 (header_timeout is 60 s)
+        for n in range(2, 5):
+            with _client(server, f"127.0.6.{n}") as client:
+                assert client.get("/healthz").status_code == 200
+                assert _post(client, "events", b'{"id": %d}' % n).status_code == 202
+        # a websocket holds a slot as well: 9 idle + 1 websocket, then one more is refused
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        hog.pop().close()
+        url = f"ws://127.0.0.1:{server.port}/stream/v0/ws/events"
+        auth = {"Authorization": f"Bearer {token('events')}", "X-Amperity-Tenant": "acme"}
+
+        opened: list[Any] = []
+
+        def ws_from_hog() -> bool:
+            """A websocket from 127.0.6.1 (refused 503 while the freed slot is still taken
+            by a connection the server has not seen close yet)."""
+            sock = socket.create_connection(
+                ("127.0.0.1", server.port), timeout=10, source_address=("127.0.6.1", 0)
+            )
+            try:
+                opened.append(connect(url, sock=sock, additional_headers=auth, open_timeout=10))
+            except InvalidStatus as exc:
+                sock.close()
+                assert exc.response.status_code == 503
+                return False
+            return True
+
+        wait_until(ws_from_hog, 30, "a websocket in the freed slot of 127.0.6.1")
+        with opened[0] as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+            [extra] = _open(server, 1, "127.0.6.1")
+            assert _status(_answer(extra, 15)) == 503
+            extra.close()
+        for s in hog:
+            s.close()
+        hog = []
+        wait_until(lambda: _from_hog_served(server), 30, "127.0.6.1 to be served again")
+    finally:
+        for s in hog:
+            s.close()
+        assert server.stop() == 0
+
+
+def _from_hog_served(server: Server) -> bool:
+    """One request from 127.0.6.1 on a connection of its own is served (not 503)."""
+    with _client(server, "127.0.6.1") as client:
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
 def test_more_connections_than_file_descriptors_keep_healthz_reachable(tmp_path: Path) -> None:
     """With a file limit of 256, 300 idle connections: the ones over the connection limit get
     503 at once, the rest 408 after header_timeout, and /healthz answers within seconds."""
@@ -513,6 +589,41 @@ def test_a_revoked_stream_token_is_refused_at_once_and_others_still_work(hard: S
     # a token without a jti cannot be revoked alone: the message says what to do instead
     bare = courier(hard.root, "token", "revoke", token("events"))
     assert bare.returncode == 1 and "rotate" in bare.stderr
+
+
+def test_an_open_websocket_of_a_revoked_stream_token_is_closed(hard: Server) -> None:
+    """A websocket authenticated with a token that is then revoked gets the 401's reason and
+    close code 1008 (after the acks of what it sent before), without sending anything more;
+    a connection with another token of the same stream keeps working."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from tests.ingest.test_apikeys import courier
+
+    made = [courier(hard.root, "token", "create", "--stream", "events") for _ in range(2)]
+    leaked, kept = (m.stdout.strip() for m in made)
+    url = f"ws://127.0.0.1:{hard.port}/stream/v0/ws/events"
+
+    def open_ws(tok: str) -> Any:
+        auth = {"Authorization": f"Bearer {tok}", "X-Amperity-Tenant": "acme"}
+        ws = connect(url, additional_headers=auth, open_timeout=10)
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+        return ws
+
+    with open_ws(leaked) as bad, open_ws(kept) as good:
+        for ws in (bad, good):
+            ws.send(b'{"id": "ws-before-revoke"}'.decode())
+            assert json.loads(ws.recv(timeout=10)) == {"ack": 1}
+        done = courier(hard.root, "token", "revoke", leaked)
+        assert done.returncode == 0, done.stderr
+        # the revoked one is closed by the server within a few seconds, unprompted
+        error = json.loads(bad.recv(timeout=30))
+        assert error["status"] == 401 and "revoked" in error["error"], error
+        with pytest.raises(ConnectionClosed) as closed:
+            bad.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        good.send(b'{"id": "ws-after-revoke"}'.decode())
+        assert json.loads(good.recv(timeout=10)) == {"ack": 2}
 
 
 # -- webhook deliveries -----------------------------------------------------------------------

@@ -52,6 +52,39 @@ def test_a_nested_field_the_pinned_schema_knows_loads_as_null_when_no_record_has
     assert result["schema_changes"] == []  # the pinned field is kept, not dropped
 
 
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "held"])
+def test_a_first_run_loads_null_for_a_nested_field_only_the_feed_knows(
+    make_project: ProjectFactory, streamed: bool
+) -> None:
+    """No pinned schema yet (the courier's first run) and no record carries customer.email:
+    the feed declares customer_email, so it loads as NULL; a nested field the feed does not
+    declare is still the query's error, naming the query file."""
+    p = make_project.events_project()
+    p.query("order_items", QUERY_WITH_EMAIL)
+    feed = (p.root / "feeds" / "order_items.toml").read_text()
+    p.feed("order_items", feed + 'customer_email = "string"\n')
+    if not streamed:
+        p.courier(
+            "events",
+            EVENTS_COURIER.replace(
+                "max_bad_records = 10", 'max_bad_records = 10, schema_scan = "full"'
+            ),
+        )
+    p.land_hour(DAY, 0, [without_email(2), without_email(3)])
+    result = p.run()
+    assert result["status"] == "succeeded", result["error"]
+    rows = p.sql(
+        "SELECT DISTINCT event_id, customer_id, customer_email FROM order_items ORDER BY 1"
+    )
+    assert rows == [("e2", 1, None), ("e3", 1, None)]
+    # a typo'd field the feed does not know: the run fails and says where
+    p.query("order_items", QUERY_WITH_EMAIL.replace("e.customer.email", "e.customer.emial"))
+    p.land_hour(NEXT, 0, [without_email(4)])
+    failed = p.run(day=NEXT.isoformat())
+    assert failed["status"] == "failed"
+    assert "emial" in failed["error"] and "order_items" in failed["error"], failed["error"]
+
+
 def wide_record(i: int, keys: int) -> dict[str, Any]:
     return {**event(i), **{f"junk_{k}": k for k in range(keys)}}
 

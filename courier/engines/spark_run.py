@@ -1,0 +1,462 @@
+"""A courier run on a Spark engine (SPEC 8): the cluster does the record work, courier the state.
+
+courier's process hands the cluster the window's file URIs and gets back only counts and
+bounded samples (bad lines, rejected rows); the rows themselves go from the files to the
+feed's Delta table on the cluster:
+
+1. read: each NDJSON file as text with its rank and line numbers (spark.read_ndjson), parsed
+   with the pinned schema widened by the cluster's inference of this window's new keys;
+   bad lines counted, the first BAD_LIMIT collected (reasons as DuckDB's reader gives them);
+2. per load operation: the saved query (its `.spark.sql` twin or the translation), the casts
+   to the feed's types with DuckDB's reject rules and reasons (cast, required, unknown
+   columns), last record wins by (rank, line) for a file tag and by result order for a query;
+3. commit: the cluster writes each feed's Delta table (MERGE on the primary key, append, or
+   overwrite for truncateAndLoad); every row it writes carries the run id in
+   `_courier_run_id`. Sail writes no Delta `txn` action and no commit metadata, so "did run R
+   commit?" is answered from the tables: each feed the run wrote holds rows of R.
+
+Formats: NDJSON only. CBOR and XML landings are decoded by courier's own readers (records as
+Python trees), which would pass the window through courier's process: a courier of those
+formats is refused with what to do (engine = "duckdb", or land the stream as NDJSON).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from courier.destinations.base import FeedType
+from courier.engines import spark
+from courier.engines.record_order import carry_record_order
+from courier.engines.spark import RANK, RUN_ID, _name, engine_error, redact
+from courier.errors import EngineError, LoadError
+from courier.formats.ndjson import RAW_LIMIT, parse_line
+from courier.plan import BadRecord, FeedCounts, FeedLoad, InputSummary
+
+if TYPE_CHECKING:
+    from courier.config.models import CourierConfig, FeedConfig
+    from courier.engines.base import WindowFile
+
+BAD_LIMIT = 1000  # bad lines / rejected rows per feed collected back to courier.quarantine
+SAMPLE_RECORDS = 20_480  # as the DuckDB engine: records of the window its detection samples
+SAMPLE_MIN_PER_FILE = 2_048
+SAMPLE_LIMIT = 40_960  # lines the sample brings back at most
+KEYS_LIMIT = 10_000  # distinct top-level keys looked at
+ORD = "_courier_ord"
+REASON = "_courier_reason"
+LOADED_AT = "_courier_loaded_at"
+
+# feed type -> Spark SQL type (decimal(p,s) as DECIMAL(p,s))
+SPARK_FEED_TYPES = {
+    "string": "STRING",
+    "int": "INT",
+    "bigint": "BIGINT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "json": "STRING",
+}
+# Spark's inferred JSON types -> DuckDB's (the pinned schema is DuckDB's vocabulary)
+DUCKDB_OF_SPARK = {
+    "string": "VARCHAR",
+    "bigint": "BIGINT",
+    "int": "INTEGER",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "void": "JSON",  # only nulls seen
+    "date": "DATE",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "timestamp_ntz": "TIMESTAMP",
+}
+
+
+def spark_feed_type(feed_type: str) -> str:
+    parsed = FeedType.parse(feed_type)
+    if parsed.kind == "decimal":
+        return f"DECIMAL({parsed.precision},{parsed.scale})"
+    return SPARK_FEED_TYPES[parsed.kind]
+
+
+def duckdb_type(dt: Any) -> str:
+    """A Spark DataType (from the cluster's inference) as DuckDB spells it."""
+    from pyspark.sql import types as T
+
+    if isinstance(dt, T.StructType):
+        inner = ", ".join(f'"{f.name}" {duckdb_type(f.dataType)}' for f in dt.fields)
+        return f"STRUCT({inner})"
+    if isinstance(dt, T.ArrayType):
+        return f"{duckdb_type(dt.elementType)}[]"
+    if isinstance(dt, T.MapType):
+        return f"MAP({duckdb_type(dt.keyType)}, {duckdb_type(dt.valueType)})"
+    if isinstance(dt, T.DecimalType):
+        return f"DECIMAL({dt.precision},{dt.scale})"
+    return DUCKDB_OF_SPARK.get(dt.simpleString(), "VARCHAR")
+
+
+@dataclass
+class FeedJob:
+    """One load operation prepared on the cluster: its rows, counts and rejects, not written."""
+
+    load: FeedLoad
+    path: str  # the Delta table's URI as the cluster opens it
+    rows: Any  # DataFrame: the feed's columns + _courier_run_id/_courier_loaded_at
+    counts: FeedCounts
+    rejected: list[BadRecord] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClusterRun:
+    """What the cluster prepared for a run (nothing written yet)."""
+
+    summary: InputSummary  # records, bounded bad lines, the schema read, its changes
+    bad_count: int
+    feeds: list[FeedJob]
+
+    @property
+    def paths(self) -> list[str]:
+        return list(dict.fromkeys(j.path for j in self.feeds))
+
+
+class SparkRunner:
+    """The Spark engine's run: prepare (read, query, cast, count), then commit (write)."""
+
+    def __init__(self, name: str, remote: str, session: Any):
+        self.name = name
+        self.remote = remote
+        self.session = session
+
+    def _fail(self, exc: BaseException, what: str) -> EngineError:
+        error = engine_error(self.name, self.remote, exc)
+        return EngineError(f"{what}: {error}", engine=self.name)
+
+    # -- read --------------------------------------------------------------------------------
+    def schema(self, lines: Any, files: int, pinned: dict[str, str] | None) -> dict[str, str]:
+        """The window's schema as DuckDB would detect it: DuckDB's detection over a bounded
+        sample of the cluster's lines (the first lines of each file, plus lines holding a
+        top-level key the sample lacks), widening the pinned schema as the DuckDB engine does."""
+        import tempfile
+
+        import duckdb
+        from pyspark.sql import functions as F
+
+        from courier.engines.duckdb import describe
+
+        good = lines.where(spark.is_object(F.col("value")))
+        per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, files))
+        sample = [
+            r[0]
+            for r in good.where(F.col(spark.LINE) <= per_file)
+            .orderBy(RANK, spark.LINE)
+            .limit(SAMPLE_LIMIT)
+            .select("value")
+            .collect()
+        ]
+        keys = F.json_object_keys("value")
+        every = [r[0] for r in good.select(F.explode(keys)).distinct().limit(KEYS_LIMIT).collect()]
+        with tempfile.TemporaryDirectory(prefix="courier-spark-schema-") as tmp:
+            path = Path(tmp) / "sample.ndjson"
+            path.write_text("\n".join(sample) + "\n", encoding="utf-8")
+            con = duckdb.connect()
+            try:
+                source = (
+                    f"read_json('{path}', format = 'newline_delimited', records = true, "
+                    "sample_size = -1)"
+                )
+                detected = describe(con, f"SELECT * FROM {source}") if sample else {}
+                late = [k for k in every if k not in detected]
+                if late:  # keys first seen after the sample: their lines join it
+                    wanted = F.array(*[F.lit(k) for k in late])
+                    more = good.where(F.arrays_overlap(keys, wanted)).limit(SAMPLE_LIMIT // 4)
+                    extra = [r[0] for r in more.select("value").collect()]
+                    path.write_text("\n".join(sample + extra) + "\n", encoding="utf-8")
+                    detected = describe(con, f"SELECT * FROM {source}")
+            finally:
+                con.close()
+        schema = dict(pinned or {})
+        schema.update(detected)
+        return schema
+
+    def read(
+        self,
+        tag: str,
+        files: list[WindowFile],
+        uris: list[str],
+        pinned: dict[str, str] | None,
+    ) -> tuple[Any, InputSummary, int]:
+        """The tag's records on the cluster (a temp view named `tag` for queries), its summary
+        (bounded bad lines), and how many lines were bad."""
+        from pyspark.sql import functions as F
+
+        keys = {f.rank: f.key for f in files}
+        try:
+            ranked = list(zip(uris, [f.rank for f in files], strict=True))
+            lines = spark.read_lines(self.session, ranked)
+            columns = self.schema(lines, len(files), pinned)
+        except Exception as exc:
+            raise self._fail(exc, f"cannot read the window's files ({uris[0]}, ...)") from exc
+        summary = InputSummary(tag=tag, schema=dict(columns))
+        if pinned is not None:
+            from courier.engines.duckdb import schema_changes
+
+            summary.schema_changes = schema_changes(pinned, columns)
+        try:
+            df = spark.parse_lines(lines, columns)
+            totals = df.agg(
+                F.count(F.lit(1)).alias("n"),
+                F.sum(F.when(F.col("_courier_bad").isNotNull(), 1).otherwise(0)).alias("bad"),
+            ).collect()[0]
+            bad_count = int(totals["bad"] or 0)
+            summary.records = int(totals["n"]) - bad_count
+            if bad_count:
+                _, samples = spark.bad_records(df, BAD_LIMIT)
+                for rank, line, why, text in samples:
+                    stripped = (text or "").strip().encode("utf-8", "surrogateescape")
+                    _, reason = parse_line(stripped)
+                    summary.bad.append(
+                        BadRecord(keys[rank], line, reason or why, (text or "").strip()[:RAW_LIMIT])
+                    )
+            records = spark.records(df)
+            records.drop(RANK, spark.LINE).createOrReplaceTempView(tag)
+            records.createOrReplaceTempView(placed(tag))
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc, f"cannot read file tag {tag!r}") from exc
+        return records, summary, bad_count
+
+    # -- prepare one load operation ----------------------------------------------------------
+    def prepare(
+        self,
+        courier: CourierConfig,
+        load: FeedLoad,
+        tag_rows: Any,
+        files: list[WindowFile],
+        path: str,
+        run_id: str,
+        loaded_at: datetime,
+        schema: dict[str, str],
+    ) -> FeedJob:
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        feed = load.feed
+        keys = {f.rank: f.key for f in files}
+        mapping = F.create_map(*[x for r, k in keys.items() for x in (F.lit(r), F.lit(k))])
+        if load.query is not None:
+            from courier.analyst.crossengine import spark_text
+
+            query = load.query
+            text = spark_text(query, {courier.file_tag: schema})
+            # each row keeps its input record's place where the query's shape lets it through
+            carried = carry_record_order(
+                text, {courier.file_tag: placed(courier.file_tag)}, "spark"
+            )
+            source = None
+            for attempt in [t for t in (carried, text) if t is not None]:
+                try:
+                    source = self.session.sql(attempt)
+                    source.schema  # noqa: B018 - the cluster analyses the query now
+                    break
+                except Exception as exc:
+                    source, carried = None, None
+                    if attempt is not text:
+                        continue
+                    error = engine_error(self.name, self.remote, exc, query.name)
+                    twin = query.path_for("spark")
+                    where = twin if twin.is_file() else query.path
+                    raise EngineError(
+                        f"{error} ({where.name}); feed {feed.id} was not changed: fix the "
+                        f"query and check it with `courier query test {query.name}`",
+                        engine=self.name,
+                        query=query.name,
+                    ) from exc
+            assert source is not None
+            # the result's order (partition, then position): the tie-break after the place
+            source = source.withColumn(ORD, F.monotonically_increasing_id())
+            # one partition on purpose: the position in the whole result (only rejects need it)
+            position = F.row_number().over(Window.partitionBy(F.lit(0)).orderBy(ORD))
+            if carried is not None:
+                file_expr = mapping[F.col(RANK)]
+                line_expr = F.coalesce(F.col(spark.LINE), position)
+            else:
+                file_expr = F.lit(None).cast("string")
+                line_expr = position
+        else:
+            source = tag_rows
+            file_expr = mapping[F.col(RANK)]
+            line_expr = F.col(spark.LINE)
+        incoming = {
+            f.name: f.dataType
+            for f in source.schema.fields
+            if f.name not in (ORD, RANK, spark.LINE)
+        }
+        by_lower = {c.lower(): c for c in incoming}
+        matched = {n: (n if n in incoming else by_lower.get(n.lower())) for n in feed.fields}
+        used = {m for m in matched.values() if m}
+        ignored = [c for c in incoming if c not in used]
+        selects, reasons = [], []
+        for name, ftype in feed.fields.items():
+            target = spark_feed_type(ftype)
+            src = matched[name]
+            if src is None:
+                selects.append(F.lit(None).cast(target).alias(name))
+                if name in feed.not_null:
+                    reasons.append(F.lit(f"{name}: required field is missing"))
+                continue
+            col = F.col(_name(src))
+            cast = _cast(col, incoming[src], ftype)
+            selects.append(cast.alias(name))
+            if ftype != "json" and incoming[src].simpleString() != target.lower():
+                uncastable = col.isNotNull() & cast.isNull()
+                why_cast = F.concat(
+                    F.lit(f"{name}: cannot cast "),
+                    F.substring(col.cast("string"), 1, 60),
+                    F.lit(f" to {ftype}"),
+                )
+                reasons.append(F.when(uncastable, why_cast))
+            if name in feed.not_null:
+                reasons.append(F.when(col.isNull(), F.lit(f"{name}: required field is null")))
+        if feed.unknown_columns == "reject":
+            for c in ignored:
+                why = F.lit(f"{c}: column is not in feed {feed.id}")
+                reasons.append(F.when(F.col(_name(c)).isNotNull(), why))
+        reason = F.concat_ws("; ", *reasons) if reasons else F.lit("")
+        order_cols = [c for c in (RANK, spark.LINE, ORD) if c in source.columns]
+        staged = source.select(*selects, *[F.col(c) for c in order_cols], reason.alias(REASON))
+        try:
+            totals = staged.agg(
+                F.count(F.lit(1)).alias("n"),
+                F.sum(F.when(F.col(REASON) != "", 1).otherwise(0)).alias("rejected"),
+            ).collect()[0]
+        except Exception as exc:
+            raise self._fail(
+                exc,
+                f"feed {feed.id}: the cluster cannot cast the rows to the feed's types "
+                f"(feeds/{feed.id}.toml); no table was changed",
+            ) from exc
+        read, rejected = int(totals["n"]), int(totals["rejected"] or 0)
+        samples: list[BadRecord] = []
+        if rejected:
+            visible = [F.col(_name(c)) for c in incoming]
+            raw = F.to_json(F.struct(*visible)) if visible else F.lit("{}")
+            numbered = source.select(
+                "*",
+                file_expr.alias("_courier_file"),
+                line_expr.alias("_courier_qline"),
+                raw.alias("_courier_raw"),
+                reason.alias(REASON),
+            ).where(F.col(REASON) != "")
+            order = [F.col(c).asc_nulls_last() for c in order_cols]
+            for r in (
+                numbered.orderBy(*order)
+                .limit(BAD_LIMIT)
+                .select("_courier_file", "_courier_qline", REASON, "_courier_raw")
+                .collect()
+            ):
+                samples.append(BadRecord(r[0], int(r[1]), r[2], (r[3] or "")[:RAW_LIMIT]))
+        good = staged.where(F.col(REASON) == "").drop(REASON)
+        if feed.primary_key:
+            window = Window.partitionBy(*[_name(k) for k in feed.primary_key]).orderBy(
+                *[F.col(c).desc_nulls_last() for c in order_cols]
+            )
+            good = good.withColumn("_courier_rn", F.row_number().over(window)).where(
+                "_courier_rn = 1"
+            )
+        rows = good.select(
+            *[F.col(_name(n)) for n in feed.fields],
+            F.lit(run_id).alias(RUN_ID),
+            F.lit(loaded_at.isoformat()).cast("timestamp").alias(LOADED_AT),
+        )
+        counts = FeedCounts(read=read, loaded=read - rejected, rejected=rejected)
+        if feed.primary_key:
+            counts.loaded = int(rows.count())
+        return FeedJob(load, path, rows, counts, samples, ignored)
+
+    # -- commit ------------------------------------------------------------------------------
+    def write(self, job: FeedJob) -> None:
+        """The cluster writes the feed's Delta table: overwrite (truncateAndLoad), MERGE on the
+        primary key, or append; an empty source writes nothing (and leaves no trace)."""
+        feed = job.load.feed
+        if not job.counts.loaded and not job.load.truncate_first:
+            return
+        mode = "truncateAndLoad" if job.load.truncate_first else "load"
+        try:
+            _write(self.session, job.rows, job.path, feed.primary_key, mode, job.load.query)
+        except Exception as exc:
+            raise self._fail(
+                exc, f"feed {feed.id}: the cluster could not write the Delta table {job.path}"
+            ) from exc
+
+    def committed(self, paths: list[str], run_id: str) -> bool:
+        """Did run `run_id` commit? Every table it writes holds rows carrying its id."""
+        try:
+            return bool(paths) and all(spark.committed(self.session, p, run_id) for p in paths)
+        except Exception as exc:
+            raise self._fail(exc, f"cannot tell whether run {run_id} committed") from exc
+
+
+def placed(tag: str) -> str:
+    """The temp view of a tag's records with their place (RANK, LINE) on the cluster."""
+    return f"_courier_placed_{tag}"
+
+
+def _cast(col: Any, incoming: Any, feed_type: str) -> Any:
+    """DuckDB's cast rules (destinations/duckdb.py cast_expr) in Spark."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    nested = isinstance(incoming, (T.StructType, T.ArrayType, T.MapType))
+    target = spark_feed_type(feed_type)
+    if feed_type == "json":
+        if nested:
+            return F.to_json(col)
+        return col.cast("string")
+    if feed_type == "timestamp" and isinstance(incoming, (T.LongType, T.IntegerType)):
+        return F.timestamp_millis(col)
+    if incoming.simpleString() == target.lower():
+        return col
+    if feed_type == "string" and nested:
+        return F.to_json(col)
+    return col.try_cast(target)
+
+
+def _write(session: Any, rows: Any, path: str, key: list[str], mode: str, query: Any) -> None:
+    if mode == "truncateAndLoad" or not spark.table_exists(session, path):
+        rows.write.format("delta").mode("overwrite").save(path)
+        return
+    if not key:
+        rows.write.format("delta").mode("append").save(path)
+        return
+    view = "_courier_src"
+    rows.createOrReplaceTempView(view)
+    on = " AND ".join(f"t.{_name(k)} = s.{_name(k)}" for k in key)
+    session.sql(
+        f"MERGE INTO delta.{_name(path)} AS t USING {view} AS s ON {on} "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    ).collect()
+
+
+def refuse_format(engine: str, remote: str, courier: CourierConfig) -> None:
+    if courier.format != "ndjson":
+        raise EngineError(
+            f"courier {courier.name}: format {courier.format!r} cannot run on Spark engine "
+            f"'{engine}' ({redact(remote)}): the cluster reads NDJSON landings only (CBOR and "
+            "XML are decoded by courier's own readers, which would pull the window through "
+            'courier\'s process). Set engine = "duckdb" for this courier, or land the stream '
+            "as NDJSON",
+            engine=engine,
+        )
+
+
+def refuse_destination(engine: str, feed: FeedConfig, destination: Any) -> None:
+    if getattr(destination, "type", None) != "delta":
+        raise LoadError(
+            f"feed {feed.id}: a Spark engine ('{engine}') writes feeds into Delta tables on "
+            f"the cluster, but this feed's destination is {getattr(destination, 'type', '?')}: "
+            'set destination = "NAME" of a [destinations.NAME] type = "delta" in '
+            f'feeds/{feed.id}.toml (or [feeds] destination), or engine = "duckdb"'
+        )

@@ -1,0 +1,467 @@
+"""`courier run` on a Spark engine (Sail, a real Spark Connect server): the cluster reads the
+window's files, runs the query, casts, dedupes and writes the Delta table; the same courier on
+DuckDB + Delta gives the same table row for row and the same quarantine."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from deltalake import DeltaTable
+
+from courier.analyst.crossengine import canonical_json
+from tests.projects import NOW, ProjectFactory
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = """
+[project]
+time_zone = "UTC"
+
+[storages.landing]
+type = "local"
+path = ".courier/landing"
+
+[storages.lake]
+type = "local"
+path = ".courier/lake"
+
+[destinations.lake]
+type = "delta"
+storage = "lake"
+path = "feeds"
+
+[feeds]
+destination = "lake"
+"""
+ENGINE = """
+[engines.sail]
+type = "spark"
+remote = "{remote}"
+"""
+FEED = """
+primary_key = ["order_id"]
+required = ["order_id", "amount"]
+
+[fields]
+order_id = "string"
+customer_id = "bigint"
+amount = "decimal(12,2)"
+placed_at = "timestamp"
+status = "string"
+tags = "json"
+"""
+QUERY = """
+SELECT o.id AS order_id, o.customer.id AS customer_id, o.amount, o.placed_at, o.status, o.tags
+FROM orders AS o
+"""
+COURIER = """
+storage = "landing"
+file_pattern = "'orders/'yyyy/MM/dd/HH'/*.ndjson'"
+prefix = "00"
+format = "ndjson"
+file_tag = "orders"
+options = {{ max_bad_records = 10 }}
+{engine}
+[load_operations]
+orders = [{{ type = "sql", sql-query = "orders", sql-files = [{{ file = "orders" }}] }}]
+"""
+
+
+def order(i: int, amount: str = "12.50", **extra: Any) -> str:
+    record = {
+        "id": f"o{i}",
+        "customer": {"id": 100 + i % 3, "name": f"c{i}"},
+        "amount": amount,
+        "placed_at": f"2026-11-22T{i % 24:02d}:15:00Z",
+        "status": "new",
+        "tags": ["a", f"t{i}"],
+        **extra,
+    }
+    return json.dumps(record)
+
+
+HOUR_1 = "\n".join([order(1), order(2), "not json {", "", order(3, amount="abc"), order(4)]) + "\n"
+HOUR_2 = (
+    "\n".join(
+        [
+            order(2, amount="99.99", status="paid"),  # the later record of o2 wins
+            json.dumps({"customer": {"id": 7}, "amount": "1.00"}),  # no id: required
+            "[1, 2]",
+            order(5, status=None),
+        ]
+    )
+    + "\n"
+)
+HOUR_3 = "\n".join([order(1, status="shipped", channel="web"), order(6)]) + "\n"
+
+
+def make(root: Path, remote: str | None, settings: str = SETTINGS) -> ProjectFactory:
+    p = ProjectFactory(root)
+    settings = settings + (ENGINE.format(remote=remote) if remote else "")
+    p.write("config/courier.toml", settings)
+    p.feed("orders", FEED)
+    p.query("orders", QUERY)
+    p.courier("orders", COURIER.format(engine='engine = "sail"' if remote else ""))
+    if '[storages.landing]\ntype = "local"' in settings:
+        p.land("orders/2026/11/22/01/part-000000.ndjson", HOUR_1.encode())
+        p.land("orders/2026/11/22/02/part-000000.ndjson", HOUR_2.encode())
+    return p
+
+
+def feed_rows(p: ProjectFactory, url: str | None = None, options: Any = None) -> list[tuple]:
+    url = url or str(p.root / ".courier" / "lake" / "feeds" / "orders")
+    table = DeltaTable(url, storage_options=options).to_pyarrow_table()
+    names = [c for c in table.column_names if not c.startswith("_courier")]
+    out = []
+    for r in table.select(names).to_pylist():
+        r["tags"] = canonical_json(r["tags"])
+        out.append(tuple(r[n] for n in names))
+    return sorted(out, key=str)
+
+
+def quarantine(p: ProjectFactory) -> list[tuple]:
+    con = duckdb.connect(str(p.root / ".courier" / "feeds.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT feed, file, line, reason, raw FROM courier.quarantine"
+        ).fetchall()
+    finally:
+        con.close()
+    return sorted(((f, k, n, why, _raw(raw)) for f, k, n, why, raw in rows), key=str)
+
+
+def _raw(text: str) -> str:
+    """Raw text by meaning: JSON without its null fields (Spark's to_json leaves them out)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, dict):
+        value = {k: _instant(v) for k, v in value.items() if v is not None}
+        return canonical_json(json.dumps(value)) or ""
+    return text
+
+
+def _instant(value: Any) -> Any:
+    """A timestamp as one spelling (DuckDB writes 03:15:00+00, Spark 03:15:00.000000Z)."""
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] in " T":
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).isoformat()
+        except ValueError:
+            return value
+    return value
+
+
+def run(p: ProjectFactory) -> dict[str, Any]:
+    ctx = p.context()
+    window = ctx.window(ctx.project.courier("orders"), date="2026-11-22")
+    return ctx.run("orders", window, NOW)
+
+
+def test_a_courier_on_sail_loads_the_delta_table_duckdb_does(
+    sail_remote: str, tmp_path: Path
+) -> None:
+    duck = make(tmp_path / "duckdb", None)
+    lake = make(tmp_path / "sail", sail_remote)
+    expected = run(duck)
+    result = run(lake)
+    assert expected["status"] == "succeeded", expected
+    assert result["status"] == "succeeded", result["error"]
+    assert feed_rows(lake) == feed_rows(duck)
+    assert {r[0] for r in feed_rows(lake)} == {"o1", "o2", "o4", "o5"}
+    assert quarantine(lake) == quarantine(duck)
+    assert len(quarantine(lake)) == 4  # 2 unreadable lines, 2 rejected rows (cast, required)
+    assert result["feeds"] == expected["feeds"]
+    assert result["files"]["loaded"] == expected["files"]["loaded"] == 2
+    assert result["records"] == expected["records"]
+    # a later window merges on the key: o1 updated, o6 inserted, the others kept; the feed
+    # gained a column, which the table gets before the cluster merges
+    for p in (duck, lake):
+        p.feed("orders", FEED + 'channel = "string"\n')
+        p.query("orders", QUERY.replace("o.tags", "o.tags, o.channel"))
+        p.land("orders/2026/11/22/03/part-000000.ndjson", HOUR_3.encode())
+        again = run(p)
+        assert again["status"] == "succeeded", again
+        assert again["files"]["loaded"] == 1
+    assert feed_rows(lake) == feed_rows(duck)
+    assert ("o1", 101, "shipped", "web") in {(r[0], r[1], r[4], r[6]) for r in feed_rows(lake)}
+    assert run(lake)["status"] == "skipped"  # every file is loaded: nothing twice
+
+
+def table_version(p: ProjectFactory) -> int | None:
+    path = p.root / ".courier" / "lake" / "feeds" / "orders"
+    return DeltaTable(str(path)).version() if (path / "_delta_log").exists() else None
+
+
+def test_a_spark_connect_server_that_is_down_fails_the_run_naming_it(tmp_path: Path) -> None:
+    from tests.analyst.helpers import courier
+    from tests.servers import free_port
+
+    remote = f"sc://127.0.0.1:{free_port()}"
+    p = make(tmp_path / "down", remote)
+    result = courier(p, "run", "orders", "--date", "2026-11-22", "--json")
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert f"engine 'sail': the Spark Connect server at {remote} cannot be reached" in out
+    assert "Traceback" not in result.stderr
+    [run_row] = p.context().runs("orders")
+    assert run_row["status"] == "failed"
+    assert table_version(p) is None  # no table was made
+
+
+def test_a_query_the_cluster_rejects_and_a_cast_it_cannot_do_fail_and_change_nothing(
+    sail_remote: str, tmp_path: Path
+) -> None:
+    p = make(tmp_path / "bad", sail_remote)
+    assert run(p)["status"] == "succeeded"
+    before, rows = table_version(p), feed_rows(p)
+    p.land("orders/2026/11/22/03/part-000000.ndjson", HOUR_3.encode())
+    # the Spark twin names a column the tag does not have
+    p.write("queries/orders.spark.sql", "SELECT o.no_such_column AS order_id FROM orders AS o\n")
+    failed = run(p)
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(f"engine 'sail' ({sail_remote}): query 'orders' failed")
+    assert (
+        "orders.spark.sql" in failed["error"] and "feed orders was not changed" in failed["error"]
+    )
+    assert (table_version(p), feed_rows(p)) == (before, rows)
+    # the query gives a struct where the feed wants a bigint: the engine cannot cast it
+    p.write(
+        "queries/orders.spark.sql",
+        "SELECT o.id AS order_id, o.customer AS customer_id, o.amount FROM orders AS o\n",
+    )
+    failed = run(p)
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("feed orders: the cluster cannot cast the rows")
+    assert "engine 'sail'" in failed["error"]
+    assert (table_version(p), feed_rows(p)) == (before, rows)
+    (p.root / "queries" / "orders.spark.sql").unlink()
+    assert run(p)["status"] == "succeeded"  # the window's file loads once the query is fixed
+    assert table_version(p) == (before or 0) + 1
+
+
+RUNNER = """
+import sys
+from datetime import datetime
+from courier.context import Context
+from courier.validate import load_project
+
+class Lines:
+    def status(self, message):
+        print(message, flush=True)
+    def warn(self, message):
+        print("warning:", message, flush=True)
+
+ctx = Context(load_project(sys.argv[1]), Lines())
+window = ctx.window(ctx.project.courier("orders"), date="2026-11-22")
+print(ctx.run("orders", window, datetime.fromisoformat(sys.argv[2]))["status"], flush=True)
+"""
+
+
+def settle(folder: Path, quiet: float = 3.0, deadline: float = 120.0) -> None:
+    """Wait until nothing under folder changed for `quiet` seconds: a job the killed client
+    left running on the cluster has finished (Sail goes on with it; it has no conflict
+    detection between two writers of one table, lakehq/sail#171)."""
+    import time
+
+    def state() -> list[tuple[str, int]]:
+        return sorted((str(f), f.stat().st_size) for f in folder.rglob("*") if f.is_file())
+
+    end = time.monotonic() + deadline
+    last, since = state(), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        now = state()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
+@pytest.mark.parametrize("kill_at", ["orders: the cluster writes orders", "orders: recording"])
+def test_kill_9_of_a_spark_run_then_the_rerun_converges(
+    sail_remote: str, tmp_path: Path, kill_at: str
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    duck = make(tmp_path / "duckdb", None)
+    lake = make(tmp_path / "sail", sail_remote)
+    assert run(duck)["status"] == "succeeded"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(lake.root), NOW.isoformat()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line.strip())
+        if line.startswith(kill_at):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, seen  # killed where asked, not finished
+    settle(lake.root / ".courier" / "lake")
+    again = run(lake)
+    [killed] = [r for r in lake.context().runs("orders") if r["run_id"] != again["run_id"]]
+    if kill_at.endswith("recording"):  # the cluster had committed: rolled forward
+        assert killed["status"] == "succeeded", killed
+        assert again["status"] == "skipped"  # its files count as loaded: nothing twice
+    else:  # the run is failed or rolled forward, whichever the cluster got to
+        assert killed["status"] in ("failed", "succeeded"), killed
+    assert feed_rows(lake) == feed_rows(duck)
+    assert len(DeltaTable(str(lake.root / ".courier/lake/feeds/orders")).to_pyarrow_table()) == 4
+    assert run(lake)["status"] == "skipped"
+
+
+S3_SETTINGS = """
+[project]
+time_zone = "UTC"
+
+[storages.landing]
+type = "s3"
+bucket = "{bucket}"
+prefix = "landing"
+endpoint_url = "{endpoint}"
+region = "us-east-1"
+
+[storages.lake]
+type = "s3"
+bucket = "{bucket}"
+prefix = "lake"
+endpoint_url = "{endpoint}"
+region = "us-east-1"
+
+[destinations.lake]
+type = "delta"
+storage = "lake"
+path = "feeds"
+
+[feeds]
+destination = "lake"
+"""
+AZURE_SETTINGS = """
+[project]
+time_zone = "UTC"
+
+[storages.landing]
+type = "azure"
+container = "{bucket}"
+prefix = "landing"
+connection_string = "{connection}"
+
+[storages.lake]
+type = "azure"
+container = "{bucket}"
+prefix = "lake"
+connection_string = "{connection}"
+
+[destinations.lake]
+type = "delta"
+storage = "lake"
+path = "feeds"
+
+[feeds]
+destination = "lake"
+"""
+
+
+def test_a_courier_on_sail_loads_s3_as_duckdb_does(
+    moto_endpoint: str, aws_env: None, tmp_path: Path
+) -> None:
+    """Files and tables on a moto S3 server: the cluster reads s3:// and writes the Delta
+    table there with its own credentials (a real cluster: its instance role or keys)."""
+    import boto3
+
+    from tests.servers import MOTO_CREDENTIALS, start_sail, stop_process
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    env = {
+        **MOTO_CREDENTIALS,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    proc, remote = start_sail(tmp_path / "sail-s3", env)
+    try:
+        projects = {}
+        for name, engine in (("duck-orders", None), ("sail-orders", remote)):
+            s3.create_bucket(Bucket=name)
+            for hour, text in ((1, HOUR_1), (2, HOUR_2)):
+                key = f"landing/orders/2026/11/22/{hour:02d}/part-000000.ndjson"
+                s3.put_object(Bucket=name, Key=key, Body=text.encode())
+            settings = S3_SETTINGS.format(bucket=name, endpoint=moto_endpoint)
+            projects[name] = make(tmp_path / name, engine, settings)
+        options = {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            **{k: v for k, v in MOTO_CREDENTIALS.items() if k.startswith("AWS_")},
+        }
+        results = {name: run(p) for name, p in projects.items()}
+        for name, result in results.items():
+            assert result["status"] == "succeeded", (name, result["error"])
+        rows = {
+            name: feed_rows(p, f"s3://{name}/lake/feeds/orders", options)
+            for name, p in projects.items()
+        }
+        assert rows["sail-orders"] == rows["duck-orders"]
+        assert len(rows["sail-orders"]) == 4
+        assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
+        assert results["sail-orders"]["feeds"] == results["duck-orders"]["feeds"]
+    finally:
+        stop_process(proc)
+
+
+def test_a_courier_on_sail_loads_azure_as_duckdb_does(
+    azurite_endpoint: str, tmp_path: Path
+) -> None:
+    """Files and tables on Azurite: the cluster reads abfss:// (the account from the
+    connection string) and writes the Delta table there."""
+    from azure.storage.blob import BlobServiceClient
+
+    from courier.config.models import AzureStorageConfig
+    from courier.destinations.delta_table import azure_options
+    from tests.servers import AZURITE_KEY, azurite_connection_string, start_sail, stop_process
+
+    connection = azurite_connection_string(azurite_endpoint)
+    service = BlobServiceClient.from_connection_string(connection)
+    env = {  # the cluster's own Azure settings (Azurite's well-known development account)
+        "AZURE_STORAGE_ACCOUNT_NAME": "devstoreaccount1",
+        "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY,
+        "AZURE_STORAGE_ENDPOINT": azurite_endpoint,
+        "AZURE_ALLOW_HTTP": "true",
+    }
+    proc, remote = start_sail(tmp_path / "sail-azure", env)
+    try:
+        projects = {}
+        for name, engine in (("duck-orders", None), ("sail-orders", remote)):
+            service.create_container(name)
+            for hour, text in ((1, HOUR_1), (2, HOUR_2)):
+                key = f"landing/orders/2026/11/22/{hour:02d}/part-000000.ndjson"
+                service.get_blob_client(name, key).upload_blob(text.encode())
+            settings = AZURE_SETTINGS.format(bucket=name, connection=connection)
+            projects[name] = make(tmp_path / name, engine, settings)
+        options = azure_options(
+            AzureStorageConfig(type="azure", container="x", connection_string=connection)
+        )
+        results = {name: run(p) for name, p in projects.items()}
+        for name, result in results.items():
+            assert result["status"] == "succeeded", (name, result["error"])
+        rows = {
+            name: feed_rows(p, f"az://{name}/lake/feeds/orders", options)
+            for name, p in projects.items()
+        }
+        assert rows["sail-orders"] == rows["duck-orders"]
+        assert len(rows["sail-orders"]) == 4
+        assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
+    finally:
+        stop_process(proc)
