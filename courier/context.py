@@ -490,7 +490,7 @@ class Context:
         ctx = LoadContext(plan.run_id, courier.name, plan.started_at, ws.state, sequence, committed)
         for destination in destinations:
             destination.begin(ctx)
-        feeds: dict[str, FeedCounts] = {}
+        counted: list[tuple[str, FeedCounts]] = []  # summed after the commits (see below)
         rejected = 0
         for feed_load in plan.loads:
             feed = feed_load.feed
@@ -516,10 +516,10 @@ class Context:
                     f"{action}: {', '.join(loaded.ignored_columns)} (add them to the feed's "
                     "[fields] to load them)"
                 )
-            feeds.setdefault(feed.id, FeedCounts()).add(loaded.counts)
+            counted.append((feed.id, loaded.counts))
             rejected += loaded.counts.rejected
         record.status = "succeeded"
-        record.feeds = {k: v.as_dict() for k, v in feeds.items()}
+        record.feeds = sum_counts(counted)
         record.files_loaded = len(to_load)
         record.bytes = sum(f.info.size for f in to_load)
         record.records = summary.records
@@ -535,6 +535,8 @@ class Context:
                 destination.abort()  # rolled forward: every feed here holds the run already
             else:
                 destination.commit(plan.run_id)
+        # a destination may count at its commit what the rows replaced (Delta MERGE's metrics)
+        record.feeds = sum_counts(counted)
         if resume is not None:  # files the killed run's committed feeds loaded as they were
             to_load = to_load + resume.changed
         ws.state.begin()
@@ -832,6 +834,14 @@ def _as_datetime(value: datetime | str) -> datetime:
 
 def _run_window(run: RunRecord) -> Window:
     return Window(_as_datetime(run.window_start), _as_datetime(run.window_end))
+
+
+def sum_counts(counted: list[tuple[str, FeedCounts]]) -> dict[str, dict[str, int]]:
+    """Per feed, the sum of its loads' counts."""
+    feeds: dict[str, FeedCounts] = {}
+    for feed_id, counts in counted:
+        feeds.setdefault(feed_id, FeedCounts()).add(counts)
+    return {k: v.as_dict() for k, v in feeds.items()}
 
 
 def check_bad_records(
