@@ -53,9 +53,13 @@ class RunHistory(abc.ABC):
 
     @abc.abstractmethod
     def runs(
-        self, courier: str | None = None, limit: int = 20, group: str | None = None
+        self,
+        courier: str | None = None,
+        limit: int = 20,
+        group: str | None = None,
+        status: str | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest started first."""
+        """Runs, newest started first (only those of `status` when given)."""
 
     @abc.abstractmethod
     def run(self, run_id: str) -> RunRecord | None:
@@ -72,7 +76,36 @@ class RunHistory(abc.ABC):
     @abc.abstractmethod
     def courier_summary(self, courier: str) -> dict[str, Any]:
         """{'last_success': datetime|None, 'newest_partition': datetime|None,
-        'files_loaded': int, 'last_run': RunRecord|None}"""
+        'files_loaded': int, 'last_run': RunRecord|None, 'last_finished': RunRecord|None
+        (the newest run no longer running)}"""
+
+    def courier_summaries(self, couriers: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """courier_summary of each courier (a backend may read them all at once)."""
+        return {name: self.courier_summary(name) for name in couriers}
+
+    def runs_since(self, since: datetime, columns: list[str]) -> pa.Table:
+        """Runs started at or after `since`, as an Arrow table of these courier.runs columns
+        (RUN_COLUMNS; JSON columns as JSON text): the status page's copy of the history."""
+        import json
+
+        import pyarrow as pa
+
+        rows = []
+        limit = 1000
+        while True:  # runs() has no lower bound: widen until the oldest is before `since`
+            found = self.runs(limit=limit)
+            if len(found) < limit or _started(found[-1]) < since:
+                break
+            limit *= 10
+        for record in found:
+            if _started(record) < since:
+                continue
+            row = record.to_row()
+            rows.append(
+                {c: json.dumps(row[c]) if isinstance(row[c], dict | list) else row[c]
+                 for c in columns}
+            )  # fmt: skip
+        return pa.Table.from_pylist(rows)
 
     @abc.abstractmethod
     def save_plan(
@@ -113,6 +146,17 @@ class FileLedger(abc.ABC):
     ) -> dict[tuple[str, int, str], set[str]]:
         """(key, size, version) -> the checksums recorded when the courier loaded it."""
         return {}
+
+    def loaded_versions_many(
+        self, wanted: dict[tuple[str, str], list[str]]
+    ) -> dict[str, dict[str, set[tuple[int, str]]]]:
+        """courier -> key -> {(size, version)} loaded, for (courier, storage) -> keys at once."""
+        out: dict[str, dict[str, set[tuple[int, str]]]] = {}
+        for (courier, storage), keys in wanted.items():
+            found = self.loaded_versions(courier, storage, keys)
+            if found:
+                out.setdefault(courier, {}).update(found)
+        return out
 
     @abc.abstractmethod
     def record_files(
@@ -252,3 +296,8 @@ class StateStore(Transactional, RunHistory, FileLedger, QuarantineLog, Scheduler
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections/handles."""
+
+
+def _started(record: RunRecord) -> datetime:
+    at = record.started_at
+    return at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
