@@ -130,7 +130,7 @@ def courier_load(project: str, day: str) -> dict[str, Any]:
     import duckdb
 
     from courier.context import Context
-    from courier.project import load_project
+    from courier.validate import load_project
 
     db = Path(project) / ".courier" / "feeds.duckdb"
     for leftover in (db, db.with_suffix(".duckdb.wal")):

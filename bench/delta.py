@@ -108,7 +108,7 @@ def courier_delta(project: str, day: str) -> dict[str, Any]:
     import courier.destinations.delta  # noqa: F401 - imported before the clock
     from bench.run import COURIER, FEED
     from courier.context import Context
-    from courier.project import load_project
+    from courier.validate import load_project
 
     root = Path(project)
     shutil.rmtree(root / ".courier" / "lake", ignore_errors=True)

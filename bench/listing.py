@@ -78,7 +78,7 @@ def project(root: Path, name: str, storage: str) -> Path:
 def discovery_seconds(project_root: Path) -> dict[str, tuple[float, int]]:
     """Best of ROUNDS discovery time and files found, for each window."""
     from courier.context import Context
-    from courier.project import load_project
+    from courier.validate import load_project
 
     ctx = Context(load_project(project_root))
     courier = ctx.project.courier("web_events")

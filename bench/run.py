@@ -145,7 +145,7 @@ def courier_load(
     import courier.engines.duckdb
     import courier.state.duckdb  # noqa: F401 - imported before the clock, as duckdb is for the hand
     from courier.context import Context
-    from courier.project import load_project
+    from courier.validate import load_project
 
     db = Path(project) / ".courier" / "feeds.duckdb"
     fresh(db)

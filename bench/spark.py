@@ -1,19 +1,18 @@
-"""`make bench-spark`: the bench window through Sail (Spark Connect, no JVM) against courier's
-DuckDB path, on the same files.
+"""`make bench-spark`: the bench window through `courier run` on Sail (Spark Connect, no JVM)
+against the same courier on DuckDB into Delta, on the same files.
 
     python -m bench.spark          # BENCH_MB (default 200)
 
-courier       Context.run("web_events", --date D) in steady state (schema pinned), then --reload
-              (bench.run's courier contender, in this process).
-sail          the Spark engine's building blocks (courier/engines/spark.py) on a Sail server
-              started here on loopback: each file read on the cluster with its rank and line
-              numbers, parsed with the schema courier pinned, the last record per event_id kept,
-              the order_items query (courier's translation) run there, the rows written by the
-              cluster into a Delta table (first load), then the same window MERGEd into it.
+duckdb+delta  Context.run("web_events", --date D) into a Delta destination (delta-rs), a new
+              courier's first run, then the same window again with --reload (a MERGE of every
+              key into the table).
+sail          the same courier with engine = "sail" (a Sail server started here on loopback):
+              the cluster reads the files, detects the schema (DuckDB over a bounded sample),
+              runs the order_items query (courier's translation), casts, counts rejects, keeps
+              the last record per key and writes the Delta table; then --reload (MERGE).
 
-Records/s is input events per second of wall time. The Delta table is read back and compared
-with courier's feed table (EXCEPT ALL both ways on the feed's columns): the rows must be equal.
-Not yet the full engine: casts to the feed types and quarantine are not on this path.
+Records/s is input events per second of wall time. The two Delta tables are compared on the
+feed's columns (EXCEPT ALL both ways): the rows must be equal.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from typing import Any
 
 from bench.common import human_rate, table
 from bench.data import ensure_dataset
-from bench.run import FEED, courier_load
+from bench.run import FEED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,24 +38,55 @@ def start_sail(log: Path) -> tuple[subprocess.Popen[bytes], str]:
     return start(log)
 
 
-def sail_load(session: Any, files: list[str], columns: dict[str, str], table_path: str) -> dict:
-    from courier.engines import spark
-    from courier.engines.spark_dialect import translate, with_order_columns
+LAKE_TOML = """
+[storages.lake]
+type = "local"
+path = "{lake}"
 
-    sql = translate((REPO / "queries" / "order_items.sql").read_text(), "order_items", None, {})
-    ordered = with_order_columns(sql.sql, ["web_events"], (spark.RANK, spark.LINE))
-    assert ordered is not None
-    keys = ["event_id", "item_idx"]
-    out = {}
-    for mode, run_id in (("truncateAndLoad", "bench-1"), ("load", "bench-2")):
-        started = time.perf_counter()
-        df = spark.read_ndjson(session, [(f, r) for r, f in enumerate(files)], columns)
-        bad, _sample = spark.bad_records(df, 10)
-        spark.records(df).createOrReplaceTempView("web_events")
-        rows = spark.last_record_wins(session.sql(ordered), keys)
-        spark.write_delta(session, rows, table_path, keys, mode, run_id)
-        out[mode] = {"seconds": time.perf_counter() - started, "bad": bad}
-    return out
+[destinations.lake]
+type = "delta"
+storage = "lake"
+path = "feeds"
+"""
+ENGINE_TOML = """
+[engines.sail]
+type = "spark"
+remote = "{remote}"
+"""
+
+
+def lake_project(ds: Any, root: Path, remote: str | None) -> Path:
+    """The bench project's courier into Delta feeds (on Sail when remote is given), reading the
+    dataset's landed files in place."""
+    shutil.rmtree(root, ignore_errors=True)
+    for folder in ("config", "feeds", "queries"):
+        shutil.copytree(ds.project / folder, root / folder)
+    landing = (ds.project / ".courier" / "landing").resolve()
+    toml = (root / "config" / "courier.toml").read_text()
+    toml = toml.replace('path = ".courier/landing"', f'path = "{landing}"')
+    toml = toml.replace("[feeds]", '[feeds]\ndestination = "lake"', 1)
+    toml += LAKE_TOML.format(lake=(root / ".courier" / "lake").resolve())
+    if remote:
+        toml += ENGINE_TOML.format(remote=remote)
+        courier = root / "config" / "couriers" / "web_events.toml"
+        courier.write_text('engine = "sail"\n' + courier.read_text())
+    (root / "config" / "courier.toml").write_text(toml)
+    return root
+
+
+def courier_run(project: Path, day: str, reload: bool) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from courier.context import Context
+    from courier.validate import load_project
+
+    started = time.perf_counter()
+    ctx = Context(load_project(str(project)))
+    window = ctx.window(ctx.project.courier("web_events"), date=day)
+    result = ctx.run("web_events", window, datetime.now(UTC), reload=reload)
+    if result["status"] != "succeeded":
+        raise RuntimeError(f"courier run on {project.name}: {result['error']}")
+    return {"seconds": time.perf_counter() - started, "result": result}
 
 
 def main() -> int:
@@ -65,72 +95,63 @@ def main() -> int:
     ds = ensure_dataset(root, megabytes)
     size = f"{len(ds.files)} files, {ds.bytes / 2**20:,.0f} MB, {ds.events:,} events"
     print(f"== bench.spark: {size} ==")
-    duck = courier_load(str(ds.project), ds.day)
-    columns = duck["pinned"]
     work = root / "spark"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    proc, remote = start_sail(work)
+    proc, remote = start_sail(work / "sail")
     try:
-        from courier.engines.spark import connect
-
-        session = connect("sail", remote)
-        table_path = str(work / "feeds" / FEED)
-        sail = sail_load(session, ds.files, columns, table_path)
-        loaded = session.read.format("delta").load(table_path)
-        same = compare(ds.project, loaded.drop("_courier_run_id").toArrow())
-        session.stop()
+        timings: dict[str, dict[str, Any]] = {}
+        for name, engine in (("duckdb+delta", None), ("sail", remote)):
+            project = lake_project(ds, work / name, engine)
+            timings[name] = {
+                "load": courier_run(project, ds.day, reload=False),
+                "merge": courier_run(project, ds.day, reload=True),  # the same window again
+            }
+        same = compare_delta(work / "duckdb+delta", work / "sail")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     events = ds.events
-    rows = [
-        ["courier (DuckDB) load", f"{duck['seconds']:.1f}", human_rate(events / duck["seconds"])],
-        [
-            "courier (DuckDB) reload",
-            f"{duck['reload']['seconds']:.1f}",
-            human_rate(events / duck["reload"]["seconds"]),
-        ],
-        [
-            "sail first load",
-            f"{sail['truncateAndLoad']['seconds']:.1f}",
-            human_rate(events / sail["truncateAndLoad"]["seconds"]),
-        ],
-        [
-            "sail merge",
-            f"{sail['load']['seconds']:.1f}",
-            human_rate(events / sail["load"]["seconds"]),
-        ],
-    ]
-    print(table(["path", "seconds", "records/s"], rows))
-    ratio = (events / sail["truncateAndLoad"]["seconds"]) / (events / duck["seconds"])
-    print(f"sail / courier records/s, first load: {ratio:.2f}x (target: within 2x, i.e. >= 0.5x)")
-    print(f"rows identical to courier's feed table: {same}")
+    base = timings["duckdb+delta"]
+    rows = []
+    for name, phases in timings.items():
+        for phase, t in phases.items():
+            ratio = (events / t["seconds"]) / (events / base[phase]["seconds"])
+            feed = t["result"]["feeds"][FEED]
+            rows.append(
+                [
+                    f"courier run, {name}, {'first load' if phase == 'load' else 'merge (reload)'}",
+                    f"{t['seconds']:.1f}",
+                    human_rate(events / t["seconds"]),
+                    f"{ratio:.2f}x",
+                    f"{feed['loaded']:,}",
+                ]
+            )
+    print(table(["path", "seconds", "records/s", "vs duckdb+delta", "rows loaded"], rows))
+    print(f"Delta tables identical (EXCEPT ALL both ways): {same}")
     return 0
 
 
-def compare(project: Path, other: Any) -> str:
+def compare_delta(a: Path, b: Path) -> str:
     import duckdb
+    from deltalake import DeltaTable
 
-    con = duckdb.connect(str(project / ".courier" / "feeds.duckdb"), read_only=True)
-    cols = list(other.column_names)
-    types = dict(
-        con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            f"WHERE table_name = '{FEED}'"
-        ).fetchall()
+    tables = [
+        DeltaTable(str(p / ".courier" / "lake" / "feeds" / FEED)).to_pyarrow_table() for p in (a, b)
+    ]
+    cols = [c for c in tables[0].column_names if not c.startswith("_courier")]
+    con = duckdb.connect()
+    con.register("a", tables[0].select(cols))
+    con.register("b", tables[1].select(cols).cast(tables[0].select(cols).schema))
+    only_a = con.execute("SELECT count(*) FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b)")
+    x = only_a.fetchall()[0][0]
+    y = con.execute("SELECT count(*) FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a)").fetchall()
+    n = tables[0].num_rows
+    return (
+        "yes"
+        if x == 0 and y[0][0] == 0
+        else f"no ({x} rows only in {a.name}, {y[0][0]} in {b.name}; {n} rows)"
     )
-    con.register("other", other)
-    sel = ", ".join(f'"{c}"' for c in cols)
-    cast = ", ".join(f'CAST("{c}" AS {types[c]}) AS "{c}"' for c in cols)
-    a = con.execute(
-        f"SELECT count(*) FROM (SELECT {sel} FROM main.{FEED} EXCEPT ALL SELECT {cast} FROM other)"
-    ).fetchall()[0][0]
-    b = con.execute(
-        f"SELECT count(*) FROM (SELECT {cast} FROM other EXCEPT ALL SELECT {sel} FROM main.{FEED})"
-    ).fetchall()[0][0]
-    con.close()
-    return "yes" if a == 0 and b == 0 else f"no ({a} rows only in courier's, {b} only in Sail's)"
 
 
 if __name__ == "__main__":

@@ -33,14 +33,15 @@ if TYPE_CHECKING:
         TransientStorageError,
     )
     from courier.plan import RunOptions
-    from courier.project import Project, load_project
+    from courier.project import Project
     from courier.records import RunRecord
+    from courier.validate import load_project
     from courier.windows import Window
 
 _WHERE = {
     "Context": "courier.context",
     "Project": "courier.project",
-    "load_project": "courier.project",
+    "load_project": "courier.validate",
     "RunOptions": "courier.plan",
     "RunRecord": "courier.records",
     "Window": "courier.windows",

@@ -15,7 +15,13 @@ TransientError marks errors worth retrying (network, throttling); all others are
 
 from __future__ import annotations
 
+import difflib
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class CourierError(Exception):
@@ -103,3 +109,56 @@ class IngestError(CourierError):
         self.status = status
         self.headers = headers or {}
         super().__init__(message)
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to a misspelt one (for "did you mean"), or None."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def not_found(
+    what: str,
+    name: str,
+    known: Iterable[str],
+    fix: str | None = None,
+    *,
+    named: bool = True,
+    location: Path | str | None = None,
+    key: str | None = None,
+) -> ConfigError:
+    """A lookup by name that found nothing, e.g. "no courier named 'evnts' (known: events);
+    did you mean 'events'? Else add config/couriers/evnts.toml"."""
+    names = sorted(known)
+    message = f"no {what}{' named' if named else ''} {name!r} (known: {', '.join(names) or 'none'})"
+    guess = closest(name, names)
+    if guess is not None:
+        message += f"; did you mean {guess!r}?" + (f" Else {fix}" if fix else "")
+    elif fix:
+        message += f"; {fix}"
+    return ConfigError(message, location, key)
+
+
+def retry_transient(
+    attempt: Callable[[], T],
+    *,
+    until: float | None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    first: float = 0.2,
+    cap: float = 5.0,
+    on_retry: Callable[[TransientError], None] | None = None,
+) -> T:
+    """attempt(), again after a pause that doubles from `first` up to `cap` while it raises a
+    TransientError; once clock() passes `until` (None: never) the error is raised."""
+    delay = first
+    while True:
+        try:
+            return attempt()
+        except TransientError as exc:
+            if until is not None and clock() >= until:
+                raise
+            if on_retry is not None:
+                on_retry(exc)
+            sleep(delay)
+            delay = min(delay * 2, cap)

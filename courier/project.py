@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from courier.config.models import (
     StreamConfig,
     check_identifier,
 )
-from courier.errors import ConfigError, ConfigErrors
+from courier.errors import ConfigError, ConfigErrors, not_found
 from courier.patterns import FilePattern
 
 SETTINGS_FILE = Path("config") / "courier.toml"
@@ -71,18 +72,12 @@ class Project:
 
     def courier(self, name: str) -> CourierConfig:
         if name not in self.couriers:
-            known = ", ".join(sorted(self.couriers)) or "none"
-            raise ConfigError(
-                f"no courier named {name!r} (known: {known}); add config/couriers/{name}.toml"
-            )
+            raise not_found("courier", name, self.couriers, f"add config/couriers/{name}.toml")
         return self.couriers[name]
 
     def feed(self, feed_id: str) -> FeedConfig:
         if feed_id not in self.feeds:
-            known = ", ".join(sorted(self.feeds)) or "none"
-            raise ConfigError(
-                f"no feed named {feed_id!r} (known: {known}); add feeds/{feed_id}.toml"
-            )
+            raise not_found("feed", feed_id, self.feeds, f"add feeds/{feed_id}.toml")
         return self.feeds[feed_id]
 
     def raise_errors(self) -> None:
@@ -114,8 +109,15 @@ def find_project_root(explicit: str | Path | None = None, cwd: Path | None = Non
 # Extra cross-checks registered by other modules (scheduler groups, streams).
 
 
-def load_project(root: str | Path | None = None, *, strict: bool = True) -> Project:
-    """Load every file of the project. strict: raise ConfigErrors when anything is wrong."""
+def read_project(
+    root: str | Path | None = None,
+    *,
+    strict: bool = True,
+    checks: Callable[[Project], list[ConfigError]] | None = None,
+) -> Project:
+    """Load every file of the project and cross-check the files; `checks` adds checks that
+    need a subsystem (courier.validate.load_project passes them all). strict: raise
+    ConfigErrors when anything is wrong."""
     project_root = find_project_root(root)
     errors: list[ConfigError] = []
     settings_path = project_root / SETTINGS_FILE
@@ -185,11 +187,8 @@ def load_project(root: str | Path | None = None, *, strict: bool = True) -> Proj
     project.groups = load_folder("config/groups", GroupConfig, "name", (".toml",))
     project.queries = load_queries(project_root / "queries", errors)
     found = cross_check(project)
-    # the subsystems' own checks (groups, formats, streams, webhooks, sources) live in
-    # courier.validate, which imports them; project loading imports none of them
-    from courier.validate import check_project
-
-    found.extend(check_project(project))
+    if checks is not None:
+        found.extend(checks(project))
     errors.extend(e for e in found if not refers_to_invalid(e, invalid))
     project.errors[:] = unique_errors(project.errors)
     if strict:

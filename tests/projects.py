@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from courier.context import Context
-from courier.project import Project, load_project
+from courier.project import Project
+from courier.validate import load_project
 
 NOW = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
 

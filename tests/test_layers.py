@@ -91,3 +91,17 @@ def test_the_lint_refuses_an_upward_import() -> None:
     assert "TID253" in done.stdout and "`duckdb` is banned at the module level" in done.stdout
     assert "TID251" in done.stdout and "core must not import the CLI front end" in done.stdout
     assert "core must not import the scheduler; it calls Context.run" in done.stdout
+
+
+def test_project_loading_reaches_no_check_above_it() -> None:
+    """courier.project imports nothing above it even inside functions: the subsystems' checks
+    come in through courier.validate.load_project (read_project(checks=...))."""
+    tree = ast.parse((PACKAGE / "project.py").read_text(encoding="utf-8"))
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("courier")
+    }
+    assert imported <= {
+        "courier.config.loader", "courier.config.models", "courier.errors", "courier.patterns",
+    }, imported  # fmt: skip

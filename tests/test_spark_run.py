@@ -97,7 +97,7 @@ HOUR_2 = (
     )
     + "\n"
 )
-HOUR_3 = "\n".join([order(1, status="shipped"), order(6)]) + "\n"
+HOUR_3 = "\n".join([order(1, status="shipped", channel="web"), order(6)]) + "\n"
 
 
 def make(root: Path, remote: str | None, settings: str = SETTINGS) -> ProjectFactory:
@@ -179,14 +179,17 @@ def test_a_courier_on_sail_loads_the_delta_table_duckdb_does(
     assert result["feeds"] == expected["feeds"]
     assert result["files"]["loaded"] == expected["files"]["loaded"] == 2
     assert result["records"] == expected["records"]
-    # a later window merges on the key: o1 updated, o6 inserted, the others kept
+    # a later window merges on the key: o1 updated, o6 inserted, the others kept; the feed
+    # gained a column, which the table gets before the cluster merges
     for p in (duck, lake):
+        p.feed("orders", FEED + 'channel = "string"\n')
+        p.query("orders", QUERY.replace("o.tags", "o.tags, o.channel"))
         p.land("orders/2026/11/22/03/part-000000.ndjson", HOUR_3.encode())
         again = run(p)
         assert again["status"] == "succeeded", again
         assert again["files"]["loaded"] == 1
     assert feed_rows(lake) == feed_rows(duck)
-    assert ("o1", 101, "shipped") in {(r[0], r[1], r[4]) for r in feed_rows(lake)}
+    assert ("o1", 101, "shipped", "web") in {(r[0], r[1], r[4], r[6]) for r in feed_rows(lake)}
     assert run(lake)["status"] == "skipped"  # every file is loaded: nothing twice
 
 
@@ -246,7 +249,7 @@ RUNNER = """
 import sys
 from datetime import datetime
 from courier.context import Context
-from courier.project import load_project
+from courier.validate import load_project
 
 class Lines:
     def status(self, message):

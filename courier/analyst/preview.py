@@ -12,9 +12,10 @@ from courier.analyst.workbench import TagInput, Workbench, quote
 from courier.config.models import CourierConfig
 from courier.context import Context
 from courier.display import jsonable
-from courier.errors import ConfigError, ConfigErrors, RunError
+from courier.errors import ConfigError, ConfigErrors, RunError, not_found
 from courier.plan import InputFile, PlannedFile
-from courier.project import Project, SavedQuery, load_project
+from courier.project import Project, SavedQuery
+from courier.validate import load_project
 from courier.windows import Window, iso_utc
 
 SAMPLE_FILES = 8  # files read by default, spread over the window
@@ -71,8 +72,7 @@ def find_query(project: Project, ref: str) -> SavedQuery:
             name = path.name.removesuffix(".sql").removesuffix(".spark")
             return SavedQuery(name, path, path.read_text(encoding="utf-8"))
         raise ConfigError(f"no query file {path}")
-    known = ", ".join(sorted(project.queries)) or "none"
-    raise ConfigError(f"no saved query {ref!r} (known: {known}); add queries/{ref}.sql")
+    raise not_found("saved query", ref, project.queries, f"add queries/{ref}.sql", named=False)
 
 
 def query_users(project: Project, query: str) -> list[tuple[CourierConfig, list[str]]]:

@@ -31,7 +31,7 @@ from courier.analyst.workbench import Workbench
 from courier.config.loader import read_document
 from courier.config.models import SparkEngineConfig
 from courier.display import display, jsonable
-from courier.errors import ConfigError, CourierError
+from courier.errors import ConfigError, CourierError, not_found
 from courier.project import Project
 
 TESTS_FOLDER = Path("queries") / "tests"
@@ -89,8 +89,9 @@ def load_test(project: Project, path: Path) -> QueryTest:
     if not isinstance(query, str) or not query:
         raise ConfigError('name the saved query: query = "NAME"', path, "query")
     if query not in project.queries:
-        known = ", ".join(sorted(project.queries)) or "none"
-        raise ConfigError(f"no saved query {query!r} (known: {known})", path, "query")
+        raise not_found(
+            "saved query", query, project.queries, named=False, location=path, key="query"
+        )
     inputs = doc.get("inputs")
     if not isinstance(inputs, dict) or not inputs:
         raise ConfigError(

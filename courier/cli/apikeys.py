@@ -6,7 +6,7 @@ import click
 
 from courier.cli.options import State, emit_json, error_handler, json_option, table
 from courier.errors import ConfigError
-from courier.project import load_project
+from courier.validate import load_project
 
 
 @click.group()

@@ -19,8 +19,9 @@ from typing import Any
 import click
 
 from courier.cli.options import State, emit_json, error_handler, json_option
-from courier.errors import ConfigError, ConfigErrors, CourierError, IngestError
-from courier.project import Project, load_project
+from courier.errors import ConfigError, ConfigErrors, CourierError, IngestError, not_found
+from courier.project import Project
+from courier.validate import load_project
 
 
 def _project(state: State) -> Project:
@@ -29,9 +30,8 @@ def _project(state: State) -> Project:
 
 def _stream(project: Project, stream_id: str) -> Any:
     if stream_id not in project.streams:
-        known = ", ".join(sorted(project.streams)) or "none"
-        raise ConfigError(
-            f"no stream named {stream_id!r} (known: {known}); add config/streams/{stream_id}.toml"
+        raise not_found(
+            "stream", stream_id, project.streams, f"add config/streams/{stream_id}.toml"
         )
     return project.streams[stream_id]
 

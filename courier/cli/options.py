@@ -15,7 +15,7 @@ from courier.context import Context
 from courier.display import cuts_cells
 from courier.display import table as plain_table
 from courier.errors import ConfigErrors, CourierError
-from courier.project import load_project
+from courier.validate import load_project
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from courier.cli.options import State, emit_json, error_handler, json_option
-from courier.project import load_project
+from courier.validate import load_project
 
 
 @click.command()

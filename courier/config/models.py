@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -15,6 +15,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from courier.errors import closest
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -35,13 +37,31 @@ def duration(text: str | None) -> timedelta | None:
     return timedelta(seconds=parse_duration_seconds(text)) if text else None
 
 
-def check_identifier(value: str, what: str) -> str:
-    if not IDENTIFIER.match(value):
-        raise ValueError(
-            f"{what} {value!r} must start with a letter or '_' and hold only letters, digits "
-            "and '_' (at most 63 characters)"
-        )
+IDENTIFIER_RULE = (
+    " must start with a letter or '_' and hold only letters, digits and '_' (at most 63 characters)"
+)
+STREAM_ID_RULE = ": use letters, digits, '_', '.' and '-'"
+
+
+def check_identifier(
+    value: str, what: str, pattern: re.Pattern[str] = IDENTIFIER, rule: str = IDENTIFIER_RULE
+) -> str:
+    """value when it is a valid name (table, column, courier, stream, ...); else ValueError
+    saying what it names and the rule."""
+    if not pattern.match(value):
+        raise ValueError(f"{what} {value!r}{rule}")
     return value
+
+
+def named(what: str, pattern: re.Pattern[str] = IDENTIFIER, rule: str = IDENTIFIER_RULE) -> Any:
+    """A field's check as a name, for Annotated[str, named("feed id")]."""
+    return AfterValidator(lambda value: check_identifier(value, what, pattern, rule))
+
+
+FeedId = Annotated[str, named("feed id")]
+CourierName = Annotated[str, named("courier name")]
+FileTag = Annotated[str, named("file_tag")]
+StreamId = Annotated[str, named("stream id", STREAM_ID, STREAM_ID_RULE)]
 
 
 class Strict(BaseModel):
@@ -299,18 +319,13 @@ FEED_TYPE = re.compile(
 
 
 class FeedConfig(Strict):
-    id: str
+    id: FeedId
     fields: dict[str, str]
     primary_key: list[str] = Field(default_factory=list)
     required: list[str] = Field(default_factory=list)
     unknown_columns: Literal["ignore", "reject"] = "ignore"
     description: str | None = None
     destination: str | None = None  # a [destinations.NAME]; None: [feeds] destination
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return check_identifier(v, "feed id")
 
     @field_validator("fields")
     @classmethod
@@ -434,19 +449,19 @@ class CourierOptions(Strict):
 
 def unknown_key_message(key: str, known: list[str], what: str = "key") -> str:
     """'unknown option 'forcelist': did you mean 'force_list'? (known: ...)'"""
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}?" if close else "remove it or check its spelling"
+    guess = closest(key, known)
+    hint = f"did you mean {guess!r}?" if guess else "remove it or check its spelling"
     return f"unknown {what} {key!r}: {hint} (known: {', '.join(sorted(known))})"
 
 
 class CourierConfig(Strict):
-    name: str
+    name: CourierName
     storage: str = "landing"
-    stream: str | None = None
+    stream: StreamId | None = None
     file_pattern: str | None = None
     prefix: str | None = None
     format: Format = "ndjson"
-    file_tag: str
+    file_tag: FileTag
     load_operations: dict[str, list[LoadOperation]] = Field(default_factory=dict)
     skip_missing: bool = False
     required: bool = True
@@ -454,23 +469,6 @@ class CourierConfig(Strict):
     options: CourierOptions = CourierOptions()
     description: str | None = None
     engine: str = "duckdb"  # an [engines.NAME]; "duckdb" is implicit
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_identifier(v, "courier name")
-
-    @field_validator("file_tag")
-    @classmethod
-    def _tag(cls, v: str) -> str:
-        return check_identifier(v, "file_tag")
-
-    @field_validator("stream")
-    @classmethod
-    def _stream(cls, v: str | None) -> str | None:
-        if v is not None and not STREAM_ID.match(v):
-            raise ValueError(f"stream id {v!r}: use letters, digits, '_', '.' and '-'")
-        return v
 
     @field_validator("prefix")
     @classmethod
@@ -543,7 +541,7 @@ class WebhookConfig(Strict):
 
 class StreamConfig(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
-    id: str
+    id: StreamId
     payload: Literal["json", "xml"] = "json"
     tenant: str | None = None
     batch_arrays: bool = False
@@ -554,13 +552,6 @@ class StreamConfig(Strict):
     api_keys: StreamKeyHeaders = StreamKeyHeaders()
     envelope: bool = False  # land {"received_at","client_id","source","payload"}
     webhook: WebhookConfig | None = None
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not STREAM_ID.match(v):
-            raise ValueError(f"stream id {v!r}: use letters, digits, '_', '.' and '-'")
-        return v
 
 
 # -- groups: config/groups/NAME.toml ----------------------------------------------------------

@@ -48,7 +48,7 @@ from urllib.parse import parse_qs
 import jwt
 import orjson
 
-from courier.errors import ConfigError, IngestError
+from courier.errors import ConfigError, IngestError, not_found
 from courier.ingest.ratelimit import retry_after
 from courier.ingest.tokens import StreamKeys, numeric_dates
 from courier.ingest.wal import write_json_atomic
@@ -187,8 +187,7 @@ class KeyStore:
         self.refresh()
         key = self.by_name.get(name)
         if key is None:
-            known = ", ".join(sorted(self.by_name)) or "none"
-            raise ConfigError(f"no API key named {name!r} (known: {known})")
+            raise not_found("API key", name, self.by_name)
         return key
 
     def delete(self, name: str) -> ApiKey:

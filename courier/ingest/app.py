@@ -37,7 +37,8 @@ from courier.ingest import apikeys, http, webhooks, websocket
 from courier.ingest.service import IngestService, StreamRuntime
 from courier.ingest.tokens import create_token
 from courier.ingest.wal import Pending
-from courier.project import Project, load_project
+from courier.project import Project
+from courier.validate import load_project
 
 log = logging.getLogger("courier.ingest")
 

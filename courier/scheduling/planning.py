@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from courier.config.models import GroupConfig, GroupCourier, duration, parse_duration_seconds
 from courier.context import Context
-from courier.errors import ConfigError
+from courier.errors import not_found
 from courier.plan import RunOptions
 from courier.project import Project
 from courier.scheduling.cron import Schedule
@@ -151,10 +151,7 @@ def plan_group(project: Project, group_name: str, at: datetime) -> list[MemberPl
 
 def get_group(project: Project, name: str) -> GroupConfig:
     if name not in project.groups:
-        known = ", ".join(sorted(project.groups)) or "none"
-        raise ConfigError(
-            f"no group named {name!r} (known: {known}); add config/groups/{name}.toml"
-        )
+        raise not_found("group", name, project.groups, f"add config/groups/{name}.toml")
     return project.groups[name]
 
 
@@ -204,9 +201,9 @@ def due_times(
 def scheduled_progress(state: StateStore, group: str) -> tuple[datetime | None, list[datetime]]:
     """(newest finished scheduled time, scheduled times whose run never finished)."""
     unfinished = [
-        r["scheduled_at"]
+        r.scheduled_at
         for r in state.group_runs(group, 50, trigger="scheduled")
-        if r["status"] in ("interrupted", "abandoned")
+        if r.status in ("interrupted", "abandoned")
     ]
     return state.last_scheduled_run(group), unfinished
 

@@ -16,13 +16,15 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from courier.alerts import Alert, Alerter
 from courier.config.models import GroupConfig
-from courier.errors import CourierError, TransientError
+from courier.errors import CourierError, retry_transient
 from courier.patterns import FilePattern
+from courier.records import GroupRunRecord, Lease
 from courier.scheduling.leases import holder_alive, take_lease
 from courier.scheduling.planning import (
     MemberPlan,
@@ -94,29 +96,30 @@ class GroupRunner:
 
     def with_state(self, fn: Callable[[StateStore], Any]) -> Any:
         """Run fn on the state store, waiting while another process holds the database."""
-        deadline = None if self.lock_timeout is None else self.clock() + self.lock_timeout
-        delay = 0.2
-        while True:
-            try:
-                with self.context.state() as state:
-                    return fn(state)
-            except TransientError as exc:
-                if deadline is not None and self.clock() >= deadline:
-                    raise
-                log.info("waiting for the feed database: %s", exc)
-                self.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        def attempt() -> Any:
+            with self.context.state() as state:
+                return fn(state)
+
+        return retry_transient(
+            attempt, until=self._deadline(), clock=self.clock, sleep=self.sleep,
+            on_retry=lambda exc: log.info("waiting for the feed database: %s", exc),
+        )  # fmt: skip
+
+    def _deadline(self) -> float | None:
+        """When waiting for the feed database gives up (lock_timeout from now; None: never)."""
+        return None if self.lock_timeout is None else self.clock() + self.lock_timeout
 
     def _feed_lock(self, feed: str) -> threading.Lock:
         with self._lease_lock:
             return self._feed_locks.setdefault(feed, threading.Lock())
 
     # -- leases ------------------------------------------------------------------------------
-    def claim(self, scope: str) -> dict[str, Any] | None:
-        """Take the lease of scope; return None when taken, else the live holder's row."""
+    def claim(self, scope: str) -> Lease | None:
+        """Take the lease of scope; return None when taken, else the live holder's lease."""
         with self._lease_lock:
             if scope in self._held:
-                return {"scope": scope, "host": self.host, "pid": os.getpid()}
+                return Lease(scope, self.holder, self.host, os.getpid())
             now = self.now()
             held_by = self.with_state(lambda state: take_lease(state, scope, self.holder, now))
             if held_by is None:
@@ -162,7 +165,7 @@ class GroupRunner:
             held_by = self.claim(scope)
             if held_by is not None:
                 record["status"] = "held"
-                record["error"] = f"being run by {held_by['host']} pid {held_by['pid']}"
+                record["error"] = f"being run by {held_by.host} pid {held_by.pid}"
                 return record
         try:
             return self._run(group, at, plans, record, trigger)
@@ -184,12 +187,12 @@ class GroupRunner:
                 lambda s: [
                     r
                     for r in s.group_runs(group.name, 5, trigger="scheduled", scheduled_at=at)
-                    if r["status"] not in ("running", "abandoned", "interrupted")
+                    if r.status not in ("running", "abandoned", "interrupted")
                 ]
             )
             if done:
                 record["status"] = "already_run"
-                record["error"] = f"group run {done[0]['group_run_id']} ran this scheduled time"
+                record["error"] = f"group run {done[0].group_run_id} ran this scheduled time"
                 return record
         retries = self.with_state(lambda s: self._pending_retries(s, group, plans, at))
         members = [
@@ -201,17 +204,10 @@ class GroupRunner:
              "retry": True}
             for c, ws in retries.items() for w in ws
         ]  # fmt: skip
-        row = {
-            "group_run_id": record["group_run_id"],
-            "group_name": group.name,
-            "scheduled_at": at,
-            "trigger": trigger,
-            "status": "running",
-            "members": members,
-            "started_at": self.now(),
-            "host": self.host,
-            "pid": os.getpid(),
-        }
+        row = GroupRunRecord(
+            record["group_run_id"], group.name, at, trigger, "running", members,
+            started_at=self.now(), host=self.host, pid=os.getpid(),
+        )  # fmt: skip
         self.with_state(lambda s: s.start_group_run(row))
         log.info("group %s at %s: %d courier(s) starting", group.name, iso_utc(at), len(plans))
         alerts: list[Alert] = []
@@ -238,19 +234,19 @@ class GroupRunner:
                 sorted({o["courier"] for o in failed})
             )
         record["alerts"] = [a.payload() for a in alerts]
-        finish = {
-            "group_run_id": record["group_run_id"],
-            "status": record["status"],
-            "members": [member_entry(o) for o in outcomes],
-            "error": record["error"],
-            "finished_at": self.now(),
-            "duration_s": record["duration_s"],
-        }
+        finish = replace(
+            row,
+            status=record["status"],
+            members=[member_entry(o) for o in outcomes],
+            error=record["error"],
+            finished_at=self.now(),
+            duration_s=record["duration_s"],
+        )
 
         def save(state: StateStore) -> None:
             state.finish_group_run(finish)
             for alert in alerts:
-                state.record_alert(alert.row())
+                state.record_alert(alert)
 
         try:
             self.with_state(save)
@@ -309,9 +305,9 @@ class GroupRunner:
         out: dict[str, list[Window]] = {}
         since = at - RETRY_HORIZON
         for run in state.group_runs(group.name, 1000, trigger="scheduled", since=since):
-            if run["scheduled_at"] >= at:
+            if run.scheduled_at >= at:
                 continue
-            for m in run["members"] or []:
+            for m in run.members:
                 if m.get("status") in (*OK_STATUSES, "held") or not m.get("window"):
                     continue
                 if m["courier"] not in members:
@@ -327,7 +323,9 @@ class GroupRunner:
                 attempts = state.window_runs(m["courier"], window.start, window.end)
                 if any(r.status in OK_STATUSES for r in attempts):
                     continue
-                if any(r.status == "running" and holder_alive(r.to_row(), now) for r in attempts):
+                if any(
+                    r.status == "running" and holder_alive(r.host, r.pid, now) for r in attempts
+                ):
                     continue
                 failures = sum(1 for r in attempts if r.status in ("failed", "running"))
                 if failures > members[m["courier"]].retries:
@@ -382,7 +380,7 @@ class GroupRunner:
         scope = f"courier:{plan.courier}@{iso_utc(window.start)}/{iso_utc(window.end)}"
         held_by = self.claim(scope)
         if held_by is not None:
-            note = f"window being run by {held_by['host']} pid {held_by['pid']}"
+            note = f"window being run by {held_by.host} pid {held_by.pid}"
             return synthetic(plan, window, "held", note)
         try:
             missing = self._wait_for_files(ctx, plan, window, partitions, trigger)
@@ -492,35 +490,33 @@ class GroupRunner:
 
             timer = threading.Timer(limit.total_seconds(), overlong)
             timer.daemon = True
-        delay = 0.2
-        deadline = None if self.lock_timeout is None else self.clock() + self.lock_timeout
+
+        def attempt() -> dict[str, Any]:
+            self._check_stop()
+            log.info("courier %s: running window %s", plan.courier, window.as_dict())
+            options = member_options(
+                self.project, plan, trigger=trigger, now=self.now(),
+                group=(plan.group, record["group_run_id"]),
+            )  # fmt: skip
+            with ctx.hold():
+                return ctx.run(plan.courier, window, options=options)
+
+        until = self._deadline()
         for lock in locks:
             lock.acquire()
         try:
             if timer is not None:
                 timer.start()
-            while True:
-                self._check_stop()
-                try:
-                    log.info("courier %s: running window %s", plan.courier, window.as_dict())
-                    options = member_options(
-                        self.project, plan, trigger=trigger, now=self.now(),
-                        group=(plan.group, record["group_run_id"]),
-                    )  # fmt: skip
-                    with ctx.hold():
-                        result = ctx.run(plan.courier, window, options=options)
-                    if timer is not None:
-                        timer.cancel()
-                        timer.join()  # an alert being sent finishes first
-                    for alert in fired:
-                        alert.run_id = result["run_id"]
-                    return result
-                except TransientError as exc:
-                    if deadline is not None and self.clock() >= deadline:
-                        raise
-                    log.info("courier %s: %s", plan.courier, exc)
-                    self.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            result = retry_transient(
+                attempt, until=until, clock=self.clock, sleep=self.sleep,
+                on_retry=lambda exc: log.info("courier %s: %s", plan.courier, exc),
+            )  # fmt: skip
+            if timer is not None:
+                timer.cancel()
+                timer.join()  # an alert being sent finishes first
+            for alert in fired:
+                alert.run_id = result["run_id"]
+            return result
         finally:
             if timer is not None:
                 timer.cancel()
@@ -560,10 +556,8 @@ class GroupRunner:
         def mark(state: StateStore) -> int:
             n = 0
             for run in state.group_runs(None, 200):
-                if run["status"] == "running" and not holder_alive(run, now):
-                    state.finish_group_run(
-                        {"group_run_id": run["group_run_id"], "status": "interrupted"}
-                    )
+                if run.status == "running" and not holder_alive(run.host, run.pid, now):
+                    state.finish_group_run(replace(run, status="interrupted"))
                     n += 1
             return n
 

@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 from courier.config.loader import read_document, unset_env
-from courier.errors import ConfigError, CourierError, RunError, TransientError
+from courier.errors import ConfigError, CourierError, RunError, TransientError, retry_transient
 from courier.project import Project
 from courier.sources.config import SourceConfig
 from courier.state.base import StateStore
@@ -224,24 +224,19 @@ def in_state(
     """fn in one transaction on the state store, waiting while another process holds it."""
     from courier.workspace import open_workspace
 
-    deadline = time.monotonic() + timeout
-    delay = 0.1
-    while True:
-        try:
-            with hold(), open_workspace(project) as ws:
-                ws.state.begin()
-                try:
-                    out = fn(ws.state)
-                except BaseException:
-                    ws.state.rollback()
-                    raise
-                ws.state.commit()
-                return out
-        except TransientError:
-            if time.monotonic() >= deadline:
+    def attempt() -> T:
+        with hold(), open_workspace(project) as ws:
+            ws.state.begin()
+            try:
+                out = fn(ws.state)
+            except BaseException:
+                ws.state.rollback()
                 raise
-            sleep(delay)
-            delay = min(delay * 2, 2.0)
+            ws.state.commit()
+            return out
+
+    until = time.monotonic() + timeout
+    return retry_transient(attempt, until=until, sleep=sleep, first=0.1, cap=2.0)
 
 
 def pointer(doc: Any, path: str, what: str) -> Any:

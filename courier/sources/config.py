@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from courier.config.loader import ConfigErrorGroup, load_model
-from courier.config.models import parse_duration_seconds
+from courier.config.models import STREAM_ID_RULE, named, parse_duration_seconds
 from courier.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
     from courier.project import Project
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+SourceName = Annotated[str, named("source name", SOURCE_NAME, STREAM_ID_RULE)]
 
 
 class _Strict(BaseModel):
@@ -49,7 +50,7 @@ class PaginationConfig(_Strict):
 
 
 class SourceConfig(_Strict):
-    name: str
+    name: SourceName
     type: Literal["http_poll", "file_pull"]
     stream: str
     interval: str = "5m"
@@ -71,13 +72,6 @@ class SourceConfig(_Strict):
     delete_url: str | None = None  # with {name}
     num_files: int = Field(default=10, ge=1, le=10000)
     num_files_param: str = "numFiles"
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not SOURCE_NAME.match(v):
-            raise ValueError(f"source name {v!r}: use letters, digits, '_', '.' and '-'")
-        return v
 
     @field_validator("interval")
     @classmethod

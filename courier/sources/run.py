@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from courier.errors import ConfigError, CourierError
+from courier.errors import CourierError, not_found
 from courier.project import Project
+from courier.records import Lease
 from courier.scheduling.leases import take_lease
 from courier.sources.config import SourceConfig, load_sources
 from courier.state.base import StateStore
@@ -42,10 +43,7 @@ def project_sources(project: Project) -> dict[str, SourceConfig]:
 def get_source(project: Project, name: str) -> SourceConfig:
     sources = project_sources(project)
     if name not in sources:
-        known = ", ".join(sorted(sources)) or "none"
-        raise ConfigError(
-            f"no source named {name!r} (known: {known}); add config/sources/{name}.toml"
-        )
+        raise not_found("source", name, sources, f"add config/sources/{name}.toml")
     return sources[name]
 
 
@@ -95,7 +93,7 @@ def run_source(
                 "type": source.type,
                 "source": source.name,
                 "stream": source.stream,
-                "held_by": f"process {held_by['pid']} on {held_by['host']}",
+                "held_by": f"process {held_by.pid} on {held_by.host}",
             }
         try:
             if source.type == "http_poll":
@@ -108,7 +106,7 @@ def run_source(
                 log.warning("could not release lease %s", scope, exc_info=True)
 
 
-def _claim(scope: str, holder: str, s: StateStore) -> dict[str, Any] | None:
+def _claim(scope: str, holder: str, s: StateStore) -> Lease | None:
     """Take the lease of scope; None when taken, else the row of the live process holding it."""
     return take_lease(s, scope, holder, datetime.now(UTC))
 
@@ -241,7 +239,7 @@ class SourceLoops:
         from courier.sources.base import in_state
 
         try:  # in courier.alerts with the group runs' alerts
-            in_state(self.project, lambda s: s.record_alert(alert.row()), self.hold or nullcontext)
+            in_state(self.project, lambda s: s.record_alert(alert), self.hold or nullcontext)
         except CourierError as exc:
             log.warning("source %s: the alert was sent but not recorded: %s", name, exc)
 

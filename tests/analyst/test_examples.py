@@ -12,7 +12,7 @@ import pytest
 
 from courier.analyst.samples import land_samples, sample_couriers
 from courier.context import Context
-from courier.project import load_project
+from courier.validate import load_project
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 22)

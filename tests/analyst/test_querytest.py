@@ -8,7 +8,7 @@ import pytest
 
 from courier.analyst.querytest import load_test, run_tests
 from courier.errors import ConfigError
-from courier.project import load_project
+from courier.validate import load_project
 from tests.analyst.helpers import courier
 from tests.projects import ProjectFactory
 

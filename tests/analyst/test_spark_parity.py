@@ -16,7 +16,8 @@ from courier.analyst.querytest import load_test, read_inputs
 from courier.analyst.workbench import Workbench
 from courier.engines.spark import connect
 from courier.engines.spark_dialect import Untranslatable
-from courier.project import Project, load_project
+from courier.project import Project
+from courier.validate import load_project
 
 REPO = Path(__file__).resolve().parents[2]
 # event_key is md5 of DuckDB's to_json text (NULL fields kept, DuckDB's timestamp format): a

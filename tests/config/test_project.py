@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from courier.errors import ConfigError, ConfigErrors
-from courier.project import find_project_root, load_project
+from courier.project import find_project_root
+from courier.validate import load_project
 from tests.projects import ProjectFactory
 
 

@@ -13,7 +13,7 @@ import pytest
 from courier.context import Context
 from courier.destinations import memory
 from courier.destinations.memory import MemoryDestination, MemoryStore
-from courier.project import load_project
+from courier.validate import load_project
 from tests.destinations.contract import DestinationContract, Open
 
 ROOT = Path(__file__).resolve().parents[2]

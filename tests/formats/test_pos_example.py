@@ -16,7 +16,7 @@ import pytest
 
 from courier.context import Context
 from courier.formats.xml import parse_xml
-from courier.project import load_project
+from courier.validate import load_project
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ import pytest
 
 from courier.ingest.service import IngestService
 from courier.ingest.wal import FRAME, LOCK_NAME, MAGIC, hour_of, read_records, segment_name
-from courier.project import load_project
+from courier.validate import load_project
 from tests.ingest.helpers import landed_json, make_project, part_files, wait_until, write
 
 HOUR = hour_of(time.time())
