@@ -48,6 +48,13 @@ database = ".courier/feeds.duckdb"
 """
 
 
+def courier_toml() -> str:
+    """The bench project's settings; BENCH_FEEDS adds [feeds] keys (e.g. `memory_limit =
+    "1200MB"`, `threads = 2`) to measure DuckDB's sizing."""
+    extra = os.environ.get("BENCH_FEEDS", "").replace(";", "\n")
+    return COURIER_TOML + (extra.strip() + "\n" if extra.strip() else "")
+
+
 @dataclass(frozen=True)
 class Dataset:
     project: Path  # courier project root (config/, feeds/, queries/, .courier/landing)
@@ -107,7 +114,7 @@ def write_project(root: Path) -> None:
     (root / "config" / "couriers").mkdir(parents=True, exist_ok=True)
     (root / "feeds").mkdir(exist_ok=True)
     (root / "queries").mkdir(exist_ok=True)
-    (root / "config" / "courier.toml").write_text(COURIER_TOML)
+    (root / "config" / "courier.toml").write_text(courier_toml())
     copied = (
         "config/couriers/web_events.toml",
         "feeds/order_items.toml",
@@ -184,7 +191,7 @@ def ensure_late_window(ds: Dataset, root: Path) -> LateWindow:
     landing = root / "landing-late"
     write_project(project)
     (project / "config" / "courier.toml").write_text(
-        COURIER_TOML.replace('path = ".courier/landing"', f"path = {json.dumps(str(landing))}")
+        courier_toml().replace('path = ".courier/landing"', f"path = {json.dumps(str(landing))}")
     )
     last = ""
     for i, f in enumerate(ds.files):

@@ -490,7 +490,7 @@ class Context:
         ctx = LoadContext(plan.run_id, courier.name, plan.started_at, ws.state, sequence, committed)
         for destination in destinations:
             destination.begin(ctx)
-        feeds: dict[str, FeedCounts] = {}
+        counted: list[tuple[str, FeedCounts]] = []  # summed after the commits (see below)
         rejected = 0
         for feed_load in plan.loads:
             feed = feed_load.feed
@@ -516,10 +516,10 @@ class Context:
                     f"{action}: {', '.join(loaded.ignored_columns)} (add them to the feed's "
                     "[fields] to load them)"
                 )
-            feeds.setdefault(feed.id, FeedCounts()).add(loaded.counts)
+            counted.append((feed.id, loaded.counts))
             rejected += loaded.counts.rejected
         record.status = "succeeded"
-        record.feeds = {k: v.as_dict() for k, v in feeds.items()}
+        record.feeds = sum_counts(counted)
         record.files_loaded = len(to_load)
         record.bytes = sum(f.info.size for f in to_load)
         record.records = summary.records
@@ -535,6 +535,8 @@ class Context:
                 destination.abort()  # rolled forward: every feed here holds the run already
             else:
                 destination.commit(plan.run_id)
+        # a destination may count at its commit what the rows replaced (Delta MERGE's metrics)
+        record.feeds = sum_counts(counted)
         if resume is not None:  # files the killed run's committed feeds loaded as they were
             to_load = to_load + resume.changed
         ws.state.begin()
@@ -769,12 +771,17 @@ class Context:
         return record
 
     def runs(
-        self, courier: str | None = None, limit: int = 20, group: str | None = None
+        self,
+        courier: str | None = None,
+        limit: int = 20,
+        group: str | None = None,
+        status: str | None = None,
     ) -> list[dict[str, Any]]:
         if courier is not None:
             self.project.courier(courier)  # a clear error for a courier that does not exist
         with self.workspace() as ws:
-            return [run.to_json(listing=True) for run in ws.state.runs(courier, limit, group)]
+            found = ws.state.runs(courier, limit, group, status=status)
+            return [run.to_json(listing=True) for run in found]
 
     def run_detail(self, run_id: str) -> dict[str, Any]:
         """One run in the `courier run --json` shape, with the files it loaded and its first
@@ -782,11 +789,7 @@ class Context:
         with self.workspace() as ws:
             row = ws.state.run(run_id)
             if row is None:
-                recent = ", ".join(r.run_id for r in ws.state.runs(limit=3)) or "none yet"
-                raise RunError(
-                    f"no run {run_id!r} in courier.runs (newest: {recent}); "
-                    "`courier runs` lists them"
-                )
+                raise unknown_run(ws.state, run_id)
             detail = run_record(row)
             detail["files"]["list"] = [
                 {
@@ -809,9 +812,18 @@ class Context:
             self.project.courier(courier)
         with self.workspace() as ws:
             rows = ws.state.quarantined(courier, run_id, limit)
+            if not rows and run_id is not None and ws.state.run(run_id) is None:
+                raise unknown_run(ws.state, run_id)  # not "no records" for a mistyped id
         for r in rows:
             r["quarantined_at"] = iso_utc(r["quarantined_at"]) if r["quarantined_at"] else None
         return rows
+
+
+def unknown_run(state: Any, run_id: str) -> RunError:
+    recent = ", ".join(r.run_id for r in state.runs(limit=3)) or "none yet"
+    return RunError(
+        f"no run {run_id!r} in courier.runs (newest: {recent}); `courier runs` lists them"
+    )
 
 
 @dataclass(frozen=True)
@@ -832,6 +844,14 @@ def _as_datetime(value: datetime | str) -> datetime:
 
 def _run_window(run: RunRecord) -> Window:
     return Window(_as_datetime(run.window_start), _as_datetime(run.window_end))
+
+
+def sum_counts(counted: list[tuple[str, FeedCounts]]) -> dict[str, dict[str, int]]:
+    """Per feed, the sum of its loads' counts."""
+    feeds: dict[str, FeedCounts] = {}
+    for feed_id, counts in counted:
+        feeds.setdefault(feed_id, FeedCounts()).add(counts)
+    return {k: v.as_dict() for k, v in feeds.items()}
 
 
 def check_bad_records(

@@ -111,7 +111,8 @@ class FeedDestination(abc.ABC):
         or (unknown_columns = "reject") carry unknown columns go to ctx.quarantine. With a
         primary key, upsert: the last record by (rank, line) wins over rows in the run and in
         the table; without, append. truncateAndLoad: the table is emptied first (once per feed
-        per run), as part of the same commit."""
+        per run), as part of the same commit. The result's counts may be completed by commit
+        (Delta counts the rows its MERGE replaced there): read them after it."""
 
     @abc.abstractmethod
     def commit(self, run_id: str) -> None:

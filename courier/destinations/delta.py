@@ -26,6 +26,7 @@ from courier.destinations.delta_table import (
     require_deltalake,
 )
 from courier.errors import ConfigError, LoadError
+from courier.plan import FeedCounts
 
 if TYPE_CHECKING:
     from courier.backends import Session
@@ -68,6 +69,7 @@ class DeltaDestination(FeedDestination):
         self.ctx: LoadContext | None = None
         self.stage: Any = None  # the run's scratch DuckDB destination
         self.loaded: dict[str, FeedConfig] = {}  # feeds the open run loaded, in load order
+        self.counts: dict[str, FeedCounts] = {}  # each feed's last load's counts
 
     def table(self, feed: FeedConfig) -> DeltaFeedTable:
         return DeltaFeedTable(feed, self.location)
@@ -84,6 +86,7 @@ class DeltaDestination(FeedDestination):
         self.stage = staging_destination(self.session)
         self.stage.begin(ctx)
         self.loaded = {}
+        self.counts = {}
 
     def ensure_table(self, feed: FeedConfig) -> list[str]:
         changes = self.table(feed).plan_schema().changes(feed.id)  # refusals before any commit
@@ -97,22 +100,10 @@ class DeltaDestination(FeedDestination):
             raise LoadError(f"feed {feed.id}: load called outside a run (call begin first)")
         result = self.stage.load(feed, rows, mode)
         self.loaded[feed.id] = feed
-        if feed.id in self.ctx.committed:  # rolled forward: its rows are in the table already
-            return result  # type: ignore[no-any-return]
-        if feed.primary_key and mode == "load" and not self.stage.truncated(feed.id):
-            result.counts.deleted += self._replaced(feed)
+        # the rows the MERGE replaces are counted at the commit, from its metrics (counting
+        # them here would read every key of the table)
+        self.counts[feed.id] = result.counts
         return result  # type: ignore[no-any-return]
-
-    def _replaced(self, feed: FeedConfig) -> int:
-        """Rows of the Delta table the staged rows will replace (for the run's counts)."""
-        table = self.table(feed)
-        if table.open(refresh=True) is None:
-            return 0
-        staged = self.stage.arrow(feed.id, feed.primary_key).read_all()
-        if not staged.num_rows:
-            return 0
-        stored = table.keys(feed.primary_key)
-        return int(stored.join(staged, feed.primary_key, join_type="left semi").num_rows)
 
     def commit(self, run_id: str) -> None:
         ctx = self.ctx
@@ -129,10 +120,13 @@ class DeltaDestination(FeedDestination):
                 "overwrite" if truncated else ("merge" if feed.primary_key else "append")
             )
             data = partial(self.stage.arrow, feed.id)  # streamed from the stage (each attempt)
-            self.table(feed).write(
+            table = self.table(feed)
+            table.write(
                 data, mode, courier=ctx.courier, run_id=run_id, sequence=ctx.sequence,
                 run_feeds=feeds,
             )  # fmt: skip
+            if table.replaced is not None and feed.id in self.counts:
+                self.counts[feed.id].deleted = table.replaced
         self.stage.abort()
         self._close_stage()
         self.ctx = None
@@ -191,6 +185,11 @@ class DeltaDestination(FeedDestination):
     # -- reading ---------------------------------------------------------------------------------
     def _feed(self, feed_id: str) -> FeedConfig | None:
         return self.feeds.get(feed_id)
+
+    def existing_columns(self, feed_id: str) -> dict[str, str] | None:
+        """The Delta table's columns and their Delta types; None when there is no table."""
+        feed = self._feed(feed_id)
+        return None if feed is None else self.table(feed).columns()
 
     def row_count(self, feed_id: str) -> int | None:
         feed = self._feed(feed_id)

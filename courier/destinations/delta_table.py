@@ -267,6 +267,7 @@ class DeltaFeedTable:
         self.location = location
         self.url = location.table_url(feed.id)
         self._dt: DeltaTable | None = None
+        self.replaced: int | None = None  # rows the last write's MERGE updated
 
     # errors named after the feed and table, with what to do
     def _error(self, exc: BaseException, action: str) -> LoadError:
@@ -423,6 +424,7 @@ class DeltaFeedTable:
             data = lambda: pa.RecordBatchReader.from_batches(schema, table.to_batches())  # noqa: E731
         source = data
         delay = 0.2
+        self.replaced = None
         for attempt in range(COMMIT_RETRIES):
             done = self.committed_version(app)
             if sequence is not None:
@@ -507,7 +509,7 @@ class DeltaFeedTable:
                 return
             data = chain_reader(first, data)
             match = " AND ".join(f't."{k}" = s."{k}"' for k in self.feed.primary_key)
-            (
+            metrics = (
                 dt.merge(
                     data,
                     predicate=match,
@@ -519,6 +521,7 @@ class DeltaFeedTable:
                 .when_not_matched_insert_all()
                 .execute()
             )
+            self.replaced = int(metrics.get("num_target_rows_updated") or 0)
         self._dt = None
 
     # -- operations: history, optimize, reading back --------------------------------------
@@ -556,6 +559,13 @@ class DeltaFeedTable:
                 )
                 dt.cleanup_metadata()
             return {"compacted": compacted, "vacuumed_files": len(removed)}
+
+    def columns(self) -> dict[str, str] | None:
+        dt = self.open(refresh=True)
+        if dt is None:
+            return None
+        with self._errors("read the schema of"):
+            return {f.name: _type_name(f.type) for f in dt.schema().fields}
 
     def row_count(self) -> int | None:
         dt = self.open(refresh=True)
