@@ -520,23 +520,38 @@ def empty_runs() -> pa.Table:
 
 
 def read_feeds(con: duckdb.DuckDBPyConnection | None, project: Any) -> list[dict[str, Any]]:
-    """Each feed: definition, table columns as stored, row count and a few sample rows."""
+    """Each feed: definition, table columns as stored, row count and a few sample rows, from
+    the feed's destination (the feed database, or a Delta table read where it is stored)."""
     from courier.destinations.duckdb import DuckDBDestination
 
     destination = DuckDBDestination(con) if con is not None else None
+    others: dict[str, Any] = {}  # destinations other than the feed database, opened once
     feeds = []
     for feed_id, feed in sorted(project.feeds.items()):
+        name = getattr(feed, "destination", None) or project.settings.feeds.destination
         entry: dict[str, Any] = {
             "feed": feed_id,
             "fields": dict(feed.fields),
             "primary_key": list(feed.primary_key),
-            "destination": getattr(feed, "destination", None) or "duckdb",
+            "destination": name,
             "table": None,
             "columns": None,
             "rows": None,
             "sample": [],
         }
-        if destination is not None:
+        config = project.settings.destination(name)
+        if config.type == "delta":
+            try:
+                delta = others.get(name) or others.setdefault(name, open_delta(name, project))
+                columns = delta.existing_columns(feed_id)
+                if columns is not None:
+                    entry["table"] = delta.url(feed_id)
+                    entry["columns"] = columns
+                    entry["rows"] = delta.row_count(feed_id)
+                    entry["sample"] = delta.sample(feed_id, SAMPLE_ROWS)
+            except CourierError as exc:  # storage down or refused: say so, show the rest
+                entry["error"] = str(exc)
+        elif destination is not None:
             columns = destination.existing_columns(feed_id)
             if columns is not None:
                 entry["table"] = destination.table(feed_id)
@@ -545,6 +560,14 @@ def read_feeds(con: duckdb.DuckDBPyConnection | None, project: Any) -> list[dict
                 entry["sample"] = destination.sample(feed_id, SAMPLE_ROWS)
         feeds.append(entry)
     return feeds
+
+
+def open_delta(name: str, project: Any) -> Any:
+    """A Delta destination for reading its tables (no workspace: the page never locks it)."""
+    from courier.backends import Session
+    from courier.destinations.delta import open_backend
+
+    return open_backend(name, project.settings.destination(name), Session(project, True))
 
 
 def read_run_details(state: StateStore | None, run_id: str) -> dict[str, Any]:
