@@ -465,3 +465,18 @@ def test_a_courier_on_sail_loads_azure_as_duckdb_does(
         assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
     finally:
         stop_process(proc)
+
+
+def test_a_cbor_courier_on_a_spark_engine_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    p = make(tmp_path / "cbor", f"sc://127.0.0.1:{free_port()}")
+    text = (p.root / "config" / "couriers" / "orders.toml").read_text()
+    p.courier("orders", text.replace('format = "ndjson"', 'format = "cbor"'))
+    failed = run(p)
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(
+        "courier orders: format 'cbor' cannot run on Spark engine 'sail'"
+    )
+    assert 'Set engine = "duckdb" for this courier, or land the stream as NDJSON' in failed["error"]
+    assert table_version(p) is None

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from courier.plan import BadRecord, PlannedFile
-from courier.records import RunRecord
+from courier.records import GroupRunRecord, Lease, RunRecord
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from courier.alerts import Alert
 
 
 class Transactional(abc.ABC):
@@ -198,12 +200,12 @@ class QuarantineLog(abc.ABC):
 
 class SchedulerState(abc.ABC):
     @abc.abstractmethod
-    def start_group_run(self, record: dict[str, Any]) -> None:
-        """Insert a group run (GROUP_RUN_COLUMNS keys)."""
+    def start_group_run(self, record: GroupRunRecord) -> None:
+        """Insert a group run."""
 
     @abc.abstractmethod
-    def finish_group_run(self, record: dict[str, Any]) -> None:
-        """Update the group run record['group_run_id'] with the given keys."""
+    def finish_group_run(self, record: GroupRunRecord) -> None:
+        """Update the group run's row to the record (status, members, error, finished_at, ...)."""
 
     @abc.abstractmethod
     def group_runs(
@@ -213,7 +215,7 @@ class SchedulerState(abc.ABC):
         trigger: str | None = None,
         scheduled_at: datetime | None = None,
         since: datetime | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[GroupRunRecord]:
         """Group runs, newest scheduled time first."""
 
     @abc.abstractmethod
@@ -221,20 +223,20 @@ class SchedulerState(abc.ABC):
         """The newest scheduled time a scheduled run of the group finished (in any status)."""
 
     @abc.abstractmethod
-    def get_lease(self, scope: str) -> dict[str, Any] | None:
-        """The lease row of a scope, or None."""
+    def get_lease(self, scope: str) -> Lease | None:
+        """The lease of a scope, or None."""
 
     @abc.abstractmethod
-    def put_lease(self, record: dict[str, Any]) -> None:
-        """Create or take over the lease of record['scope']."""
+    def put_lease(self, lease: Lease) -> None:
+        """Create or take over the lease of lease.scope."""
 
     @abc.abstractmethod
     def drop_lease(self, scope: str, holder: str) -> None:
         """Release the scope's lease if `holder` holds it."""
 
     @abc.abstractmethod
-    def record_alert(self, record: dict[str, Any]) -> None:
-        """Insert an alert (ALERT_COLUMNS keys)."""
+    def record_alert(self, alert: Alert) -> None:
+        """Insert an alert (with its deliveries)."""
 
     @abc.abstractmethod
     def alerts(

@@ -17,13 +17,21 @@ import duckdb
 
 from courier.errors import ConfigError
 from courier.plan import BadRecord, PlannedFile
-from courier.records import RUN_COLUMNS, RunRecord
+from courier.records import (
+    GROUP_RUN_COLUMNS,
+    LEASE_COLUMNS,
+    RUN_COLUMNS,
+    GroupRunRecord,
+    Lease,
+    RunRecord,
+)
 from courier.state.base import StateStore
 from courier.storage.base import ObjectInfo
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from courier.alerts import Alert
     from courier.backends import Session
     from courier.config.models import StateSection
     from courier.project import Project
@@ -429,19 +437,19 @@ class DuckDBStateStore(StateStore):
         marks = ", ".join("?" for _ in columns)
         self.con.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
 
-    def start_group_run(self, record: dict[str, Any]) -> None:
-        self._insert("courier.group_runs", GROUP_RUN_COLUMNS, record)
+    def start_group_run(self, record: GroupRunRecord) -> None:
+        self._insert("courier.group_runs", GROUP_RUN_COLUMNS, record.to_row())
 
-    def finish_group_run(self, record: dict[str, Any]) -> None:
-        cols = [c for c in GROUP_RUN_COLUMNS if c != "group_run_id" and c in record]
+    def finish_group_run(self, record: GroupRunRecord) -> None:
+        row = record.to_row()
+        cols = [c for c in GROUP_RUN_COLUMNS if c not in ("group_run_id", "started_at")]
         values = [
-            json.dumps(record[c]) if c in GROUP_JSON and record[c] is not None else record[c]
-            for c in cols
+            json.dumps(row[c]) if c in GROUP_JSON and row[c] is not None else row[c] for c in cols
         ]
         self.con.execute(
             f"UPDATE courier.group_runs SET {', '.join(f'{c} = ?' for c in cols)} "
             "WHERE group_run_id = ?",
-            [*values, record["group_run_id"]],
+            [*values, record.group_run_id],
         )
 
     def group_runs(
@@ -451,7 +459,7 @@ class DuckDBStateStore(StateStore):
         trigger: str | None = None,
         scheduled_at: datetime | None = None,
         since: datetime | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[GroupRunRecord]:
         where, params = ["true"], []
         for clause, value in (
             ("group_name = ?", group),
@@ -462,13 +470,14 @@ class DuckDBStateStore(StateStore):
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        return self._select(
+        rows = self._select(
             "courier.group_runs",
             GROUP_RUN_COLUMNS,
             f"WHERE {' AND '.join(where)} "
             f"ORDER BY scheduled_at DESC, started_at DESC LIMIT {int(limit)}",
             params,
         )
+        return [GroupRunRecord.from_row(r) for r in rows]
 
     def last_scheduled_run(self, group: str) -> datetime | None:
         row = self.con.execute(
@@ -500,21 +509,21 @@ class DuckDBStateStore(StateStore):
         )
         return [RunRecord.from_row(r) for r in rows]
 
-    def get_lease(self, scope: str) -> dict[str, Any] | None:
+    def get_lease(self, scope: str) -> Lease | None:
         rows = self._select("courier.leases", LEASE_COLUMNS, "WHERE scope = ?", [scope])
-        return rows[0] if rows else None
+        return Lease.from_row(rows[0]) if rows else None
 
-    def put_lease(self, record: dict[str, Any]) -> None:
-        self.con.execute("DELETE FROM courier.leases WHERE scope = ?", [record["scope"]])
-        self._insert("courier.leases", LEASE_COLUMNS, record)
+    def put_lease(self, lease: Lease) -> None:
+        self.con.execute("DELETE FROM courier.leases WHERE scope = ?", [lease.scope])
+        self._insert("courier.leases", LEASE_COLUMNS, lease.to_row())
 
     def drop_lease(self, scope: str, holder: str) -> None:
         self.con.execute(
             "DELETE FROM courier.leases WHERE scope = ? AND holder = ?", [scope, holder]
         )
 
-    def record_alert(self, record: dict[str, Any]) -> None:
-        self._insert("courier.alerts", ALERT_COLUMNS, record)
+    def record_alert(self, alert: Alert) -> None:
+        self._insert("courier.alerts", ALERT_COLUMNS, alert.row())
 
     def alerts(
         self, group_run_id: str | None = None, run_id: str | None = None, limit: int = 50
@@ -600,28 +609,33 @@ class DuckDBStateStore(StateStore):
         }
 
     def courier_summaries(self, couriers: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Every courier's summary in four queries, whatever the number of couriers."""
+        """Every courier's summary in three queries, whatever the number of couriers."""
         out: dict[str, dict[str, Any]] = {
             name: {"last_success": None, "newest_partition": None, "files_loaded": 0,
                    "last_run": None, "last_finished": None}
             for name in couriers
         }  # fmt: skip
-        cols = ", ".join(RUN_COLUMNS)
-        for key, where in (("last_run", "true"), ("last_finished", "status <> 'running'")):
+        # the newest run and the newest finished run of each courier (ties: the larger run
+        # id, as runs() orders them), then those rows whole: one scan each
+        picks = self.con.execute(
+            "SELECT courier, arg_max(run_id, (started_at, run_id)), "
+            "arg_max(run_id, (started_at, run_id)) FILTER (WHERE status <> 'running'), "
+            "max(finished_at) FILTER (WHERE status = 'succeeded') "
+            "FROM courier.runs GROUP BY courier"
+        ).fetchall()
+        wanted = {r for _, last, fin, _ in picks for r in (last, fin) if r is not None}
+        records = {}
+        if wanted:
             rows = self.con.execute(
-                f"SELECT {cols} FROM courier.runs WHERE {where} "
-                "QUALIFY row_number() OVER (PARTITION BY courier "
-                "ORDER BY started_at DESC, run_id DESC) = 1"
+                f"SELECT {', '.join(RUN_COLUMNS)} FROM courier.runs "
+                "WHERE list_contains($ids, run_id)",
+                {"ids": sorted(wanted)},
             ).fetchall()
-            for row in rows:
-                record = self._record(row)
-                if record.courier in out:
-                    out[record.courier][key] = record
-        for name, success in self.con.execute(
-            "SELECT courier, max(finished_at) FROM courier.runs WHERE status = 'succeeded' "
-            "GROUP BY courier"
-        ).fetchall():
+            records = {row[0]: self._record(row) for row in rows}
+        for name, last, fin, success in picks:
             if name in out:
+                out[name]["last_run"] = records.get(last) if last else None
+                out[name]["last_finished"] = records.get(fin) if fin else None
                 out[name]["last_success"] = success
         for name, newest, count in self.con.execute(
             "SELECT courier, max(partition_start), count(*) FROM courier.files GROUP BY courier"
@@ -632,11 +646,6 @@ class DuckDBStateStore(StateStore):
         return out
 
 
-GROUP_RUN_COLUMNS = [
-    "group_run_id", "group_name", "scheduled_at", "trigger", "status", "members", "error",
-    "started_at", "finished_at", "duration_s", "host", "pid",
-]  # fmt: skip
-LEASE_COLUMNS = ["scope", "holder", "host", "pid", "acquired_at", "expires_at"]
 ALERT_COLUMNS = [
     "alert_id", "kind", "group_name", "group_run_id", "courier", "run_id", "window_start",
     "window_end", "message", "details", "deliveries", "created_at",

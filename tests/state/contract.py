@@ -8,11 +8,13 @@ empty store (closed afterwards).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from courier.alerts import Alert
 from courier.plan import BadRecord, PlannedFile
-from courier.records import RunRecord
+from courier.records import GroupRunRecord, Lease, RunRecord
 from courier.state.base import StateStore
 from courier.storage.base import ObjectInfo
 from courier.windows import Window
@@ -183,28 +185,25 @@ class TransactionContract:
 
 class SchedulerStateContract:
     def test_leases_are_taken_over_and_dropped_by_their_holder(self, state: StateStore) -> None:
-        lease = {"scope": "group:g", "holder": "a", "host": "h", "pid": 1,
-                 "acquired_at": T0, "expires_at": T0 + timedelta(minutes=5)}  # fmt: skip
+        lease = Lease("group:g", "a", "h", 1, T0, T0 + timedelta(minutes=5))
         assert state.get_lease("group:g") is None
         state.put_lease(lease)
-        state.put_lease({**lease, "holder": "b"})
-        assert state.get_lease("group:g")["holder"] == "b"  # type: ignore[index]
+        state.put_lease(replace(lease, holder="b"))
+        assert state.get_lease("group:g").holder == "b"  # type: ignore[union-attr]
         state.drop_lease("group:g", "a")  # not the holder: kept
         assert state.get_lease("group:g") is not None
         state.drop_lease("group:g", "b")
         assert state.get_lease("group:g") is None
 
     def test_group_runs_and_alerts(self, state: StateStore) -> None:
-        state.start_group_run({"group_run_id": "g1", "group_name": "g", "scheduled_at": T0,
-                               "trigger": "scheduled", "status": "running", "members": [],
-                               "started_at": T0})  # fmt: skip
-        state.finish_group_run({"group_run_id": "g1", "status": "succeeded",
-                                "members": [{"courier": "shop"}]})  # fmt: skip
+        run = GroupRunRecord("g1", "g", T0, "scheduled", "running", [], started_at=T0)
+        state.start_group_run(run)
+        state.finish_group_run(replace(run, status="succeeded", members=[{"courier": "shop"}]))
         [run] = state.group_runs("g")
-        assert run["status"] == "succeeded" and run["members"] == [{"courier": "shop"}]
+        assert run.status == "succeeded" and run.members == [{"courier": "shop"}]
         assert state.last_scheduled_run("g") == T0
-        state.record_alert({"alert_id": "a1", "kind": "failed", "group_run_id": "g1",
-                            "details": {"x": 1}, "created_at": T0})  # fmt: skip
+        state.record_alert(Alert("failed", "m", group_run_id="g1", details={"x": 1},
+                                 created_at=T0, alert_id="a1"))  # fmt: skip
         [alert] = state.alerts(group_run_id="g1")
         assert alert["details"] == {"x": 1}
 
