@@ -609,28 +609,33 @@ class DuckDBStateStore(StateStore):
         }
 
     def courier_summaries(self, couriers: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Every courier's summary in four queries, whatever the number of couriers."""
+        """Every courier's summary in three queries, whatever the number of couriers."""
         out: dict[str, dict[str, Any]] = {
             name: {"last_success": None, "newest_partition": None, "files_loaded": 0,
                    "last_run": None, "last_finished": None}
             for name in couriers
         }  # fmt: skip
-        cols = ", ".join(RUN_COLUMNS)
-        for key, where in (("last_run", "true"), ("last_finished", "status <> 'running'")):
+        # the newest run and the newest finished run of each courier (ties: the larger run
+        # id, as runs() orders them), then those rows whole: one scan each
+        picks = self.con.execute(
+            "SELECT courier, arg_max(run_id, (started_at, run_id)), "
+            "arg_max(run_id, (started_at, run_id)) FILTER (WHERE status <> 'running'), "
+            "max(finished_at) FILTER (WHERE status = 'succeeded') "
+            "FROM courier.runs GROUP BY courier"
+        ).fetchall()
+        wanted = {r for _, last, fin, _ in picks for r in (last, fin) if r is not None}
+        records = {}
+        if wanted:
             rows = self.con.execute(
-                f"SELECT {cols} FROM courier.runs WHERE {where} "
-                "QUALIFY row_number() OVER (PARTITION BY courier "
-                "ORDER BY started_at DESC, run_id DESC) = 1"
+                f"SELECT {', '.join(RUN_COLUMNS)} FROM courier.runs "
+                "WHERE list_contains($ids, run_id)",
+                {"ids": sorted(wanted)},
             ).fetchall()
-            for row in rows:
-                record = self._record(row)
-                if record.courier in out:
-                    out[record.courier][key] = record
-        for name, success in self.con.execute(
-            "SELECT courier, max(finished_at) FROM courier.runs WHERE status = 'succeeded' "
-            "GROUP BY courier"
-        ).fetchall():
+            records = {row[0]: self._record(row) for row in rows}
+        for name, last, fin, success in picks:
             if name in out:
+                out[name]["last_run"] = records.get(last) if last else None
+                out[name]["last_finished"] = records.get(fin) if fin else None
                 out[name]["last_success"] = success
         for name, newest, count in self.con.execute(
             "SELECT courier, max(partition_start), count(*) FROM courier.files GROUP BY courier"
