@@ -535,3 +535,31 @@ def test_status_page_shows_delta_feeds_through_their_destination(tmp_path: Path)
     assert reader.refresh() is not None, reader.last_error
     html = get(app, "/feeds").text
     assert '<h2 id="feed-order_items">order_items</h2><p>not created yet' in html
+
+
+@pytest.mark.parametrize("store", ["s3", "azure"])
+def test_a_run_killed_between_feed_commits_rolls_forward_on_object_storage(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    clean = multi_feed_project(tmp_path / "clean")
+    courier_run(clean)
+    killed = multi_feed_project(tmp_path / "killed", lake_storage(store, request))
+    courier_run(killed, "after_commit_1")  # the append-only log committed, the rest not
+    [dead] = Context(load_project(killed)).runs("session_events")
+    assert courier_run(killed)["status"] == "skipped"
+    project = load_project(killed)
+    location = delta_location("lake", project.settings.storages["lake"], "feeds", killed)
+    for feed in MULTI_FEEDS:
+        url, options = location.table_url(feed), location.options
+        table = pl.read_delta(url, storage_options=options).to_arrow()
+        got = table.select(sorted(c for c in table.column_names if not c.startswith("_courier")))
+        assert sorted((tuple(map(str, r)) for r in got.to_pylist()), key=str) == multiset(
+            clean, feed
+        ), feed
+        dt = DeltaTable(url, storage_options=options)
+        assert [(h["version"], h.get("courier.run_id")) for h in dt.history()] == [
+            (0, dead["run_id"])
+        ], feed
+        assert dt.transaction_version(f"courier:session_events:{feed}") == 1
+    assert {r for _, r in files_ledger(killed)} == {dead["run_id"]}
+    assert len(files_ledger(killed)) == len(files_ledger(clean))
