@@ -563,3 +563,40 @@ def test_a_run_killed_between_feed_commits_rolls_forward_on_object_storage(
         assert dt.transaction_version(f"courier:session_events:{feed}") == 1
     assert {r for _, r in files_ledger(killed)} == {dead["run_id"]}
     assert len(files_ledger(killed)) == len(files_ledger(clean))
+
+
+def test_a_file_replaced_before_the_roll_forward_counts_as_loaded_in_its_old_version(
+    tmp_path: Path,
+) -> None:
+    """The committed feed holds the file as it was; it cannot be read again for the others:
+    recorded in that version with a warning, the unchanged file rolled forward as usual, and
+    the new version loads on the next run like any changed file."""
+    root = multi_feed_project(tmp_path / "p")
+    courier_run(root, "after_commit_1")
+    [dead] = Context(load_project(root)).runs("session_events")
+    storage = Context(load_project(root)).storage("landing")
+    first, second = sorted(k.key for k in storage.list("session-events/"))
+    old_size = storage.stat(second).size
+    storage.write_bytes(second, storage.read_bytes(second) + storage.read_bytes(second))
+    result = courier_run(root)
+    runs = {r["run_id"]: r for r in Context(load_project(root)).runs("session_events")}
+    old = runs[dead["run_id"]]
+    assert old["status"] == "succeeded", old
+    [note] = [w for w in old["warnings"] if w.startswith("rolled forward")]
+    assert (
+        f"1 file(s) changed or vanished since and could not be read again for sessions, "
+        f"session_events (first: {second})" in note
+    ), note
+    con = duckdb.connect(str(root / ".courier" / "feeds.duckdb"), read_only=True)
+    recorded = con.execute(
+        "SELECT key, run_id, size FROM courier.files ORDER BY loaded_at"
+    ).fetchall()
+    con.close()
+    new_size = storage.stat(second).size
+    assert sorted(recorded[:2]) == [
+        (first, dead["run_id"], storage.stat(first).size),
+        (second, dead["run_id"], old_size),  # the version the committed log holds
+    ]
+    assert recorded[2:] == [(second, result["run_id"], new_size)]
+    # this run found the replaced file as a new version and loaded it into every feed
+    assert result["status"] == "succeeded" and result["files"]["loaded"] == 1, result
