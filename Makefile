@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install install-dev run test test-fast lint format typecheck bench bench-scale bench-listing bench-ingest bench-cbor bench-ui bench-spark clean
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml setup.py courier/_cbor2json.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -187,8 +187,9 @@ class Context:
             done = (f.info.size, f.info.version) in loaded.get(f.key, set())
             recorded = sums.get((f.key, f.info.size, f.info.version))
             if done and not f.lookback and recorded:
-                # same size and time (or ETag) as a loaded file: the same content?
-                done = storage.checksum(f.info) in recorded
+                # same size and time (or ETag) as a loaded file: the same content? (An
+                # Azure file loaded before Content-MD5 was recorded has its ETag there.)
+                done = storage.checksum(f.info) in recorded or f.info.etag in recorded
             if f.lookback and (done or f.key in loaded):
                 continue  # lookback only brings never-loaded files
             marked.append(PlannedFile(f.storage, f.info, f.partition, done, f.lookback))
@@ -771,12 +772,17 @@ class Context:
         return record
 
     def runs(
-        self, courier: str | None = None, limit: int = 20, group: str | None = None
+        self,
+        courier: str | None = None,
+        limit: int = 20,
+        group: str | None = None,
+        status: str | None = None,
     ) -> list[dict[str, Any]]:
         if courier is not None:
             self.project.courier(courier)  # a clear error for a courier that does not exist
         with self.workspace() as ws:
-            return [run.to_json(listing=True) for run in ws.state.runs(courier, limit, group)]
+            found = ws.state.runs(courier, limit, group, status=status)
+            return [run.to_json(listing=True) for run in found]
 
     def run_detail(self, run_id: str) -> dict[str, Any]:
         """One run in the `courier run --json` shape, with the files it loaded and its first
@@ -784,11 +790,7 @@ class Context:
         with self.workspace() as ws:
             row = ws.state.run(run_id)
             if row is None:
-                recent = ", ".join(r.run_id for r in ws.state.runs(limit=3)) or "none yet"
-                raise RunError(
-                    f"no run {run_id!r} in courier.runs (newest: {recent}); "
-                    "`courier runs` lists them"
-                )
+                raise unknown_run(ws.state, run_id)
             detail = run_record(row)
             detail["files"]["list"] = [
                 {
@@ -811,9 +813,18 @@ class Context:
             self.project.courier(courier)
         with self.workspace() as ws:
             rows = ws.state.quarantined(courier, run_id, limit)
+            if not rows and run_id is not None and ws.state.run(run_id) is None:
+                raise unknown_run(ws.state, run_id)  # not "no records" for a mistyped id
         for r in rows:
             r["quarantined_at"] = iso_utc(r["quarantined_at"]) if r["quarantined_at"] else None
         return rows
+
+
+def unknown_run(state: Any, run_id: str) -> RunError:
+    recent = ", ".join(r.run_id for r in state.runs(limit=3)) or "none yet"
+    return RunError(
+        f"no run {run_id!r} in courier.runs (newest: {recent}); `courier runs` lists them"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Typed records that cross the state seam: a run as Context reports it and courier.runs keeps it.
+"""Typed records that cross the state seam: a run as Context reports it and courier.runs keeps it,
+a group run (courier.group_runs) and a lease (courier.leases).
 
 One RunRecord has three faces: `to_row()` (a courier.runs row), `from_row()` (back), and
 `to_json()` (the `courier run --json` shape; `listing=True`: the `courier runs --json` shape).
@@ -19,6 +20,14 @@ RUN_COLUMNS = [
     "rows_loaded", "rows_rejected", "quarantined", "feeds", "warnings", "schema_changes", "error",
     "reload", "started_at", "finished_at", "duration_s", "host", "pid",
 ]  # fmt: skip
+
+
+# courier.group_runs and courier.leases columns, in table order
+GROUP_RUN_COLUMNS = [
+    "group_run_id", "group_name", "scheduled_at", "trigger", "status", "members", "error",
+    "started_at", "finished_at", "duration_s", "host", "pid",
+]  # fmt: skip
+LEASE_COLUMNS = ["scope", "holder", "host", "pid", "acquired_at", "expires_at"]
 
 
 @dataclass
@@ -165,3 +174,55 @@ class RunRecord:
         if self.quarantine_file is not None:
             out["quarantine_file"] = self.quarantine_file
         return out
+
+
+@dataclass
+class GroupRunRecord:
+    """A group run as courier.group_runs keeps it: its members are the courier windows it ran
+    ({courier, window, status, run_id, retry})."""
+
+    group_run_id: str
+    group: str
+    scheduled_at: datetime
+    trigger: str
+    status: str = "running"
+    members: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    host: str | None = None
+    pid: int | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        """A courier.group_runs row (GROUP_RUN_COLUMNS; members as a Python list)."""
+        row = {name: getattr(self, name) for name in GROUP_RUN_COLUMNS if name != "group_name"}
+        return {**row, "group_name": self.group}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> GroupRunRecord:
+        fields = {k: v for k, v in row.items() if k in GROUP_RUN_COLUMNS and k != "group_name"}
+        return cls(group=row["group_name"], **{**fields, "members": row.get("members") or []})
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A courier.leases row: `holder` (host:pid:nonce) holds `scope` (a group window, a source
+    round) until it releases it, its process dies, or (from another host) `expires_at`."""
+
+    scope: str
+    holder: str
+    host: str | None
+    pid: int | None
+    acquired_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in LEASE_COLUMNS}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Lease:
+        return cls(
+            row["scope"], row["holder"], row.get("host"), row.get("pid"),
+            row.get("acquired_at"), row.get("expires_at"),
+        )  # fmt: skip

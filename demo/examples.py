@@ -114,6 +114,9 @@ def land_pos_hour(storage: StorageBackend, day: date, hour: int, payloads: list[
     storage.write_bytes(f"pos-records/{day:%Y/%m/%d}/{hour:02d}/part-example-000000.cbor", body)
 
 
+CUT_LINE = b'{"event_id": "ev-cut-off", "customer": {"id"\n'
+
+
 def land_day(storage: StorageBackend, day: date, seed: int = 7, per_hour: int = 50) -> int:
     """Write a day of example payloads in the landing layout; returns records written."""
     rng = random.Random(seed)
@@ -123,6 +126,8 @@ def land_day(storage: StorageBackend, day: date, seed: int = 7, per_hour: int = 
         for stream, make in (("web-events", web_events), ("profile-updates", profile_updates)):
             records = make(day, hour, rng, per_hour)
             body = b"".join(orjson.dumps(r) + b"\n" for r in records)
+            if stream == "web-events" and hour == 13:  # a line cut off mid-write, so that
+                body += CUT_LINE  # `courier quarantine` has something to show
             key = f"{stream}/{day:%Y/%m/%d}/{hour:02d}/part-example-000000.ndjson"
             storage.write_bytes(key, body)
             total += len(records)
@@ -144,11 +149,14 @@ def land_sample_payloads(context: Context, day: date) -> list[str]:
 
 
 def print_run(name: str, result: dict[str, Any], what: str = "") -> None:
-    feeds = ", ".join(f"{k}: {v['loaded']} loaded" for k, v in result["feeds"].items())
-    print(
-        f"courier {name}{what}: {result['status']}, {result['files']['loaded']} file(s) "
-        f"({result['files']['skipped']} already loaded) {feeds} {result['error'] or ''}".rstrip()
-    )
+    parts = [f"{result['status']}, {result['files']['loaded']} file(s) "
+             f"({result['files']['skipped']} already loaded)"]  # fmt: skip
+    parts += [f"{k}: {v['loaded']} loaded" for k, v in result["feeds"].items()]
+    if result["quarantined"]:
+        parts.append(f"{result['quarantined']} quarantined (courier quarantine --courier {name})")
+    if result["error"]:
+        parts.append(result["error"])
+    print(f"courier {name}{what}: " + "; ".join(parts))
 
 
 def live_examples(context: Context, now: datetime) -> bool:
@@ -180,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     context = Context(project)
     day = date.fromisoformat(args.date) if args.date else EXAMPLE_DAY
     landed = land_day(context.storage(project.settings.ingest.storage), day)
-    print(f"landed {landed} example payloads for {day} under {project.settings.ingest.storage}")
+    storage = project.settings.ingest.storage
+    print(f"landed {landed} example payloads for {day} in storage {storage!r}")
     samples = land_sample_payloads(context, day)
     now = datetime.now(UTC)
     for name in ("web_events", "profile_updates", "pos_tenders", *samples):

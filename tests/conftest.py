@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.projects import ProjectFactory
 from tests.servers import (
@@ -20,6 +21,13 @@ from tests.servers import (
     start_spark_jvm,
     stop_process,
 )
+
+# Property tests assert what they find, never how fast: hypothesis' 200 ms per-example deadline
+# and its too-slow health check fail on a busy machine (CI saw a test_patterns.py deadline).
+settings.register_profile(
+    "courier", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("courier")
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from tests.projects import ProjectFactory
 
 
@@ -29,8 +31,17 @@ class Scheduler:
         return self.log.read_text(errors="replace")
 
     def wait_until(self, what: str, predicate: Callable[[], object], timeout: float = 30) -> None:
+        """Poll `predicate`; a connection it cannot make yet (the page's server busy or
+        between binds) is "not yet", and the scheduler's log is shown if it never comes."""
         deadline = time.monotonic() + timeout
-        while not predicate():
+        while True:
+            try:
+                if predicate():
+                    return
+            except (OSError, httpx.TransportError) as exc:
+                if time.monotonic() > deadline:
+                    message = f"no {what} within {timeout}s ({exc}):\n{self.text()}"
+                    raise AssertionError(message) from exc
             if self.proc.poll() is not None:
                 raise AssertionError(f"scheduler exited ({self.proc.returncode}):\n{self.text()}")
             if time.monotonic() > deadline:

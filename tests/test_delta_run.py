@@ -507,3 +507,31 @@ def test_storage_refusals_fail_the_run_with_feed_table_and_what_to_do(
     if case == "wrong_key":
         assert "AAAAAAA=" not in error and AZURITE_KEY[:20] not in error
     assert files_ledger(root) == []
+
+
+def test_status_page_shows_delta_feeds_through_their_destination(tmp_path: Path) -> None:
+    """The feeds page reads a Delta feed's rows, stored columns and samples from its table
+    (with the project's state database open read-only, never the lake through it)."""
+    from courier.ui import StatusApp, StatusReader
+    from tests.ui.test_app import get
+
+    root = project_copy(tmp_path / "p", delta=True)
+    context = Context(load_project(root))
+    land_day(context.storage(context.project.settings.ingest.storage), DAY)
+    window = context.window(context.project.courier("web_events"), date=DAY.isoformat())
+    result = context.run("web_events", window)
+    loaded = result["feeds"]["order_items"]["loaded"]
+    reader = StatusReader(Context(load_project(root)))
+    app = StatusApp(reader)
+    assert reader.refresh() is not None, reader.last_error
+    html = get(app, "/feeds").text
+    url = str(root / ".courier" / "lake" / "feeds" / "order_items")
+    assert f"{loaded:,} row(s) · destination lake · table <code>{url}</code>" in html, html
+    assert "decimal(12,2)" in html  # the column as the Delta table stores it
+    assert "sample rows" in html
+    assert '<h2 id="feed-profiles">profiles</h2><p>not created yet · destination lake' in html
+    # the table gone from the lake: read again at each snapshot
+    shutil.move(url + "/_delta_log", str(tmp_path / "moved"))
+    assert reader.refresh() is not None, reader.last_error
+    html = get(app, "/feeds").text
+    assert '<h2 id="feed-order_items">order_items</h2><p>not created yet' in html

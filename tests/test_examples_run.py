@@ -59,12 +59,18 @@ def test_make_run_lands_the_live_examples_twice(tmp_path: Path) -> None:
     assert "POST /webhook/v0/github-events -> 202" in out
     assert "source 'activity_poll': 4 page(s), 25 record(s), 25 landed" in out
     assert "activity-events: 4 part file(s), 26 record(s)" in out
+    # the example day's one cut-off line is quarantined, and make run says where to look
+    assert re.search(
+        r"courier web_events: succeeded, 24 file\(s\) \(0 already loaded\); order_items: \d+ "
+        r"loaded; 1 quarantined \(courier quarantine --courier web_events\)\n",
+        out,
+    )
     assert "github-events: 1 part file(s), 1 record(s)" in out
     # feed samples are aligned tables of values as people write them, no internal references
     assert "datetime.datetime" not in out and "Decimal(" not in out and "issue " not in out
     assert re.search(r"feed order_items: \d+ rows\n  event_id +item_idx +occurred_at", out)
     assert re.search(r"courier activity_events \(\d{4}-\d\d-\d\d\): succeeded, 4 file\(s\) "
-                     r"\(0 already loaded\) activity: 26 loaded", out)  # fmt: skip
+                     r"\(0 already loaded\); activity: 26 loaded", out)  # fmt: skip
 
     sample = json.loads((REPO / "samples" / "webhooks" / "github-events.json").read_text())
     [hook] = landed(root, "github-events")

@@ -77,3 +77,9 @@ def test_readme_block_runs_as_written(made_project: Path, index: int) -> None:
         f"--- stderr\n{proc.stderr[-3000:]}"
     )
     assert "Traceback" not in proc.stderr and "Binder Error" not in proc.stderr
+    assert "curl: (" not in proc.stderr  # the serve recipe waits for the server quietly
+    if "courier quarantine --courier web_events" in script:  # what the comments promise
+        assert "ev-cut-off" in proc.stdout  # the example day's cut-off line, with its reason
+        assert re.search(r"order_items\s+\d+\s+\d+\s+0", proc.stdout)  # `runs show`: a load
+    if "query import" in script:  # sqlglot alone wrote a star DuckDB cannot bind
+        assert "TO_JSON({'_0'" not in proc.stdout

@@ -181,13 +181,15 @@ def test_a_courier_on_sail_loads_the_delta_table_duckdb_does(
     assert result["records"] == expected["records"]
     # a later window merges on the key: o1 updated, o6 inserted, the others kept; the feed
     # gained a column, which the table gets before the cluster merges
+    later = {}
     for p in (duck, lake):
         p.feed("orders", FEED + 'channel = "string"\n')
         p.query("orders", QUERY.replace("o.tags", "o.tags, o.channel"))
         p.land("orders/2026/11/22/03/part-000000.ndjson", HOUR_3.encode())
-        again = run(p)
-        assert again["status"] == "succeeded", again
+        later[p] = again = run(p)
+        assert again["status"] == "succeeded", again["error"]
         assert again["files"]["loaded"] == 1
+    assert later[lake]["feeds"] == later[duck]["feeds"]
     assert feed_rows(lake) == feed_rows(duck)
     assert ("o1", 101, "shipped", "web") in {(r[0], r[1], r[4], r[6]) for r in feed_rows(lake)}
     assert run(lake)["status"] == "skipped"  # every file is loaded: nothing twice
@@ -465,3 +467,18 @@ def test_a_courier_on_sail_loads_azure_as_duckdb_does(
         assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
     finally:
         stop_process(proc)
+
+
+def test_a_cbor_courier_on_a_spark_engine_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    p = make(tmp_path / "cbor", f"sc://127.0.0.1:{free_port()}")
+    text = (p.root / "config" / "couriers" / "orders.toml").read_text()
+    p.courier("orders", text.replace('format = "ndjson"', 'format = "cbor"'))
+    failed = run(p)
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(
+        "courier orders: format 'cbor' cannot run on Spark engine 'sail'"
+    )
+    assert 'Set engine = "duckdb" for this courier, or land the stream as NDJSON' in failed["error"]
+    assert table_version(p) is None

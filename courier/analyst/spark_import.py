@@ -95,6 +95,13 @@ class Importer:
             node.replace(self.from_json(node))
         for node in list(tree.find_all(exp.ArraysZip)):
             node.replace(self.arrays_zip(node))
+        for node in list(tree.find_all(exp.Struct)):
+            if any(isinstance(e, exp.Star) or e.find(exp.Star) for e in node.expressions):
+                node.replace(self.struct_of_row(node))
+        for node in list(tree.find_all(exp.JSONFormat)):
+            # Spark's to_json leaves out NULL fields (ignoreNullFields); DuckDB's keeps them
+            node.replace(exp.Anonymous(this="json_strip_nulls", expressions=[node.copy()]))
+            self.rewrites.append("to_json (without NULL fields)")
         for select in list(tree.find_all(exp.Select)):
             self.warn_zipped(select)
             self.lateral_views(select)
@@ -121,6 +128,21 @@ class Importer:
             f"CASE WHEN {nulls} THEN NULL ELSE "
             f"LIST_TRANSFORM(RANGE(1, {longest} + 1), LAMBDA __i: {{{fields}}}) END"
         )
+
+    def struct_of_row(self, node: Node) -> Node:
+        """Spark's struct(t.*) is the row of t as a struct; in DuckDB that is the table alias
+        itself (sqlglot would write {'_0': t.*}, which DuckDB refuses to bind)."""
+        [star] = node.expressions if len(node.expressions) == 1 else [None]
+        table = star.table if isinstance(star, exp.Column) and star.is_star else ""
+        if not table:
+            raise self.stop(
+                "struct(*)",
+                "only struct(t.*) of one table's alias translates (as the row t itself); name "
+                "the table, or list the fields",
+                self.line("struct"),
+            )
+        self.rewrites.append("struct(t.*)")
+        return exp.column(table)
 
     def warn_zipped(self, select: exp.Select) -> None:
         generators = []

@@ -78,10 +78,18 @@ def validate(state: State, front_end: str | None, as_json: bool) -> None:
         return
     if front_end:
         click.echo(f"environment for `courier {front_end}`:")
+        # one line per variable and key of a folder: "[auth.secret] in config/streams/: a, b"
+        places: dict[tuple[str, str, str, str], list[str]] = {}
         for n in needs:
             mark = "set" if n.is_set else ("unset (optional)" if n.optional else "NOT SET")
-            where = f"{n.file.relative_to(project.root)} [{n.key}]"
-            click.echo(f"  {n.variable:28} {mark:18} {where}")
+            rel = n.file.relative_to(project.root)
+            places.setdefault((n.variable, mark, n.key, f"{rel.parent}/"), []).append(rel.stem)
+        for (variable, mark, key, folder), stems in places.items():
+            where = (
+                f"{folder}{stems[0]}.toml [{key}]" if len(stems) == 1
+                else f"[{key}] in {folder}: {', '.join(stems)}"
+            )  # fmt: skip
+            click.echo(f"  {variable:28} {mark:18} {where}")
         if not needs:
             click.echo("  (no environment variables)")
     if errors:
@@ -130,7 +138,7 @@ def files(state: State, courier: str, as_json: bool, **window: Any) -> None:
         click.echo(table(rows, ["key", "size", "partition", "loaded"]))
     new = [f for f in plan.files if not f.already_loaded]
     size = sum(f.info.size for f in new)
-    click.echo(f"{len(rows)} file(s), {len(new)} not loaded yet, {size} bytes")
+    click.echo(f"{len(rows)} file(s), {len(new)} not loaded yet ({size} bytes)")
 
 
 @cli.command()
@@ -180,10 +188,14 @@ def print_run(result: dict[str, Any]) -> None:
     color = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(status)
     click.secho(f"{result['courier']} [{w['start']}, {w['end']}): {status}", fg=color)
     f = result["files"]
-    click.echo(
-        f"  files: {f['found']} found, {f['loaded']} loaded, {f['skipped']} already loaded; "
-        f"{result['bytes']} bytes, {result.get('records', 0)} records"
-    )
+    if status == "dry_run":  # nothing was read: say what the files are, not what loaded
+        before = sum(1 for x in f.get("list", []) if x["loaded"])
+        click.echo(f"  files: {f['found']} found, {before} loaded before")
+    else:
+        click.echo(
+            f"  files: {f['found']} found, {f['loaded']} loaded, {f['skipped']} already "
+            f"loaded; {result['bytes']} bytes, {result.get('records', 0)} records"
+        )
     for feed, counts in result["feeds"].items():
         click.echo(
             f"  {feed}: {counts['read']} read, {counts['loaded']} loaded, "
@@ -220,12 +232,22 @@ def print_run(result: dict[str, Any]) -> None:
 @cli.group(invoke_without_command=True)
 @click.option("--courier", "courier", help="only this courier's runs")
 @click.option("--group", "group", help="only the runs of this group's group runs")
+@click.option(
+    "--status",
+    type=click.Choice(["running", "succeeded", "failed", "skipped"]),
+    help="only runs with this status",
+)
 @click.option("--limit", default=20, show_default=True)
 @json_option
 @click.pass_context
 @error_handler
 def runs(
-    ctx: click.Context, courier: str | None, group: str | None, limit: int, as_json: bool
+    ctx: click.Context,
+    courier: str | None,
+    group: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Run history, newest first; each run names the group run it belongs to, if any
     (`courier group runs` lists group runs with their courier runs). `courier runs show
@@ -233,7 +255,7 @@ def runs(
     if ctx.invoked_subcommand is not None:
         return
     state: State = ctx.obj
-    records = state.context().runs(courier, limit, group)
+    records = state.context().runs(courier, limit, group, status)
     if as_json:
         emit_json(records)
         return
@@ -252,7 +274,10 @@ def runs(
         for r in records
     ]
     if not rows:
-        click.echo("no runs yet" + (f" of courier {courier}" if courier else ""))
+        click.echo(
+            ("no runs yet" if status is None else f"no {status} runs")
+            + (f" of courier {courier}" if courier else "")
+        )
         return
     click.echo(table(rows, list(rows[0])))
 

@@ -113,29 +113,29 @@ def group_runs(state: State, name: str | None, limit: int, as_json: bool) -> Non
         get_group(context.project, name)
     with context.workspace() as ws:
         runs = ws.state.group_runs(name, limit)
-        members = ws.state.runs_of_groups([r["group_run_id"] for r in runs])
-        alerts = {r["group_run_id"]: ws.state.alerts(group_run_id=r["group_run_id"]) for r in runs}
+        members = ws.state.runs_of_groups([r.group_run_id for r in runs])
+        alerts = {r.group_run_id: ws.state.alerts(group_run_id=r.group_run_id) for r in runs}
     by_group: dict[str, list[dict[str, Any]]] = {}
     for m in members:
         by_group.setdefault(m.group_run_id or "", []).append(run_record(m))
-    out = []
-    for r in runs:
+    out: list[dict[str, Any]] = []
+    for g in runs:
         out.append(
             {
-                "group_run_id": r["group_run_id"],
-                "group": r["group_name"],
-                "scheduled_at": ts(r["scheduled_at"]),
-                "trigger": r["trigger"],
-                "status": r["status"],
-                "started_at": ts(r["started_at"]),
-                "finished_at": ts(r["finished_at"]),
-                "duration_s": r["duration_s"],
-                "error": r["error"],
-                "members": r["members"] or [],
-                "runs": by_group.get(r["group_run_id"], []),
+                "group_run_id": g.group_run_id,
+                "group": g.group,
+                "scheduled_at": ts(g.scheduled_at),
+                "trigger": g.trigger,
+                "status": g.status,
+                "started_at": ts(g.started_at),
+                "finished_at": ts(g.finished_at),
+                "duration_s": g.duration_s,
+                "error": g.error,
+                "members": g.members,
+                "runs": by_group.get(g.group_run_id, []),
                 "alerts": [
                     {"kind": a["kind"], "courier": a["courier"], "message": a["message"]}
-                    for a in alerts[r["group_run_id"]]
+                    for a in alerts[g.group_run_id]
                 ],
             }
         )

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from courier.config.descriptions import DESCRIPTIONS
+
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
 
@@ -77,15 +79,36 @@ def default_text(info: Any) -> str:
     return "(computed)" if info.default_factory else ""
 
 
+def undocumented() -> tuple[list[str], list[str]]:
+    """(keys of the file kinds with no description anywhere, DESCRIPTIONS entries naming no
+    field): both empty, or a test fails."""
+    missing, used, stack, seen = [], set(), [m for _, _, m in file_kinds()], set()
+    while stack:
+        model = stack.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        notes = comments(model)
+        for name, info in model.model_fields.items():
+            entry = f"{model.__name__}.{name}"
+            used.add(entry)
+            if not (info.description or notes.get(name) or DESCRIPTIONS.get(entry)):
+                missing.append(entry)
+            stack.extend(models_in(info.annotation))
+    return sorted(missing), sorted(set(DESCRIPTIONS) - used)
+
+
 def model_rows(model: type[BaseModel], prefix: str, seen: set[type]) -> list[str]:
     rows, nested = [], []
     notes = comments(model)
     for name, info in model.model_fields.items():
         key = info.alias or name
-        what = info.description or notes.get(name, "")
+        what = (
+            info.description or notes.get(name) or DESCRIPTIONS.get(f"{model.__name__}.{name}", "")
+        )
+        kind = type_name(info.annotation).replace("|", "\\|")  # a bare | would split the cell
         rows.append(
-            f"| `{prefix}{key}` | `{type_name(info.annotation)}` | {default_text(info)} | "
-            f"{what.replace('|', '/')} |"
+            f"| `{prefix}{key}` | `{kind}` | {default_text(info)} | {what.replace('|', '/')} |"
         )
         is_map = typing.get_origin(info.annotation) is dict
         for sub in models_in(info.annotation):

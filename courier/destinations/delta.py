@@ -186,6 +186,11 @@ class DeltaDestination(FeedDestination):
     def _feed(self, feed_id: str) -> FeedConfig | None:
         return self.feeds.get(feed_id)
 
+    def existing_columns(self, feed_id: str) -> dict[str, str] | None:
+        """The Delta table's columns and their Delta types; None when there is no table."""
+        feed = self._feed(feed_id)
+        return None if feed is None else self.table(feed).columns()
+
     def row_count(self, feed_id: str) -> int | None:
         feed = self._feed(feed_id)
         return None if feed is None else self.table(feed).row_count()

@@ -560,6 +560,13 @@ class DeltaFeedTable:
                 dt.cleanup_metadata()
             return {"compacted": compacted, "vacuumed_files": len(removed)}
 
+    def columns(self) -> dict[str, str] | None:
+        dt = self.open(refresh=True)
+        if dt is None:
+            return None
+        with self._errors("read the schema of"):
+            return {f.name: _type_name(f.type) for f in dt.schema().fields}
+
     def row_count(self) -> int | None:
         dt = self.open(refresh=True)
         if dt is None:

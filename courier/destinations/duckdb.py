@@ -223,15 +223,15 @@ class DuckDBDestination(FeedDestination):
         view = f"{name}_src"
         self.con.register(view, reader)
         try:
-            # with the files the ranks point into, each row keeps its record's place
-            order = f"a.{RANK_COLUMN}, a.{LINE_COLUMN}"
+            # with the files the ranks point into, each row keeps its record's place; the
+            # stream comes in record order (Rows.to_arrow) and is kept in it (no second sort)
             cols = ", ".join(f"a.{quote(c)}" for c in reader.schema.names)
             if not rows.files:
                 visible = [c for c in reader.schema.names if c not in (RANK_COLUMN, LINE_COLUMN)]
                 cols = ", ".join(f"a.{quote(c)}" for c in visible)
+            self.con.execute("SET preserve_insertion_order = true")
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS SELECT {cols} "
-                f"FROM {view} a ORDER BY {order}"
+                f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS SELECT {cols} FROM {view} a"
             )
         finally:
             self.con.unregister(view)

@@ -201,9 +201,9 @@ def due_times(
 def scheduled_progress(state: StateStore, group: str) -> tuple[datetime | None, list[datetime]]:
     """(newest finished scheduled time, scheduled times whose run never finished)."""
     unfinished = [
-        r["scheduled_at"]
+        r.scheduled_at
         for r in state.group_runs(group, 50, trigger="scheduled")
-        if r["status"] in ("interrupted", "abandoned")
+        if r.status in ("interrupted", "abandoned")
     ]
     return state.last_scheduled_run(group), unfinished
 

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from courier.alerts import Alert, Alerter
 from courier.config.models import GroupConfig
 from courier.errors import CourierError, retry_transient
 from courier.patterns import FilePattern
+from courier.records import GroupRunRecord, Lease
 from courier.scheduling.leases import holder_alive, take_lease
 from courier.scheduling.planning import (
     MemberPlan,
@@ -113,11 +115,11 @@ class GroupRunner:
             return self._feed_locks.setdefault(feed, threading.Lock())
 
     # -- leases ------------------------------------------------------------------------------
-    def claim(self, scope: str) -> dict[str, Any] | None:
-        """Take the lease of scope; return None when taken, else the live holder's row."""
+    def claim(self, scope: str) -> Lease | None:
+        """Take the lease of scope; return None when taken, else the live holder's lease."""
         with self._lease_lock:
             if scope in self._held:
-                return {"scope": scope, "host": self.host, "pid": os.getpid()}
+                return Lease(scope, self.holder, self.host, os.getpid())
             now = self.now()
             held_by = self.with_state(lambda state: take_lease(state, scope, self.holder, now))
             if held_by is None:
@@ -163,7 +165,7 @@ class GroupRunner:
             held_by = self.claim(scope)
             if held_by is not None:
                 record["status"] = "held"
-                record["error"] = f"being run by {held_by['host']} pid {held_by['pid']}"
+                record["error"] = f"being run by {held_by.host} pid {held_by.pid}"
                 return record
         try:
             return self._run(group, at, plans, record, trigger)
@@ -185,12 +187,12 @@ class GroupRunner:
                 lambda s: [
                     r
                     for r in s.group_runs(group.name, 5, trigger="scheduled", scheduled_at=at)
-                    if r["status"] not in ("running", "abandoned", "interrupted")
+                    if r.status not in ("running", "abandoned", "interrupted")
                 ]
             )
             if done:
                 record["status"] = "already_run"
-                record["error"] = f"group run {done[0]['group_run_id']} ran this scheduled time"
+                record["error"] = f"group run {done[0].group_run_id} ran this scheduled time"
                 return record
         retries = self.with_state(lambda s: self._pending_retries(s, group, plans, at))
         members = [
@@ -202,17 +204,10 @@ class GroupRunner:
              "retry": True}
             for c, ws in retries.items() for w in ws
         ]  # fmt: skip
-        row = {
-            "group_run_id": record["group_run_id"],
-            "group_name": group.name,
-            "scheduled_at": at,
-            "trigger": trigger,
-            "status": "running",
-            "members": members,
-            "started_at": self.now(),
-            "host": self.host,
-            "pid": os.getpid(),
-        }
+        row = GroupRunRecord(
+            record["group_run_id"], group.name, at, trigger, "running", members,
+            started_at=self.now(), host=self.host, pid=os.getpid(),
+        )  # fmt: skip
         self.with_state(lambda s: s.start_group_run(row))
         log.info("group %s at %s: %d courier(s) starting", group.name, iso_utc(at), len(plans))
         alerts: list[Alert] = []
@@ -239,19 +234,19 @@ class GroupRunner:
                 sorted({o["courier"] for o in failed})
             )
         record["alerts"] = [a.payload() for a in alerts]
-        finish = {
-            "group_run_id": record["group_run_id"],
-            "status": record["status"],
-            "members": [member_entry(o) for o in outcomes],
-            "error": record["error"],
-            "finished_at": self.now(),
-            "duration_s": record["duration_s"],
-        }
+        finish = replace(
+            row,
+            status=record["status"],
+            members=[member_entry(o) for o in outcomes],
+            error=record["error"],
+            finished_at=self.now(),
+            duration_s=record["duration_s"],
+        )
 
         def save(state: StateStore) -> None:
             state.finish_group_run(finish)
             for alert in alerts:
-                state.record_alert(alert.row())
+                state.record_alert(alert)
 
         try:
             self.with_state(save)
@@ -310,9 +305,9 @@ class GroupRunner:
         out: dict[str, list[Window]] = {}
         since = at - RETRY_HORIZON
         for run in state.group_runs(group.name, 1000, trigger="scheduled", since=since):
-            if run["scheduled_at"] >= at:
+            if run.scheduled_at >= at:
                 continue
-            for m in run["members"] or []:
+            for m in run.members:
                 if m.get("status") in (*OK_STATUSES, "held") or not m.get("window"):
                     continue
                 if m["courier"] not in members:
@@ -328,7 +323,9 @@ class GroupRunner:
                 attempts = state.window_runs(m["courier"], window.start, window.end)
                 if any(r.status in OK_STATUSES for r in attempts):
                     continue
-                if any(r.status == "running" and holder_alive(r.to_row(), now) for r in attempts):
+                if any(
+                    r.status == "running" and holder_alive(r.host, r.pid, now) for r in attempts
+                ):
                     continue
                 failures = sum(1 for r in attempts if r.status in ("failed", "running"))
                 if failures > members[m["courier"]].retries:
@@ -383,7 +380,7 @@ class GroupRunner:
         scope = f"courier:{plan.courier}@{iso_utc(window.start)}/{iso_utc(window.end)}"
         held_by = self.claim(scope)
         if held_by is not None:
-            note = f"window being run by {held_by['host']} pid {held_by['pid']}"
+            note = f"window being run by {held_by.host} pid {held_by.pid}"
             return synthetic(plan, window, "held", note)
         try:
             missing = self._wait_for_files(ctx, plan, window, partitions, trigger)
@@ -559,10 +556,8 @@ class GroupRunner:
         def mark(state: StateStore) -> int:
             n = 0
             for run in state.group_runs(None, 200):
-                if run["status"] == "running" and not holder_alive(run, now):
-                    state.finish_group_run(
-                        {"group_run_id": run["group_run_id"], "status": "interrupted"}
-                    )
+                if run.status == "running" and not holder_alive(run.host, run.pid, now):
+                    state.finish_group_run(replace(run, status="interrupted"))
                     n += 1
             return n
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from courier.errors import CourierError, not_found
 from courier.project import Project
+from courier.records import Lease
 from courier.scheduling.leases import take_lease
 from courier.sources.config import SourceConfig, load_sources
 from courier.state.base import StateStore
@@ -92,7 +93,7 @@ def run_source(
                 "type": source.type,
                 "source": source.name,
                 "stream": source.stream,
-                "held_by": f"process {held_by['pid']} on {held_by['host']}",
+                "held_by": f"process {held_by.pid} on {held_by.host}",
             }
         try:
             if source.type == "http_poll":
@@ -105,7 +106,7 @@ def run_source(
                 log.warning("could not release lease %s", scope, exc_info=True)
 
 
-def _claim(scope: str, holder: str, s: StateStore) -> dict[str, Any] | None:
+def _claim(scope: str, holder: str, s: StateStore) -> Lease | None:
     """Take the lease of scope; None when taken, else the row of the live process holding it."""
     return take_lease(s, scope, holder, datetime.now(UTC))
 
@@ -238,7 +239,7 @@ class SourceLoops:
         from courier.sources.base import in_state
 
         try:  # in courier.alerts with the group runs' alerts
-            in_state(self.project, lambda s: s.record_alert(alert.row()), self.hold or nullcontext)
+            in_state(self.project, lambda s: s.record_alert(alert), self.hold or nullcontext)
         except CourierError as exc:
             log.warning("source %s: the alert was sent but not recorded: %s", name, exc)
 

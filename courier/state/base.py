@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from courier.plan import BadRecord, PlannedFile
-from courier.records import RunRecord
+from courier.records import GroupRunRecord, Lease, RunRecord
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from courier.alerts import Alert
 
 
 class Transactional(abc.ABC):
@@ -51,9 +53,13 @@ class RunHistory(abc.ABC):
 
     @abc.abstractmethod
     def runs(
-        self, courier: str | None = None, limit: int = 20, group: str | None = None
+        self,
+        courier: str | None = None,
+        limit: int = 20,
+        group: str | None = None,
+        status: str | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest started first."""
+        """Runs, newest started first (only those of `status` when given)."""
 
     @abc.abstractmethod
     def run(self, run_id: str) -> RunRecord | None:
@@ -70,7 +76,36 @@ class RunHistory(abc.ABC):
     @abc.abstractmethod
     def courier_summary(self, courier: str) -> dict[str, Any]:
         """{'last_success': datetime|None, 'newest_partition': datetime|None,
-        'files_loaded': int, 'last_run': RunRecord|None}"""
+        'files_loaded': int, 'last_run': RunRecord|None, 'last_finished': RunRecord|None
+        (the newest run no longer running)}"""
+
+    def courier_summaries(self, couriers: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """courier_summary of each courier (a backend may read them all at once)."""
+        return {name: self.courier_summary(name) for name in couriers}
+
+    def runs_since(self, since: datetime, columns: list[str]) -> pa.Table:
+        """Runs started at or after `since`, as an Arrow table of these courier.runs columns
+        (RUN_COLUMNS; JSON columns as JSON text): the status page's copy of the history."""
+        import json
+
+        import pyarrow as pa
+
+        rows = []
+        limit = 1000
+        while True:  # runs() has no lower bound: widen until the oldest is before `since`
+            found = self.runs(limit=limit)
+            if len(found) < limit or _started(found[-1]) < since:
+                break
+            limit *= 10
+        for record in found:
+            if _started(record) < since:
+                continue
+            row = record.to_row()
+            rows.append(
+                {c: json.dumps(row[c]) if isinstance(row[c], dict | list) else row[c]
+                 for c in columns}
+            )  # fmt: skip
+        return pa.Table.from_pylist(rows)
 
     @abc.abstractmethod
     def save_plan(
@@ -111,6 +146,17 @@ class FileLedger(abc.ABC):
     ) -> dict[tuple[str, int, str], set[str]]:
         """(key, size, version) -> the checksums recorded when the courier loaded it."""
         return {}
+
+    def loaded_versions_many(
+        self, wanted: dict[tuple[str, str], list[str]]
+    ) -> dict[str, dict[str, set[tuple[int, str]]]]:
+        """courier -> key -> {(size, version)} loaded, for (courier, storage) -> keys at once."""
+        out: dict[str, dict[str, set[tuple[int, str]]]] = {}
+        for (courier, storage), keys in wanted.items():
+            found = self.loaded_versions(courier, storage, keys)
+            if found:
+                out.setdefault(courier, {}).update(found)
+        return out
 
     @abc.abstractmethod
     def record_files(
@@ -154,12 +200,12 @@ class QuarantineLog(abc.ABC):
 
 class SchedulerState(abc.ABC):
     @abc.abstractmethod
-    def start_group_run(self, record: dict[str, Any]) -> None:
-        """Insert a group run (GROUP_RUN_COLUMNS keys)."""
+    def start_group_run(self, record: GroupRunRecord) -> None:
+        """Insert a group run."""
 
     @abc.abstractmethod
-    def finish_group_run(self, record: dict[str, Any]) -> None:
-        """Update the group run record['group_run_id'] with the given keys."""
+    def finish_group_run(self, record: GroupRunRecord) -> None:
+        """Update the group run's row to the record (status, members, error, finished_at, ...)."""
 
     @abc.abstractmethod
     def group_runs(
@@ -169,7 +215,7 @@ class SchedulerState(abc.ABC):
         trigger: str | None = None,
         scheduled_at: datetime | None = None,
         since: datetime | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[GroupRunRecord]:
         """Group runs, newest scheduled time first."""
 
     @abc.abstractmethod
@@ -177,20 +223,20 @@ class SchedulerState(abc.ABC):
         """The newest scheduled time a scheduled run of the group finished (in any status)."""
 
     @abc.abstractmethod
-    def get_lease(self, scope: str) -> dict[str, Any] | None:
-        """The lease row of a scope, or None."""
+    def get_lease(self, scope: str) -> Lease | None:
+        """The lease of a scope, or None."""
 
     @abc.abstractmethod
-    def put_lease(self, record: dict[str, Any]) -> None:
-        """Create or take over the lease of record['scope']."""
+    def put_lease(self, lease: Lease) -> None:
+        """Create or take over the lease of lease.scope."""
 
     @abc.abstractmethod
     def drop_lease(self, scope: str, holder: str) -> None:
         """Release the scope's lease if `holder` holds it."""
 
     @abc.abstractmethod
-    def record_alert(self, record: dict[str, Any]) -> None:
-        """Insert an alert (ALERT_COLUMNS keys)."""
+    def record_alert(self, alert: Alert) -> None:
+        """Insert an alert (with its deliveries)."""
 
     @abc.abstractmethod
     def alerts(
@@ -250,3 +296,8 @@ class StateStore(Transactional, RunHistory, FileLedger, QuarantineLog, Scheduler
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections/handles."""
+
+
+def _started(record: RunRecord) -> datetime:
+    at = record.started_at
+    return at if isinstance(at, datetime) else datetime.fromisoformat(str(at))

@@ -17,13 +17,21 @@ import duckdb
 
 from courier.errors import ConfigError
 from courier.plan import BadRecord, PlannedFile
-from courier.records import RUN_COLUMNS, RunRecord
+from courier.records import (
+    GROUP_RUN_COLUMNS,
+    LEASE_COLUMNS,
+    RUN_COLUMNS,
+    GroupRunRecord,
+    Lease,
+    RunRecord,
+)
 from courier.state.base import StateStore
 from courier.storage.base import ObjectInfo
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from courier.alerts import Alert
     from courier.backends import Session
     from courier.config.models import StateSection
     from courier.project import Project
@@ -89,10 +97,23 @@ def open_backend(name: str, config: StateSection, session: Session) -> DuckDBSta
 
 
 class DuckDBStateStore(StateStore):
-    def __init__(self, con: duckdb.DuckDBPyConnection):
+    def __init__(self, con: duckdb.DuckDBPyConnection, create: bool = True):
         self.con = con
-        for ddl in DDL:
+        for ddl in DDL if create else ():
             self.con.execute(ddl)
+
+    @classmethod
+    def reading(cls, con: duckdb.DuckDBPyConnection) -> DuckDBStateStore | None:
+        """A store over a read-only connection (the status page's visit): nothing is
+        created; None while the database holds no courier state yet."""
+        have = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'courier'"
+            ).fetchall()
+        }
+        needed = {ddl.split("courier.")[1].split(" ")[0] for ddl in DDL if "TABLE" in ddl}
+        return cls(con, create=False) if needed <= have else None
 
     def begin(self) -> None:
         self.con.execute("BEGIN TRANSACTION")
@@ -121,6 +142,30 @@ class DuckDBStateStore(StateStore):
         for key, size, version, checksum in self._loaded(courier, storage, keys):
             if checksum is not None:
                 out.setdefault((key, int(size), version or ""), set()).add(checksum)
+        return out
+
+    def loaded_versions_many(
+        self, wanted: dict[tuple[str, str], list[str]]
+    ) -> dict[str, dict[str, set[tuple[int, str]]]]:
+        import pyarrow as pa
+
+        rows = [(c, s, k) for (c, s), keys in wanted.items() for k in keys]
+        out: dict[str, dict[str, set[tuple[int, str]]]] = {}
+        if not rows:
+            return out
+        names = ("courier", "storage", "key")
+        keys = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+        self.con.register("_courier_wanted", keys)  # a view: works on a read-only connection
+        try:
+            found = self.con.execute(
+                "SELECT f.courier, f.key, f.size, f.version FROM courier.files f "
+                "JOIN _courier_wanted w ON w.key = f.key AND w.courier = f.courier "
+                "AND w.storage = f.storage"
+            ).fetchall()
+        finally:
+            self.con.unregister("_courier_wanted")
+        for courier, key, size, version in found:
+            out.setdefault(courier, {}).setdefault(key, set()).add((int(size), version or ""))
         return out
 
     def _loaded(self, courier: str, storage: str, keys: Iterable[str]) -> list[tuple[Any, ...]]:
@@ -258,13 +303,16 @@ class DuckDBStateStore(StateStore):
         courier: str | None = None,
         limit: int = 20,
         group: str | None = None,
+        status: str | None = None,
         run_id: str | None = None,
     ) -> list[RunRecord]:
         conditions = [
             (c, v)
-            for c, v in (("courier", courier), ("group_name", group), ("run_id", run_id))
+            for c, v in (
+                ("courier", courier), ("group_name", group), ("status", status), ("run_id", run_id)
+            )
             if v
-        ]
+        ]  # fmt: skip
         where = " AND ".join(f"{c} = ?" for c, _ in conditions)
         params = [v for _, v in conditions]
         cur = self.con.execute(
@@ -273,14 +321,22 @@ class DuckDBStateStore(StateStore):
             f"ORDER BY started_at DESC, run_id DESC LIMIT {int(limit)}",
             params,
         )
-        out = []
-        for row in cur.fetchall():
-            rec = dict(zip(RUN_COLUMNS, row, strict=True))
-            for c in JSON_COLUMNS:
-                if rec[c] is not None:
-                    rec[c] = json.loads(rec[c])
-            out.append(RunRecord.from_row(rec))
-        return out
+        return [self._record(row) for row in cur.fetchall()]
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> RunRecord:
+        rec = dict(zip(RUN_COLUMNS, row, strict=True))
+        for c in JSON_COLUMNS:
+            if rec[c] is not None:
+                rec[c] = json.loads(rec[c])
+        return RunRecord.from_row(rec)
+
+    def runs_since(self, since: datetime, columns: list[str]) -> pa.Table:
+        cols = ", ".join(f"{c}::VARCHAR AS {c}" if c in JSON_COLUMNS else c for c in columns)
+        return self.con.sql(
+            f"SELECT {cols} FROM courier.runs WHERE started_at >= $since",
+            params={"since": since},
+        ).to_arrow_table()
 
     def quarantine_arrow(self, run_id: str, courier: str, feed: str, rows: pa.Table) -> None:
         if rows.num_rows == 0:
@@ -381,19 +437,19 @@ class DuckDBStateStore(StateStore):
         marks = ", ".join("?" for _ in columns)
         self.con.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
 
-    def start_group_run(self, record: dict[str, Any]) -> None:
-        self._insert("courier.group_runs", GROUP_RUN_COLUMNS, record)
+    def start_group_run(self, record: GroupRunRecord) -> None:
+        self._insert("courier.group_runs", GROUP_RUN_COLUMNS, record.to_row())
 
-    def finish_group_run(self, record: dict[str, Any]) -> None:
-        cols = [c for c in GROUP_RUN_COLUMNS if c != "group_run_id" and c in record]
+    def finish_group_run(self, record: GroupRunRecord) -> None:
+        row = record.to_row()
+        cols = [c for c in GROUP_RUN_COLUMNS if c not in ("group_run_id", "started_at")]
         values = [
-            json.dumps(record[c]) if c in GROUP_JSON and record[c] is not None else record[c]
-            for c in cols
+            json.dumps(row[c]) if c in GROUP_JSON and row[c] is not None else row[c] for c in cols
         ]
         self.con.execute(
             f"UPDATE courier.group_runs SET {', '.join(f'{c} = ?' for c in cols)} "
             "WHERE group_run_id = ?",
-            [*values, record["group_run_id"]],
+            [*values, record.group_run_id],
         )
 
     def group_runs(
@@ -403,7 +459,7 @@ class DuckDBStateStore(StateStore):
         trigger: str | None = None,
         scheduled_at: datetime | None = None,
         since: datetime | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[GroupRunRecord]:
         where, params = ["true"], []
         for clause, value in (
             ("group_name = ?", group),
@@ -414,13 +470,14 @@ class DuckDBStateStore(StateStore):
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        return self._select(
+        rows = self._select(
             "courier.group_runs",
             GROUP_RUN_COLUMNS,
             f"WHERE {' AND '.join(where)} "
             f"ORDER BY scheduled_at DESC, started_at DESC LIMIT {int(limit)}",
             params,
         )
+        return [GroupRunRecord.from_row(r) for r in rows]
 
     def last_scheduled_run(self, group: str) -> datetime | None:
         row = self.con.execute(
@@ -452,21 +509,21 @@ class DuckDBStateStore(StateStore):
         )
         return [RunRecord.from_row(r) for r in rows]
 
-    def get_lease(self, scope: str) -> dict[str, Any] | None:
+    def get_lease(self, scope: str) -> Lease | None:
         rows = self._select("courier.leases", LEASE_COLUMNS, "WHERE scope = ?", [scope])
-        return rows[0] if rows else None
+        return Lease.from_row(rows[0]) if rows else None
 
-    def put_lease(self, record: dict[str, Any]) -> None:
-        self.con.execute("DELETE FROM courier.leases WHERE scope = ?", [record["scope"]])
-        self._insert("courier.leases", LEASE_COLUMNS, record)
+    def put_lease(self, lease: Lease) -> None:
+        self.con.execute("DELETE FROM courier.leases WHERE scope = ?", [lease.scope])
+        self._insert("courier.leases", LEASE_COLUMNS, lease.to_row())
 
     def drop_lease(self, scope: str, holder: str) -> None:
         self.con.execute(
             "DELETE FROM courier.leases WHERE scope = ? AND holder = ?", [scope, holder]
         )
 
-    def record_alert(self, record: dict[str, Any]) -> None:
-        self._insert("courier.alerts", ALERT_COLUMNS, record)
+    def record_alert(self, alert: Alert) -> None:
+        self._insert("courier.alerts", ALERT_COLUMNS, alert.row())
 
     def alerts(
         self, group_run_id: str | None = None, run_id: str | None = None, limit: int = 50
@@ -538,19 +595,57 @@ class DuckDBStateStore(StateStore):
             [courier],
         ).fetchone()
         last = self.runs(courier, limit=1)
+        finished = self.con.execute(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM courier.runs WHERE courier = ? "
+            "AND status <> 'running' ORDER BY started_at DESC, run_id DESC LIMIT 1",
+            [courier],
+        ).fetchone()
         return {
             "last_success": last_success[0] if last_success else None,
             "newest_partition": newest[0] if newest else None,
             "files_loaded": int(newest[1]) if newest else 0,
             "last_run": last[0] if last else None,
+            "last_finished": self._record(finished) if finished else None,
         }
 
+    def courier_summaries(self, couriers: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Every courier's summary in three queries, whatever the number of couriers."""
+        out: dict[str, dict[str, Any]] = {
+            name: {"last_success": None, "newest_partition": None, "files_loaded": 0,
+                   "last_run": None, "last_finished": None}
+            for name in couriers
+        }  # fmt: skip
+        # the newest run and the newest finished run of each courier (ties: the larger run
+        # id, as runs() orders them), then those rows whole: one scan each
+        picks = self.con.execute(
+            "SELECT courier, arg_max(run_id, (started_at, run_id)), "
+            "arg_max(run_id, (started_at, run_id)) FILTER (WHERE status <> 'running'), "
+            "max(finished_at) FILTER (WHERE status = 'succeeded') "
+            "FROM courier.runs GROUP BY courier"
+        ).fetchall()
+        wanted = {r for _, last, fin, _ in picks for r in (last, fin) if r is not None}
+        records = {}
+        if wanted:
+            rows = self.con.execute(
+                f"SELECT {', '.join(RUN_COLUMNS)} FROM courier.runs "
+                "WHERE list_contains($ids, run_id)",
+                {"ids": sorted(wanted)},
+            ).fetchall()
+            records = {row[0]: self._record(row) for row in rows}
+        for name, last, fin, success in picks:
+            if name in out:
+                out[name]["last_run"] = records.get(last) if last else None
+                out[name]["last_finished"] = records.get(fin) if fin else None
+                out[name]["last_success"] = success
+        for name, newest, count in self.con.execute(
+            "SELECT courier, max(partition_start), count(*) FROM courier.files GROUP BY courier"
+        ).fetchall():
+            if name in out:
+                out[name]["newest_partition"] = newest
+                out[name]["files_loaded"] = int(count)
+        return out
 
-GROUP_RUN_COLUMNS = [
-    "group_run_id", "group_name", "scheduled_at", "trigger", "status", "members", "error",
-    "started_at", "finished_at", "duration_s", "host", "pid",
-]  # fmt: skip
-LEASE_COLUMNS = ["scope", "holder", "host", "pid", "acquired_at", "expires_at"]
+
 ALERT_COLUMNS = [
     "alert_id", "kind", "group_name", "group_run_id", "courier", "run_id", "window_start",
     "window_end", "message", "details", "deliveries", "created_at",

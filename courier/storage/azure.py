@@ -180,6 +180,7 @@ class AzureStorage(RemoteStorage):
                         size=int(blob.size),
                         etag=strip_etag(blob.etag),
                         modified=blob.last_modified,
+                        content_md5=_md5(blob),
                     )
                 )
         found.sort(key=lambda o: o.key)
@@ -194,6 +195,7 @@ class AzureStorage(RemoteStorage):
             size=int(props.size),
             etag=strip_etag(props.etag),
             modified=props.last_modified,
+            content_md5=_md5(props),
         )
 
     def read_bytes(self, key: str) -> bytes:
@@ -256,3 +258,11 @@ class AzureStorage(RemoteStorage):
     def describe(self) -> str:
         where = f"az://{self.container}/{self.prefix}" if self.prefix else f"az://{self.container}"
         return f"azure storage '{self.name}' ({where})"
+
+
+def _md5(props: Any) -> str | None:
+    """A blob's Content-MD5 (hex), which Azure computes for a blob put in one request and an
+    uploader may set; None when the blob has none."""
+    settings = getattr(props, "content_settings", None)
+    digest = getattr(settings, "content_md5", None)
+    return bytes(digest).hex() if digest else None

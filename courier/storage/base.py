@@ -24,6 +24,7 @@ class ObjectInfo:
     size: int
     etag: str | None = None
     modified: datetime | None = None
+    content_md5: str | None = None  # the store's own MD5 of the bytes (Azure's Content-MD5)
 
     @property
     def version(self) -> str:
@@ -122,7 +123,10 @@ class StorageBackend(abc.ABC):
 
     def checksum(self, info: ObjectInfo) -> str | None:
         """What courier.files records as the object's checksum (SPEC 4): the storage's own
-        (S3's and Azure's ETag, which changes with the content) where it has one."""
+        MD5 of the bytes where it keeps one (Azure's Content-MD5: its ETag changes on every
+        write), else its ETag (S3's: the MD5 of a single-part object's bytes)."""
+        if info.content_md5:
+            return "md5:" + info.content_md5
         return info.etag
 
     def describe(self) -> str:

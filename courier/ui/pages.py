@@ -384,6 +384,8 @@ def feeds_page(snap: Snapshot | None) -> str:
             for name, kind in f["fields"].items()
         ]  # fmt: skip
         rows = "not created yet" if f["rows"] is None else f"{number(f['rows'])} row(s)"
+        if f.get("error"):
+            rows = f"cannot read its table: {f['error']}"
         parts.append(
             f'<h2 id="feed-{esc(f["feed"])}">{esc(f["feed"])}</h2>'
             f"<p>{esc(rows)} · destination {esc(f['destination'])}"

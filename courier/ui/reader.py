@@ -7,8 +7,9 @@ the database, DuckDB refuses a second process at once ("Conflicting lock is held
 then fails fast and the pages keep serving the last snapshot, saying how old it is.
 
 Storage listings (backlog, landed payloads) are made before the visit, outside the lock.
-This reader speaks SQL to the DuckDB state tables (courier.runs, courier.files,
-courier.quarantine, courier.alerts): it is the status page's DuckDB state reader.
+The state is read through the state seam (courier.state.base: RunHistory, FileLedger,
+QuarantineLog, SchedulerState) and the feed tables through the destination seam; only the
+read-only visit itself (connect without waiting, fail fast on the lock) is DuckDB's.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from courier.windows import Window, iso_utc
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
+
+    from courier.records import RunRecord
+    from courier.state.base import StateStore
 
 log = logging.getLogger("courier.ui")
 
@@ -94,6 +98,15 @@ class Freshness:
 
 
 @dataclass
+class Visit:
+    """What a visit reads through: the state store and the feed database's connection (for
+    the feed tables' destination)."""
+
+    state: StateStore | None
+    con: duckdb.DuckDBPyConnection | None
+
+
+@dataclass
 class PartCount:
     size: int
     payloads: int
@@ -124,20 +137,23 @@ class StatusReader:
 
     # -- visits ------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def visit(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
-        """The feed database, open for as long as the block runs (None: not created yet)."""
+    def visit(self) -> Iterator[Visit]:
+        """The state store and the feed database, open for as long as the block runs (both
+        None before the first run created them)."""
         if self.in_scheduler:
             try:
                 with self.context.hold(), self.context.workspace() as ws:
-                    yield ws.connection
+                    yield Visit(ws.state, ws.connection)
             except TransientError as exc:
                 raise DatabaseBusy(str(exc)) from exc
             return
         import duckdb
 
+        from courier.state.duckdb import DuckDBStateStore
+
         path = Path(self.project.path(self.project.settings.feeds.database))
         if not path.exists():
-            yield None
+            yield Visit(None, None)
             return
         try:
             con = duckdb.connect(str(path), read_only=True)
@@ -149,7 +165,7 @@ class StatusReader:
             raise CourierError(f"cannot read the feed database {path}: {exc}") from exc
         try:
             con.execute("SET TimeZone = 'UTC'")
-            yield con
+            yield Visit(DuckDBStateStore.reading(con), con)
         finally:
             con.close()
 
@@ -227,8 +243,8 @@ class StatusReader:
                 listed[name] = (since, [], str(exc))
         landed = self._landed(now)
         held = time.monotonic()
-        with self.visit() as con:
-            state = read_state(con, now, project, listed)
+        with self.visit() as seen:
+            state = read_state(seen, now, project, listed)
         held = time.monotonic() - held
         mem = duckdb.connect(":memory:")
         mem.execute("SET TimeZone = 'UTC'")
@@ -354,8 +370,8 @@ class StatusReader:
         if cached is not None and cached.get("final"):
             return cached, None
         try:
-            with self.visit() as con:
-                details = read_run_details(con, run_id)
+            with self.visit() as seen:
+                details = read_run_details(seen.state, run_id)
         except DatabaseBusy as exc:
             return cached, str(exc)
         if details.get("final"):
@@ -436,68 +452,53 @@ def count_payloads(storage: Any, key: str) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
-# -- SQL against the DuckDB state tables ----------------------------------------------------------
+# -- the state, read through its interfaces -------------------------------------------------------
 
 
-def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    rows = con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'courier'"
-    ).fetchall()
-    return {r[0] for r in rows}
+def run_view(record: RunRecord | None) -> dict[str, Any] | None:
+    """The fields of a run the overview shows."""
+    if record is None:
+        return None
+    return {
+        "run_id": record.run_id,
+        "status": record.status,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "error": record.error,
+    }
 
 
 def read_state(
-    con: duckdb.DuckDBPyConnection | None,
+    seen: Visit,
     now: datetime,
     project: Any,
     listed: dict[str, tuple[datetime, Any, str | None]],
 ) -> dict[str, Any]:
     """Everything a snapshot needs, read in one visit."""
-    tables = _tables(con) if con is not None else set()
     out: dict[str, Any] = {
-        "runs": None,  # made outside the visit when the table is missing
+        "runs": None,  # made outside the visit when there is no state yet
         "summaries": {},
         "alerts": [],
         "loaded": {},
         "feeds": [],
     }
-    assert con is not None or not tables
-    if "runs" in tables and con is not None:
-        cols = ", ".join(
-            "feeds::VARCHAR AS feeds" if c == "feeds" else c for c in SNAPSHOT_RUN_COLUMNS
-        )
-        out["runs"] = con.sql(
-            f"SELECT {cols} FROM courier.runs WHERE started_at >= $since",
-            params={"since": now - RUN_HORIZON},
-        ).to_arrow_table()
-        columns = ["run_id", "status", "started_at", "finished_at", "error"]
-        picked = ", ".join(f"{c} := {c}" for c in columns)
-        rows = con.execute(
-            "SELECT courier, max(finished_at) FILTER (WHERE status = 'succeeded'), "
-            f"arg_max(struct_pack({picked}), started_at), "
-            f"arg_max(struct_pack({picked}), started_at) FILTER (WHERE status <> 'running') "
-            "FROM courier.runs GROUP BY courier"
-        ).fetchall()
-        for courier, success, last, finished in rows:
-            out["summaries"][courier] = {
-                "last_success": success,
-                "last_run": last,
-                "last_finished": finished,
+    state = seen.state
+    if state is not None:
+        out["runs"] = state.runs_since(now - RUN_HORIZON, SNAPSHOT_RUN_COLUMNS)
+        for name, summary in state.courier_summaries(sorted(project.couriers)).items():
+            out["summaries"][name] = {
+                "last_success": summary["last_success"],
+                "newest_partition": summary["newest_partition"],
+                "last_run": run_view(summary["last_run"]),
+                "last_finished": run_view(summary.get("last_finished")),
             }
-    if "files" in tables and con is not None:
-        for courier, newest in con.execute(
-            "SELECT courier, max(partition_start) FROM courier.files GROUP BY courier"
-        ).fetchall():
-            out["summaries"].setdefault(courier, {})["newest_partition"] = newest
-        out["loaded"] = loaded_versions(con, project, listed)
-    if "alerts" in tables and con is not None:
-        cur = con.execute(
-            "SELECT alert_id, kind, group_name, courier, run_id, message, created_at "
-            f"FROM courier.alerts ORDER BY created_at DESC LIMIT {ALERT_LIMIT}"
-        )
-        names = [d[0] for d in cur.description]
-        out["alerts"] = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    out["feeds"] = read_feeds(con, project)
+        wanted: dict[tuple[str, str], list[str]] = {}
+        for name, (_, files, _) in listed.items():
+            keys = wanted.setdefault((name, project.couriers[name].storage), [])
+            keys.extend(f.key for f in files)
+        out["loaded"] = state.loaded_versions_many(wanted)
+        out["alerts"] = state.alerts(limit=ALERT_LIMIT)
+    out["feeds"] = read_feeds(seen.con, project)
     return out
 
 
@@ -518,60 +519,39 @@ def empty_runs() -> pa.Table:
     return table
 
 
-def loaded_versions(
-    con: duckdb.DuckDBPyConnection,
-    project: Any,
-    listed: dict[str, tuple[datetime, Any, str | None]],
-) -> dict[str, dict[str, set[tuple[int, str]]]]:
-    """courier -> key -> {(size, version)} loaded, for the files listed in the lookbacks."""
-    import pyarrow as pa
-
-    rows = [
-        (name, project.couriers[name].storage, f.key)
-        for name, (_, files, _) in listed.items()
-        for f in files
-    ]
-    out: dict[str, dict[str, set[tuple[int, str]]]] = {}
-    if not rows:
-        return out
-    keys = pa.table(
-        {
-            "courier": [r[0] for r in rows],
-            "storage": [r[1] for r in rows],
-            "key": [r[2] for r in rows],
-        }
-    )
-    con.register("_ui_keys", keys)
-    try:
-        found = con.execute(
-            "SELECT f.courier, f.key, f.size, f.version FROM courier.files f JOIN _ui_keys k "
-            "ON k.key = f.key AND k.courier = f.courier AND k.storage = f.storage"
-        ).fetchall()
-    finally:
-        con.unregister("_ui_keys")
-    for courier, key, size, version in found:
-        out.setdefault(courier, {}).setdefault(key, set()).add((int(size), version or ""))
-    return out
-
-
 def read_feeds(con: duckdb.DuckDBPyConnection | None, project: Any) -> list[dict[str, Any]]:
-    """Each feed: definition, table columns as stored, row count and a few sample rows."""
+    """Each feed: definition, table columns as stored, row count and a few sample rows, from
+    the feed's destination (the feed database, or a Delta table read where it is stored)."""
     from courier.destinations.duckdb import DuckDBDestination
 
     destination = DuckDBDestination(con) if con is not None else None
+    others: dict[str, Any] = {}  # destinations other than the feed database, opened once
     feeds = []
     for feed_id, feed in sorted(project.feeds.items()):
+        name = getattr(feed, "destination", None) or project.settings.feeds.destination
         entry: dict[str, Any] = {
             "feed": feed_id,
             "fields": dict(feed.fields),
             "primary_key": list(feed.primary_key),
-            "destination": getattr(feed, "destination", None) or "duckdb",
+            "destination": name,
             "table": None,
             "columns": None,
             "rows": None,
             "sample": [],
         }
-        if destination is not None:
+        config = project.settings.destination(name)
+        if config.type == "delta":
+            try:
+                delta = others.get(name) or others.setdefault(name, open_delta(name, project))
+                columns = delta.existing_columns(feed_id)
+                if columns is not None:
+                    entry["table"] = delta.url(feed_id)
+                    entry["columns"] = columns
+                    entry["rows"] = delta.row_count(feed_id)
+                    entry["sample"] = delta.sample(feed_id, SAMPLE_ROWS)
+            except CourierError as exc:  # storage down or refused: say so, show the rest
+                entry["error"] = str(exc)
+        elif destination is not None:
             columns = destination.existing_columns(feed_id)
             if columns is not None:
                 entry["table"] = destination.table(feed_id)
@@ -582,40 +562,29 @@ def read_feeds(con: duckdb.DuckDBPyConnection | None, project: Any) -> list[dict
     return feeds
 
 
-def read_run_details(con: duckdb.DuckDBPyConnection | None, run_id: str) -> dict[str, Any]:
-    tables = _tables(con) if con is not None else set()
+def open_delta(name: str, project: Any) -> Any:
+    """A Delta destination for reading its tables (no workspace: the page never locks it)."""
+    from courier.backends import Session
+    from courier.destinations.delta import open_backend
+
+    return open_backend(name, project.settings.destination(name), Session(project, True))
+
+
+def read_run_details(state: StateStore | None, run_id: str) -> dict[str, Any]:
+    """A run's files, quarantine samples (DETAIL_LIMIT each, with totals) and alerts."""
     out: dict[str, Any] = {"files": [], "files_total": 0, "quarantine": [],
                            "quarantine_total": 0, "alerts": [], "final": False}  # fmt: skip
-    if con is None:
+    if state is None:
         return out
-    if "runs" in tables:
-        row = con.execute("SELECT status FROM courier.runs WHERE run_id = ?", [run_id]).fetchone()
-        out["final"] = bool(row and row[0] != "running")
-    for key, table, columns, order in (
-        ("files", "files", "key, size, partition_start, file_tag, storage", "partition_start, key"),
-        ("quarantine", "quarantine", "feed, file, line, reason, raw", "file, line"),
-    ):
-        if table in tables:
-            out[f"{key}_total"] = con.execute(
-                f"SELECT count(*) FROM courier.{table} WHERE run_id = ?", [run_id]
-            ).fetchone()[0]  # type: ignore[index]
-            out[key] = _dicts(
-                con,
-                f"SELECT {columns} FROM courier.{table} WHERE run_id = ? "
-                f"ORDER BY {order} LIMIT {DETAIL_LIMIT}",
-                [run_id],
-            )
-    if "alerts" in tables:
-        out["alerts"] = _dicts(
-            con,
-            "SELECT kind, message, created_at FROM courier.alerts WHERE run_id = ? "
-            "ORDER BY created_at",
-            [run_id],
-        )
+    record = state.run(run_id)
+    out["final"] = bool(record and record.status != "running")
+    files = state.run_files(run_id)
+    out["files_total"], out["files"] = len(files), files[:DETAIL_LIMIT]
+    quarantine = state.quarantined(run_id=run_id, limit=DETAIL_LIMIT)
+    out["quarantine"] = quarantine
+    out["quarantine_total"] = (
+        len(quarantine) if len(quarantine) < DETAIL_LIMIT or record is None
+        else max(record.quarantined, len(quarantine))
+    )  # fmt: skip
+    out["alerts"] = list(reversed(state.alerts(run_id=run_id)))  # oldest first
     return out
-
-
-def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    cur = con.execute(sql, params)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

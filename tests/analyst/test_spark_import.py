@@ -168,3 +168,31 @@ def test_cli_writes_the_saved_query_and_nothing_on_failure(make_project: Project
     assert "cannot translate stack" in failed.stderr and "Traceback" not in failed.stderr
     assert not (p.root / "queries/bad.sql").exists()
     assert not list((p.root / "queries").glob("*.tmp"))
+
+
+def test_to_json_of_a_whole_row_without_null_fields(tmp_path: Path) -> None:
+    """struct(e.*) is the row as a struct (sqlglot alone writes {'_0': e.*}, which DuckDB
+    refuses to bind) and Spark's to_json leaves NULL fields out, as DuckDB's does not."""
+    sql = """SELECT e.event_id,
+        get_json_object(to_json(struct(e.*)), '$.campaign') AS campaign,
+        to_json(e.customer) AS customer
+    FROM web_events e"""
+    result = import_spark(spark_file(tmp_path, sql))
+    assert {"struct(t.*)", "to_json (without NULL fields)"} <= set(result.rewrites)
+    rows = run(result.sql, [{"event_id": "e1", "campaign": "c", "customer": {"a": 1, "b": None}},
+                            {"event_id": "e2", "customer": {"a": None, "b": "x"}}])  # fmt: skip
+    assert sorted(rows) == [("e1", "c", '{"a":1}'), ("e2", None, '{"b":"x"}')]
+    with pytest.raises(Untranslatable, match=r"struct\(\*\)"):
+        import_spark(spark_file(tmp_path, "SELECT to_json(struct(*)) AS j FROM web_events"))
+
+
+def test_the_shipped_spark_twin_imports_to_the_same_rows_as_its_duckdb_query() -> None:
+    """The README's `courier query import queries/activity.spark.sql --from spark` gives a
+    query that returns what queries/activity.sql returns on the sample payloads."""
+    import orjson
+
+    repo = Path(__file__).resolve().parents[2]
+    records = [orjson.loads(line) for line in (repo / "samples/activity-events.ndjson").open()]
+    imported = import_spark(repo / "queries/activity.spark.sql")
+    ours = (repo / "queries/activity.sql").read_text()
+    assert run(imported.sql, records, "activity_events") == run(ours, records, "activity_events")

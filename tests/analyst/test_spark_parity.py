@@ -66,6 +66,9 @@ def test_example_query_test_gives_duckdb_rows_on_sail(
 
 @pytest.mark.integration
 @pytest.mark.slow
+# the first test of the run on the JVM server starts it (2 min on a busy 2-core box): the
+# suite's 300 s hang guard is too short for start-up and a query per example together
+@pytest.mark.timeout(1200)
 def test_example_query_tests_give_duckdb_rows_on_jvm_spark(
     project: Project, spark_jvm_remote: str
 ) -> None:

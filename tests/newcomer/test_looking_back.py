@@ -65,3 +65,18 @@ def test_runs_and_quarantine_of_an_unknown_courier(make_project: ProjectFactory)
         assert proc.returncode == 1
         assert "no courier named 'nosuch' (known: events)" in proc.stderr
     assert courier(p, "runs").stdout == "no runs yet\n"
+
+
+def test_quarantine_of_an_unknown_run_names_it(make_project: ProjectFactory) -> None:
+    """`quarantine --run` with a mistyped id says so, as `runs show` does, rather than
+    'no quarantined records' (which reads as: that run was clean)."""
+    p = make_project.events_project()
+    p.land_hour(DAY, 3, [event(1)])
+    ran = courier(p, "run", "events", "--date", "2026-11-22", "--json")
+    run_id = json.loads(ran.stdout)["run_id"]
+    clean = courier(p, "quarantine", "--run", run_id)
+    assert clean.returncode == 0 and clean.stdout == f"no quarantined records for run {run_id}\n"
+    for args in (("quarantine", "--run", "nosuch"), ("runs", "show", "nosuch")):
+        proc = courier(p, *args)
+        assert proc.returncode == 1
+        assert f"no run 'nosuch' in courier.runs (newest: {run_id})" in proc.stderr

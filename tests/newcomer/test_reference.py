@@ -70,3 +70,25 @@ def test_completion_works_as_documented() -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0 and "_courier_completion" in proc.stdout
+
+
+def test_every_config_key_says_what_it_does_in_four_cells() -> None:
+    """Each key has a description (the model's, or courier/config/descriptions.py, whose
+    entries must name real fields), and each row stays four cells: a `str | None` type
+    written with a bare pipe split its row and pushed the description out."""
+    import re
+
+    from courier.config.reference import undocumented
+
+    missing, orphans = undocumented()
+    assert missing == [], f"keys without a description: {missing}"
+    assert orphans == [], f"descriptions of no field (renamed?): {orphans}"
+    text = (DOCS / "configuration.md").read_text().split("## A courier's `options`")
+    rows = [r for r in text[0].splitlines() if r.startswith("| `")]
+    assert len(rows) > 100
+    for row in rows:
+        cells = re.split(r"(?<!\\)\|", row)[1:-1]
+        assert len(cells) == 4, row
+        assert cells[3].strip(), f"no description: {row}"
+    for row in [r for r in text[1].splitlines() if r.startswith("| `")]:  # option | what
+        assert len(re.split(r"(?<!\\)\|", row)[1:-1]) == 2, row

@@ -69,7 +69,9 @@ def test_group_run_says_what_it_waits_for(make_project: ProjectFactory) -> None:
     p = make_project
     now = datetime.now(UTC)
     at = now.replace(minute=0, second=0, microsecond=0)  # this hour's fire time
-    wait = int((now - at).total_seconds()) + 4  # ends a few seconds from now
+    # ends 20 s from now: a busy machine may take seconds to start the command (with 4 s,
+    # CI saw the wait over before the group run began, and nothing said)
+    wait = int((now - at).total_seconds()) + 20
     clicks_group(p, f"{wait}s")
     proc = courier(p, "group", "run", "hourly", "--at", at.isoformat(), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -152,3 +154,23 @@ def test_reload_dry_run_says_what_would_load(make_project: ProjectFactory) -> No
     again = courier(p, "run", "events", "--date", "2026-11-22", "--reload", "--dry-run")
     assert "would load 1 file(s)" in again.stdout and "again because of --reload" in again.stdout
     assert "would load again" in again.stdout
+    # nothing was read by a dry run: no "0 loaded, 0 already loaded" beside "loaded before"
+    assert "  files: 1 found, 1 loaded before\n" in again.stdout
+    assert "already loaded;" not in again.stdout
+
+
+def test_runs_filtered_by_status(make_project: ProjectFactory) -> None:
+    """The README's `runs show` picks the newest succeeded run: `runs --status succeeded`."""
+    p = make_project.events_project()
+    p.land_hour(DAY, 3, [event(1)])
+    assert courier(p, "run", "events", "--date", "2026-11-22").returncode == 0
+    assert courier(p, "run", "events", "--date", "2026-11-22").returncode == 0  # skipped
+    listed = json.loads(courier(p, "runs", "--json").stdout)
+    assert [r["status"] for r in listed] == ["skipped", "succeeded"]
+    done = json.loads(courier(p, "runs", "--courier", "events", "--status", "succeeded",
+                              "--json").stdout)  # fmt: skip
+    assert [r["run_id"] for r in done] == [listed[1]["run_id"]]
+    none = courier(p, "runs", "--courier", "events", "--status", "failed")
+    assert none.returncode == 0 and none.stdout.strip() == "no failed runs of courier events"
+    bad = courier(p, "runs", "--status", "ok")
+    assert bad.returncode == 2 and "'ok' is not one of" in bad.stderr

@@ -78,6 +78,10 @@ def test_validate_for_a_front_end_lists_its_environment(make_project: ProjectFac
     assert proc.returncode == 1
     assert "NEWCOMER_HOOK_SECRET" in proc.stdout and "NOT SET" in proc.stdout
     assert "COURIER_JWT_SECRET" in proc.stdout
+    # each variable once per key and folder, with the files that use it
+    hook = [x for x in proc.stdout.splitlines() if "NEWCOMER_HOOK_SECRET" in x]
+    assert len(hook) == 1 and "[webhook.secret] in config/streams/: a, b" in hook[0]
+    assert sum("COURIER_JWT_SECRET" in x for x in proc.stdout.splitlines()) == 1
     # one problem for the variable, naming both files
     [line] = [x for x in proc.stderr.splitlines() if "NEWCOMER_HOOK_SECRET" in x]
     assert "streams/a.toml [webhook.secret]" in line and "streams/b.toml [webhook.secret]" in line

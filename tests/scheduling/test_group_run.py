@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from courier.records import Lease
 from courier.scheduling.runner import GroupRunner
 from courier.scheduling.status import courier_status
 from tests.projects import ProjectFactory, event
@@ -286,17 +287,14 @@ def test_leases_keep_two_holders_off_one_window(project: ProjectFactory) -> None
     assert a.claim("courier:events@x") is None
     assert a.claim("courier:events@x") is not None  # not re-entrant within the process
     held = b.claim("courier:events@x")
-    assert held is not None and held["holder"] == a.holder
+    assert held is not None and held.holder == a.holder
     a.release("courier:events@x")
     assert b.claim("courier:events@x") is None
     # a holder whose process died loses its lease
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     with project.context().workspace() as ws:
-        ws.state.put_lease(
-            {"scope": "courier:clicks@y", "holder": "gone", "host": b.host, "pid": int(dead),
-             "acquired_at": T1, "expires_at": T2}
-        )  # fmt: skip
+        ws.state.put_lease(Lease("courier:clicks@y", "gone", b.host, int(dead), T1, T2))
     assert a.claim("courier:clicks@y") is None
 
 

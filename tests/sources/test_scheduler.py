@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from courier.records import Lease
 from tests.projects import ProjectFactory
 from tests.scheduler_process import Scheduler
 from tests.sources.api import FakeApi, event
@@ -140,8 +142,7 @@ def test_a_source_held_by_another_live_process_is_skipped(
     source(project, "events_api", CURSOR_SOURCE.format(url=api.url))
     p = project.load()
     now = datetime.now(UTC)
-    lease = {"scope": "source:events_api", "holder": "other", "host": socket.gethostname(),
-             "pid": os.getppid(), "acquired_at": now, "expires_at": now}  # fmt: skip
+    lease = Lease("source:events_api", "other", socket.gethostname(), os.getppid(), now, now)
     with open_workspace(p) as ws:
         ws.state.put_lease(lease)
     summary = run_source(p, "events_api")
@@ -149,7 +150,7 @@ def test_a_source_held_by_another_live_process_is_skipped(
     assert "skipped" in describe(summary) and api.requests == []
 
     with open_workspace(p) as ws:  # its process is gone: the lease is taken over
-        ws.state.put_lease({**lease, "pid": 2**22 + 1})
+        ws.state.put_lease(replace(lease, pid=2**22 + 1))
     assert run_source(p, "events_api")["landed"] == 25
     with open_workspace(p) as ws:
         assert ws.state.get_lease("source:events_api") is None  # released after the round

@@ -8,11 +8,13 @@ empty store (closed afterwards).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from courier.alerts import Alert
 from courier.plan import BadRecord, PlannedFile
-from courier.records import RunRecord
+from courier.records import GroupRunRecord, Lease, RunRecord
 from courier.state.base import StateStore
 from courier.storage.base import ObjectInfo
 from courier.windows import Window
@@ -51,6 +53,9 @@ class RunHistoryContract:
         state.start_run(record("other", courier="crm"))
         assert [r.run_id for r in state.runs("shop", limit=2)] == ["r2", "r1"]
         assert {r.courier for r in state.runs()} == {"shop", "crm"}
+        state.start_run(record("bad", status="failed", started=T0 + timedelta(hours=9)))
+        assert [r.run_id for r in state.runs("shop", status="failed")] == ["bad"]
+        assert [r.run_id for r in state.runs(status="running", limit=1)] == ["other"]
 
     def test_window_runs_and_runs_of_groups(self, state: StateStore) -> None:
         state.start_run(record("r1", group="g", group_run_id="g1"))
@@ -60,6 +65,46 @@ class RunHistoryContract:
         ]  # fmt: skip
         assert [r.run_id for r in state.runs_of_groups(["g1"])] == ["r1"]
         assert state.runs_of_groups([]) == []
+
+    def test_summaries_of_many_couriers_equal_each_summary_and_the_default(
+        self, state: StateStore
+    ) -> None:
+        """courier_summaries (the status page's overview) is courier_summary for each; a
+        backend's own bulk version agrees with the base class's loop over it."""
+        done = record("s1", status="succeeded", started=T0 + timedelta(hours=1))
+        done.finished_at = T0 + timedelta(hours=2)
+        state.start_run(done)
+        state.start_run(record("s2", started=T0 + timedelta(hours=3)))  # still running
+        state.start_run(record("c1", courier="crm", status="failed", error="boom"))
+        state.record_files("s1", "shop", "events", [planned("a.ndjson")], T0)
+        names = ["shop", "crm", "never"]
+        bulk = state.courier_summaries(names)
+        one_by_one = {n: state.courier_summary(n) for n in names}
+        assert bulk == one_by_one == StateStore.courier_summaries(state, names)
+        shop = bulk["shop"]
+        assert shop["last_run"].run_id == "s2" and shop["last_finished"].run_id == "s1"
+        assert shop["last_success"] == T0 + timedelta(hours=2)
+        assert (shop["newest_partition"], shop["files_loaded"]) == (T0, 1)
+        assert bulk["crm"]["last_finished"].error == "boom"
+        assert bulk["never"]["last_run"] is None and bulk["never"]["last_finished"] is None
+
+    def test_runs_since_as_an_arrow_table(self, state: StateStore) -> None:
+        for i in range(4):
+            run = record(f"r{i}", started=T0 + timedelta(hours=i), status="succeeded")
+            run.feeds = {"orders": {"read": i, "loaded": i, "rejected": 0}}
+            state.start_run(run)
+        columns = ["run_id", "status", "feeds", "started_at"]
+        for table in (
+            state.runs_since(T0 + timedelta(hours=2), columns),
+            StateStore.runs_since(state, T0 + timedelta(hours=2), columns),
+        ):
+            rows = sorted(table.to_pylist(), key=lambda r: r["run_id"])
+            assert table.column_names == columns
+            assert [(r["run_id"], r["status"]) for r in rows] == [
+                ("r2", "succeeded"), ("r3", "succeeded"),
+            ]  # fmt: skip
+            assert json.loads(rows[1]["feeds"]) == {"orders": {"read": 3, "loaded": 3,
+                                                               "rejected": 0}}  # fmt: skip
 
     def test_a_saved_plan_gives_back_its_files(self, state: StateStore) -> None:
         assert state.saved_plan("r1") is None
@@ -79,6 +124,21 @@ class FileLedgerContract:
         }
         assert state.loaded_versions("crm", "landing", ["a.ndjson"]) == {}
         assert state.loaded_versions("shop", "landing", []) == {}
+
+    def test_loaded_versions_of_many_couriers_at_once(self, state: StateStore) -> None:
+        state.record_files(
+            "r1", "shop", "events", [planned("a.ndjson"), planned("b.ndjson", 7)], T0
+        )
+        state.record_files("r2", "crm", "events", [planned("a.ndjson", 3, "e2")], T0)
+        wanted = {("shop", "landing"): ["a.ndjson", "b.ndjson", "c.ndjson"],
+                  ("crm", "landing"): ["a.ndjson"], ("crm", "other"): ["a.ndjson"]}  # fmt: skip
+        expected = {
+            "shop": {"a.ndjson": {(10, "e1")}, "b.ndjson": {(7, "e1")}},
+            "crm": {"a.ndjson": {(3, "e2")}},
+        }
+        assert state.loaded_versions_many(wanted) == expected
+        assert StateStore.loaded_versions_many(state, wanted) == expected
+        assert state.loaded_versions_many({}) == {}
 
     def test_a_pinned_schema_is_replaced(self, state: StateStore) -> None:
         assert state.pinned_schema("shop", "events") is None
@@ -125,28 +185,25 @@ class TransactionContract:
 
 class SchedulerStateContract:
     def test_leases_are_taken_over_and_dropped_by_their_holder(self, state: StateStore) -> None:
-        lease = {"scope": "group:g", "holder": "a", "host": "h", "pid": 1,
-                 "acquired_at": T0, "expires_at": T0 + timedelta(minutes=5)}  # fmt: skip
+        lease = Lease("group:g", "a", "h", 1, T0, T0 + timedelta(minutes=5))
         assert state.get_lease("group:g") is None
         state.put_lease(lease)
-        state.put_lease({**lease, "holder": "b"})
-        assert state.get_lease("group:g")["holder"] == "b"  # type: ignore[index]
+        state.put_lease(replace(lease, holder="b"))
+        assert state.get_lease("group:g").holder == "b"  # type: ignore[union-attr]
         state.drop_lease("group:g", "a")  # not the holder: kept
         assert state.get_lease("group:g") is not None
         state.drop_lease("group:g", "b")
         assert state.get_lease("group:g") is None
 
     def test_group_runs_and_alerts(self, state: StateStore) -> None:
-        state.start_group_run({"group_run_id": "g1", "group_name": "g", "scheduled_at": T0,
-                               "trigger": "scheduled", "status": "running", "members": [],
-                               "started_at": T0})  # fmt: skip
-        state.finish_group_run({"group_run_id": "g1", "status": "succeeded",
-                                "members": [{"courier": "shop"}]})  # fmt: skip
+        run = GroupRunRecord("g1", "g", T0, "scheduled", "running", [], started_at=T0)
+        state.start_group_run(run)
+        state.finish_group_run(replace(run, status="succeeded", members=[{"courier": "shop"}]))
         [run] = state.group_runs("g")
-        assert run["status"] == "succeeded" and run["members"] == [{"courier": "shop"}]
+        assert run.status == "succeeded" and run.members == [{"courier": "shop"}]
         assert state.last_scheduled_run("g") == T0
-        state.record_alert({"alert_id": "a1", "kind": "failed", "group_run_id": "g1",
-                            "details": {"x": 1}, "created_at": T0})  # fmt: skip
+        state.record_alert(Alert("failed", "m", group_run_id="g1", details={"x": 1},
+                                 created_at=T0, alert_id="a1"))  # fmt: skip
         [alert] = state.alerts(group_run_id="g1")
         assert alert["details"] == {"x": 1}
 

@@ -75,7 +75,7 @@ def seeded_project(root: Path) -> ProjectFactory:
             run_id=failed["run_id"],
             window=Window(now - timedelta(hours=2), now - timedelta(hours=1)),
         )
-        ws.state.record_alert(alert.row())
+        ws.state.record_alert(alert)
     # stream web: three payloads in two parts of the previous hour
     hour = now - timedelta(hours=1)
     p.land(f"web/{hour:%Y/%m/%d/%H}/part-a-000001.ndjson", b'{"a":1}\n{"a":2}\n')
