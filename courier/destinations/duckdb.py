@@ -461,6 +461,9 @@ def cast_expr(col: str, incoming_type: str, feed_type: str) -> str:
     return f"TRY_CAST({col} AS {target})"
 
 
+STAGE_MEMORY_LIMIT = "512MB"  # half the engine's default ([feeds] memory_limit sets both)
+
+
 def staging_destination(session: Session | None) -> DuckDBDestination:
     """A DuckDB destination on a private in-memory database (spilling to .courier/tmp): another
     destination (Delta) stages a run's rows here, with the same casts, quarantine and
@@ -471,7 +474,8 @@ def staging_destination(session: Session | None) -> DuckDBDestination:
     if session is not None:
         feeds = session.project.settings.feeds
         con.close()
-        con = connect(":memory:", feeds.memory_limit, feeds.threads)
+        # the engine's database holds the run's input meanwhile: the two share the budget
+        con = connect(":memory:", feeds.memory_limit or STAGE_MEMORY_LIMIT, feeds.threads)
         scratch = session.project.path(".courier/tmp")
         scratch.mkdir(parents=True, exist_ok=True)
         con.execute(f"SET temp_directory = {literal(str(scratch))}")
