@@ -344,7 +344,8 @@ class Wal:
         done: list[Any] = []
         touched: dict[int, Segment] = {}
         failed = False
-        for (stream, ext, hour), items in groups.items():
+        chunks = [(key, chunk) for key, items in groups.items() for chunk in self._fill(key, items)]
+        for (stream, ext, hour), items in chunks:
             data = b"".join(i.data for i in items)
             waiters = [i.waiter for i in items]
             try:
@@ -408,6 +409,25 @@ class Wal:
         except OSError:
             pass  # the reader stops at the torn frame anyway
         self._seal(segment)
+
+    def _fill(self, key: tuple[str, str, int], items: list[Pending]) -> list[list[Pending]]:
+        """Cut one stream-hour's share of a batch so no part outgrows roll_bytes: a fast
+        producer's batch can hold far more than one part (only one record larger than
+        roll_bytes makes a larger part, alone)."""
+        stream, ext, hour = key
+        limit = self.roll_bytes(stream)
+        current = self._open.get(stream)
+        used = current.data_bytes if current and (current.hour, current.ext) == (hour, ext) else 0
+        chunks: list[list[Pending]] = [[]]
+        for item in items:
+            if chunks[-1] and used + len(item.data) > limit:
+                chunks.append([])
+                used = 0
+            elif not chunks[-1] and used and used + len(item.data) > limit:
+                used = 0  # the open part is full: this chunk starts the next one
+            chunks[-1].append(item)
+            used += len(item.data)
+        return chunks
 
     def _segment_for(self, stream: str, ext: str, hour: int, nbytes: int) -> Segment:
         current = self._open.get(stream)

@@ -208,7 +208,11 @@ def _land_killed_once_parts_appear(root: Path, data: Path) -> int:
     cmd = [sys.executable, "-m", "courier", "--project", str(root), "land", "events", str(data)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
     try:
-        wait_until(lambda: len(part_files(root, "events")) >= 3, 120, "some parts to land")
+        wait_until(
+            lambda: proc.poll() is not None or len(part_files(root, "events")) >= 3,
+            120,
+            "some parts to land",
+        )
     finally:
         proc.kill()  # SIGKILL: no cleanup
         proc.wait(30)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from courier.ingest.service import IngestService
-from courier.ingest.wal import FRAME, LOCK_NAME, MAGIC, hour_of, read_records, segment_name
+from courier.ingest.wal import FRAME, LOCK_NAME, MAGIC, Pending, hour_of, read_records, segment_name
 from courier.validate import load_project
 from tests.ingest.helpers import landed_json, make_project, part_files, wait_until, write
 
@@ -100,6 +100,23 @@ def test_part_names_hours_and_roll_bytes(tmp_path: Path) -> None:
     sizes = [p.stat().st_size for p in part_files(root)]
     assert len(sizes) >= 4 and all(s <= 1024 for s in sizes)
     assert sorted(r["i"] for r in landed_json(root, "events")) == list(range(20))
+
+
+def test_one_batch_larger_than_roll_bytes_is_cut_into_parts(tmp_path: Path) -> None:
+    """A fast producer (`courier land`) hands the committer far more than one part per batch:
+    the batch is cut at roll_bytes instead of growing one part past it."""
+    root = tmp_path / "small"
+    make_project(
+        root, "[ingest]\nroll_seconds = 30\n", {"events": 'payload = "json"\nroll_bytes = 1024\n'}
+    )
+    svc = IngestService(load_project(root), authenticate=False)
+    svc.start()
+    svc.wal.submit_many([Pending("events", "ndjson", HOUR, line(i, 200), None) for i in range(50)])
+    assert svc.flush(10)
+    svc.stop()
+    sizes = [p.stat().st_size for p in part_files(root)]
+    assert len(sizes) >= 10 and all(s <= 1024 for s in sizes), sizes
+    assert sorted(r["i"] for r in landed_json(root, "events")) == list(range(50))
 
 
 def test_parts_roll_by_time_without_flush(tmp_path: Path) -> None:
