@@ -246,27 +246,6 @@ def last_record_wins(df: Any, key: list[str]) -> Any:
     )
 
 
-def write_delta(session: Any, df: Any, path: str, key: list[str], mode: str, run_id: str) -> None:
-    """The cluster writes the rows into the Delta table at `path`: mode "load" merges on the
-    key (appends without one), "truncateAndLoad" overwrites. Rows carry RUN_ID."""
-    from pyspark.sql import functions as F
-
-    rows = df.drop(RANK, LINE).withColumn(RUN_ID, F.lit(run_id))
-    if mode == "truncateAndLoad" or not table_exists(session, path):
-        rows.write.format("delta").mode("overwrite").save(path)
-        return
-    if not key:
-        rows.write.format("delta").mode("append").save(path)
-        return
-    view = f"_courier_src_{re.sub(r'[^A-Za-z0-9_]', '_', run_id)}"
-    rows.createOrReplaceTempView(view)
-    on = " AND ".join(f"t.{_name(k)} = s.{_name(k)}" for k in key)
-    session.sql(
-        f"MERGE INTO delta.{_name(path)} AS t USING {view} AS s ON {on} "
-        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
-    ).collect()
-
-
 def table_exists(session: Any, path: str) -> bool:
     try:
         session.read.format("delta").load(path).schema  # noqa: B018 - analysis only

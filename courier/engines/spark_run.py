@@ -385,7 +385,7 @@ class SparkRunner:
             return
         mode = "truncateAndLoad" if job.load.truncate_first else "load"
         try:
-            _write(self.session, job.rows, job.path, feed.primary_key, mode, job.load.query)
+            _write(self.session, job.rows, job.path, feed.primary_key, mode)
         except Exception as exc:
             raise self._fail(
                 exc, f"feed {feed.id}: the cluster could not write the Delta table {job.path}"
@@ -424,7 +424,7 @@ def _cast(col: Any, incoming: Any, feed_type: str) -> Any:
     return col.try_cast(target)
 
 
-def _write(session: Any, rows: Any, path: str, key: list[str], mode: str, query: Any) -> None:
+def _write(session: Any, rows: Any, path: str, key: list[str], mode: str) -> None:
     if mode == "truncateAndLoad" or not spark.table_exists(session, path):
         rows.write.format("delta").mode("overwrite").save(path)
         return
