@@ -50,6 +50,13 @@ class FeedType:
             raise ValueError(f"unknown feed type {spelled!r}: use one of {', '.join(FEED_TYPES)}")
         return cls(text)
 
+    def sql(self, names: dict[str, str]) -> str:
+        """This type as a SQL backend spells it: `names` maps each kind, decimals are
+        DECIMAL(p,s) in every dialect courier speaks."""
+        if self.kind == "decimal":
+            return f"DECIMAL({self.precision},{self.scale})"
+        return names[self.kind]
+
     def arrow(self) -> pa.DataType:
         """The Arrow type rows of this feed type carry (json: its text as a string)."""
         import pyarrow as pa

@@ -53,10 +53,7 @@ DUCKDB_TYPES = {
 
 def sql_type(feed_type: str) -> str:
     """A feed type (feeds/FEED.toml) as DuckDB spells it."""
-    parsed = FeedType.parse(feed_type)
-    if parsed.kind == "decimal":
-        return f"DECIMAL({parsed.precision},{parsed.scale})"
-    return DUCKDB_TYPES[parsed.kind]
+    return FeedType.parse(feed_type).sql(DUCKDB_TYPES)
 
 
 SYSTEM_COLUMNS = {name: sql_type(t) for name, t in NEUTRAL_SYSTEM_COLUMNS.items()}

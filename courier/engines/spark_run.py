@@ -74,10 +74,7 @@ DUCKDB_OF_SPARK = {
 
 
 def spark_feed_type(feed_type: str) -> str:
-    parsed = FeedType.parse(feed_type)
-    if parsed.kind == "decimal":
-        return f"DECIMAL({parsed.precision},{parsed.scale})"
-    return SPARK_FEED_TYPES[parsed.kind]
+    return FeedType.parse(feed_type).sql(SPARK_FEED_TYPES)
 
 
 def duckdb_type(dt: Any) -> str:
