@@ -420,11 +420,10 @@ class Wal:
         used = current.data_bytes if current and (current.hour, current.ext) == (hour, ext) else 0
         chunks: list[list[Pending]] = [[]]
         for item in items:
-            if chunks[-1] and used + len(item.data) > limit:
-                chunks.append([])
+            if used and used + len(item.data) > limit:  # the part is full: start the next
+                if chunks[-1]:
+                    chunks.append([])
                 used = 0
-            elif not chunks[-1] and used and used + len(item.data) > limit:
-                used = 0  # the open part is full: this chunk starts the next one
             chunks[-1].append(item)
             used += len(item.data)
         return chunks
