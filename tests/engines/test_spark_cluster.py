@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from courier.engines import spark
+from courier.engines import spark, spark_run
 from courier.engines.spark import connect
 
 FIRST = '{"id": 1, "v": "a"}\n{"id": 2, "v": "b"}\nnot json\n\n{"id": 1, "v": "c"}\n'
@@ -20,6 +20,15 @@ SECOND = '{"id": 2, "v": "z"}\n{"id": "x", "v": "q"}\n{"id": 3, "v": null}\n'
 COLUMNS = {"id": "BIGINT", "v": "VARCHAR"}
 
 pytestmark = pytest.mark.integration
+
+
+def write_delta(session: Any, df: Any, path: str, key: list[str], mode: str, run_id: str) -> None:
+    """The engine's own writer, given rows as `SparkRunner.prepare` hands them over: without
+    rank and line, each row carrying its run id."""
+    from pyspark.sql import functions as F
+
+    rows = df.drop(spark.RANK, spark.LINE).withColumn(spark.RUN_ID, F.lit(run_id))
+    spark_run._write(session, rows, path, key, mode)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +75,7 @@ def test_last_record_wins_and_the_cluster_merges_into_delta(
     table = str(tmp_path / "feeds" / "things")
     rows = spark.last_record_wins(spark.records(spark.read_ndjson(sail, files, COLUMNS)), ["id"])
     assert not spark.committed(sail, table, "run-1")
-    spark.write_delta(sail, rows, table, ["id"], "load", "run-1")
+    write_delta(sail, rows, table, ["id"], "load", "run-1")
     assert spark.committed(sail, table, "run-1")
     loaded = sail.read.format("delta").load(table).orderBy("id").collect()
     assert [(r["id"], r["v"], r[spark.RUN_ID]) for r in loaded] == [
@@ -78,7 +87,7 @@ def test_last_record_wins_and_the_cluster_merges_into_delta(
     later = tmp_path / "part-9.ndjson"
     later.write_text('{"id": 2, "v": "y"}\n{"id": 4, "v": "d"}\n', encoding="utf-8")
     rows = spark.records(spark.read_ndjson(sail, [(str(later), 0)], COLUMNS))
-    spark.write_delta(sail, spark.last_record_wins(rows, ["id"]), table, ["id"], "load", "run-2")
+    write_delta(sail, spark.last_record_wins(rows, ["id"]), table, ["id"], "load", "run-2")
     loaded = sail.read.format("delta").load(table).orderBy("id").collect()
     assert [(r["id"], r["v"], r[spark.RUN_ID]) for r in loaded] == [
         (1, "c", "run-1"),
@@ -89,7 +98,7 @@ def test_last_record_wins_and_the_cluster_merges_into_delta(
     assert spark.committed(sail, table, "run-2")
     assert not spark.committed(sail, table, "run-3")
     # truncateAndLoad replaces the contents
-    spark.write_delta(sail, rows, table, ["id"], "truncateAndLoad", "run-3")
+    write_delta(sail, rows, table, ["id"], "truncateAndLoad", "run-3")
     assert sail.read.format("delta").load(table).count() == 2
     assert not spark.committed(sail, table, "run-1")
 
@@ -128,7 +137,7 @@ def test_the_cluster_reads_and_writes_s3_under_cluster_uri(
         df = spark.read_ndjson(session, uris, COLUMNS)
         assert spark.bad_records(df, 10)[0] == 2
         rows = spark.last_record_wins(spark.records(df), ["id"])
-        spark.write_delta(session, rows, "s3://lake/feeds/things", ["id"], "load", "run-1")
+        write_delta(session, rows, "s3://lake/feeds/things", ["id"], "load", "run-1")
         assert spark.committed(session, "s3://lake/feeds/things", "run-1")
         loaded = session.read.format("delta").load("s3://lake/feeds/things").orderBy("id")
         assert [(r["id"], r["v"]) for r in loaded.collect()] == [(1, "c"), (2, "z"), (3, None)]
@@ -170,7 +179,7 @@ def test_the_cluster_reads_and_writes_azure(azurite_endpoint: str, tmp_path: Pat
         session = connect("sail-azure", remote)
         df = spark.read_ndjson(session, uris, COLUMNS)
         assert spark.bad_records(df, 10)[0] == 2
-        spark.write_delta(
+        write_delta(
             session, spark.last_record_wins(spark.records(df), ["id"]), table, ["id"], "load", "r1"
         )
         assert spark.committed(session, table, "r1")
