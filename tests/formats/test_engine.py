@@ -237,3 +237,28 @@ def test_files_claimed_by_a_helper_that_died_are_transcoded_here(tmp_path: Path)
     results = list(run_workers(CborReader(), files, TreeOptions(), out, 1))
     lines = [orjson.loads(x) for r in results if r[0] for x in r[0].path.read_bytes().splitlines()]
     assert lines == orjson.loads(orjson.dumps(events(25)))
+
+
+@pytest.mark.parametrize(
+    ("body", "streams", "records", "bad_lines"),
+    [
+        # CRLF throughout, a value holding the text \x01 and an escaped U+0001: streamed
+        (b'{"a":1,"s":"C:\\\\x01"}\r\n{"a":2,"s":"\\u0001"}\r\n', True, 2, []),
+        # a line that is not an object, a blank line, an empty object: the careful path
+        (b'{"a":1}\n[1,2]\n{"a":3}\n', False, 2, [2]),
+        (b'{"a":1}\n\n{"a":3}\n', False, 2, []),
+        (b'{"a":1}\n{}\n', False, 2, []),
+        # mixed line ends and a malformed line: the careful path
+        (b'{"a":1}\n{"a":2}\r\n{"a":3}\n', False, 3, []),
+        (b'{"a":1}\n{"a":\n{"a":3}\n', False, 2, [2]),
+    ],
+)
+def test_the_streamed_key_pass_reads_lines_as_text_and_leaves_odd_files_to_the_careful_path(
+    engine: Engine, tmp_path: Path, body: bytes, streams: bool, records: int, bad_lines: list[int]
+) -> None:
+    summary = engine.read("t", [write(tmp_path / "a.ndjson", body)], "ndjson", read_once=True)
+    assert summary.records == records
+    assert [b.line for b in summary.bad] == bad_lines
+    assert ("t" in engine.engine.streamed) is streams
+    kinds = dict(engine.rows("SELECT table_name, table_type FROM information_schema.tables"))
+    assert kinds[engine.engine.tags["t"].name] == ("VIEW" if streams else "LOCAL TEMPORARY")
