@@ -187,9 +187,8 @@ class Context:
             done = (f.info.size, f.info.version) in loaded.get(f.key, set())
             recorded = sums.get((f.key, f.info.size, f.info.version))
             if done and not f.lookback and recorded:
-                # same size and time (or ETag) as a loaded file: the same content? (An
-                # Azure file loaded before Content-MD5 was recorded has its ETag there.)
-                done = storage.checksum(f.info) in recorded or f.info.etag in recorded
+                # same size and time (or ETag) as a loaded file: the same content?
+                done = storage.same_content(f.info, recorded)
             if f.lookback and (done or f.key in loaded):
                 continue  # lookback only brings never-loaded files
             marked.append(PlannedFile(f.storage, f.info, f.partition, done, f.lookback))

@@ -10,8 +10,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import xxhash
+
 from courier.errors import StorageError
 from courier.storage.base import ObjectInfo, StorageBackend, validate_key, validate_prefix
+
+# content hashes a local file's checksum may have been recorded with (the first: today's)
+_DIGESTS = {
+    "xxh3": xxhash.xxh3_128,
+    "blake2b": lambda: hashlib.blake2b(digest_size=16),
+}
 
 
 class LocalStorage(StorageBackend):
@@ -75,17 +83,26 @@ class LocalStorage(StorageBackend):
         return self._path(key)
 
     def checksum(self, info: ObjectInfo) -> str | None:
-        """A content hash (a folder has no ETag): BLAKE2b-128 of the bytes, read in blocks.
+        """A content hash (a folder has no ETag): XXH3-128 of the bytes, read in blocks (~20x
+        faster than BLAKE2b; it tells changed content apart, it does not resist forgery).
         Recorded for each loaded file, and compared only when a file has the size and time
         of one already loaded, so content replaced under the same size and time is noticed."""
+        return self._digest(info, "xxh3")
+
+    def same_content(self, info: ObjectInfo, recorded: set[str]) -> bool:
+        # loaded before XXH3 (Dec 2026): BLAKE2b, checked with the hash it was taken with
+        kinds = {r.split(":", 1)[0] for r in recorded} & _DIGESTS.keys()
+        return any(self._digest(info, kind) in recorded for kind in sorted(kinds))
+
+    def _digest(self, info: ObjectInfo, kind: str) -> str:
         try:
             with open(self._path(info.key), "rb") as fh:
-                digest = hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16))
+                digest = hashlib.file_digest(fh, _DIGESTS[kind])  # type: ignore[arg-type]
         except OSError as exc:
             raise StorageError(
                 self.name, f"cannot read {info.key!r} under {self.root}: {exc}"
             ) from exc
-        return "blake2b:" + digest.hexdigest()
+        return f"{kind}:{digest.hexdigest()}"
 
     def _atomic_write(self, key: str, writer) -> ObjectInfo:  # type: ignore[no-untyped-def]
         path = self._path(key)

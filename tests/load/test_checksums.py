@@ -71,6 +71,31 @@ def test_local_file_replaced_with_the_same_size_and_mtime_is_loaded_again(
 
 
 @pytest.mark.integration
+def test_a_local_file_recorded_with_the_older_blake2b_hash_is_still_recognised(
+    make_project: ProjectFactory,
+) -> None:
+    """Files loaded before XXH3 have BLAKE2b checksums in courier.files: unchanged, they are
+    not loaded again; replaced under the same size and time, they are."""
+    import duckdb
+
+    p = make_project.events_project()
+    path = p.landing / KEY
+    p.land(KEY, body(1))
+    stamp = path.stat().st_mtime_ns
+    assert p.run()["status"] == "succeeded"
+    (checksum,) = p.sql("SELECT checksum FROM courier.files")[0]
+    assert checksum.startswith("xxh3:") and len(checksum) == len("xxh3:") + 32
+    older = "blake2b:" + hashlib.blake2b(body(1), digest_size=16).hexdigest()
+    with duckdb.connect(str(p.root / ".courier" / "feeds.duckdb")) as con:
+        con.execute("UPDATE courier.files SET checksum = ?", [older])
+    assert p.run()["status"] == "skipped"
+    p.land(KEY, body(2))
+    os.utime(path, ns=(stamp, stamp))
+    second = p.run()
+    assert second["status"] == "succeeded" and second["files"]["loaded"] == 1
+    assert customers(p) == [(2,)]
+
+
 def test_s3_object_replaced_with_the_same_size_is_loaded_again(
     make_project: ProjectFactory, moto_endpoint: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
