@@ -1,7 +1,7 @@
 /* CBOR sequence -> JSON lines, without building Python objects (the CBOR reader's fast path).
  *
  * lines(buf, pos, max_depth, record_path=(), force_list=())
- *     -> (json: bytes, pos: int, items: int, rows: int, slow: bool)
+ *     -> (json: bytes, pos: int, items: int, rows: int, slow: bool, keys: set[str])
  *
  * Writes the records of the complete top-level items of buf from pos as JSON lines -- each
  * item itself, or with record_path the maps found there, walked as the Python `descend`
@@ -13,7 +13,9 @@
  * cbor2 object_hook does. Everything else -- tags, byte strings, indefinite lengths, other
  * simple values, a missing record_path step, a row that is not a map, items near max_depth,
  * invalid UTF-8 -- goes the slow way, so the lines always mean what the cbor2 + orjson path
- * writes and every bad item is reported by it.
+ * writes and every bad item is reported by it. `keys` holds the top-level keys of the rows
+ * written (and possibly of a row the caller decodes again), so the engine need not parse the
+ * lines again to learn them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -213,6 +215,9 @@ typedef struct {
     Py_ssize_t path_len[MAX_NAMES], force_len[MAX_NAMES];
     Out skip; /* where values off the record path are written, to check them, and dropped */
     Py_ssize_t rows;
+    PyObject *keys;  /* a set: the top-level keys of the rows */
+    int row_map;     /* the next map is a row's */
+    Out shape, last; /* a row's keys (lengths and bytes), and the previous row's */
 } Ctx;
 
 static int item(Ctx *c, Py_ssize_t *p, Out *o, int depth);
@@ -248,7 +253,33 @@ static int map_key(Ctx *c, Py_ssize_t *p, const uint8_t **keys, uint64_t *lens, 
     return text(c, p, len, o);
 }
 
+/* A row's keys into c->keys; most rows have the keys of the row before, which adds none. */
+static int note_keys(Ctx *c, const uint8_t **keys, const uint64_t *lens, uint64_t count) {
+    c->shape.len = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        if (out_put(&c->shape, (const char *)&lens[i], sizeof lens[i]) < 0 ||
+            out_put(&c->shape, (const char *)keys[i], (Py_ssize_t)lens[i]) < 0)
+            return NOMEM;
+    }
+    if (c->shape.len == c->last.len &&
+        (c->last.len == 0 || memcmp(c->shape.data, c->last.data, (size_t)c->last.len) == 0))
+        return OK;
+    Out swap = c->last;
+    c->last = c->shape;
+    c->shape = swap;
+    for (uint64_t i = 0; i < count; i++) {
+        PyObject *name = PyUnicode_DecodeUTF8((const char *)keys[i], (Py_ssize_t)lens[i], NULL);
+        if (!name) return NOMEM; /* checked UTF-8 already: only memory can fail */
+        int rc = PySet_Add(c->keys, name);
+        Py_DECREF(name);
+        if (rc < 0) return NOMEM;
+    }
+    return OK;
+}
+
 static int map(Ctx *c, Py_ssize_t *p, uint64_t count, Out *o, int depth) {
+    int is_row = c->row_map;
+    c->row_map = 0;
     if (count > MAX_KEYS_CHECKED) return SLOW;
     const uint8_t *keys[MAX_KEYS_CHECKED];
     uint64_t lens[MAX_KEYS_CHECKED];
@@ -268,6 +299,7 @@ static int map(Ctx *c, Py_ssize_t *p, uint64_t count, Out *o, int depth) {
         if ((rc = item(c, p, o, depth + 1)) != OK) return rc;
         if (wrap && out_byte(o, ']') < 0) return NOMEM;
     }
+    if (is_row && (rc = note_keys(c, keys, lens, count)) != OK) return rc;
     return out_byte(o, '}') < 0 ? NOMEM : OK;
 }
 
@@ -321,7 +353,9 @@ static int item(Ctx *c, Py_ssize_t *p, Out *o, int depth) {
 static int row(Ctx *c, Py_ssize_t *p, Out *o, int depth) {
     if (*p >= c->n) return INCOMPLETE;
     if (c->b[*p] >> 5 != 5) return SLOW; /* not a map: a bad record, cbor2's to name */
+    c->row_map = 1;
     int rc = item(c, p, o, depth);
+    c->row_map = 0;
     if (rc != OK) return rc;
     c->rows++;
     return out_byte(o, '\n') < 0 ? NOMEM : OK;
@@ -425,6 +459,11 @@ static PyObject *lines(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "pos outside the buffer");
         return NULL;
     }
+    c.keys = PySet_New(NULL);
+    if (!c.keys) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     Out o = {NULL, 0, 0};
     Py_ssize_t items = 0;
     int slow = 0, rc = OK;
@@ -442,20 +481,26 @@ static PyObject *lines(PyObject *self, PyObject *args) {
     }
     PyBuffer_Release(&view);
     PyMem_RawFree(c.skip.data);
+    PyMem_RawFree(c.shape.data);
+    PyMem_RawFree(c.last.data);
     if (rc == NOMEM) {
         PyMem_RawFree(o.data);
-        return PyErr_NoMemory();
+        Py_DECREF(c.keys);
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
     }
     PyObject *json = PyBytes_FromStringAndSize(o.data ? o.data : "", o.len);
     PyMem_RawFree(o.data);
-    if (!json) return NULL;
-    return Py_BuildValue("(NnnnO)", json, pos, items, c.rows, slow ? Py_True : Py_False);
+    if (!json) {
+        Py_DECREF(c.keys);
+        return NULL;
+    }
+    return Py_BuildValue("(NnnnON)", json, pos, items, c.rows, slow ? Py_True : Py_False, c.keys);
 }
 
 static PyMethodDef methods[] = {
     {"lines", lines, METH_VARARGS,
      "lines(buf, pos, max_depth, record_path=(), force_list=()) -> (json, pos, items, rows, "
-     "slow): the records of the complete items of buf from pos as JSON lines; stops at an "
+     "slow, keys): the records of the complete items of buf from pos as JSON lines; stops at an "
      "incomplete item or one cbor2 must decode."},
     {NULL, NULL, 0, NULL},
 };

@@ -30,11 +30,15 @@ class PlannedFile:
 
 @dataclass(frozen=True)
 class InputFile:
-    """A file ready for an engine: a local path and the storage key it came from."""
+    """A file ready for an engine: a local path and the storage key it came from. NDJSON that
+    courier wrote itself (a transcoded CBOR, XML or JSON file) also says how many lines it
+    holds, each a JSON object, and their top-level keys (None: not known)."""
 
     key: str
     path: Path
     size: int
+    records: int | None = None
+    keys: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

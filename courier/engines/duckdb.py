@@ -395,23 +395,8 @@ class DuckDBEngine(QueryEngine):
             return None
         try:
             schema = self._ndjson_sample_schema(paths, pinned)
-            # one pass over every record: how many, their top-level keys, that each is an
-            # object (a malformed line fails it, so the careful path finds and quarantines it),
-            # and which files hold a key the schema lacks. The lines are read as text (no JSON
-            # parse), json_keys parses each once, and only the distinct key lists of each file
-            # are checked against the schema (~35% cheaper than checking every record's list).
-            known = "[" + ", ".join(literal(k) for k in schema) + "]::VARCHAR[]"
-            count, late_keys, not_objects, late, counted = self.con.execute(
-                "SELECT sum(n), list_distinct(flatten(list(ks) FILTER (WHERE ks IS NOT NULL))), "
-                "sum(odd), list(filename) FILTER (WHERE len(ks) > 0), "
-                "map(list(filename), list(n)) FROM (SELECT filename, sum(n) AS n, "
-                "list_distinct(flatten(list(k) FILTER (WHERE NOT list_has_all("
-                f"{known}, k)))) AS ks, "
-                # [] is a line that is not an object (or {}), NULL a blank or mixed line end
-                "sum(n) FILTER (WHERE k IS NULL OR len(k) = 0) AS odd FROM ("
-                f"SELECT filename, json_keys(line) AS k, count(*) AS n FROM {_lines_of(paths)} "
-                "GROUP BY ALL) GROUP BY filename)"
-            ).fetchone()  # type: ignore[misc]
+            noted = _noted_keys(paths, files, schema)
+            count, late_keys, not_objects, late, counted = noted or self._key_pass(paths, schema)
             keys = list(dict.fromkeys([*schema, *(late_keys or [])]))
             if not_objects or needs_check(keys, pinned, max_columns(options)):
                 return None
@@ -427,6 +412,27 @@ class DuckDBEngine(QueryEngine):
         per_file = dict(counted or {})
         self._scans[table] = (paths, schema, [int(per_file.get(p) or 0) for p in paths])
         return int(count or 0)
+
+    def _key_pass(
+        self, paths: list[str], schema: dict[str, str]
+    ) -> tuple[int | None, list[str] | None, int | None, list[str] | None, Any]:
+        """One pass over every record: how many, their top-level keys, that each is an object
+        (a malformed line fails it, so the careful path finds and quarantines it), and which
+        files hold a key the schema lacks. The lines are read as text (no JSON parse),
+        json_keys parses each once, and only the distinct key lists of each file are checked
+        against the schema (~35% cheaper than checking every record's list)."""
+        known = "[" + ", ".join(literal(k) for k in schema) + "]::VARCHAR[]"
+        return self.con.execute(  # type: ignore[return-value]
+            "SELECT sum(n), list_distinct(flatten(list(ks) FILTER (WHERE ks IS NOT NULL))), "
+            "sum(odd), list(filename) FILTER (WHERE len(ks) > 0), "
+            "map(list(filename), list(n)) FROM (SELECT filename, sum(n) AS n, "
+            "list_distinct(flatten(list(k) FILTER (WHERE NOT list_has_all("
+            f"{known}, k)))) AS ks, "
+            # [] is a line that is not an object (or {}), NULL a blank or mixed line end
+            "sum(n) FILTER (WHERE k IS NULL OR len(k) = 0) AS odd FROM ("
+            f"SELECT filename, json_keys(line) AS k, count(*) AS n FROM {_lines_of(paths)} "
+            "GROUP BY ALL) GROUP BY filename)"
+        ).fetchone()
 
     def _read_ndjson(
         self,
@@ -1073,6 +1079,24 @@ def drop_line(path: Path, number: int) -> str:
     dropped = lines.pop(number - 1)
     path.write_bytes(b"\n".join(lines))
     return dropped.decode("utf-8", errors="backslashreplace")[:4096]
+
+
+def _noted_keys(
+    paths: list[str], files: list[InputFile], schema: dict[str, str]
+) -> tuple[int, list[str], int, list[str], dict[str, int]] | None:
+    """What _key_pass finds, for NDJSON courier wrote itself (transcoded CBOR, XML, JSON): it
+    counted the lines, each an object, and noted their keys. None: some file's are unknown."""
+    counts: dict[str, int] = {}
+    late: list[str] = []
+    unknown: set[str] = set()
+    for path, f in zip(paths, files, strict=True):
+        if f.keys is None or f.records is None:
+            return None
+        counts[path] = f.records
+        if f.keys - schema.keys():
+            late.append(path)
+            unknown |= f.keys - schema.keys()
+    return sum(counts.values()), sorted(unknown), 0, late, counts
 
 
 def _lines_of(paths: list[str]) -> str:

@@ -136,18 +136,28 @@ class TreeReader(BatchReader):
         """One file's rows as NDJSON in out_dir (see json_lines)."""
         target = out_dir / f"{index:06d}-{Path(file.key).name}.ndjson"
         bad: list[BadRecord] = []
+        keys: set[str] = set()
         with open(target, "wb") as out, _gc_paused():
-            written = self.write_lines(file, options, out, bad)
+            written = self.write_lines(file, options, out, bad, keys)
         if written:
-            return InputFile(file.key, target, target.stat().st_size), bad
+            size = target.stat().st_size
+            return InputFile(file.key, target, size, records=written, keys=frozenset(keys)), bad
         target.unlink()
         return None, bad
 
     def write_lines(
-        self, file: InputFile, options: TreeOptions, out: IO[bytes], bad: list[BadRecord]
+        self,
+        file: InputFile,
+        options: TreeOptions,
+        out: IO[bytes],
+        bad: list[BadRecord],
+        keys: set[str] | None = None,
     ) -> int:
-        """Write the file's rows to out as JSON lines; the number of rows written."""
-        return write_entries(self.items(file, options), options.record_path, file.key, out, bad)
+        """Write the file's rows to out as JSON lines; the number of rows written. `keys`
+        gains the rows' top-level keys (a superset: perhaps a key of a row found bad)."""
+        return write_entries(
+            self.items(file, options), options.record_path, file.key, out, bad, keys
+        )
 
 
 def write_entries(
@@ -156,8 +166,10 @@ def write_entries(
     key: str,
     out: IO[bytes],
     bad: list[BadRecord],
+    keys: set[str] | None = None,
 ) -> int:
-    """Items' rows as JSON lines to out (bad ones to bad); the number of rows written. Each
+    """Items' rows as JSON lines to out (bad ones to bad), their top-level keys into `keys`;
+    the number of rows written. Each
     row is encoded as soon as it is decoded and only its bytes are kept: a decoded tree lives
     for one item, which keeps the CPU caches warm (twice as fast as encoding batches of
     decoded rows)."""
@@ -172,16 +184,20 @@ def write_entries(
         if not path and type(value) is dict:
             try:
                 lines.append(dumps(value, default=default))
+                if keys is not None:
+                    keys.update(value)
             except (TypeError, orjson.JSONEncodeError):
-                encode_slowly(value, number, key, lines, bad)
+                encode_slowly(value, number, key, lines, bad, keys)
         else:
             rows: list[dict[str, Any]] = []
             extract(value, number, path, key, rows, [], bad)
             for row in rows:
                 try:
                     lines.append(dumps(row, default=default))
+                    if keys is not None:
+                        keys.update(row)
                 except (TypeError, orjson.JSONEncodeError):
-                    encode_slowly(row, number, key, lines, bad)
+                    encode_slowly(row, number, key, lines, bad, keys)
         if len(lines) >= JSON_BATCH_ROWS:
             lines.append(b"")
             out.write(b"\n".join(lines))
@@ -374,12 +390,20 @@ def _key_text(key: Any) -> str:
 
 
 def encode_slowly(
-    row: Any, number: int, key: str, lines: list[bytes], bad: list[BadRecord]
+    row: Any,
+    number: int,
+    key: str,
+    lines: list[bytes],
+    bad: list[BadRecord],
+    keys: set[str] | None = None,
 ) -> None:
     """A row orjson refused at first (an integer beyond 64 bits, a non-string map key):
     sanitized, or a bad record when even that fails."""
     try:
-        lines.append(orjson.dumps(sanitize(row), default=json_default))
+        clean = sanitize(row)
+        lines.append(orjson.dumps(clean, default=json_default))
+        if keys is not None and isinstance(clean, dict):
+            keys.update(clean)
     except (TypeError, ValueError, orjson.JSONEncodeError, RecursionError) as exc:
         bad.append(BadRecord(key, number, f"item {number} cannot be read as JSON: {exc}", raw(row)))
 

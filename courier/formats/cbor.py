@@ -29,7 +29,7 @@ from courier.plan import BadRecord, InputFile
 transcode_lines: (
     Callable[
         [bytes, int, int, tuple[bytes, ...], tuple[bytes, ...]],
-        tuple[bytes, int, int, int, bool],
+        tuple[bytes, int, int, int, bool, set[str]],
     ]
     | None
 )
@@ -52,7 +52,12 @@ class CborReader(TreeReader):
             yield from _Sequence(fh, file.key, options).items()
 
     def write_lines(
-        self, file: InputFile, options: TreeOptions, out: IO[bytes], bad: list[BadRecord]
+        self,
+        file: InputFile,
+        options: TreeOptions,
+        out: IO[bytes],
+        bad: list[BadRecord],
+        keys: set[str] | None = None,
     ) -> int:
         """Items go through the compiled transcoder, JSON text straight from the CBOR bytes
         (record_path and force_list applied as below); an item it does not handle (tags,
@@ -62,7 +67,7 @@ class CborReader(TreeReader):
         path = tuple(step.encode() for step in options.record_path)
         force = tuple(sorted(k.encode() for k in options.force_list))
         if transcode is None or len(path) > MAX_NAMES or len(force) > MAX_NAMES:
-            return super().write_lines(file, options, out, bad)
+            return super().write_lines(file, options, out, bad, keys)
         depth, key = options.max_depth, file.key
         written = number = 0
         with open(file.path, "rb") as fh:
@@ -70,22 +75,26 @@ class CborReader(TreeReader):
             if not seq.more():
                 return 0
             if seq.buf[0] >> 5 == 4:  # one top-level array: cbor2 walks it
-                return write_entries(seq.items(), options.record_path, key, out, bad)
+                return write_entries(seq.items(), options.record_path, key, out, bad, keys)
             while True:
-                json, seq.pos, items, rows, slow = transcode(seq.buf, seq.pos, depth, path, force)
+                json, seq.pos, items, rows, slow, names = transcode(
+                    seq.buf, seq.pos, depth, path, force
+                )
                 if rows:
                     out.write(json)
                     written += rows
+                    if keys is not None:
+                        keys |= names
                 number += items
                 if slow:
                     entry = next(seq.items(after=number), None)
                     if entry is None:
                         break
                     number += 1  # one item (or one bad record), numbered like the rest
-                    written += write_entries((entry,), options.record_path, key, out, bad)
+                    written += write_entries((entry,), options.record_path, key, out, bad, keys)
                 elif not seq.more():  # the end of the file, or of what it holds whole
                     rest = seq.items(after=number)
-                    written += write_entries(rest, options.record_path, key, out, bad)
+                    written += write_entries(rest, options.record_path, key, out, bad, keys)
                     break
         return written
 

@@ -95,7 +95,15 @@ def run_workers(
             for entry in json.loads(done.read_text()):
                 produced = entry["produced"]
                 results[entry["index"]] = (
-                    InputFile(produced[0], Path(produced[1]), produced[2]) if produced else None,
+                    InputFile(
+                        produced[0],
+                        Path(produced[1]),
+                        produced[2],
+                        records=produced[3],
+                        keys=frozenset(produced[4]),
+                    )
+                    if produced
+                    else None,
                     [BadRecord(*b) for b in entry["bad"]],
                 )
     finally:
@@ -129,7 +137,15 @@ def work(task_path: Path) -> None:
         out.append(
             {
                 "index": index,
-                "produced": [produced.key, str(produced.path), produced.size] if produced else None,
+                "produced": [
+                    produced.key,
+                    str(produced.path),
+                    produced.size,
+                    produced.records,
+                    sorted(produced.keys or ()),
+                ]
+                if produced
+                else None,
                 "bad": [[b.file, b.line, b.reason, b.raw] for b in bad],
             }
         )

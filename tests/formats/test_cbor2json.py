@@ -49,9 +49,20 @@ def decoded(f: InputFile, **options: Any) -> tuple[list[Any], list[BadRecord]]:
 def call(value_bytes: bytes, max_depth: int = 100) -> tuple[bytes, int, int, bool]:
     """(json, pos, items, slow) of the items as rows (no record_path: one row an item)."""
     assert lines is not None
-    json_lines, pos, items, rows, slow = lines(value_bytes, 0, max_depth, (), ())
+    json_lines, pos, items, rows, slow, keys = lines(value_bytes, 0, max_depth, (), ())
     assert rows == items
+    written = {k for line in json_lines.splitlines() for k in json.loads(line)}
+    assert keys >= written  # more only for a row given back to cbor2
     return json_lines, pos, items, slow
+
+
+def test_the_rows_top_level_keys_are_noted_once_each() -> None:
+    assert lines is not None
+    rows = [{"a": 1, "b": {"x": 1}}, {"a": 2, "b": {"y": 2}}, {"b": 3, "a": 4}, {}, {"c": 5}]
+    out, _, items, count, slow, keys = lines(cbor_seq(rows), 0, 100, (), ())
+    assert (items, count, slow) == (5, 5, False)
+    assert keys == {"a", "b", "c"}  # nested keys (x, y) are not top-level keys
+    assert [json.loads(line) for line in out.splitlines()] == rows
 
 
 def test_plain_maps_become_one_line_each() -> None:
@@ -238,8 +249,8 @@ def test_record_path_rows_come_from_the_transcoder() -> None:
             {"records": {"record": {"id": 3}}},
         ]
     )
-    out, pos, items, rows, slow = lines(data, 0, 100, (b"records", b"record"), (b"tender",))
-    assert (pos, items, rows, slow) == (len(data), 2, 3, False)
+    out, pos, items, rows, slow, keys = lines(data, 0, 100, (b"records", b"record"), (b"tender",))
+    assert (pos, items, rows, slow, keys) == (len(data), 2, 3, False, {"id", "tender"})
     assert [json.loads(line) for line in out.splitlines()] == [
         {"id": 1, "tender": [{"t": "a"}]},
         {"id": 2},

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -262,3 +263,28 @@ def test_the_streamed_key_pass_reads_lines_as_text_and_leaves_odd_files_to_the_c
     assert ("t" in engine.engine.streamed) is streams
     kinds = dict(engine.rows("SELECT table_name, table_type FROM information_schema.tables"))
     assert kinds[engine.engine.tags["t"].name] == ("VIEW" if streams else "LOCAL TEMPORARY")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_transcoded_files_carry_their_keys_so_the_key_pass_is_skipped(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """CBOR transcoded to NDJSON: the transcoder (and its helper processes) counted the lines
+    and noted their top-level keys; a key only the last file's last record has is loaded."""
+    from courier.engines.duckdb import DuckDBEngine
+    from courier.formats import arrow_tree
+
+    def no_pass(*_: Any) -> None:
+        raise AssertionError("the key pass ran over transcoded files")
+
+    monkeypatch.setattr(DuckDBEngine, "_key_pass", no_pass)
+    monkeypatch.setattr(arrow_tree, "PARALLEL_MIN_BYTES", 0)
+    records = events(30)
+    records[-1] = {**records[-1], "coupon": "late-1"}
+    files = [
+        write(tmp_path / f"{n}.cbor", cbor_seq(records[n * 10 : n * 10 + 10])) for n in range(3)
+    ]
+    summary = engine.read("t", files, "cbor", read_once=True, decode_workers=workers)
+    assert "t" in engine.engine.streamed and summary.records == 30
+    assert summary.schema["coupon"] == "VARCHAR"
+    assert engine.rows("SELECT count(coupon), max(coupon) FROM t") == [(1, "late-1")]
