@@ -37,23 +37,30 @@ def format_of(path: Path) -> str:
 
 def json_records(text: str, source: str) -> list[Any]:
     """Records of a JSON text: one document, or one payload per line (NDJSON)."""
+    records: list[Any] = []
+    for line, value in _documents(text, source):
+        records.extend(_split(value, source, line))
+    return records
+
+
+def _documents(text: str, source: str) -> list[tuple[int | None, Any]]:
+    """The JSON documents of a text with their line (None: the whole text is one)."""
     stripped = text.strip()
     if not stripped:
         return []
     try:
-        return _split(orjson.loads(stripped), source, None)
+        return [(None, orjson.loads(stripped))]
     except orjson.JSONDecodeError:
         pass
-    records: list[Any] = []
+    docs: list[tuple[int | None, Any]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            value = orjson.loads(line)
+            docs.append((number, orjson.loads(line)))
         except orjson.JSONDecodeError as exc:
             raise FormatError(f"{source} line {number}: malformed JSON: {exc}") from exc
-        records.extend(_split(value, source, number))
-    return records
+    return docs
 
 
 def _split(value: Any, source: str, line: int | None) -> list[Any]:
@@ -70,21 +77,7 @@ def _split(value: Any, source: str, line: int | None) -> list[Any]:
 
 def json_documents(text: str, source: str) -> list[Any]:
     """JSON documents as sent: the whole text, or one per line; arrays are kept whole."""
-    stripped = text.strip()
-    if not stripped:
-        return []
-    try:
-        return [orjson.loads(stripped)]
-    except orjson.JSONDecodeError:
-        pass
-    docs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                docs.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise FormatError(f"{source} line {number}: malformed JSON: {exc}") from exc
-    return docs
+    return [value for _, value in _documents(text, source)]
 
 
 def xml_tree(text: str, source: str) -> Any:

@@ -759,12 +759,7 @@ class DuckDBEngine(QueryEngine):
         try:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS {sql}")
         except duckdb.Error as exc:
-            # A value a streamed tag's sampled schema cannot read: hold those tags in tables
-            # (which widens their schema over every record) and run the query once more.
-            held = [t for t in tags if t in self.streamed]
-            if held and is_type_error(exc):
-                for tag in held:
-                    self._hold(tag)
+            if self._held_after_type_error(exc, tags):
                 return self.run_query(query, tags, fields)
             if fields and self._add_missing_fields(sql, tags, fields, exc):
                 return self.run_query(query, tags, fields)
@@ -852,10 +847,7 @@ class DuckDBEngine(QueryEngine):
         try:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(table)} AS {edited}")
         except duckdb.Error as exc:
-            held = [t for t in tags if t in self.streamed]
-            if held and is_type_error(exc):
-                for tag in held:
-                    self._hold(tag)
+            if self._held_after_type_error(exc, tags):
                 return self._run_ordered(query, sql, table, tags)
             return None
         finally:
@@ -972,6 +964,16 @@ class DuckDBEngine(QueryEngine):
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS SELECT * FROM {view}")
         finally:
             self.con.unregister(view)
+
+    def _held_after_type_error(self, exc: duckdb.Error, tags: list[str]) -> bool:
+        """A value a streamed tag's sampled schema cannot read: hold those tags in tables
+        (which widens their schema over every record); whether the query should run again."""
+        held = [t for t in tags if t in self.streamed]
+        if not held or not is_type_error(exc):
+            return False
+        for tag in held:
+            self._hold(tag)
+        return True
 
     def _hold(self, tag: str) -> None:
         """Read a streamed tag into a table, as read_input does when not streaming."""

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 import orjson
 
 from courier.formats.arrow_tree import Item, TreeReader, force_lists, whole_document
+from courier.formats.ndjson import not_utf8, raw
 from courier.formats.options import TreeOptions
 from courier.plan import BadRecord, InputFile
-
-RAW_LIMIT = 4096
 
 
 class JsonDocumentReader(TreeReader):
@@ -33,13 +32,8 @@ class JsonDocumentReader(TreeReader):
         try:
             document = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            reason = f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError as uexc:
-                reason = f"not UTF-8: {uexc.reason} at byte {uexc.start}"
-            text = data.decode("utf-8", errors="backslashreplace")[:RAW_LIMIT]
-            yield BadRecord(file.key, exc.lineno, reason, text)
+            malformed = f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            yield BadRecord(file.key, exc.lineno, not_utf8(data) or malformed, raw(data))
             return
         del data
         if options.force_list:

@@ -62,17 +62,22 @@ def parse_line(stripped: bytes, ends_line: bool = True) -> tuple[dict[str, Any] 
     try:
         value = orjson.loads(stripped)
     except orjson.JSONDecodeError as exc:
-        reason = f"malformed JSON: {exc}"
-        try:
-            stripped.decode("utf-8")
-        except UnicodeDecodeError as uexc:
-            reason = f"not UTF-8: {uexc.reason} at byte {uexc.start}"
+        reason = not_utf8(stripped) or f"malformed JSON: {exc}"
         if not ends_line:
             reason = f"truncated last line ({reason})"
         return None, reason
     if not isinstance(value, dict):
         return None, f"expected a JSON object, got {type(value).__name__}"
     return value, None
+
+
+def not_utf8(data: bytes) -> str | None:
+    """Why bytes orjson refused are not UTF-8 (a clearer reason than its parse error)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8: {exc.reason} at byte {exc.start}"
+    return None
 
 
 def raw(data: bytes) -> str:
