@@ -14,7 +14,7 @@ recovery asks feed by feed (committed_feeds) to roll a run killed between commit
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from courier.destinations.base import FeedDestination, LoadContext, LoadResult, TLoadMode
 from courier.destinations.delta_table import (
@@ -31,6 +31,7 @@ from courier.plan import FeedCounts
 if TYPE_CHECKING:
     from courier.backends import Session
     from courier.config.models import DeltaDestinationConfig, FeedConfig
+    from courier.destinations.duckdb import StagingDestination
     from courier.engines.base import Rows
 
 HISTORY_DEPTH = 100  # commits per table searched for a run id ("did run R commit?")
@@ -67,7 +68,7 @@ class DeltaDestination(FeedDestination):
         self.feeds = {f.id: f for f in feeds}
         self.session = session
         self.ctx: LoadContext | None = None
-        self.stage: Any = None  # the run's scratch DuckDB destination
+        self.stage: StagingDestination | None = None  # where the run's rows are staged
         self.loaded: dict[str, FeedConfig] = {}  # feeds the open run loaded, in load order
         self.counts: dict[str, FeedCounts] = {}  # each feed's last load's counts
 
@@ -79,25 +80,25 @@ class DeltaDestination(FeedDestination):
 
     # -- the run -----------------------------------------------------------------------------
     def begin(self, ctx: LoadContext) -> None:
-        from courier.destinations.duckdb import staging_destination
-
         self.abort()
         self.ctx = ctx
-        self.stage = staging_destination(self.session)
-        self.stage.begin(ctx)
         self.loaded = {}
         self.counts = {}
 
     def ensure_table(self, feed: FeedConfig) -> list[str]:
         changes = self.table(feed).plan_schema().changes(feed.id)  # refusals before any commit
-        if self.stage is not None:
-            self.stage.ensure_table(feed)
         self.feeds.setdefault(feed.id, feed)
         return changes
 
     def load(self, feed: FeedConfig, rows: Rows, mode: TLoadMode = "load") -> LoadResult:
-        if self.ctx is None or self.stage is None:
+        from courier.destinations.duckdb import stage_for
+
+        if self.ctx is None:
             raise LoadError(f"feed {feed.id}: load called outside a run (call begin first)")
+        if self.stage is None:  # staged where the rows are (the DuckDB engine's connection)
+            self.stage = stage_for(rows, self.session)
+            self.stage.begin(self.ctx)
+        self.stage.ensure_table(feed)
         result = self.stage.load(feed, rows, mode)
         self.loaded[feed.id] = feed
         # the rows the MERGE replaces are counted at the commit, from its metrics (counting
@@ -111,15 +112,15 @@ class DeltaDestination(FeedDestination):
             if self.committed(run_id):
                 return
             raise LoadError(f"run {run_id} has no open load to commit")
-        feeds = list(self.loaded)
+        feeds, stage = list(self.loaded), self.stage
         for feed in self.loaded.values():
-            if feed.id in ctx.committed:
+            if feed.id in ctx.committed or stage is None:
                 continue
-            truncated = self.stage.truncated(feed.id)
+            truncated = stage.truncated(feed.id)
             mode: TWriteMode = (
                 "overwrite" if truncated else ("merge" if feed.primary_key else "append")
             )
-            data = partial(self.stage.arrow, feed.id)  # streamed from the stage (each attempt)
+            data = partial(stage.arrow, feed.id)  # streamed from the stage (each attempt)
             table = self.table(feed)
             table.write(
                 data, mode, courier=ctx.courier, run_id=run_id, sequence=ctx.sequence,
@@ -127,21 +128,18 @@ class DeltaDestination(FeedDestination):
             )  # fmt: skip
             if table.replaced is not None and feed.id in self.counts:
                 self.counts[feed.id].deleted = table.replaced
-        self.stage.abort()
         self._close_stage()
         self.ctx = None
         self.loaded = {}
 
     def abort(self) -> None:
-        if self.stage is not None:
-            self.stage.abort()
-            self._close_stage()
+        self._close_stage()
         self.ctx = None
         self.loaded = {}
 
     def _close_stage(self) -> None:
         if self.stage is not None:
-            self.stage.con.close()
+            self.stage.close()
             self.stage = None
 
     def committed(self, run_id: str) -> bool:

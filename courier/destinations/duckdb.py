@@ -69,6 +69,7 @@ def open_backend(name: str, config: DuckDBDestinationConfig, session: Session) -
 class DuckDBDestination(FeedDestination):
     type = "duckdb"
     schema = "main"
+    create = "CREATE TABLE"
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
@@ -128,15 +129,18 @@ class DuckDBDestination(FeedDestination):
             return False
         return bool(self._count(f"SELECT count(*) FROM {COMMITS} WHERE run_id = {literal(run_id)}"))
 
+    def table_name(self, feed_id: str) -> str:
+        return feed_id
+
     def table(self, feed_id: str) -> str:
-        return f"{quote(self.catalog)}.{quote(self.schema)}.{quote(feed_id)}"
+        return f"{quote(self.catalog)}.{quote(self.schema)}.{quote(self.table_name(feed_id))}"
 
     def existing_columns(self, feed_id: str) -> dict[str, str] | None:
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = ? AND table_schema = ? AND table_name = ? "
             "ORDER BY ordinal_position",
-            [self.catalog, self.schema, feed_id],
+            [self.catalog, self.schema, self.table_name(feed_id)],
         ).fetchall()
         return {r[0]: r[1] for r in rows} if rows else None
 
@@ -145,7 +149,7 @@ class DuckDBDestination(FeedDestination):
         wanted = {name: sql_type(t) for name, t in feed.fields.items()}
         if existing is None:
             cols = [f"{quote(n)} {t}" for n, t in {**wanted, **SYSTEM_COLUMNS}.items()]
-            self.con.execute(f"CREATE TABLE {self.table(feed.id)} ({', '.join(cols)})")
+            self.con.execute(f"{self.create} {self.table(feed.id)} ({', '.join(cols)})")
             return [f"created feed table {feed.id}"]
         changes = []
         for name, typ in {**wanted, **SYSTEM_COLUMNS}.items():
@@ -461,19 +465,62 @@ def cast_expr(col: str, incoming_type: str, feed_type: str) -> str:
 STAGE_MEMORY_LIMIT = "512MB"  # half the engine's default ([feeds] memory_limit sets both)
 
 
-def staging_destination(session: Session | None) -> DuckDBDestination:
-    """A DuckDB destination on a private in-memory database (spilling to .courier/tmp): another
-    destination (Delta) stages a run's rows here, with the same casts, quarantine and
-    last-record-wins as DuckDB feeds, then reads them back as Arrow (DuckDBDestination.arrow)."""
+class StagingDestination(DuckDBDestination):
+    """Where another destination (Delta) stages a run's rows: cast, checked, quarantined and
+    deduplicated as DuckDB feeds are, in temp tables, then read back as Arrow (`arrow`). It
+    keeps no transaction of its own, since it may share its connection with the state
+    (`stage_for`): abort() drops the tables it made."""
+
+    create = "CREATE TEMP TABLE"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, owns_connection: bool):
+        super().__init__(con)
+        self.catalog, self.schema = "temp", "main"
+        self.owns_connection = owns_connection
+        self._made: set[str] = set()
+
+    def table_name(self, feed_id: str) -> str:
+        return f"_courier_staged_{feed_id}"  # beside the file tags' views, never one of them
+
+    def begin(self, ctx: LoadContext) -> None:
+        self.abort()
+        self.ctx = ctx
+        self._truncated.clear()
+
+    def ensure_table(self, feed: FeedConfig) -> list[str]:
+        self._made.add(feed.id)
+        return super().ensure_table(feed)
+
+    def commit(self, run_id: str) -> None:
+        raise LoadError("a staging destination is read (arrow), never committed")
+
+    def abort(self) -> None:
+        self.ctx = None
+        for feed_id in sorted(self._made):
+            self.con.execute(f"DROP TABLE IF EXISTS {self.table(feed_id)}")
+        self._made.clear()
+
+    def close(self) -> None:
+        self.abort()
+        if self.owns_connection:
+            self.con.close()
+
+
+def stage_for(rows: Rows, session: Session | None) -> StagingDestination:
+    """A staging destination for rows: on the DuckDB engine's own connection when the rows are
+    its tables (no copy of them, one memory budget), else on a private in-memory database
+    (spilling to .courier/tmp) that their Arrow stream is copied into."""
     from courier.engines.duckdb import connect
 
-    con = connect(":memory:")
-    if session is not None:
-        feeds = session.project.settings.feeds
-        con.close()
-        # the engine's database holds the run's input meanwhile: the two share the budget
-        con = connect(":memory:", feeds.memory_limit or STAGE_MEMORY_LIMIT, feeds.threads)
-        scratch = session.project.path(".courier/tmp")
-        scratch.mkdir(parents=True, exist_ok=True)
-        con.execute(f"SET temp_directory = {literal(str(scratch))}")
-    return DuckDBDestination(con)
+    source = rows.native("duckdb")
+    if isinstance(source, DuckDBRows):
+        return StagingDestination(source.con, owns_connection=False)
+    if session is None:
+        return StagingDestination(connect(":memory:"), owns_connection=True)
+    feeds = session.project.settings.feeds
+    # the engine's database holds the run's input meanwhile: the two share the budget
+    con = connect(":memory:", feeds.memory_limit or STAGE_MEMORY_LIMIT, feeds.threads)
+    scratch = session.project.path(".courier/tmp")
+    scratch.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET temp_directory = {literal(str(scratch))}")
+    return StagingDestination(con, owns_connection=True)
