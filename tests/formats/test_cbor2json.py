@@ -65,6 +65,27 @@ def test_the_rows_top_level_keys_are_noted_once_each() -> None:
     assert [json.loads(line) for line in out.splitlines()] == rows
 
 
+def test_doubles_are_written_as_repr_writes_them() -> None:
+    """Short decimals take a fast path (<= 6 places, 1e-4 <= |x| < 1e15); every double reads
+    back as itself and is spelt as Python's repr spells it, fast path or not."""
+    import random
+
+    rng = random.Random(7)
+    values = [0.0, -0.0, 3.0, -3.0, 0.1, 0.3, 0.1 + 0.2, 1e-4, 1.1e-4, 9.99e-5, 1e15, 1e15 - 1,
+              999999999999999.9, 64.47, -18.32, 1 / 3, 2.0**53, 2.0**53 + 2, 123456789.123456]  # fmt: skip
+    for _ in range(5000):
+        values.append(
+            rng.randint(-(10 ** rng.randint(1, 16)), 10 ** rng.randint(1, 16))
+            / 10 ** rng.randint(0, 8)
+        )
+        values.append(struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0])
+    values = [v for v in values if math.isfinite(v)]
+    out, _, items, _ = call(b"".join(cbor2.dumps({"x": v}) for v in values))
+    assert items == len(values)
+    written = [line[len(b'{"x":') : -1].decode() for line in out.splitlines()]
+    assert written == [repr(v) for v in values]
+
+
 def test_plain_maps_become_one_line_each() -> None:
     records = [
         {"a": 1, "b": -5, "c": 'x"y\\z\n\t\u0001é日本', "d": [True, False, None], "e": {}},
