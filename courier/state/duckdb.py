@@ -96,6 +96,14 @@ def open_backend(name: str, config: StateSection, session: Session) -> DuckDBSta
     return DuckDBStateStore(feeds_connection(session))
 
 
+def _rows_view(
+    con: duckdb.DuckDBPyConnection, view: str, rows: list[tuple[Any, ...]], width: int
+) -> AbstractContextManager[str]:
+    from courier.engines.duckdb import rows_view
+
+    return rows_view(con, view, rows, width)
+
+
 class DuckDBStateStore(StateStore):
     def __init__(self, con: duckdb.DuckDBPyConnection, create: bool = True):
         self.con = con
@@ -173,28 +181,27 @@ class DuckDBStateStore(StateStore):
         wanted = list(keys)
         if not wanted:
             return []
-        self.con.execute("CREATE OR REPLACE TEMP TABLE _courier_keys (key VARCHAR)")
-        self.con.executemany("INSERT INTO _courier_keys VALUES (?)", [(k,) for k in wanted])
-        return self.con.execute(
-            "SELECT f.key, f.size, f.version, f.checksum FROM courier.files f "
-            "JOIN _courier_keys k ON k.key = f.key WHERE f.storage = ? AND f.courier = ?",
-            [storage, courier],
-        ).fetchall()
+        with _rows_view(self.con, "_courier_keys", [(k,) for k in wanted], 1):
+            return self.con.execute(
+                "SELECT f.key, f.size, f.version, f.checksum FROM courier.files f "
+                "JOIN _courier_keys k ON k.c0 = f.key WHERE f.storage = ? AND f.courier = ?",
+                [storage, courier],
+            ).fetchall()
 
     def record_files(
         self, run_id: str, courier: str, tag: str, files: list[PlannedFile], loaded_at: datetime
     ) -> None:
-        self.con.executemany(
-            "INSERT INTO courier.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    f.storage, f.key, f.info.size, f.info.version, f.info.etag,
-                    f.info.modified, f.checksum or f.info.etag, courier, tag, f.partition,
-                    run_id, loaded_at,
-                )
-                for f in files
-            ],
-        )  # fmt: skip
+        rows = [
+            (
+                f.storage, f.key, f.info.size, f.info.version, f.info.etag,
+                f.info.modified, f.checksum or f.info.etag, courier, tag, f.partition,
+                run_id, loaded_at,
+            )
+            for f in files
+        ]  # fmt: skip
+        if rows:
+            with _rows_view(self.con, "_courier_new_files", rows, 12) as view:
+                self.con.execute(f"INSERT INTO courier.files SELECT * FROM {view}").fetchall()
 
     def start_run(self, record: RunRecord) -> None:
         row = record.to_row()
@@ -382,10 +389,12 @@ class DuckDBStateStore(StateStore):
     def quarantine(self, run_id: str, courier: str, feed: str | None, bad: list[BadRecord]) -> None:
         if not bad:
             return
-        self.con.executemany(
-            "INSERT INTO courier.quarantine VALUES (?, ?, ?, ?, ?, ?, ?, now())",
-            [(run_id, courier, feed, b.file, b.line, b.reason, b.raw) for b in bad],
-        )
+        rows = [(b.file, b.line, b.reason, b.raw) for b in bad]
+        with _rows_view(self.con, "_courier_bad", rows, 4) as view:
+            self.con.execute(
+                f"INSERT INTO courier.quarantine SELECT ?, ?, ?, c0, c1, c2, c3, now() FROM {view}",
+                [run_id, courier, feed],
+            )
 
     def export_quarantine(self, run_id: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -560,30 +569,32 @@ class DuckDBStateStore(StateStore):
     def seen_keys(self, source: str, keys: list[str]) -> dict[str, str | None]:
         if not keys:
             return {}
-        self.con.execute("CREATE OR REPLACE TEMP TABLE _courier_source_keys (key VARCHAR)")
-        self.con.executemany(
-            "INSERT INTO _courier_source_keys VALUES (?)", [(k,) for k in set(keys)]
-        )
-        rows = self.con.execute(
-            "SELECT s.key, s.landed_as FROM courier.source_keys s "
-            "JOIN _courier_source_keys k ON k.key = s.key WHERE s.source = ?",
-            [source],
-        ).fetchall()
+        with _rows_view(self.con, "_courier_source_keys", [(k,) for k in set(keys)], 1):
+            rows = self.con.execute(
+                "SELECT s.key, s.landed_as FROM courier.source_keys s "
+                "JOIN _courier_source_keys k ON k.c0 = s.key WHERE s.source = ?",
+                [source],
+            ).fetchall()
         return {k: v for k, v in rows}
 
     def add_keys(self, source: str, keys: dict[str, str | None], at: datetime) -> None:
         if keys:
-            self.con.executemany(
-                "INSERT OR REPLACE INTO courier.source_keys VALUES (?, ?, ?, ?)",
-                [(source, k, v, at) for k, v in keys.items()],
-            )
+            rows = [(k, v) for k, v in keys.items()]
+            with _rows_view(self.con, "_courier_added_keys", rows, 2) as view:
+                self.con.execute(
+                    "INSERT OR REPLACE INTO courier.source_keys "
+                    f"SELECT ?, c0, CAST(c1 AS VARCHAR), ? FROM {view}",
+                    [source, at],
+                ).fetchall()
 
     def drop_keys(self, source: str, keys: list[str]) -> None:
         if keys:
-            self.con.executemany(
-                "DELETE FROM courier.source_keys WHERE source = ? AND key = ?",
-                [(source, k) for k in keys],
-            )
+            with _rows_view(self.con, "_courier_dropped_keys", [(k,) for k in keys], 1) as view:
+                self.con.execute(
+                    "DELETE FROM courier.source_keys WHERE source = ? "
+                    f"AND key IN (SELECT c0 FROM {view})",
+                    [source],
+                ).fetchall()
 
     def courier_summary(self, courier: str) -> dict[str, Any]:
         last_success = self.con.execute(
