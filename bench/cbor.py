@@ -135,6 +135,7 @@ def courier_load(project: str, day: str) -> dict[str, Any]:
     db = Path(project) / ".courier" / "feeds.duckdb"
     for leftover in (db, db.with_suffix(".duckdb.wal")):
         leftover.unlink(missing_ok=True)
+    shutil.rmtree(Path(project) / ".courier" / "cache", ignore_errors=True)  # a first run
     sampler = TreeRss()
     started, cpu = time.perf_counter(), cpu_with_children()
     ctx = Context(load_project(project))

@@ -112,6 +112,7 @@ def courier_delta(project: str, day: str) -> dict[str, Any]:
 
     root = Path(project)
     shutil.rmtree(root / ".courier" / "lake", ignore_errors=True)
+    shutil.rmtree(root / ".courier" / "cache", ignore_errors=True)  # a first run, as "courier"
     for leftover in (root / ".courier").glob("feeds.duckdb*"):
         leftover.unlink()
     url = str(root / ".courier" / "lake" / "feeds" / FEED)

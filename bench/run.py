@@ -151,6 +151,8 @@ def courier_load(
     fresh(db)
     shutil.rmtree(Path(project) / ".courier" / "tmp", ignore_errors=True)
     shutil.rmtree(Path(project) / ".courier" / "quarantine", ignore_errors=True)
+    if not pinned:  # a new courier: no query edit remembered either (engines/record_order.py)
+        shutil.rmtree(Path(project) / ".courier" / "cache", ignore_errors=True)
     if pinned:  # what earlier runs of this courier left: its pinned schema, an empty feed
         schema = json.loads(Path(pinned).read_text())
         with Context(load_project(project)).workspace() as ws:

@@ -3,7 +3,6 @@ batches) into per-run temp tables, and runs saved queries over them."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -21,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from courier.engines.base import LINE_COLUMN, RANK_COLUMN, QueryEngine, Rows, WindowFile
-from courier.engines.record_order import carry_record_order
+from courier.engines.record_order import remembered_record_order
 from courier.errors import DatabaseLockedError, LoadError, QueryError
 from courier.formats import base as formats
 from courier.formats.limits import ColumnBudget, keys_collide
@@ -100,23 +99,20 @@ def connect(
 _HOLDER = re.compile(r"lock is held in (.*?) \(PID (\d+)\)")
 
 
-@contextlib.contextmanager
-def rows_view(
-    con: duckdb.DuckDBPyConnection, view: str, rows: list[tuple[Any, ...]], width: int
-) -> Iterator[str]:
-    """rows (tuples of `width` values) as a view named `view` for the statements in the block:
-    an Arrow table registered on the connection, so that one INSERT ... SELECT (or a join)
-    takes them all, where executemany runs a statement per row (~1 ms each: 2 s for the
-    courier.files rows of a 2,400-file window). Columns c0, c1, ... in tuple order. Fetch
-    each statement's result inside the block: the view cannot go while one is pending."""
-    finish = getattr(con, "complete", None)  # DuckDB >= 2: a result read with fetchone() is
-    if finish is not None:  # still open, and register() refuses to run beside it
-        finish()
-    con.register(view, pa.table({f"c{i}": [r[i] for r in rows] for i in range(width)}))
-    try:
-        yield view
-    finally:
-        con.unregister(view)
+ROWS_PER_STATEMENT = 256
+
+
+def each_values(rows: list[tuple[Any, ...]], width: int) -> Iterator[tuple[str, list[Any]]]:
+    """rows (tuples of `width` values) in chunks, each as a SQL source `(VALUES (?, ...), ...)
+    AS v(c0, c1, ...)` with its parameters: one statement takes a chunk, where executemany
+    runs one per row (~1 ms each: 3.6 s for the courier.files rows of a 2,400-file window),
+    and no Arrow table is made of Python values (pyarrow imports pandas for that: 0.4 s)."""
+    names = ", ".join(f"c{i}" for i in range(width))
+    one = "(" + ", ".join(["?"] * width) + ")"
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        values = ", ".join([one] * len(chunk))
+        yield f"(VALUES {values}) AS v({names})", [v for row in chunk for v in row]
 
 
 def lock_holder(message: str) -> str:
@@ -167,7 +163,10 @@ def feeds_connection(session: Session, database: str | None = None) -> duckdb.Du
 def open_backend(name: str, config: DuckDBEngineConfig, session: Session) -> DuckDBEngine:
     """Registry entry (courier.backends): the engine on the workspace's feed database."""
     return DuckDBEngine(
-        feeds_connection(session), session.project.path(".courier/tmp"), record_order=True
+        feeds_connection(session),
+        session.project.path(".courier/tmp"),
+        record_order=True,
+        cache_root=session.project.path(".courier/cache/record-order"),
     )
 
 
@@ -269,9 +268,11 @@ class DuckDBEngine(QueryEngine):
         con: duckdb.DuckDBPyConnection,
         scratch_root: Path | None = None,
         record_order: bool = False,
+        cache_root: Path | None = None,
     ):
         self.con = con
         self.scratch_root = scratch_root  # where remote files are downloaded (None: system tmp)
+        self.cache_root = cache_root  # the queries' record-order edits (record_order.py)
         # record_order: a query's rows carry the file rank and line of their input record
         # (runs; the analyst's previews keep the query's own columns and order)
         self.record_order = record_order
@@ -663,8 +664,8 @@ class DuckDBEngine(QueryEngine):
         self.con.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {FILE_NAMES} (path VARCHAR, key VARCHAR)"
         )
-        with rows_view(self.con, "_courier_new_names", list(mapping.items()), 2) as view:
-            self.con.execute(f"INSERT INTO {FILE_NAMES} SELECT c0, c1 FROM {view}").fetchall()
+        for source, params in each_values(list(mapping.items()), 2):
+            self.con.execute(f"INSERT INTO {FILE_NAMES} SELECT c0, c1 FROM {source}", params)
         self._keys.update(mapping)
 
     def _empty_table(self, table: str, schema: dict[str, str] | None) -> None:
@@ -859,7 +860,7 @@ class DuckDBEngine(QueryEngine):
         its shape does not carry them, or the edited text fails where the query may not (the
         query then runs as written: its rows in output order, or its own error)."""
         relations = {t: v for t in tags if (v := self._ordered_view(t)) is not None}
-        edited = carry_record_order(sql, relations) if relations else None
+        edited = remembered_record_order(sql, relations, self.cache_root) if relations else None
         if edited is None:
             return None
         # the rows name their place: their order in the table is free, which DuckDB

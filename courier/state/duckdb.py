@@ -96,12 +96,10 @@ def open_backend(name: str, config: StateSection, session: Session) -> DuckDBSta
     return DuckDBStateStore(feeds_connection(session))
 
 
-def _rows_view(
-    con: duckdb.DuckDBPyConnection, view: str, rows: list[tuple[Any, ...]], width: int
-) -> AbstractContextManager[str]:
-    from courier.engines.duckdb import rows_view
+def _each_values(rows: list[tuple[Any, ...]], width: int) -> Iterator[tuple[str, list[Any]]]:
+    from courier.engines.duckdb import each_values
 
-    return rows_view(con, view, rows, width)
+    return each_values(rows, width)
 
 
 class DuckDBStateStore(StateStore):
@@ -181,12 +179,14 @@ class DuckDBStateStore(StateStore):
         wanted = list(keys)
         if not wanted:
             return []
-        with _rows_view(self.con, "_courier_keys", [(k,) for k in wanted], 1):
-            return self.con.execute(
+        found: list[tuple[Any, ...]] = []
+        for source, params in _each_values([(k,) for k in wanted], 1):
+            found += self.con.execute(
                 "SELECT f.key, f.size, f.version, f.checksum FROM courier.files f "
-                "JOIN _courier_keys k ON k.c0 = f.key WHERE f.storage = ? AND f.courier = ?",
-                [storage, courier],
+                f"JOIN {source} ON v.c0 = f.key WHERE f.storage = ? AND f.courier = ?",
+                [*params, storage, courier],
             ).fetchall()
+        return found
 
     def record_files(
         self, run_id: str, courier: str, tag: str, files: list[PlannedFile], loaded_at: datetime
@@ -199,9 +199,8 @@ class DuckDBStateStore(StateStore):
             )
             for f in files
         ]  # fmt: skip
-        if rows:
-            with _rows_view(self.con, "_courier_new_files", rows, 12) as view:
-                self.con.execute(f"INSERT INTO courier.files SELECT * FROM {view}").fetchall()
+        for source, params in _each_values(rows, 12):
+            self.con.execute(f"INSERT INTO courier.files SELECT * FROM {source}", params)
 
     def start_run(self, record: RunRecord) -> None:
         row = record.to_row()
@@ -390,10 +389,11 @@ class DuckDBStateStore(StateStore):
         if not bad:
             return
         rows = [(b.file, b.line, b.reason, b.raw) for b in bad]
-        with _rows_view(self.con, "_courier_bad", rows, 4) as view:
+        for source, params in _each_values(rows, 4):
             self.con.execute(
-                f"INSERT INTO courier.quarantine SELECT ?, ?, ?, c0, c1, c2, c3, now() FROM {view}",
-                [run_id, courier, feed],
+                "INSERT INTO courier.quarantine SELECT ?, ?, ?, c0, c1, c2, c3, now() "
+                f"FROM {source}",
+                [run_id, courier, feed, *params],
             )
 
     def export_quarantine(self, run_id: str, path: Path) -> None:
@@ -569,32 +569,32 @@ class DuckDBStateStore(StateStore):
     def seen_keys(self, source: str, keys: list[str]) -> dict[str, str | None]:
         if not keys:
             return {}
-        with _rows_view(self.con, "_courier_source_keys", [(k,) for k in set(keys)], 1):
-            rows = self.con.execute(
+        rows: list[tuple[Any, ...]] = []
+        for values, params in _each_values([(k,) for k in set(keys)], 1):
+            rows += self.con.execute(
                 "SELECT s.key, s.landed_as FROM courier.source_keys s "
-                "JOIN _courier_source_keys k ON k.c0 = s.key WHERE s.source = ?",
-                [source],
+                f"JOIN {values} ON v.c0 = s.key WHERE s.source = ?",
+                [*params, source],
             ).fetchall()
         return {k: v for k, v in rows}
 
     def add_keys(self, source: str, keys: dict[str, str | None], at: datetime) -> None:
         if keys:
-            rows = [(k, v) for k, v in keys.items()]
-            with _rows_view(self.con, "_courier_added_keys", rows, 2) as view:
+            for values, params in _each_values(list(keys.items()), 2):
                 self.con.execute(
                     "INSERT OR REPLACE INTO courier.source_keys "
-                    f"SELECT ?, c0, CAST(c1 AS VARCHAR), ? FROM {view}",
-                    [source, at],
-                ).fetchall()
+                    f"SELECT ?, c0, CAST(c1 AS VARCHAR), ? FROM {values}",
+                    [source, at, *params],
+                )
 
     def drop_keys(self, source: str, keys: list[str]) -> None:
         if keys:
-            with _rows_view(self.con, "_courier_dropped_keys", [(k,) for k in keys], 1) as view:
+            for values, params in _each_values([(k,) for k in keys], 1):
                 self.con.execute(
                     "DELETE FROM courier.source_keys WHERE source = ? "
-                    f"AND key IN (SELECT c0 FROM {view})",
-                    [source],
-                ).fetchall()
+                    f"AND key IN (SELECT c0 FROM {values})",
+                    [source, *params],
+                )
 
     def courier_summary(self, courier: str) -> dict[str, Any]:
         last_success = self.con.execute(

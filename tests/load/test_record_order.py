@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import random
 from datetime import date
+from pathlib import Path
 
 import pytest
 
-from courier.engines.record_order import carry_record_order
+from courier.engines.record_order import carry_record_order, remembered_record_order
 from tests.newcomer.helpers import courier
 from tests.projects import ProjectFactory, event
 
@@ -162,3 +163,33 @@ ORDERED = {"events": "events_ordered"}
 )
 def test_which_query_shapes_carry_the_place(sql: str, expected: str | None) -> None:
     assert carry_record_order(sql, ORDERED) == expected
+
+
+def test_the_edit_is_remembered_by_query_text_across_relation_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A courier's query is edited once: later runs (other relation names) read the edit back
+    without parsing; another query text, or a cache that cannot be written, edits afresh."""
+    from courier.engines import record_order
+
+    sql = "SELECT e.event_id, e.n FROM events e WHERE e.n > 1"
+    first = remembered_record_order(sql, {"events": "_courier_in_events_1_ordered"}, tmp_path)
+    assert first == carry_record_order(sql, {"events": "_courier_in_events_1_ordered"})
+    assert first is not None and len(list(tmp_path.iterdir())) == 1
+
+    def no_parse(*_: object, **__: object) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(record_order, "carry_record_order", no_parse)
+    again = remembered_record_order(sql, {"events": "_courier_in_events_7_ordered"}, tmp_path)
+    assert again == first.replace("_courier_in_events_1_ordered", "_courier_in_events_7_ordered")
+    with pytest.raises(AssertionError, match="parsed again"):
+        remembered_record_order(sql + " AND e.n < 9", {"events": "x"}, tmp_path)
+    monkeypatch.undo()
+    # a query the edit cannot follow is remembered as such
+    grouped = "SELECT e.n, count(*) AS c FROM events e GROUP BY e.n"
+    assert remembered_record_order(grouped, {"events": "v"}, tmp_path) is None
+    assert remembered_record_order(grouped, {"events": "w"}, tmp_path) is None
+    blocked = tmp_path / "a-file"  # a cache folder that cannot be made (even by root)
+    blocked.write_text("")
+    assert remembered_record_order(sql, {"events": "v"}, blocked / "cache") is not None
