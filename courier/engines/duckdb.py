@@ -1117,9 +1117,10 @@ def _noted_keys(
         if f.keys is None or f.records is None:
             return None
         counts[path] = f.records
-        if f.keys - schema.keys():
+        new = f.keys - schema.keys()
+        if new:
             late.append(path)
-            unknown |= f.keys - schema.keys()
+            unknown |= new
     return sum(counts.values()), sorted(unknown), 0, late, counts
 
 

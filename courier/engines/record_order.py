@@ -12,6 +12,7 @@ aggregates, GROUP BY, DISTINCT, set operations other than UNION ALL, a FROM that
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -91,13 +92,9 @@ def remembered_record_order(
     return edited
 
 
-_CODE: list[str] = []
-
-
+@functools.cache
 def _code_version() -> str:
-    if not _CODE:
-        _CODE.append(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16])
-    return _CODE[0]
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def _remember(path: Path, value: dict[str, Any]) -> None:

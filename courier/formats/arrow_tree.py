@@ -169,10 +169,9 @@ def write_entries(
     keys: set[str] | None = None,
 ) -> int:
     """Items' rows as JSON lines to out (bad ones to bad), their top-level keys into `keys`;
-    the number of rows written. Each
-    row is encoded as soon as it is decoded and only its bytes are kept: a decoded tree lives
-    for one item, which keeps the CPU caches warm (twice as fast as encoding batches of
-    decoded rows)."""
+    the number of rows written. Each row is encoded as soon as it is decoded and only its
+    bytes are kept: a decoded tree lives for one item, which keeps the CPU caches warm (twice
+    as fast as encoding batches of decoded rows)."""
     lines: list[bytes] = []
     written = 0
     dumps, default = orjson.dumps, json_default

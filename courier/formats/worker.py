@@ -93,17 +93,8 @@ def run_workers(
                 log.warning("a decode helper failed (exit %s): %s", code, " | ".join(tail))
                 continue
             for entry in json.loads(done.read_text()):
-                produced = entry["produced"]
                 results[entry["index"]] = (
-                    InputFile(
-                        produced[0],
-                        Path(produced[1]),
-                        produced[2],
-                        records=produced[3],
-                        keys=frozenset(produced[4]),
-                    )
-                    if produced
-                    else None,
+                    produced_from_json(entry["produced"]),
                     [BadRecord(*b) for b in entry["bad"]],
                 )
     finally:
@@ -116,6 +107,21 @@ def run_workers(
         if index not in results:  # claimed by a helper that did not finish it
             results[index] = reader.transcode(index, f, options, out_dir)
         yield results[index]
+
+
+def produced_to_json(f: InputFile | None) -> list[Any] | None:
+    """A helper's transcoded file for its result file (read back by produced_from_json)."""
+    if f is None:
+        return None
+    keys = None if f.keys is None else sorted(f.keys)
+    return [f.key, str(f.path), f.size, f.records, keys]
+
+
+def produced_from_json(value: list[Any] | None) -> InputFile | None:
+    if value is None:
+        return None
+    key, path, size, records, keys = value
+    return InputFile(key, Path(path), size, records, None if keys is None else frozenset(keys))
 
 
 def work(task_path: Path) -> None:
@@ -137,15 +143,7 @@ def work(task_path: Path) -> None:
         out.append(
             {
                 "index": index,
-                "produced": [
-                    produced.key,
-                    str(produced.path),
-                    produced.size,
-                    produced.records,
-                    sorted(produced.keys or ()),
-                ]
-                if produced
-                else None,
+                "produced": produced_to_json(produced),
                 "bad": [[b.file, b.line, b.reason, b.raw] for b in bad],
             }
         )
