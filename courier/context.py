@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from courier.config.models import CourierConfig, parse_duration_seconds
 from courier.console import Console, NoopConsole
 from courier.destinations.base import FeedDestination, LoadContext, TLoadMode
-from courier.engines.base import WindowFile
+from courier.engines.base import Rows, WindowFile
 from courier.errors import CourierError, RunError, StorageError
 from courier.patterns import FilePattern, list_prefix, rendered_regex
 from courier.plan import (
@@ -352,12 +352,16 @@ class Context:
             self._load_on_cluster(ws, engine, plan, record, bad, to_load, resume)
             return
         hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="courier-checksum")
+        held: list[Rows] = []  # rows a destination reads again at its commit
         try:
             storage = self.storage(courier.storage)
             checksums = [hashing.submit(storage.checksum, f.info) for f in to_load]
-            self._read_and_load(ws, plan, record, bad, to_load, checksums, resume)
+            self._read_and_load(ws, plan, record, bad, to_load, checksums, held, resume)
         finally:
             hashing.shutdown(wait=False, cancel_futures=True)
+            for rows in held:
+                with suppress(Exception):  # a scratch table left: gone with the connection
+                    engine.drop(rows)
 
     def _load_on_cluster(
         self,
@@ -446,6 +450,7 @@ class Context:
         bad: list[BadRecord],
         to_load: list[PlannedFile],
         checksums: list[Future[str | None]],
+        held: list[Rows],
         resume: RollForward | None = None,
     ) -> None:
         courier = plan.courier
@@ -507,7 +512,10 @@ class Context:
             mode: TLoadMode = "truncateAndLoad" if feed_load.truncate_first else "load"
             loaded = ws.destination_for(feed).load(feed, rows, mode)
             if rows is not source:
-                engine.drop(rows)
+                if loaded.holds_rows:  # read again at the destination's commit
+                    held.append(rows)
+                else:
+                    engine.drop(rows)
             if loaded.ignored_columns:
                 action = "rejected" if feed.unknown_columns == "reject" else "ignored"
                 origin = f"query {op.sql_query!r}" if op.type == "sql" else f"file tag {tag!r}"

@@ -79,6 +79,8 @@ class FeedType:
 class LoadResult:
     counts: FeedCounts
     ignored_columns: list[str] = field(default_factory=list)  # incoming, not in the feed
+    # the destination reads the rows again at its commit: the engine keeps them until then
+    holds_rows: bool = False
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -309,7 +311,7 @@ class DuckDBDestination(FeedDestination):
         stage = f"_courier_stage_{feed.id}"
         dups = f"_courier_dups_{feed.id}"
         losers = f"_courier_losers_{feed.id}"
-        rejected = 0
+        rejected, deduped = 0, False
         if rejects and self._count(
             f"SELECT count(*) FROM {quote(source.name)} s WHERE {' OR '.join(rejects)}"
         ):
@@ -344,6 +346,7 @@ class DuckDBDestination(FeedDestination):
                     f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} "
                     f"ORDER BY {latest}) > 1"
                 )
+                deduped = True
                 rows = (
                     f"SELECT * FROM ({rows}) WHERE _courier_ord NOT IN "
                     f"(SELECT _courier_ord FROM {quote(losers)})"
@@ -351,22 +354,41 @@ class DuckDBDestination(FeedDestination):
             if self._count(f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT 1)"):
                 match = " AND ".join(f"f.{k} = g.{k}" for k in keys)
                 deleted = self._count(f"DELETE FROM {table} f USING ({replaced}) g WHERE {match}")
+        final = (
+            f"SELECT {fields}, {literal(ctx.run_id)} AS _courier_run_id, "
+            f"CAST({literal(ctx.loaded_at.isoformat())} AS TIMESTAMPTZ) AS _courier_loaded_at "
+            f"FROM ({rows})"
+        )
+
+        def expected() -> int:  # the rows `final` gives: all but the rejected and the losers
+            lost = self._count(f"SELECT count(*) FROM {quote(losers)}") if deduped else 0
+            return source.rows - rejected - lost
+
+        loaded = self._insert(feed, final, [stage, dups, losers], expected)
+        counts = FeedCounts(read=source.rows, loaded=loaded, rejected=rejected)
+        counts.deleted = deleted
+        return LoadResult(counts, ignored)
+
+    def _insert(
+        self, feed: FeedConfig, final: str, scratch: list[str], expected: Callable[[], int]
+    ) -> int:
+        """Insert the rows of `final` (the feed's columns, then the system ones) into the feed
+        table and drop the scratch tables it reads; the rows inserted. (`expected` counts
+        them without inserting, for a destination that inserts later.)"""
+        fields = ", ".join(quote(c) for c in [*feed.fields, *SYSTEM_COLUMNS])
         # The feed's physical row order means nothing (the dedupe above already used the input
         # order), so DuckDB may insert in any order: less buffering, less memory.
         self.con.execute("SET preserve_insertion_order = false")
         try:
-            loaded = self._count(
-                f"INSERT INTO {table} ({fields}, _courier_run_id, _courier_loaded_at) "
-                f"SELECT {fields}, {literal(ctx.run_id)}, "
-                f"CAST({literal(ctx.loaded_at.isoformat())} AS TIMESTAMPTZ) FROM ({rows})"
-            )
+            loaded = self._count(f"INSERT INTO {self.table(feed.id)} ({fields}) {final}")
         finally:
             self.con.execute("RESET preserve_insertion_order")
-        for t in (stage, dups, losers):
+        self._drop(scratch)
+        return loaded
+
+    def _drop(self, tables: list[str]) -> None:
+        for t in tables:
             self.con.execute(f"DROP TABLE IF EXISTS {quote(t)}")
-        counts = FeedCounts(read=source.rows, loaded=loaded, rejected=rejected)
-        counts.deleted = deleted
-        return LoadResult(counts, ignored)
 
     def _count(self, sql: str) -> int:
         """Run a statement that answers one number (a count, or rows changed)."""
@@ -465,11 +487,24 @@ def cast_expr(col: str, incoming_type: str, feed_type: str) -> str:
 STAGE_MEMORY_LIMIT = "512MB"  # half the engine's default ([feeds] memory_limit sets both)
 
 
+@dataclass
+class PendingRows:
+    """A feed's staged rows not written to its stage table: the statement that gives them
+    (reading the engine's rows and the scratch tables of their dedupe) for `arrow` to stream."""
+
+    feed: FeedConfig
+    select: str
+    scratch: list[str]
+
+
 class StagingDestination(DuckDBDestination):
     """Where another destination (Delta) stages a run's rows: cast, checked, quarantined and
-    deduplicated as DuckDB feeds are, in temp tables, then read back as Arrow (`arrow`). It
-    keeps no transaction of its own, since it may share its connection with the state
-    (`stage_for`): abort() drops the tables it made."""
+    deduplicated as DuckDB feeds are, then read as Arrow (`arrow`). Rows the engine made on
+    this connection stay where they are: the cast and dedupe statement streams from them at
+    the commit (the load says `holds_rows`, so the engine keeps them until then) instead of
+    copying them into a temp table first; rows of another engine, and a feed loaded twice in a
+    run, go to a temp table. It keeps no transaction of its own, since it may share its
+    connection with the state (`stage_for`): abort() drops the tables it made."""
 
     create = "CREATE TEMP TABLE"
 
@@ -478,6 +513,9 @@ class StagingDestination(DuckDBDestination):
         self.catalog, self.schema = "temp", "main"
         self.owns_connection = owns_connection
         self._made: set[str] = set()
+        self._pending: dict[str, PendingRows] = {}
+        self._loaded: set[str] = set()  # feeds the open run loaded
+        self._may_hold = False  # the rows being loaded are the engine's, on this connection
 
     def table_name(self, feed_id: str) -> str:
         return f"_courier_staged_{feed_id}"  # beside the file tags' views, never one of them
@@ -491,11 +529,54 @@ class StagingDestination(DuckDBDestination):
         self._made.add(feed.id)
         return super().ensure_table(feed)
 
+    def load(self, feed: FeedConfig, rows: Rows, mode: TLoadMode = "load") -> LoadResult:
+        again = feed.id in self._loaded
+        self._loaded.add(feed.id)
+        if again:  # a second load of the feed upserts into the first one's rows: both staged
+            self._settle(feed.id)
+        source = rows.native("duckdb")
+        self._may_hold = not again and isinstance(source, DuckDBRows) and source.con is self.con
+        try:
+            result = super().load(feed, rows, mode)
+        finally:
+            self._may_hold = False
+        result.holds_rows = feed.id in self._pending
+        return result
+
+    def _insert(
+        self, feed: FeedConfig, final: str, scratch: list[str], expected: Callable[[], int]
+    ) -> int:
+        if not self._may_hold:
+            return super()._insert(feed, final, scratch, expected)
+        self._pending[feed.id] = PendingRows(feed, final, scratch)
+        return expected()
+
+    def _settle(self, feed_id: str) -> None:
+        """Write a feed's pending rows to its stage table."""
+        pending = self._pending.pop(feed_id, None)
+        if pending is not None:
+            super()._insert(pending.feed, pending.select, pending.scratch, lambda: 0)
+
+    def arrow(self, feed_id: str, columns: list[str] | None = None) -> pa.RecordBatchReader:
+        pending = self._pending.get(feed_id)
+        if pending is None:
+            return super().arrow(feed_id, columns)
+        # typed as the stage table is (a cast to the same type costs nothing)
+        types = self.existing_columns(feed_id) or {}
+        wanted = columns or list(types)
+        cols = ", ".join(f"CAST(p.{quote(c)} AS {types[c]}) AS {quote(c)}" for c in wanted)
+        query = f"SELECT {cols} FROM ({pending.select}) p"
+        return arrow_relation(self.con, query).to_arrow_reader()
+
     def commit(self, run_id: str) -> None:
         raise LoadError("a staging destination is read (arrow), never committed")
 
     def abort(self) -> None:
         self.ctx = None
+        for pending in self._pending.values():
+            self._drop(pending.scratch)
+        self._pending.clear()
+        self._loaded.clear()
         for feed_id in sorted(self._made):
             self.con.execute(f"DROP TABLE IF EXISTS {self.table(feed_id)}")
         self._made.clear()
