@@ -122,10 +122,11 @@ class DeltaDestination(FeedDestination):
             )
             data = partial(stage.arrow, feed.id)  # streamed from the stage (each attempt)
             table = self.table(feed)
-            table.write(
-                data, mode, courier=ctx.courier, run_id=run_id, sequence=ctx.sequence,
-                run_feeds=feeds,
-            )  # fmt: skip
+            with stage.writing():
+                table.write(
+                    data, mode, courier=ctx.courier, run_id=run_id, sequence=ctx.sequence,
+                    run_feeds=feeds,
+                )  # fmt: skip
             if table.replaced is not None and feed.id in self.counts:
                 self.counts[feed.id].deleted = table.replaced
         self._close_stage()

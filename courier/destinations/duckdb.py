@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,7 @@ from courier.destinations.base import (
 )
 from courier.engines.base import LINE_COLUMN, RANK_COLUMN, Rows
 from courier.engines.duckdb import (
+    DEFAULT_MEMORY_LIMIT,
     FILE_NAMES,
     DuckDBRows,
     arrow_relation,
@@ -508,10 +511,17 @@ class StagingDestination(DuckDBDestination):
 
     create = "CREATE TEMP TABLE"
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, owns_connection: bool):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        owns_connection: bool,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    ):
         super().__init__(con)
         self.catalog, self.schema = "temp", "main"
         self.owns_connection = owns_connection
+        self.memory_limit = memory_limit  # the connection's, as it was set
+        self._readers: list[pa.RecordBatchReader] = []  # handed out by arrow, maybe not read
         self._made: set[str] = set()
         self._pending: dict[str, PendingRows] = {}
         self._loaded: set[str] = set()  # feeds the open run loaded
@@ -558,21 +568,48 @@ class StagingDestination(DuckDBDestination):
             super()._insert(pending.feed, pending.select, pending.scratch, lambda: 0)
 
     def arrow(self, feed_id: str, columns: list[str] | None = None) -> pa.RecordBatchReader:
+        self.close_readers()  # one stream at a time: an earlier attempt's is done with
         pending = self._pending.get(feed_id)
         if pending is None:
-            return super().arrow(feed_id, columns)
-        # typed as the stage table is (a cast to the same type costs nothing)
-        types = self.existing_columns(feed_id) or {}
-        wanted = columns or list(types)
-        cols = ", ".join(f"CAST(p.{quote(c)} AS {types[c]}) AS {quote(c)}" for c in wanted)
-        query = f"SELECT {cols} FROM ({pending.select}) p"
-        return arrow_relation(self.con, query).to_arrow_reader()
+            reader = super().arrow(feed_id, columns)
+        else:
+            # typed as the stage table is (a cast to the same type costs nothing)
+            types = self.existing_columns(feed_id) or {}
+            wanted = columns or list(types)
+            cols = ", ".join(f"CAST(p.{quote(c)} AS {types[c]}) AS {quote(c)}" for c in wanted)
+            query = f"SELECT {cols} FROM ({pending.select}) p"
+            reader = arrow_relation(self.con, query).to_arrow_reader()
+        self._readers.append(reader)
+        return reader
+
+    def close_readers(self) -> None:
+        """Let go of the Arrow streams handed out (a writer that failed half way leaves its
+        result open, and DuckDB then refuses every other statement on the connection)."""
+        for reader in self._readers:
+            reader.close()
+        self._readers.clear()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """While a writer streams the staged rows out (delta-rs: ~350 MB of buffers of its own
+        at a 1 GB window, measured), DuckDB keeps WRITER_SHARE of its memory limit, so the
+        two together stay within what the limit promises ([feeds] memory_limit)."""
+        limit = limit_bytes(self.memory_limit)
+        if limit:
+            self.con.execute(f"SET memory_limit = '{int(limit * WRITER_SHARE)}B'")
+        try:
+            yield
+        finally:
+            self.close_readers()
+            if limit:
+                self.con.execute(f"SET memory_limit = {literal(self.memory_limit)}")
 
     def commit(self, run_id: str) -> None:
         raise LoadError("a staging destination is read (arrow), never committed")
 
     def abort(self) -> None:
         self.ctx = None
+        self.close_readers()
         for pending in self._pending.values():
             self._drop(pending.scratch)
         self._pending.clear()
@@ -594,14 +631,30 @@ def stage_for(rows: Rows, session: Session | None) -> StagingDestination:
     from courier.engines.duckdb import connect
 
     source = rows.native("duckdb")
+    feeds = session.project.settings.feeds if session is not None else None
     if isinstance(source, DuckDBRows):
-        return StagingDestination(source.con, owns_connection=False)
-    if session is None:
+        limit = (feeds.memory_limit if feeds else None) or DEFAULT_MEMORY_LIMIT
+        return StagingDestination(source.con, owns_connection=False, memory_limit=limit)
+    if session is None or feeds is None:
         return StagingDestination(connect(":memory:"), owns_connection=True)
-    feeds = session.project.settings.feeds
     # the engine's database holds the run's input meanwhile: the two share the budget
-    con = connect(":memory:", feeds.memory_limit or STAGE_MEMORY_LIMIT, feeds.threads)
+    limit = feeds.memory_limit or STAGE_MEMORY_LIMIT
+    con = connect(":memory:", limit, feeds.threads)
     scratch = session.project.path(".courier/tmp")
     scratch.mkdir(parents=True, exist_ok=True)
     con.execute(f"SET temp_directory = {literal(str(scratch))}")
-    return StagingDestination(con, owns_connection=True)
+    return StagingDestination(con, owns_connection=True, memory_limit=limit)
+
+
+WRITER_SHARE = 0.5
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def limit_bytes(text: str) -> int | None:
+    """A DuckDB memory limit ("1GB", "953.6 MiB", "500000000B") in bytes; None for one this
+    does not read (e.g. a share of the machine's memory, "80%")."""
+    found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*", text, re.IGNORECASE)
+    if found is None:
+        return None
+    return int(float(found.group(1)) * _UNITS[(found.group(2) or "").upper()])
