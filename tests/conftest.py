@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,40 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         lambda: start_moto_server(log_dir=tmp_path_factory.mktemp("moto")),
         "the moto server (run make install-dev)",
     )
+
+
+@dataclass(frozen=True)
+class CheckingS3:
+    """A moto server that checks credentials: a bucket, and a key allowed to use it."""
+
+    endpoint: str
+    bucket: str
+    key_id: str
+    secret: str
+
+
+@pytest.fixture(scope="session")
+def checking_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CheckingS3]:
+    import boto3
+
+    setup = ["create_user", "create_access_key", "put_user_policy", "create_bucket"]
+    for endpoint in _server(
+        lambda: start_moto_server(log_dir=tmp_path_factory.mktemp("moto"), checks_after=len(setup)),
+        "the moto server (run make install-dev)",
+    ):
+        anyone = {  # any key will do until the checks begin
+            "aws_access_key_id": MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        }
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", **anyone)
+        iam.create_user(UserName="courier")
+        key = iam.create_access_key(UserName="courier")["AccessKey"]
+        policy = {"Version": "2012-10-17",
+                  "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}  # fmt: skip
+        iam.put_user_policy(UserName="courier", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **anyone)
+        s3.create_bucket(Bucket="lake")  # the last request served without a check
+        yield CheckingS3(endpoint, "lake", key["AccessKeyId"], key["SecretAccessKey"])
 
 
 @pytest.fixture(scope="session")

@@ -118,12 +118,18 @@ def moto_command(port: int) -> list[str]:
 
 
 def start_moto_server(
-    log_dir: Path | None = None, timeout: float = 30.0
+    log_dir: Path | None = None, timeout: float = 30.0, checks_after: int | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a moto server (all AWS services, S3 included) on a free loopback port."""
+    """Start a moto server (all AWS services, S3 included) on a free loopback port. With
+    `checks_after`, it checks every request's credentials against its IAM users once that
+    many requests were served (moto's INITIAL_NO_AUTH_ACTION_COUNT): the first ones set up
+    a user, its key and a bucket."""
     port = free_port()
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="moto-"))
-    proc = _start(moto_command(port), port, log_dir / "moto.log", timeout)
+    env = None
+    if checks_after is not None:
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(checks_after)}
+    proc = _start(moto_command(port), port, log_dir / "moto.log", timeout, env=env)
     return proc, f"http://127.0.0.1:{port}"
 
 

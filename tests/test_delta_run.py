@@ -462,11 +462,52 @@ def test_a_refused_feed_table_fails_the_run_and_writes_nothing(tmp_path: Path, c
     assert len(loaded) == (0 if case == "foreign_table" else 2)  # only the first run's
 
 
-@pytest.mark.parametrize("case", ["wrong_key", "missing_container", "missing_bucket"])
+def s3_lake(s3: Any, secret: str) -> str:
+    """A [storages.lake] entry on a checking moto server's bucket, with the key's id."""
+    return (
+        f'\n[storages.lake]\ntype = "s3"\nbucket = "{s3.bucket}"\n'
+        f'endpoint_url = "{s3.endpoint}"\nregion = "us-east-1"\n'
+        f'access_key_id = "{s3.key_id}"\nsecret_access_key = "{secret}"\n'
+    )
+
+
+def test_delta_on_s3_that_checks_credentials(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage entry's keys are what delta-rs signs with (the run loads); a session
+    token left in the environment goes with them, and the refusal says so."""
+    s3 = request.getfixturevalue("checking_s3")
+    request.getfixturevalue("aws_env")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "a-token-of-another-session")
+    root = multi_feed_project(tmp_path / "token", s3_lake(s3, s3.secret))
+    result = run_in_process(root)
+    assert result["status"] == "failed"
+    assert "storage refused the credentials" in result["error"], result["error"]
+    assert "AWS_SESSION_TOKEN is set in the environment" in result["error"], result["error"]
+    assert s3.secret not in result["error"] and files_ledger(root) == []
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    root = multi_feed_project(tmp_path / "keys", s3_lake(s3, s3.secret))
+    result = run_in_process(root)
+    assert result["status"] == "succeeded", result
+    assert files_ledger(root)
+
+
+@pytest.mark.parametrize(
+    "case", ["wrong_key", "missing_container", "missing_bucket", "wrong_s3_secret"]
+)
 def test_storage_refusals_fail_the_run_with_feed_table_and_what_to_do(
     tmp_path: Path, case: str, request: pytest.FixtureRequest
 ) -> None:
-    if case == "missing_bucket":
+    secret = ""
+    if case == "wrong_s3_secret":  # a moto server that checks signatures, a real key id
+        s3 = request.getfixturevalue("checking_s3")
+        request.getfixturevalue("aws_env")
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.delenv("AWS_SESSION_TOKEN")
+        secret = "Wrong" + s3.secret[5:]
+        lake = s3_lake(s3, secret)
+        url, what = f"s3://{s3.bucket}/feeds/session_log", "storage refused the credentials"
+    elif case == "missing_bucket":
         endpoint = request.getfixturevalue("moto_endpoint")
         request.getfixturevalue("aws_env")
         lake = (
@@ -506,6 +547,8 @@ def test_storage_refusals_fail_the_run_with_feed_table_and_what_to_do(
     assert "[storages.lake] in config/courier.toml" in error, error
     if case == "wrong_key":
         assert "AAAAAAA=" not in error and AZURITE_KEY[:20] not in error
+    if case == "wrong_s3_secret":
+        assert "SignatureDoesNotMatch" in error and secret not in error, error
     assert files_ledger(root) == []
 
 

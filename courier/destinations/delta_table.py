@@ -235,7 +235,7 @@ class SchemaPlan:
 
 _AUTH = re.compile(
     r"403|401|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|AuthenticationFailed|"
-    r"AuthorizationFailure|Forbidden|credential",
+    r"AuthorizationFailure|Forbidden|credential|InvalidToken|ExpiredToken",
     re.I,
 )
 _MISSING_BUCKET = re.compile(r"NoSuchBucket|ContainerNotFound|bucket.*not.*exist", re.I)
@@ -287,9 +287,18 @@ class DeltaFeedTable:
                 f"{storage}"
             )
         if _AUTH.search(text):
+            hint = ""
+            if "AWS_ACCESS_KEY_ID" in self.location.options and os.environ.get(
+                "AWS_SESSION_TOKEN"
+            ):  # delta-rs takes the environment's session token to go with the entry's keys
+                hint = (
+                    "; AWS_SESSION_TOKEN is set in the environment, and delta-rs sends it with "
+                    "the keys of the storage entry: unset it for courier, or leave the keys "
+                    "out of the entry and give that session's keys in the environment"
+                )
             return LoadError(
                 f"{where}: storage refused the credentials ({text}): check the credentials "
-                f"of {storage} and their permissions"
+                f"of {storage} and their permissions{hint}"
             )
         if _UNREACHABLE.search(text):
             return TransientLoadError(
