@@ -165,13 +165,15 @@ def test_feeds_commands_on_a_delta_feed(tmp_path: Path) -> None:
     assert shown["table_url"] == url and len(shown["sample"]) == 2
     assert f"Delta table: {url}" in invoke("feeds", "show", "order_items")
     history = json.loads(invoke("feeds", "history", "order_items", "--json"))
-    assert [c["operation"] for c in history["commits"]] == ["MERGE", "MERGE", "WRITE"]
+    # an upsert is a copy-on-write commit (delta_merge.py): Delta calls it a WRITE
+    assert [c["operation"] for c in history["commits"]] == ["WRITE", "WRITE", "WRITE"]
+    assert [c["load"] for c in history["commits"]] == ["upsert", "upsert", "upsert"]
     assert all(c["courier"] == "web_events" and c["run_id"] for c in history["commits"])
     assert history["commits"][0]["run_id"] in invoke("feeds", "history", "order_items")
     optimized = json.loads(
         invoke("feeds", "optimize", "order_items", "--vacuum-hours", "0", "--json")
     )
-    assert optimized["vacuumed_files"] >= 2  # each MERGE rewrote the file the last replaced
+    assert optimized["vacuumed_files"] >= 2  # each upsert rewrote the file the last one replaced
     assert json.loads(invoke("feeds", "show", "order_items", "--json"))["rows"] == shown["rows"]
     refused = CliRunner().invoke(cli, ["--project", str(root), "feeds", "history", "pos_tenders"])
     assert refused.exit_code == 1 and "history and optimize are for Delta feeds" in refused.output

@@ -450,12 +450,13 @@ def feeds_history(state: State, feed: str, limit: int, as_json: bool) -> None:
             "version": c["version"],
             "at": datetime.fromtimestamp(c["timestamp"] / 1000, UTC).isoformat(timespec="seconds"),
             "operation": c["operation"],
+            "load": c["load"] or "",
             "courier": c["courier"] or "",
             "run_id": c["run_id"] or "",
         }
         for c in commits
     ]
-    click.echo(table(shown, ["version", "at", "operation", "courier", "run_id"]))
+    click.echo(table(shown, ["version", "at", "operation", "load", "courier", "run_id"]))
 
 
 @feeds.command("optimize")

@@ -62,6 +62,8 @@ SYSTEM_FIELDS = {"_courier_run_id": "string", "_courier_loaded_at": "timestamp"}
 RUN_ID_KEY = "courier.run_id"
 COURIER_KEY = "courier.courier"
 RUN_FEEDS_KEY = "courier.run_feeds"
+LOAD_KEY = "courier.load"  # what courier did: upsert (on the primary key), append, overwrite
+LOADS = {"merge": "upsert", "append": "append", "overwrite": "overwrite"}
 COMMIT_RETRIES = 5
 HISTORY_DEPTH = 100  # latest commits searched for a run id
 
@@ -446,7 +448,7 @@ class DeltaFeedTable:
                 if done is not None and self.committed_run(courier, run_id):
                     return False
                 version = (done or 0) + 1
-            metadata = {RUN_ID_KEY: run_id, COURIER_KEY: courier}
+            metadata = {RUN_ID_KEY: run_id, COURIER_KEY: courier, LOAD_KEY: LOADS[mode]}
             if run_feeds:  # every feed the run commits here ("did run R commit?" asks all)
                 metadata[RUN_FEEDS_KEY] = ",".join(run_feeds)
             props = CommitProperties(
@@ -516,21 +518,14 @@ class DeltaFeedTable:
                 write_deltalake(dt, empty, mode="append", commit_properties=props)
                 self._dt = None
                 return
+            from courier.destinations.delta_merge import upsert
+
+            # lands at the snapshot's next version or not at all: a commit between the read
+            # and this one (even an append of the same new keys) makes it a conflict, retried
+            props.max_commit_retries = 0
             data = chain_reader(first, data)
-            match = " AND ".join(f't."{k}" = s."{k}"' for k in self.feed.primary_key)
-            metrics = (
-                dt.merge(
-                    data,
-                    predicate=match,
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=props,
-                )
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
-            self.replaced = int(metrics.get("num_target_rows_updated") or 0)
+            schema = feed_arrow_schema(self.feed)
+            self.replaced = upsert(dt, data, schema, list(self.feed.primary_key), props)
         self._dt = None
 
     # -- operations: history, optimize, reading back --------------------------------------
@@ -545,6 +540,7 @@ class DeltaFeedTable:
                         "version": h.get("version"),
                         "timestamp": h.get("timestamp"),
                         "operation": h.get("operation"),
+                        "load": h.get(LOAD_KEY),  # an upsert commits as a WRITE
                         "run_id": h.get(RUN_ID_KEY),
                         "courier": h.get(COURIER_KEY),
                         "run_feeds": [f for f in (h.get(RUN_FEEDS_KEY) or "").split(",") if f],

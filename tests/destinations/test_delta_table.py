@@ -320,3 +320,77 @@ def test_storage_options_come_from_the_storage_entry(tmp_path: Path) -> None:
     }
     local = delta_location("lake", LocalStorageConfig(path="data"), "feeds", tmp_path)
     assert local.table_url("f") == str(tmp_path / "data" / "feeds" / "f")
+
+
+def table_rows(location: DeltaLocation) -> dict[int, tuple[Any, ...]]:
+    from deltalake import DeltaTable
+
+    url = location.table_url("orders")
+    t = DeltaTable(url, storage_options=location.options).to_pyarrow_table().to_pylist()
+    assert len({r["order_id"] for r in t}) == len(t), "a key held twice"
+    return {r["order_id"]: (r["note"], r.get("channel")) for r in t}
+
+
+def test_upsert_rewrites_only_the_files_holding_its_keys(location: DeltaLocation) -> None:
+    """Copy-on-write upsert (delta_merge.py): a file partly replaced is rewritten without
+    the replaced rows, a file wholly replaced is only removed, an untouched file stays (same
+    path); files written before a column was added read it as null; one commit."""
+    from deltalake import DeltaTable
+
+    table = DeltaFeedTable(FEED, location)
+    for seq, ids in enumerate(([1, 2, 3, 4], [5, 6, 7, 8], [9, 10]), start=1):
+        table.write(rows(ids, "old", f"r{seq}"), "append", courier="c", run_id=f"r{seq}",
+                    sequence=seq)  # fmt: skip
+    url = location.table_url("orders")
+    before = set(DeltaTable(url, storage_options=location.options).file_uris())
+    wider = FEED.model_copy(update={"fields": {**FEED.fields, "channel": "string"}})
+    source = rows([2, 5, 6, 7, 8, 11], "new", "r4", wider).set_column(
+        5, "channel", pa.array(["web"] * 6)
+    )
+    assert source.column_names[5] == "channel"
+    wide = DeltaFeedTable(wider, location)
+    assert wide.write(source, "merge", courier="c", run_id="r4", sequence=4)
+    assert wide.replaced == 5
+    got = table_rows(location)
+    assert got == {
+        **{i: ("old", None) for i in (1, 3, 4, 9, 10)},
+        **{i: ("new", "web") for i in (2, 5, 6, 7, 8, 11)},
+    }
+    dt = DeltaTable(url, storage_options=location.options)
+    after = set(dt.file_uris())
+    assert len(before & after) == 1  # the file of 9 and 10, untouched
+    assert len(after - before) == 2  # the kept rows of 1-4, and the source
+    [commit] = dt.history(1)
+    assert commit["courier.run_id"] == "r4" and commit["courier.load"] == "upsert"
+    assert dt.transaction_version(app_id("c", "orders")) == 4
+    assert dt.count() == 11  # numRecords of the added files
+
+
+def test_upsert_that_loses_to_a_concurrent_insert_of_its_key_is_redone(
+    tmp_path: Path,
+) -> None:
+    """Another writer commits the same new key between the upsert's read of the table and
+    its commit: the commit lands only at the version it read after, so it fails, and the
+    retry (from a fresh snapshot) replaces that row: the key is held once."""
+    from deltalake import write_deltalake
+
+    location = delta_location("lake", LocalStorageConfig(path=str(tmp_path)), "feeds", tmp_path)
+    table = DeltaFeedTable(FEED, location)
+    table.write(rows([1, 2], "old", "r1"), "merge", courier="c", run_id="r1", sequence=1)
+    url = location.table_url("orders")
+    attempts = []
+
+    def source() -> pa.RecordBatchReader:
+        data = rows([2, 3], "ours", "r2")
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            if not attempts:  # the table is read already: another writer inserts key 3
+                write_deltalake(url, rows([3], "theirs", "x"), mode="append")
+            attempts.append(1)
+            yield from data.to_batches()
+
+        return pa.RecordBatchReader.from_batches(data.schema, batches())
+
+    assert table.write(source, "merge", courier="c", run_id="r2", sequence=2)
+    assert len(attempts) == 2
+    assert table_rows(location) == {1: ("old", None), 2: ("ours", None), 3: ("ours", None)}
