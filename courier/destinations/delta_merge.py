@@ -6,10 +6,11 @@ its hash join does not spill). This does the same upsert with DuckDB doing the j
 bounded buffer pool that spills, and delta-rs committing the file actions:
 
 1. the source rows (one per key) are streamed into new Parquet files in the table's folder;
-2. the keys of every file of the table are scanned (key columns only) and joined with the
-   source's keys (read back from those new files): the files holding a replaced key, and how
-   many rows they replace;
-3. those files' other rows (an anti join on the keys) are streamed into new files;
+2. the keys of every file of the table are scanned (key columns only, each row numbered by
+   its place in its file) and joined with the source's keys (read back from those new
+   files): where the replaced rows are;
+3. a file wholly replaced is only removed; the others holding a replaced row are read again
+   and written to new files without the rows at those places (a mask, no second join);
 4. one commit removes the replaced files and adds the new ones, carrying the run's
    application transaction and commit metadata (`create_write_transaction`).
 
@@ -38,8 +39,9 @@ if TYPE_CHECKING:
 MERGE_MEMORY_LIMIT = "256MB"  # DuckDB's buffer pool for the joins (it spills past this)
 FILE_BYTES = 128 * 2**20  # a new file is closed past this size
 FILE_COLUMN = "_courier_file"
+ROW_COLUMN = "_courier_row"
 # pyarrow's scanners read ahead 16 batches of 4 files by default: GBs of a large table at once
-READAHEAD = {"batch_readahead": 2, "fragment_readahead": 1}
+READAHEAD: dict[str, Any] = {"batch_readahead": 2, "fragment_readahead": 1, "batch_size": 32_768}
 
 
 def upsert(
@@ -71,33 +73,31 @@ def upsert(
         con.register("new_files", new.scanner(columns=keys, **READAHEAD).to_reader())
         con.execute(f"CREATE TEMP TABLE new_keys AS SELECT {cols} FROM new_files")
         con.unregister("new_files")
-        con.register("old_keys", _numbered(fragments, keys, table.schema))
-        first = _quote(keys[0])
-        hits = con.execute(  # each file holding a replaced key: its rows, and how many replaced
-            f"SELECT o.{FILE_COLUMN}, count(*), count(n.{first}) FROM old_keys o "
-            f"LEFT JOIN new_keys n USING ({cols}) GROUP BY o.{FILE_COLUMN} "
-            f"HAVING count(n.{first}) > 0"
-        ).fetchall()
+        sizes: dict[int, int] = {}
+        con.register("old_keys", _numbered(fragments, keys, table.schema, sizes))
+        hits = con.sql(  # where the replaced rows are: file and row position, in order
+            f"SELECT {FILE_COLUMN}, {ROW_COLUMN} FROM old_keys SEMI JOIN new_keys USING ({cols}) "
+            f"ORDER BY {FILE_COLUMN}, {ROW_COLUMN}"
+        ).to_arrow_table()
         con.unregister("old_keys")
-        replaced_files = [fragments[int(i)] for i, _, _ in hits]
-        replaced = sum(int(n) for _, _, n in hits)
-        # a file whose every row is replaced is only removed; the others' rows are kept
-        partly = [fragments[int(i)] for i, rows, n in hits if n < rows]
-        kept: list[Any] = []
-        if partly:
-            old = pads.FileSystemDataset(partly, table.schema, table.format, fs)
-            con.register("old_rows", old.scanner(**READAHEAD).to_reader())
-            rows = con.sql(
-                f"SELECT o.* FROM old_rows o ANTI JOIN new_keys n USING ({cols})"
-            ).to_arrow_reader()
-            try:
-                kept = write_files(fs, rows, schema)
-            finally:
-                rows.close()
-                con.unregister("old_rows")
     finally:
         con.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    import numpy as np
+
+    files = hits.column(FILE_COLUMN).to_numpy()
+    rows = hits.column(ROW_COLUMN).to_numpy()
+    touched, starts, counts = np.unique(files, return_index=True, return_counts=True)
+    replaced_files = [fragments[int(i)] for i in touched]
+    # a file whose every row is replaced is only removed; the others are written again
+    # without the replaced rows (picked by position: no second join over whole rows)
+    partly = [
+        (fragments[int(i)], rows[start : start + n])
+        for i, start, n in zip(touched, starts, counts, strict=True)
+        if n < sizes[int(i)]
+    ]
+    # kept rows keep the table's columns, those the feed no longer names included
+    kept = write_files(fs, _without(partly, table.schema), table.schema) if partly else []
     from deltalake.transaction import RemoveAction
 
     now = int(time.time() * 1000)
@@ -108,20 +108,50 @@ def upsert(
         schema=dt.schema(),
         commit_properties=commit_properties,
     )
-    return replaced
+    return int(len(rows))
 
 
-def _numbered(fragments: list[Any], keys: list[str], schema: pa.Schema) -> pa.RecordBatchReader:
-    """The key columns of every file, each row with its file's place in `fragments`."""
-    out = pa.schema([schema.field(k) for k in keys] + [pa.field(FILE_COLUMN, pa.int32())])
+def _numbered(
+    fragments: list[Any], keys: list[str], schema: pa.Schema, sizes: dict[int, int]
+) -> pa.RecordBatchReader:
+    """The key columns of every file, each row with its file's place in `fragments` and its
+    own place in the file; `sizes` gets each file's row count."""
+    import numpy as np
+
+    place = [pa.field(FILE_COLUMN, pa.int32()), pa.field(ROW_COLUMN, pa.int64())]
+    out = pa.schema([schema.field(k) for k in keys] + place)
 
     def batches() -> Iterator[pa.RecordBatch]:
         for i, fragment in enumerate(fragments):
+            offset = 0
             for batch in fragment.to_batches(columns=keys, schema=schema, **READAHEAD):
-                index = pa.repeat(pa.scalar(i, pa.int32()), batch.num_rows)
-                yield pa.RecordBatch.from_arrays([*batch.columns, index], schema=out)
+                n = batch.num_rows
+                file = pa.repeat(pa.scalar(i, pa.int32()), n)
+                row = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+                offset += n
+                yield pa.RecordBatch.from_arrays([*batch.columns, file, row], schema=out)
+            sizes[i] = offset
 
     return pa.RecordBatchReader.from_batches(out, batches())
+
+
+def _without(partly: list[tuple[Any, Any]], schema: pa.Schema) -> pa.RecordBatchReader:
+    """The rows of each file but those at the given positions (sorted), read in the order
+    _numbered numbered them."""
+    import numpy as np
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for fragment, dropped in partly:
+            offset = 0
+            for batch in fragment.to_batches(schema=schema, **READAHEAD):
+                n = batch.num_rows
+                lo, hi = np.searchsorted(dropped, [offset, offset + n])
+                keep = np.ones(n, dtype=bool)
+                keep[dropped[lo:hi] - offset] = False
+                offset += n
+                yield batch.filter(pa.array(keep))
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def write_files(fs: Any, reader: pa.RecordBatchReader, schema: pa.Schema) -> list[Any]:
