@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from courier.engines.duckdb import quote
+
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
@@ -68,7 +70,7 @@ def upsert(
         con.execute(f"SET memory_limit = '{MERGE_MEMORY_LIMIT}'")
         con.execute(f"SET temp_directory = '{scratch}'")
         con.execute("SET preserve_insertion_order = false")
-        cols = ", ".join(_quote(k) for k in keys)
+        cols = ", ".join(quote(k) for k in keys)
         new = pads.dataset([a.path for a in added], filesystem=fs, format="parquet")
         con.register("new_files", new.scanner(columns=keys, **READAHEAD).to_reader())
         con.execute(f"CREATE TEMP TABLE new_keys AS SELECT {cols} FROM new_files")
@@ -203,7 +205,3 @@ def _stats(meta: Any, schema: pa.Schema) -> str:
         else:
             nulls[name] = total
     return json.dumps({"numRecords": meta.num_rows, "nullCount": nulls})
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
