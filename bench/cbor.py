@@ -16,7 +16,7 @@ query and feed (flattening + upsert) into a fresh feed database:
   cbor-arrow   format = "cbor", options.decode = "arrow": decoded rows to Arrow batches
 
 Target (SPEC 7): CBOR at least 80% of the NDJSON path's records/s, peak RSS under 1.5 GB (the
-contender's ru_maxrss, and the sampled sum over it and its decode workers), and
+contender's own peak (VmHWM), and the sampled sum over it and its decode workers), and
 the feed tables identical (row count and checksum). Exit status 0 even when a target fails:
 this is a report, printed loudly.
 """

@@ -130,6 +130,8 @@ def run_isolated(
             if "error" in out:
                 measurement.error = out["error"]
             else:
+                # the child's own peak when it said it (wait4's starts at this process's)
+                measurement.peak_rss = int(out.pop("peak_rss", measurement.peak_rss))
                 measurement.seconds = float(out.pop("seconds"))
                 measurement.cpu_seconds = float(out.pop("cpu_seconds", 0.0))
                 measurement.records = int(out.pop("records"))
@@ -192,8 +194,21 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # reported in the table, never hidden
         result_path.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         raise
+    out["peak_rss"] = peak_rss()
     result_path.write_text(json.dumps(out, default=str))
     return 0
+
+
+def peak_rss() -> int:
+    """This process's peak RSS in bytes, with the helper processes it waited for. Not
+    ru_maxrss of RUSAGE_SELF: Linux starts that at the parent's peak (taken over at exec), so
+    a contender spawned by a bench that once held 1.4 GB would report 1.4 GB."""
+    own = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            own = int(line.split()[1]) * 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return max(own, children)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,7 @@ CHECKSUM_SQL = (
 def delta_checksum(url: str, version: int) -> tuple[int, str]:
     """Row count and a hash over every feed column of the table at `version`, read after the
     contender's process has ended, in a process of its own: inside the contender it added
-    ~400 MB to its peak RSS at 1 GB, and in the bench's own process it would count in every
-    later contender's (a child's ru_maxrss starts from its parent's RSS at the fork)."""
+    ~400 MB to its peak RSS at 1 GB, and the bench's own process stays small."""
     out = subprocess.run(
         [sys.executable, "-m", "bench.delta", "--checksum", url, str(version)],
         cwd=REPO, check=True, capture_output=True, text=True,

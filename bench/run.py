@@ -23,7 +23,7 @@ Contenders, each in its own process on the same files (see bench/README.md for t
 Every contender but dlt and courier-first-run/late-key times a load into an empty table and a
 reload of the same window into the full table, in the same process. Records/s is input events
 (NDJSON lines) per second of wall time; the ratios are also given by CPU seconds, which a busy
-shared machine disturbs less. Peak RSS is the contender process's ru_maxrss (load + reload).
+shared machine disturbs less. Peak RSS is the contender process's own (VmHWM; load + reload).
 
 Environment: BENCH_MB (default 200), BENCH_RUNS (default 3), BENCH_DLT_FILES (default 2),
 BENCH_DIR (default bench/data/<MB>mb), BENCH_ONLY, BENCH_HAND_MEMORY_LIMIT.

@@ -111,3 +111,21 @@ def test_a_failing_contender_is_reported_not_raised(tmp_path: Path) -> None:
     assert not m.ok and "missing.ndjson" in (m.error or "")
     assert m.records_per_s == 0.0
     json.dumps(m.detail)  # the report stays printable
+
+
+def holds(megabytes: int) -> dict[str, object]:
+    """A contender (run by bench.common in its own process) that holds `megabytes` at once."""
+    block = bytearray(megabytes * 2**20)
+    block[::4096] = b"\x01" * len(block[::4096])  # touch every page: resident, not reserved
+    return {"seconds": 0.0, "records": 1, "bytes": len(block)}
+
+
+def test_peak_rss_is_the_contenders_own_not_the_bench_process_peak() -> None:
+    ballast = bytearray(600 * 2**20)  # the bench's process once held more than the contender
+    ballast[::4096] = b"\x01" * len(ballast[::4096])
+    del ballast
+    small = run_isolated("small", "tests.test_bench:holds", {"megabytes": 1})
+    big = run_isolated("big", "tests.test_bench:holds", {"megabytes": 300})
+    assert small.ok and big.ok, (small.error, big.error)
+    assert small.peak_rss < 200 * 2**20  # wait4's ru_maxrss would say >= 600 MB here
+    assert 300 * 2**20 < big.peak_rss < 500 * 2**20
