@@ -17,21 +17,25 @@ bounded buffer pool that spills, and delta-rs committing the file actions:
 A concurrent writer that removed one of the same files makes the commit fail as a conflict
 (CommitFailedError), which the caller retries from a fresh snapshot. Files written by a
 commit that did not happen are never referenced by the log (vacuum removes them). Added files
-carry numRecords and nullCount statistics, not min/max (a reader then reads them instead of
-skipping them; `courier feeds optimize` rewrites them with full statistics).
+carry Delta statistics taken from the Parquet footer the writer just wrote (numRecords,
+nullCount, and min/max where a bound is certain, so readers can skip files; see _bounds).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from courier.engines.duckdb import quote
 
@@ -43,6 +47,7 @@ FILE_BYTES = 128 * 2**20  # a new file is closed past this size
 FILE_COLUMN = "_courier_file"
 ROW_COLUMN = "_courier_row"
 # pyarrow's scanners read ahead 16 batches of 4 files by default: GBs of a large table at once
+STATS_PREFIX = 32  # characters of a string kept in file statistics, as Spark's Delta writes
 READAHEAD: dict[str, Any] = {"batch_readahead": 2, "fragment_readahead": 1, "batch_size": 32_768}
 
 
@@ -164,6 +169,8 @@ def write_files(fs: Any, reader: pa.RecordBatchReader, schema: pa.Schema) -> lis
 
     actions: list[Any] = []
     writer, out, name = None, None, ""
+    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+    with_nan: set[str] = set()  # Parquet's min/max leave NaN out; Delta readers do not
 
     def close() -> None:
         assert writer is not None and out is not None
@@ -171,9 +178,9 @@ def write_files(fs: Any, reader: pa.RecordBatchReader, schema: pa.Schema) -> lis
         size = out.tell()
         out.close()
         meta = writer.writer.metadata
-        actions.append(
-            AddAction(name, size, {}, int(time.time() * 1000), True, _stats(meta, schema))
-        )
+        stats = _stats(meta, schema, unbounded=with_nan)
+        actions.append(AddAction(name, size, {}, int(time.time() * 1000), True, stats))
+        with_nan.clear()
 
     for batch in reader:
         if not batch.num_rows:
@@ -184,6 +191,7 @@ def write_files(fs: Any, reader: pa.RecordBatchReader, schema: pa.Schema) -> lis
             out = fs.open_output_stream(name)
             writer = pq.ParquetWriter(out, schema, compression="snappy")
         writer.write_batch(batch)
+        with_nan.update(f for f in floats if pc.any(pc.is_nan(batch.column(f))).as_py())
         if out is not None and out.tell() >= FILE_BYTES:
             close()
             writer, out = None, None
@@ -192,16 +200,90 @@ def write_files(fs: Any, reader: pa.RecordBatchReader, schema: pa.Schema) -> lis
     return actions
 
 
-def _stats(meta: Any, schema: pa.Schema) -> str:
-    """Delta file statistics: numRecords, and nullCount where every row group counted them."""
+def _stats(meta: Any, schema: pa.Schema, unbounded: set[str]) -> str:
+    """Delta file statistics from a Parquet footer: numRecords, nullCount where every row
+    group counted them, and minValues/maxValues (_bounds) for every column that holds a value,
+    or for none: delta-rs' pyarrow dataset reads a column missing from them as a bound of null
+    and then skips the file for any filter on that column (measured: `amount > 1` found no
+    rows), so a file where one column's bounds cannot be stated (`unbounded`, or see _bounds)
+    states none."""
     nulls: dict[str, int] = {}
-    for c, name in enumerate(schema.names):
-        total = 0
-        for g in range(meta.num_row_groups):
-            stats = meta.row_group(g).column(c).statistics
-            if stats is None or not stats.has_null_count:
-                break
-            total += stats.null_count
+    lows: dict[str, Any] = {}
+    highs: dict[str, Any] = {}
+    bounded = True
+    for c, field in enumerate(schema):
+        groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+        chunks = [(g.num_rows, g.column(c).statistics) for g in groups]
+        if all(s is not None and s.has_null_count for _, s in chunks):
+            nulls[field.name] = sum(s.null_count for _, s in chunks)
+            if nulls[field.name] == meta.num_rows:
+                continue  # nulls only: no bounds, and readers know it from nullCount
+        low, high = (None, None) if field.name in unbounded else _bounds(field.type, chunks)
+        if low is None or high is None:
+            bounded = False
         else:
-            nulls[name] = total
-    return json.dumps({"numRecords": meta.num_rows, "nullCount": nulls})
+            lows[field.name], highs[field.name] = low, high
+    stats: dict[str, Any] = {"numRecords": meta.num_rows}
+    if bounded and lows:
+        stats["minValues"], stats["maxValues"] = lows, highs
+    stats["nullCount"] = nulls
+    return json.dumps(stats)
+
+
+def _bounds(kind: pa.DataType, chunks: list[tuple[int, Any]]) -> tuple[Any, Any]:
+    """A column's lowest and highest value over its row groups, as Delta's statistics spell
+    them; None where a bound cannot be stated safely (one a reader skips a file by must hold
+    for every row). Strings are cut to STATS_PREFIX characters (the cut maximum's last
+    character raised by one), timestamps widened to whole milliseconds (Delta's precision),
+    decimals written as the nearest doubles outward; non-finite doubles are left out."""
+    low = high = None
+    for rows, s in chunks:
+        if s is None or not s.has_min_max:
+            if s is not None and s.has_null_count and s.null_count == rows:
+                continue  # a row group of nulls only bounds nothing
+            return None, None
+        low = s.min if low is None else min(low, s.min)
+        high = s.max if high is None else max(high, s.max)
+    if low is None or high is None:
+        return None, None
+    if pa.types.is_boolean(kind) or pa.types.is_integer(kind):
+        return low, high
+    if pa.types.is_floating(kind):
+        finite = math.isfinite(low) and math.isfinite(high)
+        return (float(low), float(high)) if finite else (None, None)
+    if pa.types.is_decimal(kind):
+        return _double_outward(low, -math.inf), _double_outward(high, math.inf)
+    if pa.types.is_date32(kind):
+        return low.isoformat(), high.isoformat()
+    if pa.types.is_timestamp(kind) and kind.tz in ("UTC", "+00:00"):
+        floor = low.replace(microsecond=low.microsecond // 1000 * 1000)
+        ceil = high.replace(microsecond=high.microsecond // 1000 * 1000)
+        if ceil < high:
+            ceil += timedelta(milliseconds=1)
+        return _utc_millis(floor), _utc_millis(ceil)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return low[:STATS_PREFIX], _prefix_above(high)
+    return None, None  # no other type is a feed column's
+
+
+def _double_outward(value: Decimal, toward: float) -> float:
+    """The double that spells `value` exactly (as repr writes it), else the next one past it
+    toward `toward`: a bound a reader rounding to the column's scale still keeps."""
+    near = float(value)
+    return near if Decimal(repr(near)) == value else math.nextafter(near, toward)
+
+
+def _utc_millis(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _prefix_above(text: str) -> str | None:
+    """text itself when short, else its first STATS_PREFIX characters with the last one
+    raised by one: at least every string that starts with that prefix (None if it cannot
+    be raised)."""
+    if len(text) <= STATS_PREFIX:
+        return text
+    last = ord(text[STATS_PREFIX - 1]) + 1
+    if last > 0x10FFFF or 0xD800 <= last <= 0xDFFF:
+        return None
+    return text[: STATS_PREFIX - 1] + chr(last)
