@@ -46,8 +46,8 @@ MERGE_MEMORY_LIMIT = "256MB"  # DuckDB's buffer pool for the joins (it spills pa
 FILE_BYTES = 128 * 2**20  # a new file is closed past this size
 FILE_COLUMN = "_courier_file"
 ROW_COLUMN = "_courier_row"
-# pyarrow's scanners read ahead 16 batches of 4 files by default: GBs of a large table at once
 STATS_PREFIX = 32  # characters of a string kept in file statistics, as Spark's Delta writes
+# pyarrow's scanners read ahead 16 batches of 4 files by default: GBs of a large table at once
 READAHEAD: dict[str, Any] = {"batch_readahead": 2, "fragment_readahead": 1, "batch_size": 32_768}
 
 
@@ -211,8 +211,8 @@ def _stats(meta: Any, schema: pa.Schema, unbounded: set[str]) -> str:
     lows: dict[str, Any] = {}
     highs: dict[str, Any] = {}
     bounded = True
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
     for c, field in enumerate(schema):
-        groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
         chunks = [(g.num_rows, g.column(c).statistics) for g in groups]
         if all(s is not None and s.has_null_count for _, s in chunks):
             nulls[field.name] = sum(s.null_count for _, s in chunks)
