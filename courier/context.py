@@ -378,7 +378,7 @@ class Context:
         saved before the cluster writes, so recovery can roll a killed run forward."""
         from courier.engines.spark_run import refuse_destination, refuse_format
 
-        courier, tag = plan.courier, plan.courier.file_tag
+        courier = plan.courier
         refuse_format(engine.name, engine.remote, courier)
         targets = []
         for feed_load in plan.loads:
@@ -386,13 +386,42 @@ class Context:
             refuse_destination(engine.name, feed_load.feed, destination)
             record.warnings.extend(destination.ensure_table(feed_load.feed))  # refusals first
             targets.append(engine.table_uri(destination, feed_load.feed.id))
+        # the cluster's intermediate Parquet, beside the first feed's table; cleared before
+        # (a killed run's) and after the run
+        scratch = self._scratch(ws, engine, plan)
+        scratch.clear()
+        try:
+            runner = engine.runner(scratch.run(plan.run_id))
+            self._cluster_run(ws, engine, runner, plan, record, bad, to_load, targets, resume)
+        finally:
+            with suppress(Exception):  # left for the next run's clear, never a failed run
+                scratch.clear()
+
+    def _scratch(self, ws: Workspace, engine: Any, plan: RunPlan) -> Any:
+        """The courier's scratch folder on the cluster (spark.Scratch), beside its first
+        feed's Delta table."""
+        first: Any = ws.destination_for(plan.loads[0].feed)  # Delta (refused else)
+        return engine.scratch(first, plan.courier.name, self.storage(first.location.storage))
+
+    def _cluster_run(
+        self,
+        ws: Workspace,
+        engine: Any,
+        runner: Any,
+        plan: RunPlan,
+        record: RunRecord,
+        bad: list[BadRecord],
+        to_load: list[PlannedFile],
+        targets: list[str],
+        resume: RollForward | None,
+    ) -> None:
+        courier, tag = plan.courier, plan.courier.file_tag
         storage = self.storage(courier.storage)
         files = [
             WindowFile(storage.uri(f.key), f.key, f.info.size, i) for i, f in enumerate(to_load)
         ]
         uris = [engine.file_uri(courier.storage, storage, f.key) for f in to_load]
         self.console.status(f"{courier.name}: the cluster reads {len(files)} file(s)")
-        runner = engine.runner()
         pinned = ws.state.pinned_schema(courier.name, tag)
         rows, summary, bad_count = runner.read(tag, files, uris, pinned)
         bad.extend(summary.bad)
@@ -633,6 +662,8 @@ class Context:
         plan = RunPlan(run.run_id, courier, _run_window(run), [], self._loads(courier), NOW0)
         engine: Any = ws.engine_for(courier)
         if getattr(engine, "cluster", False):  # Spark-written tables: their rows carry the run id
+            with suppress(Exception):  # the killed run's scratch Parquet; else the next run's
+                self._scratch(ws, engine, plan).clear()
             runner = engine.runner()
             tables = {
                 fl.feed.id: engine.table_uri(ws.destination_for(fl.feed), fl.feed.id)

@@ -163,6 +163,11 @@ def run(p: ProjectFactory) -> dict[str, Any]:
     return ctx.run("orders", window, NOW)
 
 
+def scratch_files(p: ProjectFactory) -> list[Path]:
+    """What the cluster's runs left in the courier's scratch folder beside the tables."""
+    return [f for f in (p.root / ".courier/lake/feeds/_courier_scratch").rglob("*") if f.is_file()]
+
+
 def test_a_courier_on_sail_loads_the_delta_table_duckdb_does(
     sail_remote: str, tmp_path: Path
 ) -> None:
@@ -179,6 +184,7 @@ def test_a_courier_on_sail_loads_the_delta_table_duckdb_does(
     assert result["feeds"] == expected["feeds"]
     assert result["files"]["loaded"] == expected["files"]["loaded"] == 2
     assert result["records"] == expected["records"]
+    assert scratch_files(lake) == []  # the parsed window and cast rows are gone after the run
     # a later window merges on the key: o1 updated, o6 inserted, the others kept; the feed
     # gained a column, which the table gets before the cluster merges
     later = {}
@@ -242,6 +248,7 @@ def test_a_query_the_cluster_rejects_and_a_cast_it_cannot_do_fail_and_change_not
     assert failed["error"].startswith("feed orders: the cluster cannot cast the rows")
     assert "engine 'sail'" in failed["error"]
     assert (table_version(p), feed_rows(p)) == (before, rows)
+    assert scratch_files(p) == []  # a failed run leaves no scratch either
     (p.root / "queries" / "orders.spark.sql").unlink()
     assert run(p)["status"] == "succeeded"  # the window's file loads once the query is fixed
     assert table_version(p) == (before or 0) + 1
@@ -347,7 +354,9 @@ def test_kill_9_of_a_spark_run_then_the_rerun_converges(
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, seen  # killed where asked, not finished
     settle(lake.root / ".courier" / "lake")
+    assert scratch_files(lake)  # the killed run's parsed window and cast rows
     again = run(lake)
+    assert scratch_files(lake) == []  # cleared by the next run
     [killed] = [r for r in lake.context().runs("orders") if r["run_id"] != again["run_id"]]
     if kill_at.endswith("recording"):  # the cluster had committed: rolled forward
         assert killed["status"] == "succeeded", killed
@@ -459,6 +468,10 @@ def test_a_courier_on_sail_loads_s3_as_duckdb_does(
         assert len(rows["sail-orders"]) == 4
         assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
         assert results["sail-orders"]["feeds"] == results["duck-orders"]["feeds"]
+        # the cluster wrote its scratch Parquet beside the tables, and courier removed it
+        scratch = s3.list_objects_v2(Bucket="sail-orders", Prefix="lake/feeds/_courier_scratch")
+        assert scratch["KeyCount"] == 0
+        assert s3.list_objects_v2(Bucket="sail-orders", Prefix="lake/feeds/orders/")["KeyCount"]
     finally:
         stop_process(proc)
 
@@ -505,6 +518,9 @@ def test_a_courier_on_sail_loads_azure_as_duckdb_does(
         assert rows["sail-orders"] == rows["duck-orders"]
         assert len(rows["sail-orders"]) == 4
         assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
+        container = service.get_container_client("sail-orders")
+        assert list(container.list_blobs("lake/feeds/_courier_scratch")) == []
+        assert list(container.list_blobs("lake/feeds/orders/"))
     finally:
         stop_process(proc)
 

@@ -15,6 +15,14 @@ feed's Delta table on the cluster:
    `_courier_run_id`. Sail writes no Delta `txn` action and no commit metadata, so "did run R
    commit?" is answered from the tables: each feed the run wrote holds rows of R.
 
+Scratch: the parsed window, each feed's cast rows and an upsert's last row per key are written
+once as Parquet into the courier's scratch folder beside its feed tables
+(<destination>/_courier_scratch/<courier>/<run id>/) and read back, because Sail caches nothing
+and every action (counts, rejects, dedupe, the write) would otherwise parse the window and run
+the query again (200 MB on 2 cores: first load 26.4 -> 12.6 s, MERGE 71.3 -> 15.6 s). courier
+removes the folder through the destination's storage after the run, and a killed run's before
+the next run or at its recovery.
+
 Formats: NDJSON only. CBOR and XML landings are decoded by courier's own readers (records as
 Python trees), which would pass the window through courier's process: a courier of those
 formats is refused with what to do (engine = "duckdb", or land the stream as NDJSON).
@@ -121,10 +129,21 @@ class ClusterRun:
 class SparkRunner:
     """The Spark engine's run: prepare (read, query, cast, count), then commit (write)."""
 
-    def __init__(self, name: str, remote: str, session: Any):
+    def __init__(self, name: str, remote: str, session: Any, scratch: str | None = None):
         self.name = name
         self.remote = remote
         self.session = session
+        self.scratch = scratch  # the run's scratch folder on the cluster (Scratch.run)
+        self._written = 0
+
+    def _once(self, df: Any, what: str) -> Any:
+        """`df` written once to the run's scratch folder and read back (spark.materialize),
+        so the actions after it scan Parquet instead of computing the plan again; as it is
+        when the run has no scratch folder."""
+        if self.scratch is None:
+            return df
+        self._written += 1
+        return spark.materialize(self.session, df, f"{self.scratch}/{self._written}-{what}")
 
     def _fail(self, exc: BaseException, what: str) -> EngineError:
         error = engine_error(self.name, self.remote, exc)
@@ -201,7 +220,8 @@ class SparkRunner:
 
             summary.schema_changes = schema_changes(pinned, columns)
         try:
-            df = spark.parse_lines(lines, columns)
+            parsed = self._once(spark.parse_text(lines, columns), "parsed")
+            df = spark.typed_lines(parsed, columns)
             totals = df.agg(
                 F.count(F.lit(1)).alias("n"),
                 F.sum(F.when(F.col("_courier_bad").isNotNull(), 1).otherwise(0)).alias("bad"),
@@ -325,6 +345,7 @@ class SparkRunner:
         order_cols = [c for c in (RANK, spark.LINE, ORD) if c in source.columns]
         staged = source.select(*selects, *[F.col(c) for c in order_cols], reason.alias(REASON))
         try:
+            staged = self._once(staged, f"feed-{feed.id}")
             totals = staged.agg(
                 F.count(F.lit(1)).alias("n"),
                 F.sum(F.when(F.col(REASON) != "", 1).otherwise(0)).alias("rejected"),
@@ -357,12 +378,7 @@ class SparkRunner:
                 samples.append(BadRecord(r[0], int(r[1]), r[2], (r[3] or "")[:RAW_LIMIT]))
         good = staged.where(F.col(REASON) == "").drop(REASON)
         if feed.primary_key:
-            window = Window.partitionBy(*[_name(k) for k in feed.primary_key]).orderBy(
-                *[F.col(c).desc_nulls_last() for c in order_cols]
-            )
-            good = good.withColumn("_courier_rn", F.row_number().over(window)).where(
-                "_courier_rn = 1"
-            )
+            good = spark.last_record_wins(good, feed.primary_key, order_cols)
         rows = good.select(
             *[F.col(_name(n)) for n in feed.fields],
             F.lit(run_id).alias(RUN_ID),
@@ -370,6 +386,7 @@ class SparkRunner:
         )
         counts = FeedCounts(read=read, loaded=read - rejected, rejected=rejected)
         if feed.primary_key:
+            rows = self._once(rows, f"rows-{feed.id}")  # counted, then the MERGE's source
             counts.loaded = int(rows.count())
         return FeedJob(load, path, rows, counts, samples, ignored)
 
