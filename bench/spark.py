@@ -11,6 +11,12 @@ sail          the same courier with engine = "sail" (a Sail server started here 
               runs the order_items query (courier's translation), casts, counts rejects, keeps
               the last record per key and writes the Delta table; then --reload (MERGE).
 
+jvm-spark     Apache Spark's own Spark Connect server (JVM, local[2], from the pyspark wheel;
+              no Delta jars here): the same building blocks (engines/spark_run.py) read the
+              window, detect, run the query, cast and keep the last record per key, and
+              write the rows as Parquet: the flatten's fidelity and speed, not Delta. Run twice
+              in one session, the second (warm) timed. BENCH_JVM=0 leaves it out.
+
 Records/s is input events per second of wall time. The two Delta tables are compared on the
 feed's columns (EXCEPT ALL both ways): the rows must be equal.
 """
@@ -89,6 +95,42 @@ def courier_run(project: Path, day: str, reload: bool) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "result": result}
 
 
+def jvm_flatten(ds: Any, project: Path, work: Path) -> tuple[list[float], int, Path]:
+    """The bench window's flatten on JVM Spark (see the module doc): (seconds of each of two
+    runs, rows written, the Parquet folder of the last)."""
+    from datetime import UTC, datetime
+
+    from courier.context import Context
+    from courier.engines.base import WindowFile
+    from courier.engines.spark import connect
+    from courier.engines.spark_run import SparkRunner
+    from courier.validate import load_project
+    from tests.servers import start_spark_jvm, stop_process
+
+    ctx = Context(load_project(str(project)))
+    courier = ctx.project.courier("web_events")
+    [load] = ctx._loads(courier)
+    files = [WindowFile(f, f, Path(f).stat().st_size, i) for i, f in enumerate(ds.files)]
+    proc, remote = start_spark_jvm(work / "jvm")
+    seconds, rows, out = [], 0, work / "jvm-out"
+    try:
+        session = connect("jvm", remote)
+        for attempt in range(2):
+            scratch = (work / f"jvm-scratch-{attempt}").resolve()
+            out = (work / f"jvm-out-{attempt}").resolve()
+            started = time.perf_counter()
+            runner = SparkRunner("jvm", remote, session, str(scratch))
+            tag_rows, summary, _ = runner.read(courier.file_tag, files, ds.files, None)
+            job = runner.prepare(courier, load, tag_rows, files, "", f"bench-{attempt}",
+                                 datetime.now(UTC), summary.schema)  # fmt: skip
+            job.rows.write.mode("overwrite").parquet(str(out))
+            seconds.append(time.perf_counter() - started)
+            rows = job.counts.loaded
+    finally:
+        stop_process(proc)
+    return seconds, rows, out
+
+
 def main() -> int:
     megabytes = int(os.environ.get("BENCH_MB", "200"))
     root = Path(os.environ.get("BENCH_DIR", REPO / "bench" / "data" / f"{megabytes}mb"))
@@ -111,6 +153,10 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    jvm = None
+    if os.environ.get("BENCH_JVM", "1") != "0":
+        project = lake_project(ds, work / "jvm-spark", None)
+        jvm = jvm_flatten(ds, project, work)
     events = ds.events
     base = timings["duckdb+delta"]
     rows = []
@@ -127,18 +173,49 @@ def main() -> int:
                     f"{feed['loaded']:,}",
                 ]
             )
+    if jvm is not None:
+        seconds, loaded, _ = jvm
+        base_load = base["load"]["seconds"]
+        for label, t in (("cold", seconds[0]), ("warm", seconds[1])):
+            rows.append(
+                [
+                    f"jvm spark flatten to Parquet, {label}",
+                    f"{t:.1f}",
+                    human_rate(events / t),
+                    f"{base_load / t:.2f}x",
+                    f"{loaded:,}",
+                ]
+            )
     print(table(["path", "seconds", "records/s", "vs duckdb+delta", "rows loaded"], rows))
     print(f"Delta tables identical (EXCEPT ALL both ways): {same}")
+    if jvm is not None:
+        print(f"JVM Spark rows identical to the DuckDB feed: {compare_parquet(work, jvm[2])}")
     return 0
 
 
+def compare_parquet(work: Path, folder: Path) -> str:
+    """The JVM's Parquet rows against the DuckDB path's Delta table."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    feed = DeltaTable(str(work / "duckdb+delta" / ".courier" / "lake" / "feeds" / FEED))
+    return compare_tables(feed.to_pyarrow_table(), pq.read_table(folder), "duckdb", "jvm")
+
+
 def compare_delta(a: Path, b: Path) -> str:
-    import duckdb
     from deltalake import DeltaTable
 
     tables = [
         DeltaTable(str(p / ".courier" / "lake" / "feeds" / FEED)).to_pyarrow_table() for p in (a, b)
     ]
+    return compare_tables(tables[0], tables[1], a.name, b.name)
+
+
+def compare_tables(first: Any, second: Any, a: str, b: str) -> str:
+    """EXCEPT ALL both ways on the feed's columns (courier's own columns left out)."""
+    import duckdb
+
+    tables = [first, second]
     cols = [c for c in tables[0].column_names if not c.startswith("_courier")]
     con = duckdb.connect()
     con.register("a", tables[0].select(cols))
@@ -150,7 +227,7 @@ def compare_delta(a: Path, b: Path) -> str:
     return (
         "yes"
         if x == 0 and y[0][0] == 0
-        else f"no ({x} rows only in {a.name}, {y[0][0]} in {b.name}; {n} rows)"
+        else f"no ({x} rows only in {a}, {y[0][0]} in {b}; {n} rows)"
     )
 
 

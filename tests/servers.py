@@ -247,6 +247,7 @@ def start_spark_jvm(
     home = spark_home()
     port = free_port()
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="spark-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     conf = {
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),

@@ -175,19 +175,21 @@ def read_lines(session: Any, files: list[tuple[str, int]]) -> Any:
 
     if not files:
         raise EngineError("no files to read")
-    parts = []
-    for uri, rank in files:
-        text = session.read.text(uri).withColumn("_id", F.monotonically_increasing_id())
-        order = Window.partitionBy(F.lit(rank)).orderBy("_id")  # one file: its own order
-        parts.append(
-            text.withColumn(LINE, F.row_number().over(order).cast("bigint"))
-            .withColumn(RANK, F.lit(rank).cast("int"))
-            .drop("_id")
-        )
+    # each file read on its own (Sail has no input_file_name()), its rows' ids in file order;
+    # one window numbers every file's lines (a window per file made JVM Spark shuffle once per
+    # file: 3.9 s against 1.5 s for 24 files, 50 MB)
+    parts = [
+        session.read.text(uri)
+        .withColumn("_id", F.monotonically_increasing_id())
+        .withColumn(RANK, F.lit(rank).cast("int"))
+        for uri, rank in files
+    ]
     raw = parts[0]
     for part in parts[1:]:
         raw = raw.unionByName(part)
-    return raw.where(F.trim("value") != "")
+    order = Window.partitionBy(RANK).orderBy("_id")
+    numbered = raw.withColumn(LINE, F.row_number().over(order).cast("bigint")).drop("_id")
+    return numbered.select("value", LINE, RANK).where(F.trim("value") != "")
 
 
 def is_object(value: Any) -> Any:

@@ -163,16 +163,19 @@ class SparkRunner:
 
         good = lines.where(spark.is_object(F.col("value")))
         per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, files))
+        # CASE: only the sampled lines are parsed to tell objects (a filter's AND may not)
+        head = F.when(F.col(spark.LINE) <= per_file, spark.is_object(F.col("value")))
         sample = [
             r[0]
-            for r in good.where(F.col(spark.LINE) <= per_file)
+            for r in lines.where(head.otherwise(F.lit(False)))
             .orderBy(RANK, spark.LINE)
             .limit(SAMPLE_LIMIT)
             .select("value")
             .collect()
         ]
         keys = F.json_object_keys("value")
-        every = [r[0] for r in good.select(F.explode(keys)).distinct().limit(KEYS_LIMIT).collect()]
+        # a line that is not an object has no keys: one parse per line, no object check
+        every = [r[0] for r in lines.select(F.explode(keys)).distinct().limit(KEYS_LIMIT).collect()]
         with tempfile.TemporaryDirectory(prefix="courier-spark-schema-") as tmp:
             path = Path(tmp) / "sample.ndjson"
             path.write_text("\n".join(sample) + "\n", encoding="utf-8")
