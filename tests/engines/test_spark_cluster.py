@@ -38,6 +38,17 @@ def sail(sail_remote: str) -> Iterator[Any]:
     session.stop()
 
 
+@pytest.fixture(params=["sail", "jvm"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Sail, and Apache Spark's own JVM server (the reject reasons hold on both)."""
+    if request.param == "sail":
+        yield request.getfixturevalue("sail")
+        return
+    session = connect("spark", request.getfixturevalue("spark_jvm_remote"))
+    yield session
+    session.stop()
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> list[tuple[str, int]]:
     out = []
@@ -49,9 +60,9 @@ def files(tmp_path: Path) -> list[tuple[str, int]]:
 
 
 def test_lines_keep_file_rank_and_number_and_bad_lines_are_named(
-    sail: Any, files: list[tuple[str, int]]
+    cluster: Any, files: list[tuple[str, int]]
 ) -> None:
-    df = spark.read_ndjson(sail, files, COLUMNS)
+    df = spark.read_ndjson(cluster, files, COLUMNS)
     count, bad = spark.bad_records(df, 10)
     assert count == 2
     assert bad == [
