@@ -215,15 +215,14 @@ def compare_tables(first: Any, second: Any, a: str, b: str) -> str:
     """EXCEPT ALL both ways on the feed's columns (courier's own columns left out)."""
     import duckdb
 
-    tables = [first, second]
-    cols = [c for c in tables[0].column_names if not c.startswith("_courier")]
+    cols = [c for c in first.column_names if not c.startswith("_courier")]
     con = duckdb.connect()
-    con.register("a", tables[0].select(cols))
-    con.register("b", tables[1].select(cols).cast(tables[0].select(cols).schema))
+    con.register("a", first.select(cols))
+    con.register("b", second.select(cols).cast(first.select(cols).schema))
     only_a = con.execute("SELECT count(*) FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b)")
     x = only_a.fetchall()[0][0]
     y = con.execute("SELECT count(*) FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a)").fetchall()
-    n = tables[0].num_rows
+    n = first.num_rows
     return (
         "yes"
         if x == 0 and y[0][0] == 0
