@@ -22,13 +22,16 @@ COLUMNS = {"id": "BIGINT", "v": "VARCHAR"}
 pytestmark = pytest.mark.integration
 
 
-def write_delta(session: Any, df: Any, path: str, key: list[str], mode: str, run_id: str) -> None:
+def write_delta(
+    session: Any, df: Any, path: str, key: list[str], mode: str, run_id: str, rewrite: bool = False
+) -> None:
     """The engine's own writer, given rows as `SparkRunner.prepare` hands them over: without
-    rank and line, each row carrying its run id."""
+    rank and line, each row carrying its run id; an upsert rewrites the table when `rewrite`
+    (told its row count, the share of the table it is) and MERGEs otherwise."""
     from pyspark.sql import functions as F
 
     rows = df.drop(spark.RANK, spark.LINE).withColumn(spark.RUN_ID, F.lit(run_id))
-    spark_run._write(session, rows, path, key, mode)
+    spark_run._write(session, rows, path, key, mode, rows.count() if rewrite else None)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +83,19 @@ def test_lines_keep_file_rank_and_number_and_bad_lines_are_named(
     ]
 
 
+def test_rows_written_once_read_back_with_their_columns_also_when_none(
+    sail: Any, tmp_path: Path
+) -> None:
+    df = sail.createDataFrame([(1, "a"), (1, "b"), (2, "c")], ["id", "v"])
+    for where, expected in (("id = 1", [(1, "a"), (1, "b")]), ("id > 5", [])):
+        back = spark.materialize(sail, df.where(where), str(tmp_path / where.replace(" ", "")))
+        assert back.columns == ["id", "v"]
+        assert sorted((r["id"], r["v"]) for r in back.collect()) == expected
+
+
+@pytest.mark.parametrize("rewrite", [False, True], ids=["merge", "rewrite"])
 def test_last_record_wins_and_the_cluster_merges_into_delta(
-    sail: Any, files: list[tuple[str, int]], tmp_path: Path
+    sail: Any, files: list[tuple[str, int]], tmp_path: Path, rewrite: bool
 ) -> None:
     table = str(tmp_path / "feeds" / "things")
     rows = spark.last_record_wins(spark.records(spark.read_ndjson(sail, files, COLUMNS)), ["id"])
@@ -98,7 +112,7 @@ def test_last_record_wins_and_the_cluster_merges_into_delta(
     later = tmp_path / "part-9.ndjson"
     later.write_text('{"id": 2, "v": "y"}\n{"id": 4, "v": "d"}\n', encoding="utf-8")
     rows = spark.records(spark.read_ndjson(sail, [(str(later), 0)], COLUMNS))
-    write_delta(sail, spark.last_record_wins(rows, ["id"]), table, ["id"], "load", "run-2")
+    write_delta(sail, spark.last_record_wins(rows, ["id"]), table, ["id"], "load", "run-2", rewrite)
     loaded = sail.read.format("delta").load(table).orderBy("id").collect()
     assert [(r["id"], r["v"], r[spark.RUN_ID]) for r in loaded] == [
         (1, "c", "run-1"),
