@@ -169,8 +169,10 @@ def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, s
     return parse_lines(read_lines(session, files), columns)
 
 
-def read_lines(session: Any, files: list[tuple[str, int]]) -> Any:
-    """The files' non-blank lines on the cluster: `value`, RANK, LINE."""
+def read_lines(session: Any, files: list[tuple[str, int]], first: int | None = None) -> Any:
+    """The files' non-blank lines on the cluster: `value`, RANK, LINE; with `first`, of each
+    file's first `first` lines only (taken by their ids before the window numbers them: the
+    schema sample of 200 MB on Sail in 0.4 s against 0.7-1.4 s numbering every line first)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -179,12 +181,12 @@ def read_lines(session: Any, files: list[tuple[str, int]]) -> Any:
     # each file read on its own (Sail has no input_file_name()), its rows' ids in file order;
     # one window numbers every file's lines (a window per file made JVM Spark shuffle once per
     # file: 3.9 s against 1.5 s for 24 files, 50 MB)
-    parts = [
-        session.read.text(uri)
-        .withColumn("_id", F.monotonically_increasing_id())
-        .withColumn(RANK, F.lit(rank).cast("int"))
-        for uri, rank in files
-    ]
+    parts = []
+    for uri, rank in files:
+        text = session.read.text(uri).withColumn("_id", F.monotonically_increasing_id())
+        if first is not None:
+            text = text.orderBy("_id").limit(first)
+        parts.append(text.withColumn(RANK, F.lit(rank).cast("int")))
     raw = parts[0]
     for part in parts[1:]:
         raw = raw.unionByName(part)

@@ -156,24 +156,19 @@ class SparkRunner:
         return EngineError(f"{what}: {error}", engine=self.name)
 
     # -- read --------------------------------------------------------------------------------
-    def schema(self, lines: Any, files: int, pinned: dict[str, str] | None) -> dict[str, str]:
+    def schema(
+        self, lines: Any, files: list[tuple[str, int]], pinned: dict[str, str] | None
+    ) -> dict[str, str]:
         """The window's schema as DuckDB would detect it: DuckDB's detection over a bounded
         sample of the cluster's lines (the first lines of each file, plus lines holding a
         top-level key the sample lacks), widening the pinned schema as the DuckDB engine does."""
         from pyspark.sql import functions as F
 
         good = lines.where(spark.is_object(F.col("value")))
-        per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, files))
-        # CASE: only the sampled lines are parsed to tell objects (a filter's AND may not)
-        head = F.when(F.col(spark.LINE) <= per_file, spark.is_object(F.col("value")))
-        sample = [
-            r[0]
-            for r in lines.where(head.otherwise(F.lit(False)))
-            .orderBy(RANK, spark.LINE)
-            .limit(SAMPLE_LIMIT)
-            .select("value")
-            .collect()
-        ]
+        per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, len(files)))
+        head = spark.read_lines(self.session, files, per_file)
+        head = head.where(spark.is_object(F.col("value"))).orderBy(RANK, spark.LINE)
+        sample = head.limit(SAMPLE_LIMIT).select("value").toArrow().column(0).to_pylist()
         keys = F.json_object_keys("value")
         # a line that is not an object has no keys: one parse per line, no object check
         every = [r[0] for r in lines.select(F.explode(keys)).distinct().limit(KEYS_LIMIT).collect()]
@@ -203,13 +198,13 @@ class SparkRunner:
             lines = spark.read_lines(self.session, ranked)
             # steady state: the pinned schema, unless the parse finds a key it lacks or a value
             # it cannot read; the sampled detection then runs as for a new courier
-            columns = dict(pinned) if pinned else self.schema(lines, len(files), pinned)
+            columns = dict(pinned) if pinned else self.schema(lines, ranked, pinned)
         except Exception as exc:
             raise self._fail(exc, f"cannot read the window's files ({uris[0]}, ...)") from exc
         try:
             parsed = self._parse(lines, columns, pinned)
             if parsed is None:
-                columns = self.schema(lines, len(files), pinned)
+                columns = self.schema(lines, ranked, pinned)
                 parsed = self._parse(lines, columns, None)
             assert parsed is not None
             df, bad_count, records_in = parsed

@@ -81,6 +81,16 @@ def test_lines_keep_file_rank_and_number_and_bad_lines_are_named(
         (1, 1, 2, "z"),
         (1, 3, 3, None),
     ]
+    # each file's first lines (the schema sample): blank lines count, as in the whole read
+    first = spark.read_lines(cluster, files, 4).orderBy(spark.RANK, spark.LINE).collect()
+    assert [(r[spark.RANK], r[spark.LINE]) for r in first] == [
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (1, 1),
+        (1, 2),
+        (1, 3),
+    ]
 
 
 def test_rows_written_once_read_back_with_their_columns_also_when_none(
