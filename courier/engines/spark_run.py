@@ -10,13 +10,14 @@ feed's Delta table on the cluster:
 2. per load operation: the saved query (its `.spark.sql` twin or the translation), the casts
    to the feed's types with DuckDB's reject rules and reasons (cast, required, unknown
    columns), last record wins by (rank, line) for a file tag and by result order for a query;
-3. commit: the cluster writes each feed's Delta table (MERGE on the primary key, append, or
+3. commit: the cluster writes each feed's Delta table (an upsert on the primary key: MERGE, or
+   a rewrite in one overwrite commit when it holds REWRITE_SHARE of the table's rows; append;
    overwrite for truncateAndLoad); every row it writes carries the run id in
    `_courier_run_id`. Sail writes no Delta `txn` action and no commit metadata, so "did run R
    commit?" is answered from the tables: each feed the run wrote holds rows of R.
 
-Scratch: the parsed window, each feed's cast rows and an upsert's last row per key are written
-once as Parquet into the courier's scratch folder beside its feed tables
+Scratch: the parsed window, each feed's cast rows and an upsert's repeated keys with their last
+rows are written once as Parquet into the courier's scratch folder beside its feed tables
 (<destination>/_courier_scratch/<courier>/<run id>/) and read back, because Sail caches nothing
 and every action (counts, rejects, dedupe, the write) would otherwise parse the window and run
 the query again (200 MB on 2 cores: first load 26.4 -> 12.6 s, MERGE 71.3 -> 15.6 s). courier
