@@ -192,13 +192,13 @@ class SparkRunner:
     ) -> tuple[Any, InputSummary, int]:
         """The tag's records on the cluster (a temp view named `tag` for queries), its summary
         (bounded bad lines), and how many lines were bad."""
-
         keys = {f.rank: f.key for f in files}
         try:
             ranked = list(zip(uris, [f.rank for f in files], strict=True))
             lines = spark.read_lines(self.session, ranked)
-            # steady state: the pinned schema, unless the parse finds a key it lacks or a value
-            # it cannot read; the sampled detection then runs as for a new courier
+            # steady state: the pinned schema, unless the parse finds a key it lacks, a value it
+            # cannot read or first lines detected as other types; the sampled detection then
+            # runs as for a new courier
             columns = dict(pinned) if pinned else self.schema(lines, ranked, pinned)
         except Exception as exc:
             raise self._fail(exc, f"cannot read the window's files ({uris[0]}, ...)") from exc
@@ -241,7 +241,8 @@ class SparkRunner:
     ) -> tuple[Any, int, int] | None:
         """The lines parsed with `columns` (written once), and how many are bad and good.
         With `pinned` (steady state): None when a line holds a key the pinned schema lacks or
-        a value it cannot read (the caller then detects the schema and parses again)."""
+        a value it cannot read, or when each file's first lines are detected as other types
+        (agrees); the caller then detects the schema and parses again."""
         from pyspark.sql import functions as F
 
         parsed = self._once(spark.parse_text(lines, columns, pinned), "parsed")
