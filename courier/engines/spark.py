@@ -273,11 +273,16 @@ def materialize(session: Any, df: Any, uri: str) -> Any:
 
 
 def bad_records(df: Any, limit: int) -> tuple[int, list[tuple[int, int, str, str]]]:
-    """How many lines were rejected, and up to `limit` of them as (rank, line, reason, raw)."""
+    """How many lines were rejected, and up to `limit` of them (bad_lines)."""
+    count = df.where("_courier_bad IS NOT NULL").count()
+    return count, bad_lines(df, limit) if count else []
+
+
+def bad_lines(df: Any, limit: int) -> list[tuple[int, int, str, str]]:
+    """Up to `limit` rejected lines as (rank, line, reason, raw), in file and line order."""
     bad = df.where("_courier_bad IS NOT NULL")
-    count = bad.count()
     rows = bad.orderBy(RANK, LINE).limit(limit).select(RANK, LINE, "_courier_bad", "value")
-    return count, [(r[0], r[1], r[2], r[3]) for r in rows.collect()] if count else []
+    return [(r[0], r[1], r[2], r[3]) for r in rows.collect()]
 
 
 def records(df: Any) -> Any:

@@ -4,7 +4,7 @@ courier's process hands the cluster the window's file URIs and gets back only co
 bounded samples (bad lines, rejected rows); the rows themselves go from the files to the
 feed's Delta table on the cluster:
 
-1. read: each NDJSON file as text with its rank and line numbers (spark.read_ndjson), parsed
+1. read: each NDJSON file as text with its rank and line numbers (spark.read_lines), parsed
    with the pinned schema widened by the cluster's inference of this window's new keys;
    bad lines counted, the first BAD_LIMIT collected (reasons as DuckDB's reader gives them);
 2. per load operation: the saved query (its `.spark.sql` twin or the translation), the casts
@@ -220,8 +220,8 @@ class SparkRunner:
             summary.schema_changes = schema_changes(pinned, columns)
         try:
             if bad_count:
-                _, samples = spark.bad_records(df, BAD_LIMIT)
-                for rank, line, why, text in samples:
+                # counted with the parse: only the bounded sample is fetched
+                for rank, line, why, text in spark.bad_lines(df, BAD_LIMIT):
                     stripped = (text or "").strip().encode("utf-8", "surrogateescape")
                     _, reason = parse_line(stripped)
                     summary.bad.append(
