@@ -14,6 +14,7 @@ import pytest
 from deltalake import DeltaTable
 
 from courier.analyst.crossengine import canonical_json
+from courier.engines.duckdb import pinned_schemas
 from tests.projects import NOW, ProjectFactory
 
 pytestmark = pytest.mark.integration
@@ -221,6 +222,28 @@ def test_a_courier_on_sail_loads_the_delta_table_duckdb_does(
         assert quarantine(lake) == quarantine(duck)
     assert any("placed_at: cannot cast" in r[3] for r in quarantine(lake))
     assert ("o2", "lost") in {(r[0], r[4]) for r in feed_rows(lake)}
+
+
+def test_a_new_courier_on_sail_pins_a_key_first_seen_past_the_sample(
+    sail_remote: str, tmp_path: Path
+) -> None:
+    """A new courier reads with the schema of each file's first lines: a key first seen past
+    them (line 6,900 of 7,000, past the 6,826 lines sampled of each of three files) has the
+    schema detected over every line's keys, as DuckDB's engine does; the pinned schemas agree."""
+    many = [order(i) for i in range(10, 7010)]
+    many[6890] = order(6900, coupon="C-1")
+    pinned, results = {}, {}
+    for name, remote in (("duckdb", None), ("sail", sail_remote)):
+        p = make(tmp_path / name, remote)
+        p.land("orders/2026/11/22/03/part-000000.ndjson", "\n".join(many).encode())
+        result = run(p)
+        assert result["status"] == "succeeded", result["error"]
+        pinned[name] = pinned_schemas(p.root / ".courier" / "feeds.duckdb")[("orders", "orders")]
+        results[name] = result
+    assert results["sail"]["records"] == results["duckdb"]["records"]
+    assert results["sail"]["feeds"] == results["duckdb"]["feeds"]
+    assert "coupon" in pinned["sail"]
+    assert pinned["sail"] == pinned["duckdb"]
 
 
 def table_version(p: ProjectFactory) -> int | None:

@@ -212,32 +212,27 @@ def parse_lines(raw: Any, columns: dict[str, str]) -> Any:
 # of each line, 1.3 s for a 50 MB window against 0.26 s for one), so the parse is written out
 # (materialize) before the columns and checks that read it many times.
 REC = "_courier_rec"
-OBJECT = "_courier_object"
-
-
 NEW_KEYS = "_courier_new_keys"
 
 
 def parse_text(raw: Any, columns: dict[str, str], known: dict[str, str] | None = None) -> Any:
-    """Lines parsed once: `value`, RANK, LINE, REC (the record with timestamps as text), OBJECT
-    (the line is a JSON object) and with `known`, NEW_KEYS: the line's top-level keys `known`
-    lacks (new_keys)."""
+    """Lines parsed once: `value`, RANK, LINE, REC (the record with timestamps as text) and
+    NEW_KEYS: the line's top-level keys `known` (default: `columns`) lacks, NULL for a line that
+    is not a JSON object (so no third parse asks that)."""
     from pyspark.sql import functions as F
 
     # timestamps are parsed as text and then cast (ISO 8601 with T and offsets, as DuckDB reads)
     text_schema = ", ".join(f"{_name(c)} {spark_type(t, True)}" for c, t in columns.items())
     rec = [F.from_json("value", text_schema).alias(REC)] if columns else []
-    new = []
-    if known is not None:
-        names = F.array(*[F.lit(k) for k in known]) if known else F.array().cast("array<string>")
-        keys = F.json_object_keys("value")  # NULL for a line that is not an object
-        new = [F.filter(keys, lambda k: ~F.array_contains(names, k)).alias(NEW_KEYS)]
-    selected = [*rec, is_object(F.col("value")).alias(OBJECT), *new]
-    return raw.select("value", RANK, LINE, *selected)
+    known = columns if known is None else known
+    names = F.array(*[F.lit(k) for k in known]) if known else F.array().cast("array<string>")
+    keys = F.json_object_keys("value")  # NULL for a line that is not an object
+    new = F.filter(keys, lambda k: ~F.array_contains(names, k)).alias(NEW_KEYS)
+    return raw.select("value", RANK, LINE, *rec, new)
 
 
 def new_keys(parsed: Any) -> bool:
-    """Does a line of parse_text's rows (given `known`) hold a key the known schema lacks?"""
+    """Does a line of parse_text's rows hold a key its known schema lacks?"""
     from pyspark.sql import functions as F
 
     return bool(parsed.select(F.explode(NEW_KEYS)).limit(1).collect())
@@ -255,7 +250,7 @@ def typed_lines(parsed: Any, columns: dict[str, str]) -> Any:
     # type. Whether the line holds the field is asked of its text only where the typed value
     # is NULL (a CASE, evaluated for those rows alone): a get_json_object per column and line
     # cost Sail 0.4 s of a 2.0 s parse at 200 MB, and JVM Spark ~6 s of 6.6 s at 50 MB.
-    reasons = [F.when(~F.col(OBJECT), F.lit("not a JSON record"))]
+    reasons = [F.when(F.col(NEW_KEYS).isNull(), F.lit("not a JSON record"))]
     for name, duck_type in columns.items():
         held = F.get_json_object("value", "$." + name).isNotNull()
         why = F.lit(f"field {name}: not readable as {duck_type}")

@@ -158,27 +158,33 @@ class SparkRunner:
 
     # -- read --------------------------------------------------------------------------------
     def schema(
-        self, lines: Any, files: list[tuple[str, int]], pinned: dict[str, str] | None
+        self,
+        lines: Any,
+        files: list[tuple[str, int]],
+        pinned: dict[str, str] | None,
+        every_key: bool = True,
     ) -> dict[str, str]:
         """The window's schema as DuckDB would detect it: DuckDB's detection over a bounded
-        sample of the cluster's lines (the first lines of each file, plus lines holding a
-        top-level key the sample lacks), widening the pinned schema as the DuckDB engine does."""
+        sample of the cluster's lines (the first lines of each file, and with `every_key` the
+        lines holding a top-level key the sample lacks, from a scan of every line's keys),
+        widening the pinned schema as the DuckDB engine does."""
         from pyspark.sql import functions as F
 
-        good = lines.where(spark.is_object(F.col("value")))
         per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, len(files)))
         head = spark.read_lines(self.session, files, per_file)
         head = head.where(spark.is_object(F.col("value"))).orderBy(RANK, spark.LINE)
         sample = head.limit(SAMPLE_LIMIT).select("value").toArrow().column(0).to_pylist()
-        keys = F.json_object_keys("value")
-        # a line that is not an object has no keys: one parse per line, no object check
-        every = [r[0] for r in lines.select(F.explode(keys)).distinct().limit(KEYS_LIMIT).collect()]
         detected = detect(sample)
-        late = [k for k in every if k not in detected]
-        if late:  # keys first seen after the sample: their lines join it
-            wanted = F.array(*[F.lit(k) for k in late])
-            more = good.where(F.arrays_overlap(keys, wanted)).limit(SAMPLE_LIMIT // 4)
-            detected = detect(sample + [r[0] for r in more.select("value").collect()])
+        if every_key:
+            keys = F.json_object_keys("value")
+            # a line that is not an object has no keys: one parse per line, no object check
+            scan = lines.select(F.explode(keys)).distinct().limit(KEYS_LIMIT)
+            late = [r[0] for r in scan.collect() if r[0] not in detected]
+            if late:  # keys first seen after the sample: their lines join it
+                good = lines.where(spark.is_object(F.col("value")))
+                wanted = F.array(*[F.lit(k) for k in late])
+                more = good.where(F.arrays_overlap(keys, wanted)).limit(SAMPLE_LIMIT // 4)
+                detected = detect(sample + [r[0] for r in more.select("value").collect()])
         schema = dict(pinned or {})
         schema.update(detected)
         return schema
@@ -196,14 +202,15 @@ class SparkRunner:
         try:
             ranked = list(zip(uris, [f.rank for f in files], strict=True))
             lines = spark.read_lines(self.session, ranked)
-            # steady state: the pinned schema, unless the parse finds a key it lacks, a value it
-            # cannot read or first lines detected as other types; the sampled detection then
-            # runs as for a new courier
-            columns = dict(pinned) if pinned else self.schema(lines, ranked, pinned)
+            # steady state: the pinned schema; a new courier: the sample's. Either is read
+            # unless the parse finds a key it lacks (or, pinned, a value it cannot read or first
+            # lines detected as other types): the schema is then detected over the sample and
+            # every line's keys, and the window parsed again
+            columns = dict(pinned) if pinned else self.schema(lines, ranked, None, every_key=False)
         except Exception as exc:
             raise self._fail(exc, f"cannot read the window's files ({uris[0]}, ...)") from exc
         try:
-            parsed = self._parse(lines, columns, pinned)
+            parsed = self._parse(lines, columns, "steady" if pinned else "new")
             if parsed is None:
                 columns = self.schema(lines, ranked, pinned)
                 parsed = self._parse(lines, columns, None)
@@ -237,15 +244,15 @@ class SparkRunner:
         return records, summary, bad_count
 
     def _parse(
-        self, lines: Any, columns: dict[str, str], pinned: dict[str, str] | None
+        self, lines: Any, columns: dict[str, str], check: str | None
     ) -> tuple[Any, int, int] | None:
-        """The lines parsed with `columns` (written once), and how many are bad and good.
-        With `pinned` (steady state): None when a line holds a key the pinned schema lacks or
-        a value it cannot read, or when each file's first lines are detected as other types
-        (agrees); the caller then detects the schema and parses again."""
+        """The lines parsed with `columns` (written once), and how many are bad and good. None
+        when the check fails: a line holds a key `columns` lacks ("new", "steady"), a value
+        they cannot read, or each file's first lines are detected as other types ("steady",
+        the DuckDB engine's check); the caller then detects the schema and parses again."""
         from pyspark.sql import functions as F
 
-        parsed = self._once(spark.parse_text(lines, columns, pinned), "parsed")
+        parsed = self._once(spark.parse_text(lines, columns), "parsed")
         df = spark.typed_lines(parsed, columns)
         bad = F.col("_courier_bad")
         unreadable = bad.isNotNull() & bad.startswith("field ")
@@ -254,9 +261,11 @@ class SparkRunner:
             F.sum(F.when(bad.isNotNull(), 1).otherwise(0)).alias("bad"),
             F.sum(F.when(unreadable, 1).otherwise(0)).alias("unreadable"),
         ).collect()[0]
-        if pinned and (
-            totals["unreadable"] or spark.new_keys(parsed) or not agrees(parsed, pinned)
-        ):
+        if check == "steady" and totals["unreadable"]:
+            return None
+        if check and spark.new_keys(parsed):
+            return None
+        if check == "steady" and not agrees(parsed, columns):
             return None
         bad_count = int(totals["bad"] or 0)
         return df, bad_count, int(totals["n"]) - bad_count
@@ -465,7 +474,9 @@ def agrees(parsed: Any, pinned: dict[str, str]) -> bool:
 
     from courier.engines.duckdb import STEADY_SAMPLE_PER_FILE
 
-    head = parsed.where((F.col(spark.LINE) <= STEADY_SAMPLE_PER_FILE) & F.col(spark.OBJECT))
+    head = parsed.where(
+        (F.col(spark.LINE) <= STEADY_SAMPLE_PER_FILE) & F.col(spark.NEW_KEYS).isNotNull()
+    )
     seen = detect([r[0] for r in head.orderBy(RANK, spark.LINE).select("value").collect()])
     return all(pinned.get(k) == v for k, v in seen.items())
 
