@@ -321,10 +321,12 @@ class DuckDBStateStore(StateStore):
         ]  # fmt: skip
         where = " AND ".join(f"{c} = ?" for c, _ in conditions)
         params = [v for _, v in conditions]
+        # started_at is kept to the second: runs started within one second list newest first
+        # by the order they were recorded in (rowid), not by their run ids' random suffix
         cur = self.con.execute(
             f"SELECT {', '.join(RUN_COLUMNS)} FROM courier.runs "
             f"{'WHERE ' + where if where else ''} "
-            f"ORDER BY started_at DESC, run_id DESC LIMIT {int(limit)}",
+            f"ORDER BY started_at DESC, rowid DESC, run_id DESC LIMIT {int(limit)}",
             params,
         )
         return [self._record(row) for row in cur.fetchall()]
@@ -501,7 +503,7 @@ class DuckDBStateStore(StateStore):
             "courier.runs",
             RUN_COLUMNS,
             "WHERE courier = ? AND window_start = ? AND window_end = ? "
-            "ORDER BY started_at DESC, run_id DESC",
+            "ORDER BY started_at DESC, rowid DESC, run_id DESC",
             [courier, start, end],
         )
         return [RunRecord.from_row(r) for r in rows]
@@ -608,7 +610,7 @@ class DuckDBStateStore(StateStore):
         last = self.runs(courier, limit=1)
         finished = self.con.execute(
             f"SELECT {', '.join(RUN_COLUMNS)} FROM courier.runs WHERE courier = ? "
-            "AND status <> 'running' ORDER BY started_at DESC, run_id DESC LIMIT 1",
+            "AND status <> 'running' ORDER BY started_at DESC, rowid DESC, run_id DESC LIMIT 1",
             [courier],
         ).fetchone()
         return {

@@ -57,6 +57,20 @@ class RunHistoryContract:
         assert [r.run_id for r in state.runs("shop", status="failed")] == ["bad"]
         assert [r.run_id for r in state.runs(status="running", limit=1)] == ["other"]
 
+    def test_runs_started_within_one_second_list_in_the_order_recorded(
+        self, state: StateStore
+    ) -> None:
+        """started_at is kept to the second; run ids end in random hex, so they cannot say
+        which of two runs started in one second came last (a run, then its skipped rerun)."""
+        for run_id in ("20261123T060000-shop-ffffff", "20261123T060000-shop-000000"):
+            state.start_run(record(run_id))
+            finished = state.runs("shop", limit=1)[0]
+            finished.status = "succeeded"
+            state.finish_run(finished)
+        assert [r.run_id for r in state.runs("shop")] == [
+            "20261123T060000-shop-000000", "20261123T060000-shop-ffffff",
+        ]  # fmt: skip
+
     def test_window_runs_and_runs_of_groups(self, state: StateStore) -> None:
         state.start_run(record("r1", group="g", group_run_id="g1"))
         state.start_run(record("r2", group="g", group_run_id="g2"))
