@@ -125,10 +125,9 @@ def jvm_flatten(ds: Any, project: Path, work: Path) -> tuple[list[float], int, P
             out = (work / f"jvm-out-{attempt}").resolve()
             started = time.perf_counter()
             runner = SparkRunner("jvm", remote, session, str(scratch))
-            summary, _, [job] = runner.prepare_window(
-                courier, [(load, "")], files, ds.files, pinned, f"bench-{attempt}",
-                datetime.now(UTC),
-            )  # fmt: skip
+            tag_rows, summary, _ = runner.read(courier.file_tag, files, ds.files, pinned)
+            job = runner.prepare(courier, load, tag_rows, files, "", f"bench-{attempt}",
+                                 datetime.now(UTC), summary.schema)  # fmt: skip
             job.rows.write.mode("overwrite").parquet(str(out))
             seconds.append(time.perf_counter() - started)
             rows = job.counts.loaded

@@ -423,10 +423,7 @@ class Context:
         uris = [engine.file_uri(courier.storage, storage, f.key) for f in to_load]
         self.console.status(f"{courier.name}: the cluster reads {len(files)} file(s)")
         pinned = ws.state.pinned_schema(courier.name, tag)
-        summary, bad_count, jobs = runner.prepare_window(
-            courier, list(zip(plan.loads, targets, strict=True)), files, uris, pinned,
-            plan.run_id, plan.started_at,
-        )  # fmt: skip
+        rows, summary, bad_count = runner.read(tag, files, uris, pinned)
         bad.extend(summary.bad)
         record.schema_changes = summary.schema_changes if pinned is not None else []
         check_bad_records(courier, summary, bad_count)
@@ -434,6 +431,11 @@ class Context:
             record.warnings.append(
                 f"{bad_count} bad line(s); the first {len(summary.bad)} are in courier.quarantine"
             )
+        jobs = [
+            runner.prepare(courier, fl, rows, files, path, plan.run_id, plan.started_at,
+                           summary.schema)
+            for fl, path in zip(plan.loads, targets, strict=True)
+        ]  # fmt: skip
         if resume is None:  # a killed run rolled forward has its plan saved already
             ws.state.save_plan(plan.run_id, tag, to_load, courier.name, None)
         feeds: dict[str, FeedCounts] = {}

@@ -246,42 +246,27 @@ def test_a_new_courier_on_sail_pins_a_key_first_seen_past_the_sample(
     assert pinned["sail"] == pinned["duckdb"]
 
 
-def test_a_window_without_bad_lines_is_read_as_is_and_quarantined_as_duckdb_does(
-    sail_remote: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_rejects_past_the_middle_of_a_big_file_are_quarantined_as_duckdb_does(
+    sail_remote: str, tmp_path: Path
 ) -> None:
-    """A window whose lines are all JSON objects of known keys is read by the cluster's JSON
-    reader (no line numbers while reading): the rows the feed rejects (a cast, a required
-    field) are quarantined with the lines DuckDB names, also past the middle of a file the
-    cluster reads in parts, and the last record of a key wins. A value the reader cannot
-    take (a number where the pinned schema holds text) has the window read as text again."""
-    from courier.engines.spark_run import SparkRunner
-
-    routes: list[bool] = []
-    real_read = SparkRunner.read
-
-    def noted(self: SparkRunner, *args: Any) -> Any:  # the real read, its route noted
-        read = real_read(self, *args)
-        routes.append(self.read_as_is)
-        return read
-
-    monkeypatch.setattr(SparkRunner, "read", noted)
+    """A file the cluster reads in parts (40,000 lines): the rows the feed rejects (a cast, a
+    required field) are quarantined with the lines DuckDB names, also past the middle, and the
+    later record of a key wins, window after window (Sail's row ids did not follow the file
+    in about one read of four)."""
     many = [order(i) for i in range(10, 40_010)]
     many[25_000] = order(25_010, amount="abc")  # line 25,001: cannot cast
     many[30_000] = json.dumps({"customer": {"id": 7}, "amount": "1.00"})  # no id: required
     many[35_000] = order(20, status="paid")  # o20 again: this later record wins
-    later = [order(50_000 + i) for i in range(200)] + [order(60_000, status=7)]
     results: dict[str, list[dict[str, Any]]] = {}
     projects = {}
     for name, remote in (("duckdb", None), ("sail", sail_remote)):
         p = projects[name] = make(tmp_path / name, remote)
         for hour in ("01", "02"):
             (p.landing / f"orders/2026/11/22/{hour}/part-000000.ndjson").unlink()
-        p.land("orders/2026/11/22/03/part-000000.ndjson", ("\n".join(many) + "\n").encode())
-        results[name] = [run(p)]
-        p.land("orders/2026/11/22/04/part-000000.ndjson", ("\n".join(later) + "\n").encode())
-        results[name].append(run(p))
-    # the second window: status 7 fails the JSON reader, and the window is read as text
-    assert routes == [True, True, False]
+        results[name] = []
+        for hour in ("03", "04"):  # the same lines again: every record a later one
+            p.land(f"orders/2026/11/22/{hour}/part-000000.ndjson", ("\n".join(many)).encode())
+            results[name].append(run(p))
     for duck, lake in zip(results["duckdb"], results["sail"], strict=True):
         assert lake["status"] == duck["status"] == "succeeded", lake["error"]
         assert lake["feeds"] == duck["feeds"]
@@ -289,9 +274,8 @@ def test_a_window_without_bad_lines_is_read_as_is_and_quarantined_as_duckdb_does
     lake, duck = projects["sail"], projects["duckdb"]
     assert feed_rows(lake) == feed_rows(duck)
     assert ("o20", "paid") in {(r[0], r[4]) for r in feed_rows(lake)}
-    assert ("o60000", "7") in {(r[0], r[4]) for r in feed_rows(lake)}
     assert quarantine(lake) == quarantine(duck)
-    assert [r[2] for r in quarantine(lake)] == [25_001, 30_001]
+    assert sorted(r[2] for r in quarantine(lake)) == [25_001, 25_001, 30_001, 30_001]
 
 
 def table_version(p: ProjectFactory) -> int | None:

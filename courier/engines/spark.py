@@ -152,14 +152,15 @@ def _spark(node: TypeNode) -> str:
 
 # -- the cluster's record work (the Spark engine's building blocks; SPEC 8) -------------------
 # Sail has no input_file_name()/_metadata and no QUALIFY, and ignores Delta's txnAppId: each
-# file is read on its own as text and tagged with its rank (a literal), its lines numbered in
-# file order (row_number over monotonically_increasing_id, which follows file offsets); the
-# last record per key wins through row_number() over a window; a committed run is recognised by
-# its _courier_run_id in the table. Only bounded samples (bad records) come back to courier.
+# file is read on its own, whole, and tagged with its rank (a literal), then split into its
+# lines numbered by their place (read_lines); the last record per key wins through
+# row_number() over a window; a committed run is recognised by its _courier_run_id in the
+# table. Only bounded samples (bad records) come back to courier.
 
 RANK = "_courier_rank"
 LINE = "_courier_line"
 RUN_ID = "_courier_run_id"
+WHOLE_FILE = "\u0000"  # the text reader's line separator that reads a file as one value
 
 
 def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, str]) -> Any:
@@ -170,165 +171,35 @@ def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, s
 
 
 def read_lines(session: Any, files: list[tuple[str, int]], first: int | None = None) -> Any:
-    """The files' non-blank lines on the cluster: `value`, RANK, LINE; with `first`, of each
-    file's first `first` lines only (taken by their ids before the window numbers them: the
-    schema sample of 200 MB on Sail in 0.4 s against 0.7-1.4 s numbering every line first)."""
-    from pyspark.sql import Window
+    """The files' non-blank lines on the cluster: `value`, RANK, LINE (the line's number in its
+    file, blank lines counted); with `first`, of each file's first `first` lines only."""
     from pyspark.sql import functions as F
 
     if not files:
         raise EngineError("no files to read")
-    # each file read on its own (Sail has no input_file_name()), its rows' ids in file order;
-    # one window numbers every file's lines (a window per file made JVM Spark shuffle once per
-    # file: 3.9 s against 1.5 s for 24 files, 50 MB)
+    # Each file is read whole (a separator no text file holds) and split into its lines here,
+    # numbered by their place: a file read as lines comes in parts whose ids
+    # (monotonically_increasing_id) do not follow the file on Sail, which hands the second
+    # part of a file the first partition in about one read of four (measured, 0.7.2), and
+    # JSON lines hold no NUL. The parts' row ids numbered 200 MB in 0.7-1.0 s, this in 0.6 s.
     parts = []
     for uri, rank in files:
-        text = session.read.text(uri).withColumn("_id", F.monotonically_increasing_id())
-        if first is not None:
-            text = text.orderBy("_id").limit(first)
-        parts.append(text.withColumn(RANK, F.lit(rank).cast("int")))
+        whole = F.col("value")
+        if first is not None:  # cut before splitting: the rest of the file is not split
+            whole = F.substring_index(whole, "\n", first).cast("string")
+        lines = F.split(whole, r"\r?\n")
+        text = session.read.text(uri, lineSep=WHOLE_FILE).select(F.posexplode(lines))
+        parts.append(
+            text.select(
+                F.col("col").alias("value"),
+                (F.col("pos") + 1).cast("bigint").alias(LINE),
+                F.lit(rank).cast("int").alias(RANK),
+            )
+        )
     raw = parts[0]
     for part in parts[1:]:
         raw = raw.unionByName(part)
-    order = Window.partitionBy(RANK).orderBy("_id")
-    numbered = raw.withColumn(LINE, F.row_number().over(order).cast("bigint")).drop("_id")
-    return numbered.select("value", LINE, RANK).where(F.trim("value") != "")
-
-
-@dataclass
-class Survey:
-    """One pass over a window's lines as text (survey): whether the cluster's JSON reader can
-    take the files as they are, and the first lines of each file for detection."""
-
-    lines: int  # non-blank lines
-    blank: int  # blank lines (they would shift the reader's line numbers)
-    not_objects: int  # lines that are not a JSON object (malformed ones too)
-    keys: set[str]  # every top-level key of the window
-    head: list[str]  # each file's first `head` lines that are objects, in file order
-    floats: int  # lines with a fraction or exponent under an integer field's name
-
-
-INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
-                 "USMALLINT", "UINTEGER", "UBIGINT"}  # fmt: skip
-PLAIN_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-def integer_fields(columns: dict[str, str]) -> set[str] | None:
-    """The names of every integer field of the schema, top-level or in structs (in lists of
-    structs too); None when the float check cannot name them: a name that is not plain, or
-    integers right inside a list or map (`[1, 2.5]`, `{"k": 2.5}`)."""
-    found: set[str] = set()
-    named = True
-
-    def walk(name: str | None, node: TypeNode) -> None:
-        nonlocal named
-        if node.kind == "scalar" and node.name.upper() in INTEGER_TYPES:
-            if name is None or not PLAIN_NAME.match(name):
-                named = False
-            found.add(name or "")
-        for inner, sub in node.fields:
-            walk(inner, sub)
-        if node.element is not None:  # a list's element, a map's value: no name of their own
-            walk(name if node.element.kind in ("struct", "union") else None, node.element)
-
-    for column, duck_type in columns.items():
-        walk(column, parse_type(duck_type))
-    return found if named else None
-
-
-def float_pattern(names: set[str]) -> str:
-    """A line holding a number with a fraction or exponent under one of `names`: Sail's JSON
-    reader cuts 2.5 read as an integer to 2, where courier's text route rejects it."""
-    return r'"(?:' + "|".join(sorted(names)) + r')"\s*:\s*-?[0-9]+[.eE]'
-
-
-def survey(
-    session: Any, files: list[tuple[str, int]], head: int, integers: set[str] | None = None
-) -> Survey:
-    """The window's lines as text in one aggregate: counts, blank and non-object lines, every
-    top-level key, each file's first `head` object lines, and (given integer field names)
-    the lines with a non-integer number under one of them. Only these come back."""
-    from pyspark.sql import functions as F
-
-    ident = F.monotonically_increasing_id().alias("_id")
-    parts = [
-        session.read.text(uri).select("value", F.lit(rank).cast("int").alias(RANK), ident)
-        for uri, rank in files
-    ]
-    raw = parts[0]
-    for part in parts[1:]:
-        raw = raw.unionByName(part)
-    # the keys parsed once per line (Sail evaluates an expression again per reference)
-    lines = raw.select("value", RANK, "_id", F.json_object_keys("value").alias("_k"))
-    blank = F.trim("value") == ""
-    first = F.when((F.col("_id") < head) & F.col("_k").isNotNull(), F.struct(RANK, "_id", "value"))
-    aggregates = [
-        F.count(F.lit(1)).alias("n"),
-        F.count(F.when(blank, 1)).alias("blank"),
-        F.count(F.when(F.col("_k").isNull() & ~blank, 1)).alias("odd"),
-        F.array_distinct(F.flatten(F.collect_set("_k"))).alias("keys"),
-    ]
-    if head:
-        aggregates.append(F.collect_list(first).alias("head"))
-    if integers:
-        floats = F.col("value").rlike(float_pattern(integers))
-        aggregates.append(F.count(F.when(floats, 1)).alias("floats"))
-    row = lines.agg(*aggregates).collect()[0].asDict()
-    blanks = int(row["blank"] or 0)
-    return Survey(
-        lines=int(row["n"]) - blanks,
-        blank=blanks,
-        not_objects=int(row["odd"] or 0),
-        keys=set(row["keys"] or []),
-        head=[r[2] for r in sorted(row.get("head") or [], key=lambda r: (r[0], r[1]))],
-        floats=int(row.get("floats") or 0),
-    )
-
-
-def reads_json_fast(session: Any) -> bool:
-    """Is the server one whose JSON reader pays against courier's text route: every server
-    but Apache Spark's own (its `version()` starts with the Spark version it reports; Sail
-    answers with its own)? On JVM Spark (local[2], 200 MB) the survey and the JSON reader
-    took 17 s where the text route's parse and casts took 15 s; on Sail 1.9 s against 3.1 s."""
-    try:
-        found = str(session.sql("SELECT version()").collect()[0][0])
-    except Exception:  # noqa: BLE001 - a server without version(): not Apache Spark
-        return True
-    return not found.startswith(str(session.version))
-
-
-def read_records(session: Any, files: list[tuple[str, int]], columns: dict[str, str]) -> Any:
-    """The files read by the cluster's JSON reader with `columns` (DuckDB types): the record's
-    columns, RANK and LINE, which here orders the file's records (monotonically_increasing_id:
-    the file's part << 33 + its place in the part; how a file is split may change from one
-    action to the next) without numbering them: number_lines numbers them. FAILFAST: a
-    value the reader cannot take fails the read (the caller reads again as text and
-    quarantines it) instead of a NULL."""
-    from pyspark.sql import functions as F
-
-    ddl = spark_schema(columns)
-    parts = [
-        session.read.schema(ddl)
-        .option("mode", "FAILFAST")
-        .json(uri)
-        .withColumn(LINE, F.monotonically_increasing_id())
-        .withColumn(RANK, F.lit(rank).cast("int"))
-        for uri, rank in files
-    ]
-    records = parts[0]
-    for part in parts[1:]:
-        records = records.unionByName(part)
-    return records
-
-
-def number_lines(records: Any) -> Any:
-    """read_records' rows with LINE their line number (files without blank lines): a window
-    over each file, for the few actions that need the numbers (rejected rows' samples)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    order = Window.partitionBy(RANK).orderBy(LINE)
-    return records.withColumn(LINE, F.row_number().over(order).cast("bigint"))
+    return raw.where(F.trim("value") != "")
 
 
 def is_object(value: Any) -> Any:

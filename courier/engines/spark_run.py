@@ -39,9 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from courier.destinations.base import FeedType
 from courier.engines import spark
-from courier.engines.duckdb import STEADY_SAMPLE_PER_FILE
 from courier.engines.record_order import carry_record_order
-from courier.engines.spark import RANK, RUN_ID, _name, engine_error, integer_fields, redact
+from courier.engines.spark import RANK, RUN_ID, _name, engine_error, redact
 from courier.errors import EngineError, LoadError
 from courier.formats.ndjson import RAW_LIMIT, parse_line
 from courier.plan import BadRecord, FeedCounts, FeedLoad, InputSummary
@@ -143,8 +142,6 @@ class SparkRunner:
         self.session = session
         self.scratch = scratch  # the run's scratch folder on the cluster (Scratch.run)
         self._written = 0
-        self._placed: Any = None  # the window's records when the JSON reader read them
-        self._json_reader: bool | None = None  # does the server's JSON reader pay (asked once)
 
     def _once(self, df: Any, what: str) -> Any:
         """`df` written once to the run's scratch folder and read back (spark.materialize),
@@ -154,11 +151,6 @@ class SparkRunner:
             return df
         self._written += 1
         return spark.materialize(self.session, df, f"{self.scratch}/{self._written}-{what}")
-
-    @property
-    def read_as_is(self) -> bool:
-        """Did the cluster's JSON reader read the window (not the text route)?"""
-        return self._placed is not None
 
     def _fail(self, exc: BaseException, what: str) -> EngineError:
         error = engine_error(self.name, self.remote, exc)
@@ -178,7 +170,10 @@ class SparkRunner:
         widening the pinned schema as the DuckDB engine does."""
         from pyspark.sql import functions as F
 
-        sample = self._sample(files)
+        per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, len(files)))
+        head = spark.read_lines(self.session, files, per_file)
+        head = head.where(spark.is_object(F.col("value"))).orderBy(RANK, spark.LINE)
+        sample = head.limit(SAMPLE_LIMIT).select("value").toArrow().column(0).to_pylist()
         detected = detect(sample)
         if every_key:
             keys = F.json_object_keys("value")
@@ -194,41 +189,18 @@ class SparkRunner:
         schema.update(detected)
         return schema
 
-    def _sample(self, files: list[tuple[str, int]]) -> list[str]:
-        """The first lines of each file that are JSON objects, as DuckDB's detection samples
-        them (SAMPLE_RECORDS over the window, at least SAMPLE_MIN_PER_FILE of each file)."""
-        from pyspark.sql import functions as F
-
-        per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, len(files)))
-        head = spark.read_lines(self.session, files, per_file)
-        head = head.where(spark.is_object(F.col("value"))).orderBy(RANK, spark.LINE)
-        return head.limit(SAMPLE_LIMIT).select("value").toArrow().column(0).to_pylist()
-
     def read(
         self,
         tag: str,
         files: list[WindowFile],
         uris: list[str],
         pinned: dict[str, str] | None,
-        as_text: bool = False,
     ) -> tuple[Any, InputSummary, int]:
         """The tag's records on the cluster (a temp view named `tag` for queries), its summary
-        (bounded bad lines), and how many lines were bad. Read by the cluster's JSON reader
-        when a survey of the lines finds nothing it cannot take (as_is), else, or `as_text`,
-        as text lines parsed with their line numbers (what quarantines bad lines)."""
+        (bounded bad lines), and how many lines were bad."""
         keys = {f.rank: f.key for f in files}
-        ranked = list(zip(uris, [f.rank for f in files], strict=True))
-        self._placed = None
-        if not as_text and self._json_reader is None:
-            self._json_reader = spark.reads_json_fast(self.session)
-        if not as_text and self._json_reader:
-            try:
-                read = self._read_as_is(tag, ranked, pinned)
-            except Exception as exc:
-                raise self._fail(exc, f"cannot read the window's files ({uris[0]}, ...)") from exc
-            if read is not None:
-                return read
         try:
+            ranked = list(zip(uris, [f.rank for f in files], strict=True))
             lines = spark.read_lines(self.session, ranked)
             # steady state: the pinned schema; a new courier: the sample's. Either is read
             # unless the parse finds a key it lacks (or, pinned, a value it cannot read or first
@@ -248,7 +220,11 @@ class SparkRunner:
             raise
         except Exception as exc:
             raise self._fail(exc, f"cannot read file tag {tag!r}") from exc
-        summary = self._summary(tag, columns, records_in, pinned)
+        summary = InputSummary(tag=tag, schema=dict(columns), records=records_in)
+        if pinned is not None:
+            from courier.engines.duckdb import schema_changes
+
+            summary.schema_changes = schema_changes(pinned, columns)
         try:
             if bad_count:
                 # counted with the parse: only the bounded sample is fetched
@@ -259,59 +235,13 @@ class SparkRunner:
                         BadRecord(keys[rank], line, reason or why, (text or "").strip()[:RAW_LIMIT])
                     )
             records = spark.records(df)
-            self._views(tag, records)
+            records.drop(RANK, spark.LINE).createOrReplaceTempView(tag)
+            records.createOrReplaceTempView(placed(tag))
         except EngineError:
             raise
         except Exception as exc:
             raise self._fail(exc, f"cannot read file tag {tag!r}") from exc
         return records, summary, bad_count
-
-    def _read_as_is(
-        self, tag: str, files: list[tuple[str, int]], pinned: dict[str, str] | None
-    ) -> tuple[Any, InputSummary, int] | None:
-        """The window read by the cluster's JSON reader with the pinned schema (a new
-        courier: the schema detected over each file's first lines), when one pass over the
-        lines as text (spark.survey) finds every line a JSON object, no blank line, no key
-        the schema lacks, each file's first lines of the pinned types (DuckDB's steady check),
-        no number with a fraction under an integer field, and no JSON-typed column (Sail's
-        reader takes only strings there). None: read as text. Two passes over the files
-        instead of the text route's parse written to Parquet and read back (200 MB on Sail:
-        ~1.9 s against ~3.1 s). A value the reader cannot take still fails the read:
-        prepare_window then reads the window as text."""
-        # a new courier's schema: detected over each file's first lines, as the text route's
-        columns = dict(pinned) if pinned else detect(self._sample(files))
-        integers = integer_fields(columns)
-        if integers is None or any("JSON" in t.upper() for t in columns.values()):
-            return None
-        head = STEADY_SAMPLE_PER_FILE if pinned else 0
-        found = spark.survey(self.session, files, head, integers)
-        if found.blank or found.not_objects or found.floats or not found.lines:
-            return None
-        if pinned and any(pinned.get(k) != v for k, v in detect(found.head).items()):
-            return None
-        if found.keys - columns.keys():
-            return None
-        records = spark.read_records(self.session, files, columns)
-        self._placed = records
-        self._views(tag, records)
-        return records, self._summary(tag, columns, found.lines, pinned), 0
-
-    def _summary(
-        self, tag: str, columns: dict[str, str], records: int, pinned: dict[str, str] | None
-    ) -> InputSummary:
-        summary = InputSummary(tag=tag, schema=dict(columns), records=records)
-        if pinned is not None:
-            from courier.engines.duckdb import schema_changes
-
-            summary.schema_changes = schema_changes(pinned, columns)
-        return summary
-
-    def _views(self, tag: str, records: Any) -> None:
-        """The tag's records as temp views: `tag` for queries, placed(tag) with their place."""
-        records.drop(RANK, spark.LINE).createOrReplaceTempView(tag)
-        records.createOrReplaceTempView(placed(tag))
-        if self._placed is not None:  # the JSON reader's records, with their line numbers
-            spark.number_lines(records).createOrReplaceTempView(numbered(tag))
 
     def _parse(
         self, lines: Any, columns: dict[str, str], check: str | None
@@ -339,39 +269,6 @@ class SparkRunner:
             return None
         bad_count = int(totals["bad"] or 0)
         return df, bad_count, int(totals["n"]) - bad_count
-
-    # -- prepare the run's load operations ---------------------------------------------------
-    def prepare_window(
-        self,
-        courier: CourierConfig,
-        targets: list[tuple[FeedLoad, str]],
-        files: list[WindowFile],
-        uris: list[str],
-        pinned: dict[str, str] | None,
-        run_id: str,
-        loaded_at: datetime,
-    ) -> tuple[InputSummary, int, list[FeedJob]]:
-        """The window read (read) and each load operation prepared on it (prepare, with its
-        feed table's URI): the summary, how many lines were bad, the jobs. When the JSON
-        reader read the window and a value fails it (it reads the typed columns only as the
-        casts ask for them), the window is read again as text, where that line is rejected
-        with its file, line and reason."""
-        tag = courier.file_tag
-
-        def prepared(as_text: bool) -> tuple[InputSummary, int, list[FeedJob]]:
-            rows, summary, bad_count = self.read(tag, files, uris, pinned, as_text)
-            jobs = [
-                self.prepare(courier, load, rows, files, path, run_id, loaded_at, summary.schema)
-                for load, path in targets
-            ]
-            return summary, bad_count, jobs
-
-        try:
-            return prepared(False)
-        except EngineError:
-            if self._placed is None:
-                raise
-        return prepared(True)
 
     # -- prepare one load operation ----------------------------------------------------------
     def prepare(
@@ -422,15 +319,6 @@ class SparkRunner:
             assert source is not None
             # the result's order (partition, then position): the tie-break after the place
             source = source.withColumn(ORD, F.monotonically_increasing_id())
-            # the rejects' lines: the JSON reader's LINE only orders each file's records (its
-            # ids differ from one action to the next), so the rejects are found again from the
-            # records numbered in that same action
-            in_lines = source
-            if carried is not None and self._placed is not None:
-                views = {courier.file_tag: numbered(courier.file_tag)}
-                lined = carry_record_order(text, views, "spark")
-                assert lined is not None  # as `carried`: the same query, another view
-                in_lines = self.session.sql(lined).withColumn(ORD, F.monotonically_increasing_id())
             # one partition on purpose: the position in the whole result (only rejects need it)
             position = F.row_number().over(Window.partitionBy(F.lit(0)).orderBy(ORD))
             if carried is not None:
@@ -441,7 +329,6 @@ class SparkRunner:
                 line_expr = position
         else:
             source = tag_rows
-            in_lines = spark.number_lines(tag_rows) if self._placed is not None else tag_rows
             file_expr = mapping[F.col(RANK)]
             line_expr = F.col(spark.LINE)
         incoming = {
@@ -499,7 +386,7 @@ class SparkRunner:
         if rejected:
             visible = [F.col(_name(c)) for c in incoming]
             raw = F.to_json(F.struct(*visible)) if visible else F.lit("{}")
-            rejects = in_lines.select(
+            numbered = source.select(
                 "*",
                 file_expr.alias("_courier_file"),
                 line_expr.alias("_courier_qline"),
@@ -508,7 +395,7 @@ class SparkRunner:
             ).where(F.col(REASON) != "")
             order = [F.col(c).asc_nulls_last() for c in order_cols]
             for r in (
-                rejects.orderBy(*order)
+                numbered.orderBy(*order)
                 .limit(BAD_LIMIT)
                 .select("_courier_file", "_courier_qline", REASON, "_courier_raw")
                 .collect()
@@ -585,6 +472,8 @@ def agrees(parsed: Any, pinned: dict[str, str]) -> bool:
     parse_text's rows) give the pinned types? The DuckDB engine's steady-state check."""
     from pyspark.sql import functions as F
 
+    from courier.engines.duckdb import STEADY_SAMPLE_PER_FILE
+
     head = parsed.where(
         (F.col(spark.LINE) <= STEADY_SAMPLE_PER_FILE) & F.col(spark.NEW_KEYS).isNotNull()
     )
@@ -595,11 +484,6 @@ def agrees(parsed: Any, pinned: dict[str, str]) -> bool:
 def placed(tag: str) -> str:
     """The temp view of a tag's records with their place (RANK, LINE) on the cluster."""
     return f"_courier_placed_{tag}"
-
-
-def numbered(tag: str) -> str:
-    """The temp view of a tag's records read by the JSON reader, numbered (spark.number_lines)."""
-    return f"_courier_numbered_{tag}"
 
 
 def _cast(col: Any, incoming: Any, feed_type: str) -> Any:

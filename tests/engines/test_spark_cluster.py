@@ -93,6 +93,28 @@ def test_lines_keep_file_rank_and_number_and_bad_lines_are_named(
     ]
 
 
+def test_lines_of_a_file_the_cluster_reads_in_parts_keep_their_numbers(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """A file big enough to be read in parts (3 MB: Sail splits it in two on two cores) has
+    every line numbered by its place, read after read: Sail handed the second part of a file
+    the first part's ids in about one read of four, which numbered lines wrongly. Windows line
+    ends are lines too, and a last line without a newline is read."""
+    total = 40_000
+    lines = [f'{{"id": {i}, "pad": "{"x" * 60}"}}' for i in range(total)]
+    path = tmp_path / "big.ndjson"
+    path.write_bytes(("\r\n".join(lines[:10]) + "\r\n" + "\n".join(lines[10:])).encode())
+    from pyspark.sql import functions as F
+
+    ids = F.get_json_object("value", "$.id").cast("bigint")
+    for _ in range(6):
+        read = spark.read_lines(cluster, [(str(path), 0)])
+        misplaced = F.count(F.when(F.col(spark.LINE) != ids + 1, 1))
+        assert tuple(read.agg(F.count(F.lit(1)), misplaced).collect()[0]) == (total, 0)
+    head = spark.read_lines(cluster, [(str(path), 0)], 12).orderBy(spark.LINE).collect()
+    assert [r["value"] for r in head] == lines[:12]  # no carriage return left on a line
+
+
 def test_rows_written_once_read_back_with_their_columns_also_when_none(
     sail: Any, tmp_path: Path
 ) -> None:
@@ -225,80 +247,3 @@ def test_the_cluster_reads_and_writes_azure(azurite_endpoint: str, tmp_path: Pat
         stop_process(proc)
     names = [b.name for b in service.get_container_client("streams").list_blobs("feeds/")]
     assert any(n.startswith("feeds/things/_delta_log/") for n in names)
-
-
-def test_a_clean_window_is_surveyed_then_read_by_the_json_reader_in_file_order(
-    cluster: Any, tmp_path: Path
-) -> None:
-    """The survey counts a clean window's lines and keys and brings back each file's first
-    lines; the JSON reader's rows keep their file order across the parts a file is read in,
-    and number_lines gives each row its line."""
-    import json
-
-    big = [json.dumps({"id": i, "v": f"v{i}", "s": {"q": i % 7}}) for i in range(40_000)]
-    small = [json.dumps({"id": 100 + i, "v": "w", "s": None}) for i in range(3)]
-    files = []
-    for rank, lines in enumerate((big, small)):
-        path = tmp_path / f"part-{rank}.ndjson"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        files.append((str(path), rank))
-    columns = {"id": "BIGINT", "v": "VARCHAR", "s": "STRUCT(q BIGINT)"}
-    integers = spark.integer_fields(columns)
-    assert integers == {"id", "q"}
-    found = spark.survey(cluster, files, 2, integers)
-    assert (found.lines, found.blank, found.not_objects, found.floats) == (40_003, 0, 0, 0)
-    assert found.keys == {"id", "v", "s"}
-    assert found.head == [big[0], big[1], small[0], small[1]]
-    records = spark.read_records(cluster, files, columns)
-    rows = records.orderBy(spark.RANK, spark.LINE).select(spark.RANK, spark.LINE, "id").collect()
-    assert [(r[0], r[2]) for r in rows] == [(0, i) for i in range(40_000)] + [
-        (1, 100 + i) for i in range(3)
-    ]
-    lined = spark.number_lines(records).orderBy(spark.RANK, spark.LINE)
-    assert [(r[spark.RANK], r[spark.LINE], r["id"]) for r in lined.collect()] == [
-        (0, i + 1, i) for i in range(40_000)
-    ] + [(1, i + 1, 100 + i) for i in range(3)]
-
-
-def test_the_survey_finds_what_the_json_reader_cannot_take(cluster: Any, tmp_path: Path) -> None:
-    path = tmp_path / "odd.ndjson"
-    path.write_text(
-        '{"id": 1, "v": "a"}\n\n[1, 2]\nnot json\n{"id": 2.5, "v": "b", "w": 1}\n'
-        '{"id": 3, "s": {"q": -1e3}}\n{"id": 4, "v": "2.5", "s": {"r": 2.5}}\n',
-        encoding="utf-8",
-    )
-    found = spark.survey(cluster, [(str(path), 0)], 0, {"id", "q"})
-    assert (found.lines, found.blank, found.not_objects, found.floats) == (6, 1, 2, 2)
-    assert found.keys == {"id", "v", "w", "s"}
-    assert found.head == []
-    # a value the reader cannot read as its type fails the read: never a NULL or a cut value
-    bad = tmp_path / "bad.ndjson"
-    bad.write_text('{"id": 1, "v": "a"}\n{"id": "x", "v": "b"}\n', encoding="utf-8")
-    with pytest.raises(Exception):  # noqa: B017 - pyspark's own error tree, either server's
-        spark.read_records(cluster, [(str(bad), 0)], COLUMNS).collect()
-
-
-def test_the_runner_reads_a_clean_window_as_is_and_anything_else_as_text(
-    sail: Any, tmp_path: Path
-) -> None:
-    from courier.engines.base import WindowFile
-
-    clean = '{"id": 1, "v": "a"}\n{"id": 2, "v": "b"}\n{"id": 1, "v": "c"}\n'
-    cases = {
-        "clean": (clean, COLUMNS, True),
-        "new": (clean, None, True),  # a new courier: the schema its first lines give
-        "blank line": (clean + "\n" + clean, COLUMNS, False),
-        "key not pinned": (clean + '{"id": 3, "v": "d", "w": 1}\n', COLUMNS, False),
-        "first lines of other types": (clean, {"id": "VARCHAR", "v": "VARCHAR"}, False),
-        "bad line": (FIRST, COLUMNS, False),
-    }
-    for name, (text, pinned, as_is) in cases.items():
-        path = tmp_path / f"{name.replace(' ', '-')}.ndjson"
-        path.write_text(text, encoding="utf-8")
-        runner = spark_run.SparkRunner("sail", "sc://sail", sail)
-        window = [WindowFile(str(path), path.name, path.stat().st_size, 0)]
-        records, summary, bad = runner.read("t", window, [str(path)], pinned)
-        assert runner.read_as_is == as_is, name
-        lines = [line for line in text.splitlines() if line.strip()]
-        assert summary.records + bad == len(lines), name
-        assert records.count() == summary.records, name
