@@ -142,6 +142,7 @@ class SparkRunner:
         self.session = session
         self.scratch = scratch  # the run's scratch folder on the cluster (Scratch.run)
         self._written = 0
+        self._by_offsets: bool | None = None  # spark.reads_file_offsets, asked once
 
     def _once(self, df: Any, what: str) -> Any:
         """`df` written once to the run's scratch folder and read back (spark.materialize),
@@ -157,6 +158,12 @@ class SparkRunner:
         return EngineError(f"{what}: {error}", engine=self.name)
 
     # -- read --------------------------------------------------------------------------------
+    def _lines(self, files: list[tuple[str, int]], first: int | None = None) -> Any:
+        """spark.read_lines, the server asked once whether it reads files in parts."""
+        if self._by_offsets is None and files:
+            self._by_offsets = spark.reads_file_offsets(self.session, files[0][0])
+        return spark.read_lines(self.session, files, first, self._by_offsets)
+
     def schema(
         self,
         lines: Any,
@@ -171,7 +178,7 @@ class SparkRunner:
         from pyspark.sql import functions as F
 
         per_file = max(SAMPLE_MIN_PER_FILE, SAMPLE_RECORDS // max(1, len(files)))
-        head = spark.read_lines(self.session, files, per_file)
+        head = self._lines(files, per_file)
         head = head.where(spark.is_object(F.col("value"))).orderBy(RANK, spark.LINE)
         sample = head.limit(SAMPLE_LIMIT).select("value").toArrow().column(0).to_pylist()
         detected = detect(sample)
@@ -201,7 +208,7 @@ class SparkRunner:
         keys = {f.rank: f.key for f in files}
         try:
             ranked = list(zip(uris, [f.rank for f in files], strict=True))
-            lines = spark.read_lines(self.session, ranked)
+            lines = self._lines(ranked)
             # steady state: the pinned schema; a new courier: the sample's. Either is read
             # unless the parse finds a key it lacks (or, pinned, a value it cannot read or first
             # lines detected as other types): the schema is then detected over the sample and

@@ -94,25 +94,37 @@ def test_lines_keep_file_rank_and_number_and_bad_lines_are_named(
 
 
 def test_lines_of_a_file_the_cluster_reads_in_parts_keep_their_numbers(
-    cluster: Any, tmp_path: Path
+    cluster: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """A file big enough to be read in parts (3 MB: Sail splits it in two on two cores) has
-    every line numbered by its place, read after read: Sail handed the second part of a file
-    the first part's ids in about one read of four, which numbered lines wrongly. Windows line
-    ends are lines too, and a last line without a newline is read."""
+    """A file read in parts (3 MB: Sail splits it in two on two cores; Apache Spark here in 1 MB
+    splits) has every line numbered by its place, read after read. Sail handed the second part
+    of a file the first part's row ids in about one read of four, so it reads each file whole;
+    Apache Spark numbers the parts by their offsets. Windows line ends are lines too, and a
+    last line without a newline is read."""
+    from pyspark.sql import functions as F
+
     total = 40_000
     lines = [f'{{"id": {i}, "pad": "{"x" * 60}"}}' for i in range(total)]
     path = tmp_path / "big.ndjson"
     path.write_bytes(("\r\n".join(lines[:10]) + "\r\n" + "\n".join(lines[10:])).encode())
-    from pyspark.sql import functions as F
-
-    ids = F.get_json_object("value", "$.id").cast("bigint")
-    for _ in range(6):
-        read = spark.read_lines(cluster, [(str(path), 0)])
-        misplaced = F.count(F.when(F.col(spark.LINE) != ids + 1, 1))
-        assert tuple(read.agg(F.count(F.lit(1)), misplaced).collect()[0]) == (total, 0)
-    head = spark.read_lines(cluster, [(str(path), 0)], 12).orderBy(spark.LINE).collect()
-    assert [r["value"] for r in head] == lines[:12]  # no carriage return left on a line
+    apache = request.node.callspec.params["cluster"] == "jvm"
+    assert spark.reads_file_offsets(cluster, str(path)) == apache
+    if apache:
+        cluster.conf.set("spark.sql.files.maxPartitionBytes", "1000000")
+    try:
+        ids = F.get_json_object("value", "$.id").cast("bigint")
+        for _ in range(6 if not apache else 2):
+            read = spark.read_lines(cluster, [(str(path), 0)])
+            misplaced = F.count(F.when(F.col(spark.LINE) != ids + 1, 1))
+            assert tuple(read.agg(F.count(F.lit(1)), misplaced).collect()[0]) == (total, 0)
+        if apache:  # the file was read in parts
+            starts = cluster.read.text(str(path)).select("_metadata.file_block_start").distinct()
+            assert starts.count() > 1
+        head = spark.read_lines(cluster, [(str(path), 0)], 12).orderBy(spark.LINE).collect()
+        assert [r["value"] for r in head] == lines[:12]  # no carriage return left on a line
+    finally:
+        if apache:
+            cluster.conf.unset("spark.sql.files.maxPartitionBytes")
 
 
 def test_rows_written_once_read_back_with_their_columns_also_when_none(
