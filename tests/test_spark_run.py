@@ -278,6 +278,30 @@ def test_rejects_past_the_middle_of_a_big_file_are_quarantined_as_duckdb_does(
     assert sorted(r[2] for r in quarantine(lake)) == [25_001, 25_001, 30_001, 30_001]
 
 
+def test_a_file_sail_cannot_hold_whole_fails_the_run_by_name_and_changes_nothing(
+    sail_remote: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from courier.engines import spark
+
+    p = make(tmp_path / "big", sail_remote)
+    sizes = {
+        k: (p.root / ".courier/landing" / k).stat().st_size
+        for k in (
+            "orders/2026/11/22/01/part-000000.ndjson",
+            "orders/2026/11/22/02/part-000000.ndjson",
+        )
+    }
+    big = max(sizes, key=sizes.__getitem__)
+    monkeypatch.setattr(spark, "WHOLE_FILE_LIMIT", sizes[big] - 1)  # stands in for 2 GiB
+    failed = run(p)
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(f"file {big} is {sizes[big]:,} bytes, and engine 'sail'")
+    assert "no table was changed" in failed["error"]
+    assert table_version(p) is None and scratch_files(p) == []
+    monkeypatch.undo()
+    assert run(p)["status"] == "succeeded"  # the files load once they fit
+
+
 def table_version(p: ProjectFactory) -> int | None:
     path = p.root / ".courier" / "lake" / "feeds" / "orders"
     return DeltaTable(str(path)).version() if (path / "_delta_log").exists() else None

@@ -164,6 +164,27 @@ class SparkRunner:
             self._by_offsets = spark.reads_file_offsets(self.session, files[0][0])
         return spark.read_lines(self.session, files, first, self._by_offsets)
 
+    def _fits_whole(self, files: list[WindowFile], uris: list[str]) -> None:
+        """A server that reads each file whole (no offsets for a file's parts: Sail) holds a
+        file in one value: a file bigger than one value holds is refused before any job, by
+        name, instead of failing on the cluster with an overflow after reading it."""
+        if self._by_offsets is None and uris:
+            self._by_offsets = spark.reads_file_offsets(self.session, uris[0])
+        if self._by_offsets:
+            return
+        for f in files:
+            if f.size > spark.WHOLE_FILE_LIMIT:
+                raise EngineError(
+                    f"file {f.key} is {f.size:,} bytes, and engine '{self.name}' "
+                    f"({redact(self.remote)}) reads each file whole, in one value of at "
+                    f"most {spark.WHOLE_FILE_LIMIT:,} bytes (its reader does not say where a "
+                    "part of a file begins, which numbering the lines needs); no table was "
+                    "changed: land the stream in smaller parts (the stream's roll_bytes) or "
+                    "split the file, or run this courier on Apache Spark, which reads a file "
+                    "in parts",
+                    engine=self.name,
+                )
+
     def schema(
         self,
         lines: Any,
@@ -206,6 +227,7 @@ class SparkRunner:
         """The tag's records on the cluster (a temp view named `tag` for queries), its summary
         (bounded bad lines), and how many lines were bad."""
         keys = {f.rank: f.key for f in files}
+        self._fits_whole(files, uris)
         try:
             ranked = list(zip(uris, [f.rank for f in files], strict=True))
             lines = self._lines(ranked)

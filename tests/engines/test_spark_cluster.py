@@ -127,6 +127,38 @@ def test_lines_of_a_file_the_cluster_reads_in_parts_keep_their_numbers(
             cluster.conf.unset("spark.sql.files.maxPartitionBytes")
 
 
+def test_a_file_too_big_for_one_value_is_refused_by_name_where_files_are_read_whole(
+    cluster: Any, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sail reads each file whole, in one value (2 GiB at most: a 2.4 GB file failed there with
+    "offset overflow" after 30 s); a bigger file is refused by name before any job. Apache Spark
+    reads a file in parts, so it has no such limit. The limit is lowered to stand in for 2 GiB."""
+    from courier.engines.base import WindowFile
+    from courier.engines.spark_run import SparkRunner
+    from courier.errors import EngineError
+
+    path = tmp_path / "hour.ndjson"
+    path.write_text('{"id": 1}\n{"id": 2}\n', encoding="utf-8")
+    size = path.stat().st_size
+    files = [WindowFile(str(path), "things/2026/11/22/01/hour.ndjson", size, 0)]
+    monkeypatch.setattr(spark, "WHOLE_FILE_LIMIT", size - 1)
+    runner = SparkRunner("lake", "sc://cluster.example:15002", cluster)
+    if request.node.callspec.params["cluster"] == "jvm":
+        _, summary, _ = runner.read("things", files, [str(path)], {"id": "BIGINT"})
+        assert summary.records == 2
+        return
+    with pytest.raises(EngineError) as refused:
+        runner.read("things", files, [str(path)], {"id": "BIGINT"})
+    assert str(refused.value).startswith(
+        f"file things/2026/11/22/01/hour.ndjson is {size:,} bytes, and engine 'lake' "
+        "(sc://cluster.example:15002) reads each file whole, in one value of at most "
+        f"{size - 1:,} bytes"
+    )
+    assert "land the stream in smaller parts (the stream's roll_bytes)" in str(refused.value)
+    monkeypatch.undo()  # under the limit the same file is read
+    assert runner.read("things", files, [str(path)], {"id": "BIGINT"})[1].records == 2
+
+
 def test_rows_written_once_read_back_with_their_columns_also_when_none(
     sail: Any, tmp_path: Path
 ) -> None:
