@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,45 @@ def test_rejects_past_the_middle_of_a_big_file_are_quarantined_as_duckdb_does(
     assert ("o20", "paid") in {(r[0], r[4]) for r in feed_rows(lake)}
     assert quarantine(lake) == quarantine(duck)
     assert sorted(r[2] for r in quarantine(lake)) == [25_001, 25_001, 30_001, 30_001]
+
+
+def test_a_file_holding_a_nul_byte_is_numbered_and_quarantined_as_duckdb_does(
+    sail_remote: str, tmp_path: Path
+) -> None:
+    """Sail reads a file whole by splitting it at NUL bytes (valid JSON never holds one): a
+    damaged file that does came in two values, each numbered from line 1, so an earlier record
+    won over a later one and the quarantine named two halves of one line. Such a file is read
+    again at a byte it lacks: one bad line, at its place, and the later record wins."""
+    from courier.engines.spark import SEPARATORS
+
+    damaged = order(2, status="a\0b").replace("\\u0000", "\0")  # a raw NUL in a string
+    assert "\0" in damaged
+    hour = ["", order(8), order(9), order(6), damaged, order(6, amount="5.00"), order(7)]
+    projects, results = {}, {}
+    for name, remote in (("duckdb", None), ("sail", sail_remote)):
+        p = projects[name] = make(tmp_path / name, remote)
+        p.land("orders/2026/11/22/03/part-000000.ndjson", "\n".join(hour).encode())
+        results[name] = run(p)
+        assert results[name]["status"] == "succeeded", results[name]["error"]
+    lake, duck = projects["sail"], projects["duckdb"]
+    assert results["sail"]["feeds"] == results["duckdb"]["feeds"]
+    assert results["sail"]["records"] == results["duckdb"]["records"]
+    assert feed_rows(lake) == feed_rows(duck)
+    assert ("o6", Decimal("5.00")) in {(r[0], r[2]) for r in feed_rows(lake)}
+    assert quarantine(lake) == quarantine(duck)
+    hour_3 = [r[2] for r in quarantine(lake) if r[1].endswith("/03/part-000000.ndjson")]
+    assert hour_3 == [5]
+    # a file holding every byte Sail could split it at is refused by name; nothing changes
+    before = table_version(lake)
+    every = ('{"id": "o10", "status": "' + "".join(SEPARATORS) + '"}\n').encode()
+    lake.land("orders/2026/11/22/04/part-000000.ndjson", every)
+    failed = run(lake)
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(
+        "file orders/2026/11/22/04/part-000000.ndjson holds a NUL byte and every other ASCII "
+        "control byte, so engine 'sail'"
+    )
+    assert table_version(lake) == before
 
 
 def test_a_file_sail_cannot_hold_whole_fails_the_run_by_name_and_changes_nothing(

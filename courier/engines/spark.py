@@ -164,6 +164,10 @@ WHOLE_FILE = "\u0000"  # the text reader's line separator that reads a file as o
 # the largest file one value holds (Arrow strings have 32-bit offsets; measured on Sail 0.7.2:
 # 2,139,999,890 bytes read, 2,400,734,436 failed with "offset overflow")
 WHOLE_FILE_LIMIT = 2**31 - 1
+# Separators for a file that holds a NUL byte (never in valid JSON, but in a damaged file):
+# ASCII control bytes other than tab and line ends (Sail takes an ASCII character only).
+SEPARATORS = [chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), 127]]
+PIECE = "_courier_piece"  # 1 on the first line of each value a whole-file read gave
 
 
 def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, str]) -> Any:
@@ -178,18 +182,24 @@ def read_lines(
     files: list[tuple[str, int]],
     first: int | None = None,
     by_offsets: bool | None = None,
+    *,
+    pieces: bool = False,
+    separators: dict[int, str] | None = None,
 ) -> Any:
     """The files' non-blank lines on the cluster: `value`, RANK, LINE (the line's number in its
     file, blank lines counted); with `first`, of each file's first `first` lines only.
     by_offsets: does the server tell each part of a file its offset (reads_file_offsets;
-    asked of the first file when None)?"""
+    asked of the first file when None)? With `pieces`, also PIECE: where files are read whole,
+    1 on the first line of each value (kept when blank), so more than one a file says the
+    file held its separator (a NUL byte) and its lines after it were numbered from 1 again;
+    `separators` (by rank) reads such files whole at a byte they lack (free_separator)."""
     if not files:
         raise EngineError("no files to read")
     if by_offsets is None:
         by_offsets = reads_file_offsets(session, files[0][0])
     if by_offsets:
-        return _lines_in_parts(session, files, first)
-    return _lines_of_whole_files(session, files, first)
+        return _lines_in_parts(session, files, first, pieces)
+    return _lines_of_whole_files(session, files, first, pieces, separators or {})
 
 
 def reads_file_offsets(session: Any, uri: str) -> bool:
@@ -205,7 +215,9 @@ def reads_file_offsets(session: Any, uri: str) -> bool:
     return len(schema.fields) == 1
 
 
-def _lines_in_parts(session: Any, files: list[tuple[str, int]], first: int | None) -> Any:
+def _lines_in_parts(
+    session: Any, files: list[tuple[str, int]], first: int | None, pieces: bool = False
+) -> Any:
     """read_lines where each part of a file knows its offset: the parts read in parallel, the
     lines numbered by (offset, row id) with one window over every file (a window per file
     made JVM Spark shuffle once per file: 3.9 s against 1.5 s for 24 files, 50 MB)."""
@@ -224,10 +236,17 @@ def _lines_in_parts(session: Any, files: list[tuple[str, int]], first: int | Non
         parts.append(text.withColumn(RANK, F.lit(rank).cast("int")))
     order = Window.partitionBy(RANK).orderBy("_offset", "_id")
     numbered = _union(parts).withColumn(LINE, F.row_number().over(order).cast("bigint"))
-    return numbered.select("value", LINE, RANK).where(F.trim("value") != "")
+    piece = [F.lit(0).alias(PIECE)] if pieces else []  # a part's lines are numbered in place
+    return numbered.select("value", LINE, RANK, *piece).where(F.trim("value") != "")
 
 
-def _lines_of_whole_files(session: Any, files: list[tuple[str, int]], first: int | None) -> Any:
+def _lines_of_whole_files(
+    session: Any,
+    files: list[tuple[str, int]],
+    first: int | None,
+    pieces: bool = False,
+    separators: dict[int, str] | None = None,
+) -> Any:
     """read_lines where a part of a file does not know its offset (Sail): each file read as
     one value (a line separator JSON lines never hold) and split into its lines, numbered by
     their place. A file read in parts had row ids that do not follow the file on Sail 0.7.2:
@@ -240,15 +259,31 @@ def _lines_of_whole_files(session: Any, files: list[tuple[str, int]], first: int
         if first is not None:  # cut before splitting: the rest of the file is not split
             whole = F.substring_index(whole, "\n", first).cast("string")
         lines = F.split(whole, r"\r?\n")
-        text = session.read.text(uri, lineSep=WHOLE_FILE).select(F.posexplode(lines))
+        separator = (separators or {}).get(rank, WHOLE_FILE)
+        text = session.read.text(uri, lineSep=separator).select(F.posexplode(lines))
+        piece = [(F.col("pos") == 0).cast("int").alias(PIECE)] if pieces else []
         parts.append(
             text.select(
                 F.col("col").alias("value"),
                 (F.col("pos") + 1).cast("bigint").alias(LINE),
                 F.lit(rank).cast("int").alias(RANK),
+                *piece,
             )
         )
-    return _union(parts).where(F.trim("value") != "")
+    keep = F.trim("value") != ""
+    return _union(parts).where(keep | (F.col(PIECE) == 1) if pieces else keep)
+
+
+def free_separator(session: Any, uri: str, separator: str = WHOLE_FILE) -> str | None:
+    """A byte of SEPARATORS the file does not hold (read at `separator`, which it holds), to
+    read it whole at; None when it holds every one."""
+    from pyspark.sql import functions as F
+
+    candidates = [c for c in SEPARATORS if c != separator]
+    text = session.read.text(uri, lineSep=separator)
+    held = text.agg(*[F.max(F.instr("value", c)).alias(f"c{ord(c)}") for c in candidates])
+    found = held.collect()[0]
+    return next((c for c in candidates if not found[f"c{ord(c)}"]), None)
 
 
 def _union(parts: list[Any]) -> Any:
@@ -291,7 +326,8 @@ def parse_text(raw: Any, columns: dict[str, str], known: dict[str, str] | None =
     names = F.array(*[F.lit(k) for k in known]) if known else F.array().cast("array<string>")
     keys = F.json_object_keys("value")  # NULL for a line that is not an object
     new = F.filter(keys, lambda k: ~F.array_contains(names, k)).alias(NEW_KEYS)
-    return raw.select("value", RANK, LINE, *rec, new)
+    piece = [PIECE] if PIECE in raw.columns else []
+    return raw.select("value", RANK, LINE, *piece, *rec, new)
 
 
 def new_keys(parsed: Any) -> bool:
@@ -319,7 +355,8 @@ def typed_lines(parsed: Any, columns: dict[str, str]) -> Any:
         why = F.lit(f"field {name}: not readable as {duck_type}")
         reasons.append(F.when(typed[name].isNull(), F.when(held, why)))
     bad = F.coalesce(*reasons).alias("_courier_bad")
-    return parsed.select("value", RANK, LINE, bad, *[typed[c].alias(c) for c in columns])
+    piece = [PIECE] if PIECE in parsed.columns else []
+    return parsed.select("value", RANK, LINE, *piece, bad, *[typed[c].alias(c) for c in columns])
 
 
 def materialize(session: Any, df: Any, uri: str) -> Any:

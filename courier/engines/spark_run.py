@@ -133,6 +133,14 @@ class ClusterRun:
         return list(dict.fromkeys(j.path for j in self.feeds))
 
 
+class _SplitFiles(Exception):
+    """Files (by rank) a whole-file read gave in pieces: each holds the separator byte."""
+
+    def __init__(self, ranks: list[int], keys: dict[int, str]):
+        super().__init__(", ".join(keys[r] for r in ranks))
+        self.ranks, self.keys = ranks, keys
+
+
 class SparkRunner:
     """The Spark engine's run: prepare (read, query, cast, count), then commit (write)."""
 
@@ -143,6 +151,7 @@ class SparkRunner:
         self.scratch = scratch  # the run's scratch folder on the cluster (Scratch.run)
         self._written = 0
         self._by_offsets: bool | None = None  # spark.reads_file_offsets, asked once
+        self._separators: dict[int, str] = {}  # files read whole at a byte other than NUL
 
     def _once(self, df: Any, what: str) -> Any:
         """`df` written once to the run's scratch folder and read back (spark.materialize),
@@ -158,11 +167,38 @@ class SparkRunner:
         return EngineError(f"{what}: {error}", engine=self.name)
 
     # -- read --------------------------------------------------------------------------------
-    def _lines(self, files: list[tuple[str, int]], first: int | None = None) -> Any:
+    def _lines(
+        self, files: list[tuple[str, int]], first: int | None = None, pieces: bool = False
+    ) -> Any:
         """spark.read_lines, the server asked once whether it reads files in parts."""
         if self._by_offsets is None and files:
             self._by_offsets = spark.reads_file_offsets(self.session, files[0][0])
-        return spark.read_lines(self.session, files, first, self._by_offsets)
+        return spark.read_lines(
+            self.session,
+            files,
+            first,
+            self._by_offsets,
+            pieces=pieces,
+            separators=self._separators,
+        )
+
+    def _read_whole_again(self, split: _SplitFiles, ranked: list[tuple[str, int]]) -> Any:
+        """The window's lines again, the files a whole-file read split (they hold a NUL byte)
+        read at a byte each lacks, so every line is numbered by its place and the line with
+        the NUL is rejected as DuckDB's engine rejects it."""
+        uris = dict((rank, uri) for uri, rank in ranked)
+        for rank in split.ranks:
+            separator = spark.free_separator(self.session, uris[rank])
+            if separator is None or rank in self._separators:
+                raise EngineError(
+                    f"file {split.keys[rank]} holds a NUL byte and every other ASCII control "
+                    f"byte, so engine '{self.name}' ({redact(self.remote)}) cannot read it whole "
+                    "and number its lines; no table was changed: remove the file from the "
+                    'window (or repair it), or run this courier with engine = "duckdb"',
+                    engine=self.name,
+                )
+            self._separators[rank] = separator
+        return self._lines(ranked, pieces=True)
 
     def _fits_whole(self, files: list[WindowFile], uris: list[str]) -> None:
         """A server that reads each file whole (no offsets for a file's parts: Sail) holds a
@@ -230,7 +266,7 @@ class SparkRunner:
         self._fits_whole(files, uris)
         try:
             ranked = list(zip(uris, [f.rank for f in files], strict=True))
-            lines = self._lines(ranked)
+            lines = self._lines(ranked, pieces=True)
             # steady state: the pinned schema; a new courier: the sample's. Either is read
             # unless the parse finds a key it lacks (or, pinned, a value it cannot read or first
             # lines detected as other types): the schema is then detected over the sample and
@@ -239,10 +275,14 @@ class SparkRunner:
         except Exception as exc:
             raise self._fail(exc, f"cannot read the window's files ({uris[0]}, ...)") from exc
         try:
-            parsed = self._parse(lines, columns, "steady" if pinned else "new")
+            try:
+                parsed = self._parse(lines, columns, "steady" if pinned else "new", keys)
+            except _SplitFiles as split:
+                lines = self._read_whole_again(split, ranked)
+                parsed = self._parse(lines, columns, "steady" if pinned else "new", keys)
             if parsed is None:
                 columns = self.schema(lines, ranked, pinned)
-                parsed = self._parse(lines, columns, None)
+                parsed = self._parse(lines, columns, None, keys)
             assert parsed is not None
             df, bad_count, records_in = parsed
         except EngineError:
@@ -273,23 +313,31 @@ class SparkRunner:
         return records, summary, bad_count
 
     def _parse(
-        self, lines: Any, columns: dict[str, str], check: str | None
+        self, lines: Any, columns: dict[str, str], check: str | None, keys: dict[int, str]
     ) -> tuple[Any, int, int] | None:
-        """The lines parsed with `columns` (written once), and how many are bad and good. None
-        when the check fails: a line holds a key `columns` lacks ("new", "steady"), a value
-        they cannot read, or each file's first lines are detected as other types ("steady",
-        the DuckDB engine's check); the caller then detects the schema and parses again."""
+        """The lines (with spark.PIECE) parsed with `columns` (written once), and how many are
+        bad and good. None when the check fails: a line holds a key `columns` lacks ("new",
+        "steady"), a value they cannot read, or each file's first lines are detected as other
+        types ("steady", the DuckDB engine's check); the caller then detects the schema and
+        parses again. _SplitFiles when a file read whole came in pieces (keys: rank to key)."""
         from pyspark.sql import functions as F
 
         parsed = self._once(spark.parse_text(lines, columns), "parsed")
-        df = spark.typed_lines(parsed, columns)
+        typed = spark.typed_lines(parsed, columns)
+        line = F.trim("value") != ""  # a piece's first line is kept even when blank
         bad = F.col("_courier_bad")
         unreadable = bad.isNotNull() & bad.startswith("field ")
-        totals = df.agg(
-            F.count(F.lit(1)).alias("n"),
-            F.sum(F.when(bad.isNotNull(), 1).otherwise(0)).alias("bad"),
-            F.sum(F.when(unreadable, 1).otherwise(0)).alias("unreadable"),
+        totals = typed.agg(
+            F.count(F.when(line, 1)).alias("n"),
+            F.sum(F.when(line & bad.isNotNull(), 1).otherwise(0)).alias("bad"),
+            F.sum(F.when(line & unreadable, 1).otherwise(0)).alias("unreadable"),
+            F.sum(spark.PIECE).alias("pieces"),
+            F.count_distinct(RANK).alias("files"),
         ).collect()[0]
+        if (totals["pieces"] or 0) > totals["files"]:
+            pieces = parsed.groupBy(RANK).agg(F.sum(spark.PIECE).alias("n")).where("n > 1")
+            raise _SplitFiles(sorted(r[0] for r in pieces.select(RANK).collect()), keys)
+        df = typed.where(line).drop(spark.PIECE)
         if check == "steady" and totals["unreadable"]:
             return None
         if check and spark.new_keys(parsed):
