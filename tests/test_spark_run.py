@@ -291,10 +291,16 @@ def test_a_file_holding_a_nul_byte_is_numbered_and_quarantined_as_duckdb_does(
     damaged = order(2, status="a\0b").replace("\\u0000", "\0")  # a raw NUL in a string
     assert "\0" in damaged
     hour = ["", order(8), order(9), order(6), damaged, order(6, amount="5.00"), order(7)]
+    # other bytes JSON refuses or allows: a BOM, raw control bytes in strings (refused), a CR
+    # before the line end, whitespace around a record (allowed)
+    tab = order(2, status="a\tb").replace("\\t", "\t")
+    ctl = order(12, status="x\x01y").replace("\\u0001", "\x01")
+    other = ["\ufeff" + order(11), tab, ctl, order(13) + "\r", " " + order(14) + "\t "]
     projects, results = {}, {}
     for name, remote in (("duckdb", None), ("sail", sail_remote)):
         p = projects[name] = make(tmp_path / name, remote)
         p.land("orders/2026/11/22/03/part-000000.ndjson", "\n".join(hour).encode())
+        p.land("orders/2026/11/22/05/part-000000.ndjson", "\n".join(other).encode())
         results[name] = run(p)
         assert results[name]["status"] == "succeeded", results[name]["error"]
     lake, duck = projects["sail"], projects["duckdb"]
@@ -305,14 +311,17 @@ def test_a_file_holding_a_nul_byte_is_numbered_and_quarantined_as_duckdb_does(
     assert quarantine(lake) == quarantine(duck)
     hour_3 = [r[2] for r in quarantine(lake) if r[1].endswith("/03/part-000000.ndjson")]
     assert hour_3 == [5]
+    hour_5 = [r[2] for r in quarantine(lake) if r[1].endswith("/05/part-000000.ndjson")]
+    assert hour_5 == [1, 2, 3]
+    assert {"o13", "o14"} <= {r[0] for r in feed_rows(lake)}
     # a file holding every byte Sail could split it at is refused by name; nothing changes
     before = table_version(lake)
     every = ('{"id": "o10", "status": "' + "".join(SEPARATORS) + '"}\n').encode()
-    lake.land("orders/2026/11/22/04/part-000000.ndjson", every)
+    lake.land("orders/2026/11/22/06/part-000000.ndjson", every)
     failed = run(lake)
     assert failed["status"] == "failed"
     assert failed["error"].startswith(
-        "file orders/2026/11/22/04/part-000000.ndjson holds a NUL byte and every other ASCII "
+        "file orders/2026/11/22/06/part-000000.ndjson holds a NUL byte and every other ASCII "
         "control byte, so engine 'sail'"
     )
     assert table_version(lake) == before
