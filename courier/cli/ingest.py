@@ -478,9 +478,8 @@ class LandJob:
         marker = f"/part-{self.writer}-"
         keep = set(keys)
         for prefix in sorted({k[: k.index(marker) + 1] for k in keys if marker in k}):
-            for info in list(storage.list(prefix)):
-                if marker in info.key and info.key not in keep:
-                    storage.delete(info.key)
+            stale = [i.key for i in storage.list(prefix) if marker in i.key and i.key not in keep]
+            storage.delete_many(stale)
 
     def finish(self, keys: list[str]) -> None:
         from courier.ingest.wal import write_json_atomic

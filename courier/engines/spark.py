@@ -508,8 +508,7 @@ class Scratch:
         if local is not None:
             shutil.rmtree(local, ignore_errors=True)
             return
-        for info in list(self.storage.list(self.key + "/")):
-            self.storage.delete(info.key)
+        self.storage.delete_prefix(self.key + "/")
 
 
 class SparkEngine(QueryEngine):

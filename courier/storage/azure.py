@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -254,6 +254,19 @@ class AzureStorage(RemoteStorage):
             self._check_container()  # a bare 404: the blob was already gone
         except AzureError as exc:
             self._raise(exc, f"delete {key!r}", None)
+
+    DELETE_THREADS = 16  # requests in flight (one per blob: Azurite has no batch API)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """The blobs deleted by several requests at a time instead of one after another."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        wanted = list(keys)
+        if len(wanted) < 2:
+            super().delete_many(wanted)
+            return
+        with ThreadPoolExecutor(max_workers=min(self.DELETE_THREADS, len(wanted))) as pool:
+            list(pool.map(self.delete, wanted))
 
     def describe(self) -> str:
         where = f"az://{self.container}/{self.prefix}" if self.prefix else f"az://{self.container}"

@@ -6,7 +6,7 @@ import abc
 import builtins
 import posixpath
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,6 +90,15 @@ class StorageBackend(abc.ABC):
         """Remove the object; absent objects are not an error."""
 
     # -- derived ----------------------------------------------------------------------------
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove every object of `keys`; absent ones are not an error (backends batch)."""
+        for key in keys:
+            self.delete(key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object whose key starts with `prefix`."""
+        self.delete_many([info.key for info in self.list(prefix)])
+
     def uri(self, key: str) -> str:
         """Where an object lives, as a URI another engine can open (file://, s3://, az://)."""
         local = self.local_path(key)

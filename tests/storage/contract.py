@@ -256,6 +256,17 @@ class StorageContract:
         storage.delete("once.txt")
         assert list(storage.list()) == []
 
+    def test_delete_many_and_prefix(self, storage: StorageBackend) -> None:
+        for name in ("a", "b", "c", "d"):
+            storage.write_bytes(f"many/{name}.txt", name.encode())
+        storage.write_bytes("many-not/e.txt", b"e")
+        storage.write_bytes("other/f.txt", b"f")
+        storage.delete_many(["many/a.txt", "many/b.txt", "never/was.txt"])  # absent: no error
+        storage.delete_many([])
+        assert keys(list(storage.list("many/"))) == ["many/c.txt", "many/d.txt"]
+        storage.delete_prefix("many/")
+        assert keys(list(storage.list())) == ["many-not/e.txt", "other/f.txt"]
+
     # -- keys -------------------------------------------------------------------------------
     @pytest.mark.parametrize("key", INVALID_KEYS)
     def test_invalid_keys_rejected(self, storage: StorageBackend, key: str, tmp_path: Path) -> None:

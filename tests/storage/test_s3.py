@@ -82,6 +82,24 @@ class TestS3Specifics:
         storage.close()
         assert s3_client.get_object(Bucket=bucket, Key="s/a.txt")["Body"].read() == b"x"
 
+    def test_delete_many_sends_a_request_per_batch_and_keeps_the_neighbours(
+        self, moto_endpoint: str, bucket: str, s3_client: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        storage = make_storage(moto_endpoint, bucket, prefix="landing")
+        for i in range(5):
+            storage.write_bytes(f"scratch/{i}.parquet", b"x")
+        s3_client.put_object(Bucket=bucket, Key="scratch/0.parquet", Body=b"not mine")
+        requests = []
+        storage.client.meta.events.register(
+            "before-call.s3.DeleteObjects", lambda **kw: requests.append(kw)
+        )
+        monkeypatch.setattr(storage, "DELETE_BATCH", 2)
+        storage.delete_prefix("scratch/")
+        assert len(requests) == 3  # 5 keys, 2 a request; never a request per key
+        assert list(storage.list()) == []
+        assert s3_client.get_object(Bucket=bucket, Key="scratch/0.parquet")["Body"].read()
+        storage.close()
+
     def test_folder_markers_are_not_objects(
         self, moto_endpoint: str, bucket: str, s3_client: Any
     ) -> None:
