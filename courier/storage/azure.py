@@ -255,18 +255,31 @@ class AzureStorage(RemoteStorage):
         except AzureError as exc:
             self._raise(exc, f"delete {key!r}", None)
 
-    DELETE_THREADS = 16  # requests in flight (one per blob: Azurite has no batch API)
+    DELETE_BATCH = 256  # blobs one batch request deletes at most
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        """The blobs deleted by several requests at a time instead of one after another."""
-        from concurrent.futures import ThreadPoolExecutor
-
+        """One batch request per 256 blobs instead of a request per blob; a blob already
+        gone (404) is not an error."""
         wanted = list(keys)
-        if len(wanted) < 2:
-            super().delete_many(wanted)
-            return
-        with ThreadPoolExecutor(max_workers=min(self.DELETE_THREADS, len(wanted))) as pool:
-            list(pool.map(self.delete, wanted))
+        for start in range(0, len(wanted), self.DELETE_BATCH):
+            batch = wanted[start : start + self.DELETE_BATCH]
+            with self._errors("delete", batch[0]):
+                answers = self._container.delete_blobs(
+                    *[self._key(k) for k in batch], raise_on_any_failure=False
+                )
+            failed = [
+                (key, a) for key, a in zip(batch, answers, strict=True) if a.status_code >= 300
+            ]
+            if any(a.status_code != 404 for _, a in failed):
+                key, answer = next((k, a) for k, a in failed if a.status_code != 404)
+                raise StorageError(
+                    self.name,
+                    f"cannot delete {key!r} of container {self.container}: HTTP "
+                    f"{answer.status_code} {answer.reason or ''}; check the credentials' "
+                    "delete permission and run again",
+                )
+            if failed and len(failed) == len(batch):
+                self._check_container()  # every blob 404: maybe the container is gone
 
     def describe(self) -> str:
         where = f"az://{self.container}/{self.prefix}" if self.prefix else f"az://{self.container}"

@@ -77,6 +77,28 @@ class TestAzureSpecifics:
         storage.close()
         assert container.download_blob("s/a.txt").readall() == b"x"
 
+    def test_delete_many_sends_a_batch_per_256_blobs_and_keeps_the_neighbours(
+        self, connection_string: str, container: ContainerClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        storage = make_storage(connection_string, container.container_name, "landing")
+        for i in range(5):
+            storage.write_bytes(f"scratch/{i}.parquet", b"x")
+        container.upload_blob("scratch/0.parquet", b"not mine")
+        batches: list[int] = []
+        real = storage._container.delete_blobs
+
+        def counted(*blobs: Any, **kwargs: Any) -> Any:
+            batches.append(len(blobs))
+            return real(*blobs, **kwargs)
+
+        monkeypatch.setattr(storage._container, "delete_blobs", counted)
+        monkeypatch.setattr(storage, "DELETE_BATCH", 2)
+        storage.delete_many([f"scratch/{i}.parquet" for i in range(5)] + ["never/was.txt"])
+        assert batches == [2, 2, 2]  # 6 keys (one absent: not an error), 2 a request
+        assert list(storage.list()) == []
+        assert container.download_blob("scratch/0.parquet").readall() == b"not mine"
+        storage.close()
+
     def test_large_upload_is_staged_in_blocks(
         self, connection_string: str, container: ContainerClient, tmp_path: Path
     ) -> None:
