@@ -199,7 +199,7 @@ def read_lines(
         by_offsets = reads_file_offsets(session, files[0][0])
     if by_offsets:
         return _lines_in_parts(session, files, first, pieces)
-    return _lines_of_whole_files(session, files, first, pieces, separators or {})
+    return _lines_of_whole_files(session, files, first, pieces, separators)
 
 
 def reads_file_offsets(session: Any, uri: str) -> bool:
@@ -313,10 +313,12 @@ REC = "_courier_rec"
 NEW_KEYS = "_courier_new_keys"
 
 
-def parse_text(raw: Any, columns: dict[str, str], known: dict[str, str] | None = None) -> Any:
+def parse_text(
+    raw: Any, columns: dict[str, str], known: dict[str, str] | None = None, pieces: bool = False
+) -> Any:
     """Lines parsed once: `value`, RANK, LINE, REC (the record with timestamps as text) and
     NEW_KEYS: the line's top-level keys `known` (default: `columns`) lacks, NULL for a line that
-    is not a JSON object (so no third parse asks that)."""
+    is not a JSON object (so no third parse asks that); with `pieces`, PIECE passed through."""
     from pyspark.sql import functions as F
 
     # timestamps are parsed as text and then cast (ISO 8601 with T and offsets, as DuckDB reads)
@@ -326,7 +328,7 @@ def parse_text(raw: Any, columns: dict[str, str], known: dict[str, str] | None =
     names = F.array(*[F.lit(k) for k in known]) if known else F.array().cast("array<string>")
     keys = F.json_object_keys("value")  # NULL for a line that is not an object
     new = F.filter(keys, lambda k: ~F.array_contains(names, k)).alias(NEW_KEYS)
-    piece = [PIECE] if PIECE in raw.columns else []
+    piece = [PIECE] if pieces else []
     return raw.select("value", RANK, LINE, *piece, *rec, new)
 
 
@@ -337,7 +339,7 @@ def new_keys(parsed: Any) -> bool:
     return bool(parsed.select(F.explode(NEW_KEYS)).limit(1).collect())
 
 
-def typed_lines(parsed: Any, columns: dict[str, str]) -> Any:
+def typed_lines(parsed: Any, columns: dict[str, str], pieces: bool = False) -> Any:
     """`value`, RANK, LINE, `_courier_bad` (NULL, or why the line is rejected) and the record's
     columns with their types, from parse_text's rows."""
     from pyspark.sql import functions as F
@@ -355,7 +357,7 @@ def typed_lines(parsed: Any, columns: dict[str, str]) -> Any:
         why = F.lit(f"field {name}: not readable as {duck_type}")
         reasons.append(F.when(typed[name].isNull(), F.when(held, why)))
     bad = F.coalesce(*reasons).alias("_courier_bad")
-    piece = [PIECE] if PIECE in parsed.columns else []
+    piece = [PIECE] if pieces else []
     return parsed.select("value", RANK, LINE, *piece, bad, *[typed[c].alias(c) for c in columns])
 
 

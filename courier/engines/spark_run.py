@@ -136,9 +136,9 @@ class ClusterRun:
 class _SplitFiles(Exception):
     """Files (by rank) a whole-file read gave in pieces: each holds the separator byte."""
 
-    def __init__(self, ranks: list[int], keys: dict[int, str]):
-        super().__init__(", ".join(keys[r] for r in ranks))
-        self.ranks, self.keys = ranks, keys
+    def __init__(self, ranks: list[int]):
+        super().__init__(f"the files of window ranks {ranks} were read in pieces")
+        self.ranks = ranks
 
 
 class SparkRunner:
@@ -167,31 +167,33 @@ class SparkRunner:
         return EngineError(f"{what}: {error}", engine=self.name)
 
     # -- read --------------------------------------------------------------------------------
+    def _in_parts(self, uri: str) -> bool:
+        """spark.reads_file_offsets, asked of the server once."""
+        if self._by_offsets is None:
+            self._by_offsets = spark.reads_file_offsets(self.session, uri)
+        return self._by_offsets
+
     def _lines(
         self, files: list[tuple[str, int]], first: int | None = None, pieces: bool = False
     ) -> Any:
         """spark.read_lines, the server asked once whether it reads files in parts."""
-        if self._by_offsets is None and files:
-            self._by_offsets = spark.reads_file_offsets(self.session, files[0][0])
+        by_offsets = self._in_parts(files[0][0]) if files else None
         return spark.read_lines(
-            self.session,
-            files,
-            first,
-            self._by_offsets,
-            pieces=pieces,
-            separators=self._separators,
+            self.session, files, first, by_offsets, pieces=pieces, separators=self._separators
         )
 
-    def _read_whole_again(self, split: _SplitFiles, ranked: list[tuple[str, int]]) -> Any:
+    def _read_whole_again(
+        self, split: _SplitFiles, ranked: list[tuple[str, int]], keys: dict[int, str]
+    ) -> Any:
         """The window's lines again, the files a whole-file read split (they hold a NUL byte)
         read at a byte each lacks, so every line is numbered by its place and the line with
         the NUL is rejected as DuckDB's engine rejects it."""
-        uris = dict((rank, uri) for uri, rank in ranked)
+        uris = {rank: uri for uri, rank in ranked}
         for rank in split.ranks:
             separator = spark.free_separator(self.session, uris[rank])
-            if separator is None or rank in self._separators:
+            if separator is None:
                 raise EngineError(
-                    f"file {split.keys[rank]} holds a NUL byte and every other ASCII control "
+                    f"file {keys[rank]} holds a NUL byte and every other ASCII control "
                     f"byte, so engine '{self.name}' ({redact(self.remote)}) cannot read it whole "
                     "and number its lines; no table was changed: remove the file from the "
                     'window (or repair it), or run this courier with engine = "duckdb"',
@@ -204,9 +206,7 @@ class SparkRunner:
         """A server that reads each file whole (no offsets for a file's parts: Sail) holds a
         file in one value: a file bigger than one value holds is refused before any job, by
         name, instead of failing on the cluster with an overflow after reading it."""
-        if self._by_offsets is None and uris:
-            self._by_offsets = spark.reads_file_offsets(self.session, uris[0])
-        if self._by_offsets:
+        if not uris or self._in_parts(uris[0]):
             return
         for f in files:
             if f.size > spark.WHOLE_FILE_LIMIT:
@@ -276,13 +276,13 @@ class SparkRunner:
             raise self._fail(exc, f"cannot read the window's files ({uris[0]}, ...)") from exc
         try:
             try:
-                parsed = self._parse(lines, columns, "steady" if pinned else "new", keys)
-            except _SplitFiles as split:
-                lines = self._read_whole_again(split, ranked)
-                parsed = self._parse(lines, columns, "steady" if pinned else "new", keys)
+                parsed = self._parse(lines, columns, "steady" if pinned else "new")
+            except _SplitFiles as split:  # once: the files are read again at a byte they lack
+                lines = self._read_whole_again(split, ranked, keys)
+                parsed = self._parse(lines, columns, "steady" if pinned else "new")
             if parsed is None:
                 columns = self.schema(lines, ranked, pinned)
-                parsed = self._parse(lines, columns, None, keys)
+                parsed = self._parse(lines, columns, None)
             assert parsed is not None
             df, bad_count, records_in = parsed
         except EngineError:
@@ -313,17 +313,17 @@ class SparkRunner:
         return records, summary, bad_count
 
     def _parse(
-        self, lines: Any, columns: dict[str, str], check: str | None, keys: dict[int, str]
+        self, lines: Any, columns: dict[str, str], check: str | None
     ) -> tuple[Any, int, int] | None:
         """The lines (with spark.PIECE) parsed with `columns` (written once), and how many are
         bad and good. None when the check fails: a line holds a key `columns` lacks ("new",
         "steady"), a value they cannot read, or each file's first lines are detected as other
         types ("steady", the DuckDB engine's check); the caller then detects the schema and
-        parses again. _SplitFiles when a file read whole came in pieces (keys: rank to key)."""
+        parses again. _SplitFiles when a file read whole came in pieces."""
         from pyspark.sql import functions as F
 
-        parsed = self._once(spark.parse_text(lines, columns), "parsed")
-        typed = spark.typed_lines(parsed, columns)
+        parsed = self._once(spark.parse_text(lines, columns, pieces=True), "parsed")
+        typed = spark.typed_lines(parsed, columns, pieces=True)
         line = F.trim("value") != ""  # a piece's first line is kept even when blank
         bad = F.col("_courier_bad")
         unreadable = bad.isNotNull() & bad.startswith("field ")
@@ -336,7 +336,7 @@ class SparkRunner:
         ).collect()[0]
         if (totals["pieces"] or 0) > totals["files"]:
             pieces = parsed.groupBy(RANK).agg(F.sum(spark.PIECE).alias("n")).where("n > 1")
-            raise _SplitFiles(sorted(r[0] for r in pieces.select(RANK).collect()), keys)
+            raise _SplitFiles(sorted(r[0] for r in pieces.select(RANK).collect()))
         df = typed.where(line).drop(spark.PIECE)
         if check == "steady" and totals["unreadable"]:
             return None
