@@ -423,7 +423,8 @@ class Context:
         uris = [engine.file_uri(courier.storage, storage, f.key) for f in to_load]
         self.console.status(f"{courier.name}: the cluster reads {len(files)} file(s)")
         pinned = ws.state.pinned_schema(courier.name, tag)
-        rows, summary, bad_count = runner.read(tag, files, uris, pinned)
+        options = courier.options.model_dump()
+        rows, summary, bad_count = runner.read(tag, files, uris, pinned, courier.format, options)
         bad.extend(summary.bad)
         record.schema_changes = summary.schema_changes if pinned is not None else []
         check_bad_records(courier, summary, bad_count)

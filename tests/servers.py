@@ -270,6 +270,12 @@ def start_spark_jvm(
     for key, value in conf.items():
         cmd += ["--conf", f"{key}={value}"]
     cmd.append("spark-internal")
-    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
+    # its Python workers (mapInArrow: CBOR and XML decoded on the cluster) import courier
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(home),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
     proc = _start(cmd, port, log_dir / "spark.log", timeout, env, log_dir)
     return proc, f"sc://127.0.0.1:{port}"

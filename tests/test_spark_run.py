@@ -675,16 +675,154 @@ def test_a_courier_on_sail_loads_azure_as_duckdb_does(
         stop_process(proc)
 
 
-def test_a_cbor_courier_on_a_spark_engine_is_refused_with_what_to_do(tmp_path: Path) -> None:
+def cbor_items(lines: str) -> bytes:
+    """An hour's NDJSON test lines as a CBOR sequence: each JSON line an item, any other line
+    an item that is not a map (the text itself)."""
+    import cbor2
+
+    out = b""
+    for line in lines.splitlines():
+        if not line:
+            continue
+        try:
+            out += cbor2.dumps(json.loads(line))
+        except ValueError:
+            out += cbor2.dumps(line)
+    return out
+
+
+def cbor_project(root: Path, remote: str | None) -> ProjectFactory:
+    p = make(root, remote)
+    text = (p.root / "config" / "couriers" / "orders.toml").read_text()
+    p.courier("orders", text.replace("ndjson", "cbor"))
+    for path in (p.root / ".courier" / "landing").rglob("*.ndjson"):
+        path.unlink()
+    p.land("orders/2026/11/22/01/part-000000.cbor", cbor_items(HOUR_1))
+    # an item of the last file cut short: the rest of the file is one bad record
+    p.land("orders/2026/11/22/02/part-000000.cbor", cbor_items(HOUR_2) + b"\xa2\x62id")
+    return p
+
+
+def test_a_cbor_courier_on_sail_loads_what_it_loads_on_duckdb(
+    sail_remote: str, tmp_path: Path
+) -> None:
+    """CBOR is decoded on the cluster by courier's reader into the lines the NDJSON path
+    reads: the same rows, and the same quarantine (bad items by item number, rejected rows by
+    line, with DuckDB's reasons)."""
+    duck = cbor_project(tmp_path / "duckdb", None)
+    lake = cbor_project(tmp_path / "sail", sail_remote)
+    expected, result = run(duck), run(lake)
+    assert expected["status"] == "succeeded", expected["error"]
+    assert result["status"] == "succeeded", result["error"]
+    assert feed_rows(lake) == feed_rows(duck)
+    assert {r[0] for r in feed_rows(lake)} == {"o1", "o2", "o4", "o5"}
+    assert quarantine(lake) == quarantine(duck)
+    reasons = [r[3] for r in quarantine(lake)]
+    assert len(reasons) == 5, quarantine(lake)  # 3 bad items (2 not maps, 1 cut short), 2 rows
+    assert result["feeds"] == expected["feeds"]
+    assert result["records"] == expected["records"]
+    assert scratch_files(lake) == []
+    # the next window in steady state (the pinned schema): a merge on the key
+    for p in (duck, lake):
+        p.land("orders/2026/11/22/03/part-000000.cbor", cbor_items(HOUR_3))
+        again = run(p)
+        assert again["status"] == "succeeded", again["error"]
+        assert again["files"]["loaded"] == 1
+    assert feed_rows(lake) == feed_rows(duck)
+    assert {r[0] for r in feed_rows(lake)} == {"o1", "o2", "o4", "o5", "o6"}
+
+
+def test_decode_arrow_on_a_spark_engine_is_refused_with_what_to_do(tmp_path: Path) -> None:
     from tests.servers import free_port
 
     p = make(tmp_path / "cbor", f"sc://127.0.0.1:{free_port()}")
     text = (p.root / "config" / "couriers" / "orders.toml").read_text()
-    p.courier("orders", text.replace('format = "ndjson"', 'format = "cbor"'))
+    text = text.replace('format = "ndjson"', 'format = "cbor"')
+    p.courier(
+        "orders", text.replace("max_bad_records = 10", 'max_bad_records = 10, decode = "arrow"')
+    )
     failed = run(p)
     assert failed["status"] == "failed"
     assert failed["error"].startswith(
-        "courier orders: format 'cbor' cannot run on Spark engine 'sail'"
+        "courier orders: options.decode = \"arrow\" cannot run on Spark engine 'sail'"
     )
-    assert 'Set engine = "duckdb" for this courier, or land the stream as NDJSON' in failed["error"]
+    assert 'or set engine = "duckdb" for this courier' in failed["error"]
     assert table_version(p) is None
+
+
+POS_FILES = (
+    "config/streams/pos-records.toml",
+    "config/couriers/pos_tenders.toml",
+    "feeds/pos_tenders.toml",
+    "queries/pos_tenders.sql",
+)
+POS_XML_COURIER = """
+storage = "landing"
+file_pattern = "'pos-xml/'yyyy/MM/dd/HH'/*.xml'"
+prefix = "00"
+format = "xml"
+file_tag = "pos_records"
+options = { record_path = "records.record", force_list = ["record", "tender"] }
+{engine}
+[load_operations]
+pos_tenders = [{ type = "sql", sql-query = "pos_tenders", sql-files = [{ file = "pos_records" }] }]
+"""
+
+
+def pos_project(root: Path, remote: str | None) -> ProjectFactory:
+    """The repository's point-of-sale example (XML payloads landed as CBOR, record_path and
+    force_list) into a Delta feed, and the same payloads as XML files for a second courier."""
+    from courier.formats.xml import parse_xml
+
+    repo = Path(__file__).resolve().parents[1]
+    p = ProjectFactory(root)
+    p.write("config/courier.toml", SETTINGS + (ENGINE.format(remote=remote) if remote else ""))
+    engine = 'engine = "sail"\n' if remote else ""
+    for rel in POS_FILES:
+        text = (repo / rel).read_text()
+        if rel.startswith("config/couriers/"):
+            text = text.replace('prefix = "00"\n', f'prefix = "00"\n{engine}')
+        p.write(rel, text)
+    p.write("config/couriers/pos_xml.toml", POS_XML_COURIER.replace("{engine}", engine))
+    sample = (repo / "samples" / "pos-records.xml").read_bytes()
+    one = sample.replace(b"pos-0001", b"pos-0009")
+    items = cbor2_dumps(parse_xml(sample)) + cbor2_dumps(parse_xml(one))
+    p.land("pos-records/2026/11/22/09/part-w1-000000.cbor", items + items[:-10])
+    p.land("pos-xml/2026/11/22/09/a.xml", sample)
+    p.land("pos-xml/2026/11/22/18/b.xml", one)
+    p.land("pos-xml/2026/11/22/19/c.xml", b"<records><record></records>")
+    return p
+
+
+def cbor2_dumps(value: Any) -> bytes:
+    import cbor2
+
+    return cbor2.dumps(value)
+
+
+def test_the_pos_example_as_cbor_and_as_xml_on_sail_loads_what_duckdb_loads(
+    sail_remote: str, tmp_path: Path
+) -> None:
+    duck = pos_project(tmp_path / "duckdb", None)
+    lake = pos_project(tmp_path / "sail", sail_remote)
+    for courier in ("pos_tenders", "pos_xml"):
+        results = {}
+        for p in (duck, lake):
+            ctx = p.context()
+            window = ctx.window(ctx.project.courier(courier), date="2026-11-22")
+            results[p] = ctx.run(courier, window, NOW)
+            assert results[p]["status"] == "succeeded", (courier, results[p]["error"])
+        assert results[lake]["feeds"] == results[duck]["feeds"], courier
+        assert results[lake]["records"] == results[duck]["records"], courier
+        url = str(lake.root / ".courier" / "lake" / "feeds" / "pos_tenders")
+        table = DeltaTable(url).to_pyarrow_table()
+        names = [c for c in table.column_names if not c.startswith("_courier")]
+        duck_url = str(duck.root / ".courier" / "lake" / "feeds" / "pos_tenders")
+        theirs = DeltaTable(duck_url).to_pyarrow_table().select(names).to_pylist()
+        assert sorted(table.select(names).to_pylist(), key=str) == sorted(theirs, key=str)
+        assert len(theirs) == 5  # pos-0001 and pos-0009 (2 tenders each), pos-0002 (twice: one row)
+    assert quarantine(lake) == quarantine(duck)
+    assert [(r[1], r[2]) for r in quarantine(lake)] == [
+        ("pos-records/2026/11/22/09/part-w1-000000.cbor", 4),  # the cut item
+        ("pos-xml/2026/11/22/19/c.xml", 1),
+    ]

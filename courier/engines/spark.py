@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from courier.analyst.schema import TypeNode, parse_type
+from courier.engines import spark_decode
 from courier.engines.base import QueryEngine
 from courier.errors import EngineError, TransientEngineError
 
@@ -167,7 +168,7 @@ WHOLE_FILE_LIMIT = 2**31 - 1
 # Separators for a file that holds a NUL byte (never in valid JSON, but in a damaged file):
 # ASCII control bytes other than tab and line ends (Sail takes an ASCII character only).
 SEPARATORS = [chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), 127]]
-PIECE = "_courier_piece"  # 1 on the first line of each value a whole-file read gave
+PIECE = spark_decode.PIECE  # 1 on the first line of each value a whole-file read gave
 
 
 def read_ndjson(session: Any, files: list[tuple[str, int]], columns: dict[str, str]) -> Any:
@@ -272,6 +273,32 @@ def _lines_of_whole_files(
         )
     keep = F.trim("value") != ""
     return _union(parts).where(keep | (F.col(PIECE) == 1) if pieces else keep)
+
+
+def read_decoded(
+    session: Any, files: list[tuple[str, int, str]], fmt: str, options: dict[str, Any]
+) -> Any:
+    """The lines of CBOR, XML or JSON-document files (uri, rank, storage key) as read_lines
+    gives them with `pieces`: each file read as one binary value and decoded on the cluster
+    by courier's reader for `fmt` (courier/engines/spark_decode.py), its bad items as rows
+    spark_decode.bad_record reads."""
+    from functools import partial
+
+    from pyspark.sql import functions as F
+
+    parts = []
+    for uri, rank, key in files:
+        # Sail 0.x gives a file once per part it splits it into, each the whole content
+        whole = session.read.format("binaryFile").load(uri).select("content").limit(1)
+        parts.append(
+            whole.select(
+                "content",
+                F.lit(rank).cast("int").alias(RANK),
+                F.lit(key).alias(spark_decode.KEY),
+            )
+        )
+    decode = partial(spark_decode.decode_batches, fmt=fmt, options=options)
+    return _union(parts).mapInArrow(decode, spark_decode.SCHEMA)
 
 
 def free_separator(session: Any, uri: str, separator: str = WHOLE_FILE) -> str | None:

@@ -24,9 +24,12 @@ the query again (200 MB on 2 cores: first load 26.4 -> 12.6 s, MERGE 71.3 -> 15.
 removes the folder through the destination's storage after the run, and a killed run's before
 the next run or at its recovery.
 
-Formats: NDJSON only. CBOR and XML landings are decoded by courier's own readers (records as
-Python trees), which would pass the window through courier's process: a courier of those
-formats is refused with what to do (engine = "duckdb", or land the stream as NDJSON).
+Formats: NDJSON is read as text on the cluster. CBOR (and XML landed as CBOR), XML and JSON
+documents are decoded on the cluster: each file is read as one binary value and courier's own
+reader for the format runs in the cluster's Python workers (spark_decode, mapInArrow), writing
+the JSON lines the DuckDB engine's transcoder writes; those lines, written once to scratch, then
+take the NDJSON path. Nothing of the window passes through courier's process, and both engines
+load the same rows and quarantine the same items. The cluster's Python needs courier installed.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from courier.destinations.base import FeedType
-from courier.engines import spark
+from courier.engines import spark, spark_decode
 from courier.engines.record_order import carry_record_order
 from courier.engines.spark import RANK, RUN_ID, _name, engine_error, redact
 from courier.errors import EngineError, LoadError
@@ -152,6 +155,7 @@ class SparkRunner:
         self._written = 0
         self._by_offsets: bool | None = None  # spark.reads_file_offsets, asked once
         self._separators: dict[int, str] = {}  # files read whole at a byte other than NUL
+        self._decoded: Any = None  # a CBOR/XML/JSON window's lines, decoded on the cluster
 
     def _once(self, df: Any, what: str) -> Any:
         """`df` written once to the run's scratch folder and read back (spark.materialize),
@@ -176,7 +180,14 @@ class SparkRunner:
     def _lines(
         self, files: list[tuple[str, int]], first: int | None = None, pieces: bool = False
     ) -> Any:
-        """spark.read_lines, the server asked once whether it reads files in parts."""
+        """spark.read_lines, the server asked once whether it reads files in parts (or the
+        window's decoded lines, when its format is decoded on the cluster)."""
+        if self._decoded is not None:
+            return (
+                self._decoded
+                if first is None
+                else self._decoded.where(f"{spark.LINE} <= {int(first)}")
+            )
         by_offsets = self._in_parts(files[0][0]) if files else None
         return spark.read_lines(
             self.session, files, first, by_offsets, pieces=pieces, separators=self._separators
@@ -202,19 +213,25 @@ class SparkRunner:
             self._separators[rank] = separator
         return self._lines(ranked, pieces=True)
 
-    def _fits_whole(self, files: list[WindowFile], uris: list[str]) -> None:
-        """A server that reads each file whole (no offsets for a file's parts: Sail) holds a
-        file in one value: a file bigger than one value holds is refused before any job, by
-        name, instead of failing on the cluster with an overflow after reading it."""
-        if not uris or self._in_parts(uris[0]):
+    def _fits_whole(self, files: list[WindowFile], uris: list[str], whole: bool = False) -> None:
+        """A server that reads each file whole (no offsets for a file's parts: Sail; and every
+        server for a decoded format, `whole`) holds a file in one value: a file bigger than one
+        value holds is refused before any job, by name, instead of failing on the cluster with
+        an overflow after reading it."""
+        if not uris or (not whole and self._in_parts(uris[0])):
             return
+        why = (
+            "a decoded format's file is decoded in one piece"
+            if whole
+            else "its reader does not say where a part of a file begins, which numbering the "
+            "lines needs"
+        )
         for f in files:
             if f.size > spark.WHOLE_FILE_LIMIT:
                 raise EngineError(
                     f"file {f.key} is {f.size:,} bytes, and engine '{self.name}' "
                     f"({redact(self.remote)}) reads each file whole, in one value of at "
-                    f"most {spark.WHOLE_FILE_LIMIT:,} bytes (its reader does not say where a "
-                    "part of a file begins, which numbering the lines needs); no table was "
+                    f"most {spark.WHOLE_FILE_LIMIT:,} bytes ({why}); no table was "
                     "changed: land the stream in smaller parts (the stream's roll_bytes) or "
                     "split the file, or run this courier on Apache Spark, which reads a file "
                     "in parts",
@@ -259,13 +276,20 @@ class SparkRunner:
         files: list[WindowFile],
         uris: list[str],
         pinned: dict[str, str] | None,
+        fmt: str = "ndjson",
+        options: dict[str, Any] | None = None,
     ) -> tuple[Any, InputSummary, int]:
         """The tag's records on the cluster (a temp view named `tag` for queries), its summary
-        (bounded bad lines), and how many lines were bad."""
+        (bounded bad lines), and how many lines were bad. CBOR, XML and JSON documents are
+        decoded on the cluster into JSON lines first (spark.read_decoded), written once."""
         keys = {f.rank: f.key for f in files}
-        self._fits_whole(files, uris)
+        self._fits_whole(files, uris, whole=fmt != "ndjson")
         try:
             ranked = list(zip(uris, [f.rank for f in files], strict=True))
+            if fmt != "ndjson":
+                named = [(uri, rank, keys[rank]) for uri, rank in ranked]
+                decoded = spark.read_decoded(self.session, named, fmt, options or {})
+                self._decoded = self._once(decoded, "decoded")
             lines = self._lines(ranked, pieces=True)
             # steady state: the pinned schema; a new courier: the sample's. Either is read
             # unless the parse finds a key it lacks (or, pinned, a value it cannot read or first
@@ -298,6 +322,10 @@ class SparkRunner:
             if bad_count:
                 # counted with the parse: only the bounded sample is fetched
                 for rank, line, why, text in spark.bad_lines(df, BAD_LIMIT):
+                    item = spark_decode.bad_record(text or "")
+                    if item is not None:  # an item the format's reader could not take
+                        summary.bad.append(BadRecord(keys[rank], line or None, *item))
+                        continue
                     stripped = (text or "").strip().encode("utf-8", "surrogateescape")
                     _, reason = parse_line(stripped)
                     summary.bad.append(
@@ -613,13 +641,14 @@ def _write(
 
 
 def refuse_format(engine: str, remote: str, courier: CourierConfig) -> None:
-    if courier.format != "ndjson":
+    """CBOR, XML and JSON documents are decoded on the cluster into JSON lines (spark_decode);
+    their `decode = "arrow"` route is the DuckDB engine's own (types from Arrow, not JSON)."""
+    if courier.format != "ndjson" and courier.options.model_dump().get("decode") == "arrow":
         raise EngineError(
-            f"courier {courier.name}: format {courier.format!r} cannot run on Spark engine "
-            f"'{engine}' ({redact(remote)}): the cluster reads NDJSON landings only (CBOR and "
-            "XML are decoded by courier's own readers, which would pull the window through "
-            'courier\'s process). Set engine = "duckdb" for this courier, or land the stream '
-            "as NDJSON",
+            f'courier {courier.name}: options.decode = "arrow" cannot run on Spark engine '
+            f"'{engine}' ({redact(remote)}): the cluster decodes {courier.format} files into "
+            'JSON lines. Remove decode = "arrow" from the courier\'s options (the default '
+            '"json" loads the same feed types), or set engine = "duckdb" for this courier',
             engine=engine,
         )
 

@@ -159,6 +159,31 @@ def test_a_file_too_big_for_one_value_is_refused_by_name_where_files_are_read_wh
     assert runner.read("things", files, [str(path)], {"id": "BIGINT"})[1].records == 2
 
 
+def test_cbor_files_are_decoded_on_the_cluster_into_numbered_lines(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """courier's CBOR reader runs in the cluster's Python (mapInArrow over binaryFile): each
+    file's JSON lines numbered from 1, PIECE on its first row, a bad item as a row that
+    spark_decode.bad_record reads; an empty file gives no row, a file is read once."""
+    import cbor2
+
+    from courier.engines import spark_decode
+
+    first = tmp_path / "part-0.cbor"
+    items = [{"id": 1, "v": "a"}, [1], {"id": 2, "v": "b"}]
+    first.write_bytes(b"".join(cbor2.dumps(i) for i in items))
+    empty = tmp_path / "part-1.cbor"
+    empty.write_bytes(b"")
+    files = [(str(first), 4, "k/part-0.cbor"), (str(empty), 5, "k/part-1.cbor")]
+    rows = spark.read_decoded(cluster, files, "cbor", {}).collect()
+    got = sorted((r[spark.RANK], r[spark.LINE], r[spark.PIECE], r["value"]) for r in rows)
+    assert [g[:3] for g in got] == [(4, 1, 1), (4, 2, 0), (4, 2, 0)]
+    values = [g[3] for g in got]
+    assert '{"id":1,"v":"a"}' in values and '{"id":2,"v":"b"}' in values
+    [bad] = [spark_decode.bad_record(v) for v in values if spark_decode.bad_record(v)]
+    assert bad == ("item 2 is an array, not a map", "[1]")
+
+
 def test_rows_written_once_read_back_with_their_columns_also_when_none(
     sail: Any, tmp_path: Path
 ) -> None:
