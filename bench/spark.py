@@ -13,6 +13,12 @@ sail          the same courier with engine = "sail" (a Sail server started here 
               Both paths are timed warm: a first load into a throwaway project runs before
               (Sail's first queries after start-up cost seconds).
 
+duckdb+delta cbor, sail cbor
+              the same records landed as CBOR sequences (bench.cbor's landing), format =
+              "cbor": DuckDB decodes them in courier's process; Sail decodes them on the
+              cluster with courier's reader (binaryFile + mapInArrow, engines/spark_decode.py)
+              and then takes the NDJSON path. BENCH_CBOR=0 leaves them out.
+
 jvm-spark     Apache Spark's own Spark Connect server (JVM, local[2], from the pyspark wheel;
               no Delta jars here): the same building blocks (engines/spark_run.py) read the
               window, detect, run the query, cast and keep the last record per key, and
@@ -137,6 +143,23 @@ def jvm_flatten(ds: Any, project: Path, work: Path) -> tuple[list[float], int, P
     return seconds, rows, out
 
 
+def cbor_lake_project(ds: Any, root: Path, remote: str | None) -> Path:
+    """lake_project over the same records landed as CBOR (bench.cbor): the cluster decodes
+    them with courier's reader (engines/spark_decode.py) before the NDJSON path."""
+    from bench.cbor import CBOR_COURIER, cbor_projects
+
+    cbor_projects(ds, ds.project.parent / "cbor")  # the CBOR landing, made once
+    landing = (ds.project.parent / "cbor" / "landing").resolve()
+    project = lake_project(ds, root, remote)
+    toml = (project / "config" / "courier.toml").read_text()
+    ndjson = (ds.project / ".courier" / "landing").resolve()
+    (project / "config" / "courier.toml").write_text(toml.replace(str(ndjson), str(landing)))
+    courier = CBOR_COURIER.format(decode="json", extra="")
+    engine = 'engine = "sail"\n' if remote else ""
+    (project / "config" / "couriers" / "web_events.toml").write_text(engine + courier)
+    return project
+
+
 def main() -> int:
     megabytes = int(os.environ.get("BENCH_MB", "200"))
     root = Path(os.environ.get("BENCH_DIR", REPO / "bench" / "data" / f"{megabytes}mb"))
@@ -149,16 +172,22 @@ def main() -> int:
     proc, remote = start_sail(work / "sail")
     try:
         timings: dict[str, dict[str, Any]] = {}
-        for name, engine in (("duckdb+delta", None), ("sail", remote)):
+        contenders = (("duckdb+delta", None, False), ("sail", remote, False))
+        if os.environ.get("BENCH_CBOR", "1") != "0":  # the same records landed as CBOR
+            contenders += (("duckdb+delta cbor", None, True), ("sail cbor", remote, True))
+        for name, engine, cbor in contenders:
+            make = cbor_lake_project if cbor else lake_project
             # warm: a first load into a throwaway project first (Sail's first queries after
             # start-up cost it seconds; the same for both paths), then the timed runs
-            courier_run(lake_project(ds, work / f"{name}-warmup", engine), ds.day, reload=False)
-            project = lake_project(ds, work / name, engine)
+            courier_run(make(ds, work / f"{name}-warmup", engine), ds.day, reload=False)
+            project = make(ds, work / name, engine)
             timings[name] = {
                 "load": courier_run(project, ds.day, reload=False),
                 "merge": courier_run(project, ds.day, reload=True),  # the same window again
             }
         same = compare_delta(work / "duckdb+delta", work / "sail")
+        if "sail cbor" in timings:
+            same += "; sail cbor: " + compare_delta(work / "duckdb+delta", work / "sail cbor")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

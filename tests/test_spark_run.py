@@ -756,23 +756,13 @@ POS_FILES = (
     "feeds/pos_tenders.toml",
     "queries/pos_tenders.sql",
 )
-POS_XML_COURIER = """
-storage = "landing"
-file_pattern = "'pos-xml/'yyyy/MM/dd/HH'/*.xml'"
-prefix = "00"
-format = "xml"
-file_tag = "pos_records"
-options = { record_path = "records.record", force_list = ["record", "tender"] }
-{engine}
-[load_operations]
-pos_tenders = [{ type = "sql", sql-query = "pos_tenders", sql-files = [{ file = "pos_records" }] }]
-"""
 
 
 def pos_project(root: Path, remote: str | None) -> ProjectFactory:
     """The repository's point-of-sale example (XML payloads landed as CBOR, record_path and
     force_list) into a Delta feed, and the same payloads as XML files for a second courier."""
     from courier.formats.xml import parse_xml
+    from tests.formats.test_pos_example import XML_COURIER
 
     repo = Path(__file__).resolve().parents[1]
     p = ProjectFactory(root)
@@ -783,7 +773,10 @@ def pos_project(root: Path, remote: str | None) -> ProjectFactory:
         if rel.startswith("config/couriers/"):
             text = text.replace('prefix = "00"\n', f'prefix = "00"\n{engine}')
         p.write(rel, text)
-    p.write("config/couriers/pos_xml.toml", POS_XML_COURIER.replace("{engine}", engine))
+    xml_courier = XML_COURIER.replace('prefix = "00"\n', f'prefix = "00"\n{engine}')
+    p.write(
+        "config/couriers/pos_xml.toml", xml_courier.replace("pos_tenders_xml =", "pos_tenders =")
+    )
     sample = (repo / "samples" / "pos-records.xml").read_bytes()
     one = sample.replace(b"pos-0001", b"pos-0009")
     items = cbor2_dumps(parse_xml(sample)) + cbor2_dumps(parse_xml(one))
