@@ -13,7 +13,7 @@ sail          the same courier with engine = "sail" (a Sail server started here 
               Both paths are timed warm: a first load into a throwaway project runs before
               (Sail's first queries after start-up cost seconds).
 
-duckdb+delta cbor, sail cbor
+duckdb+delta-cbor, sail-cbor
               the same records landed as CBOR sequences (bench.cbor's landing), format =
               "cbor": DuckDB decodes them in courier's process; Sail decodes them on the
               cluster with courier's reader (binaryFile + mapInArrow, engines/spark_decode.py)
@@ -174,7 +174,7 @@ def main() -> int:
         timings: dict[str, dict[str, Any]] = {}
         contenders = (("duckdb+delta", None, False), ("sail", remote, False))
         if os.environ.get("BENCH_CBOR", "1") != "0":  # the same records landed as CBOR
-            contenders += (("duckdb+delta cbor", None, True), ("sail cbor", remote, True))
+            contenders += (("duckdb+delta-cbor", None, True), ("sail-cbor", remote, True))
         for name, engine, cbor in contenders:
             make = cbor_lake_project if cbor else lake_project
             # warm: a first load into a throwaway project first (Sail's first queries after
@@ -186,8 +186,8 @@ def main() -> int:
                 "merge": courier_run(project, ds.day, reload=True),  # the same window again
             }
         same = compare_delta(work / "duckdb+delta", work / "sail")
-        if "sail cbor" in timings:
-            same += "; sail cbor: " + compare_delta(work / "duckdb+delta", work / "sail cbor")
+        if "sail-cbor" in timings:
+            same += "; sail-cbor: " + compare_delta(work / "duckdb+delta", work / "sail-cbor")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

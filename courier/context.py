@@ -376,7 +376,11 @@ class Context:
         """A run on a Spark engine (engines/spark_run.py): the cluster reads, queries, casts
         and writes the Delta tables; only counts and bounded rejects come back. The plan is
         saved before the cluster writes, so recovery can roll a killed run forward."""
-        from courier.engines.spark_run import refuse_destination, refuse_format
+        from courier.engines.spark_run import (
+            refuse_destination,
+            refuse_escaped_path,
+            refuse_format,
+        )
 
         courier = plan.courier
         refuse_format(engine.name, engine.remote, courier)
@@ -384,8 +388,10 @@ class Context:
         for feed_load in plan.loads:
             destination = ws.destination_for(feed_load.feed)
             refuse_destination(engine.name, feed_load.feed, destination)
+            uri = engine.table_uri(destination, feed_load.feed.id)
+            refuse_escaped_path(engine.name, engine.remote, feed_load.feed, uri)
             record.warnings.extend(destination.ensure_table(feed_load.feed))  # refusals first
-            targets.append(engine.table_uri(destination, feed_load.feed.id))
+            targets.append(uri)
         # the cluster's intermediate Parquet, beside the first feed's table; cleared before
         # (a killed run's) and after the run
         scratch = self._scratch(ws, engine, plan)

@@ -819,3 +819,18 @@ def test_the_pos_example_as_cbor_and_as_xml_on_sail_loads_what_duckdb_loads(
         ("pos-records/2026/11/22/09/part-w1-000000.cbor", 4),  # the cut item
         ("pos-xml/2026/11/22/19/c.xml", 1),
     ]
+
+
+def test_a_delta_table_whose_path_holds_a_space_is_refused_before_the_cluster_writes(
+    sail_remote: str, tmp_path: Path
+) -> None:
+    """Sail writes such a table at its percent-encoded path (a folder named `with%20space`)
+    and fails every later write: the run is refused by name before any job, nothing written."""
+    lake = make(tmp_path / "with space", sail_remote)
+    failed = run(lake)
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("feed orders: its Delta table ")
+    assert "has a character in its path that a URI escapes (a space?)" in failed["error"]
+    assert "move the destination's storage (or the" in failed["error"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["with space"]  # no with%20space
+    assert table_version(lake) is None

@@ -39,6 +39,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from courier.destinations.base import FeedType
 from courier.engines import spark, spark_decode
@@ -649,6 +650,21 @@ def refuse_format(engine: str, remote: str, courier: CourierConfig) -> None:
             f"'{engine}' ({redact(remote)}): the cluster decodes {courier.format} files into "
             'JSON lines. Remove decode = "arrow" from the courier\'s options (the default '
             '"json" loads the same feed types), or set engine = "duckdb" for this courier',
+            engine=engine,
+        )
+
+
+def refuse_escaped_path(engine: str, remote: str, feed: FeedConfig, uri: str) -> None:
+    """A Delta table path the cluster would write elsewhere: Sail 0.7 writes a new table at
+    its percent-encoded path (measured: `with space` became a folder named `with%20space`, where
+    courier and every reader look in vain) and fails each later write there."""
+    if quote(uri, safe=":/@=+,;~") != uri:
+        raise EngineError(
+            f"feed {feed.id}: its Delta table {uri} has a character in its path that a URI "
+            f"escapes (a space?), and engine '{engine}' ({redact(remote)}) may write the "
+            "table at the escaped path instead (Sail does: a folder named with %20) and then "
+            "fail to find it; no table was changed: move the destination's storage (or the "
+            'project) to a path without one, or set engine = "duckdb" for this courier',
             engine=engine,
         )
 
