@@ -204,6 +204,7 @@ PHASES = [
     ("insert into the feed", re.compile(r"^INSERT INTO \"\w+\"\.\"main\"")),
     ("dedupe (last record wins)", re.compile(r"_courier_dups_|_courier_losers_|QUALIFY")),
     ("commit", re.compile(r"^COMMIT")),
+    ("close (DuckDB checkpoint)", None),  # timed around the workspace's close
 ]
 
 
@@ -221,7 +222,7 @@ def profile_statements() -> Phases:
 
         def execute(self, sql: str, *args: Any) -> Any:
             text = " ".join(str(sql).split())
-            name = next((n for n, rx in PHASES if rx.search(text)), "other (state, counts)")
+            name = next((n for n, rx in PHASES if rx and rx.search(text)), "other (state, counts)")
             with phases(name):
                 return self._con.execute(sql, *args)
 
@@ -235,6 +236,13 @@ def profile_statements() -> Phases:
         for part in parts:
             if getattr(part, "con", None) is ws.connection:
                 part.con = timed
+        close = ws.close
+
+        def close_timed() -> None:  # closing the feed database checkpoints it
+            with phases("close (DuckDB checkpoint)"):
+                close()
+
+        ws.close = close_timed
         return ws
 
     courier.context.open_workspace = open_timed  # type: ignore[assignment]
