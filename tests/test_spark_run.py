@@ -607,6 +607,15 @@ def test_a_courier_on_sail_loads_s3_as_duckdb_does(
             "AWS_REGION": "us-east-1",
             **{k: v for k, v in MOTO_CREDENTIALS.items() if k.startswith("AWS_")},
         }
+        # the same records landed as CBOR: the cluster reads each file as bytes from S3
+        s3.create_bucket(Bucket="sail-cbor")
+        for hour, text in ((1, HOUR_1), (2, HOUR_2)):
+            key = f"landing/orders/2026/11/22/{hour:02d}/part-000000.cbor"
+            s3.put_object(Bucket="sail-cbor", Key=key, Body=cbor_items(text))
+        settings = S3_SETTINGS.format(bucket="sail-cbor", endpoint=moto_endpoint)
+        projects["sail-cbor"] = cbor = make(tmp_path / "sail-cbor", remote, settings)
+        text = (cbor.root / "config" / "couriers" / "orders.toml").read_text()
+        cbor.courier("orders", text.replace("ndjson", "cbor"))
         results = {name: run(p) for name, p in projects.items()}
         for name, result in results.items():
             assert result["status"] == "succeeded", (name, result["error"])
@@ -614,10 +623,11 @@ def test_a_courier_on_sail_loads_s3_as_duckdb_does(
             name: feed_rows(p, f"s3://{name}/lake/feeds/orders", options)
             for name, p in projects.items()
         }
-        assert rows["sail-orders"] == rows["duck-orders"]
+        assert rows["sail-orders"] == rows["duck-orders"] == rows["sail-cbor"]
         assert len(rows["sail-orders"]) == 4
         assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
         assert results["sail-orders"]["feeds"] == results["duck-orders"]["feeds"]
+        assert results["sail-cbor"]["feeds"] == results["duck-orders"]["feeds"]
         # the cluster wrote its scratch Parquet beside the tables, and courier removed it
         scratch = s3.list_objects_v2(Bucket="sail-orders", Prefix="lake/feeds/_courier_scratch")
         assert scratch["KeyCount"] == 0
@@ -655,6 +665,14 @@ def test_a_courier_on_sail_loads_azure_as_duckdb_does(
                 service.get_blob_client(name, key).upload_blob(text.encode())
             settings = AZURE_SETTINGS.format(bucket=name, connection=connection)
             projects[name] = make(tmp_path / name, engine, settings)
+        service.create_container("sail-cbor")  # the same records landed as CBOR
+        for hour, text in ((1, HOUR_1), (2, HOUR_2)):
+            key = f"landing/orders/2026/11/22/{hour:02d}/part-000000.cbor"
+            service.get_blob_client("sail-cbor", key).upload_blob(cbor_items(text))
+        settings = AZURE_SETTINGS.format(bucket="sail-cbor", connection=connection)
+        projects["sail-cbor"] = cbor = make(tmp_path / "sail-cbor", remote, settings)
+        text = (cbor.root / "config" / "couriers" / "orders.toml").read_text()
+        cbor.courier("orders", text.replace("ndjson", "cbor"))
         options = azure_options(
             AzureStorageConfig(type="azure", container="x", connection_string=connection)
         )
@@ -665,7 +683,7 @@ def test_a_courier_on_sail_loads_azure_as_duckdb_does(
             name: feed_rows(p, f"az://{name}/lake/feeds/orders", options)
             for name, p in projects.items()
         }
-        assert rows["sail-orders"] == rows["duck-orders"]
+        assert rows["sail-orders"] == rows["duck-orders"] == rows["sail-cbor"]
         assert len(rows["sail-orders"]) == 4
         assert quarantine(projects["sail-orders"]) == quarantine(projects["duck-orders"])
         container = service.get_container_client("sail-orders")
