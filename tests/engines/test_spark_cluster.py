@@ -159,6 +159,32 @@ def test_a_file_too_big_for_one_value_is_refused_by_name_where_files_are_read_wh
     assert runner.read("things", files, [str(path)], {"id": "BIGINT"})[1].records == 2
 
 
+def test_a_cbor_file_too_big_for_one_value_is_refused_on_every_cluster(
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoded format's file is one binary value on every server (Apache Spark too)."""
+    import cbor2
+
+    from courier.engines.base import WindowFile
+    from courier.engines.spark_run import SparkRunner
+    from courier.errors import EngineError
+
+    path = tmp_path / "hour.cbor"
+    path.write_bytes(cbor2.dumps({"id": 1}) + cbor2.dumps({"id": 2}))
+    size = path.stat().st_size
+    files = [WindowFile(str(path), "things/2026/11/22/01/hour.cbor", size, 0)]
+    monkeypatch.setattr(spark, "WHOLE_FILE_LIMIT", size - 1)
+    runner = SparkRunner("lake", "sc://cluster.example:15002", cluster)
+    with pytest.raises(EngineError) as refused:
+        runner.read("things", files, [str(path)], {"id": "BIGINT"}, "cbor", {})
+    assert str(refused.value).startswith(
+        f"file things/2026/11/22/01/hour.cbor is {size:,} bytes, and engine 'lake'"
+    )
+    assert "a decoded format's file is decoded in one piece" in str(refused.value)
+    monkeypatch.undo()
+    assert runner.read("things", files, [str(path)], {"id": "BIGINT"}, "cbor", {})[1].records == 2
+
+
 def test_cbor_files_are_decoded_on_the_cluster_into_numbered_lines(
     cluster: Any, tmp_path: Path
 ) -> None:
