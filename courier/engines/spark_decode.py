@@ -48,14 +48,16 @@ def decode_batches(batches: Iterator[Any], fmt: str, options: dict[str, Any]) ->
             batch.column(KEY).to_pylist(),
             strict=True,
         ):
-            decoded = decode_file(reader, opts, content or b"", key, rank)
-            if decoded is not None:
-                yield decoded
+            yield from decode_file(reader, opts, content or b"", key, rank)
 
 
-def decode_file(reader: Any, options: Any, content: bytes, key: str, rank: int) -> Any:
-    """One file's rows (a RecordBatch of SCHEMA): its JSON lines, split by Arrow (no Python
-    string a line), then its bad items; None when it holds neither."""
+BATCH_LINES = 65_536  # rows of one output batch: each stays far below 2 GiB of string data
+
+
+def decode_file(reader: Any, options: Any, content: bytes, key: str, rank: int) -> Iterator[Any]:
+    """One file's rows (RecordBatches of SCHEMA): its JSON lines, split by Arrow (no Python
+    object a line), then its bad items."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -66,29 +68,30 @@ def decode_file(reader: Any, options: Any, content: bytes, key: str, rank: int) 
         source = folder / "input"
         source.write_bytes(content)  # the readers read files (and decode them in chunks)
         written, bad = reader.transcode(0, InputFile(key, source, len(content)), options, folder)
-        parts = []
+        values: Any = pa.array([], pa.large_string())
         if written is not None:
             text = pa.array([written.path.read_bytes()], pa.large_binary()).cast(pa.large_string())
-            lines = pc.list_flatten(pc.split_pattern(text, "\n"))
-            if len(lines) and lines[-1].as_py() == "":
-                lines = lines.slice(0, len(lines) - 1)
-            parts.append((lines.cast(pa.string()), pa.array(range(1, len(lines) + 1), pa.int64())))
+            values = pc.list_flatten(pc.split_pattern(text, "\n"))
+            if len(values) and not pc.binary_length(values[-1]).as_py():
+                values = values.slice(0, len(values) - 1)  # after the last line's newline
+        numbers = np.arange(1, len(values) + 1, dtype=np.int64)
         if bad:
             marks = [BAD_MARK + json.dumps([r.reason, r.raw]) for r in bad]
-            numbers = pa.array([r.line or 0 for r in bad], pa.int64())
-            parts.append((pa.array(marks, pa.string()), numbers))
-        count = sum(len(v) for v, _ in parts)
-        if not count:
-            return None
-        return pa.RecordBatch.from_arrays(
-            [
-                pa.concat_arrays([v for v, _ in parts]),
-                pa.concat_arrays([n for _, n in parts]),
-                pa.array([rank] * count, pa.int32()),
-                pa.array([1] + [0] * (count - 1), pa.int32()),
-            ],
-            names=["value", LINE, RANK, PIECE],
-        )
+            values = pa.concat_arrays([values, pa.array(marks, pa.large_string())])
+            numbers = np.concatenate([numbers, np.array([r.line or 0 for r in bad], np.int64)])
+        for start in range(0, len(values), BATCH_LINES):
+            size = min(BATCH_LINES, len(values) - start)
+            piece = np.zeros(size, np.int32)
+            piece[0] = 1 if start == 0 else 0
+            yield pa.RecordBatch.from_arrays(
+                [
+                    values.slice(start, size).cast(pa.string()),
+                    pa.array(numbers[start : start + size]),
+                    pa.array(np.full(size, rank, np.int32)),
+                    pa.array(piece),
+                ],
+                names=["value", LINE, RANK, PIECE],
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
