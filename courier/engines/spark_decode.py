@@ -67,10 +67,10 @@ def decode_file(reader: Any, options: Any, content: bytes, key: str, rank: int) 
     try:
         source = folder / "input"
         source.write_bytes(content)  # the readers read files (and decode them in chunks)
-        written, bad = reader.transcode(0, InputFile(key, source, len(content)), options, folder)
+        lines, bad = reader.json_lines_in_memory(InputFile(key, source, len(content)), options)
         values: Any = pa.array([], pa.large_string())
-        if written is not None:
-            text = pa.array([written.path.read_bytes()], pa.large_binary()).cast(pa.large_string())
+        if lines:
+            text = pa.array([lines], pa.large_binary()).cast(pa.large_string())
             values = pc.list_flatten(pc.split_pattern(text, "\n"))
             if len(values) and not pc.binary_length(values[-1]).as_py():
                 values = values.slice(0, len(values) - 1)  # after the last line's newline

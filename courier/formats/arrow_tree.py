@@ -25,6 +25,7 @@ import base64
 import datetime as dt
 import decimal
 import gc
+import io
 import ipaddress
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -144,6 +145,16 @@ class TreeReader(BatchReader):
             return InputFile(file.key, target, size, records=written, keys=frozenset(keys)), bad
         target.unlink()
         return None, bad
+
+    def json_lines_in_memory(
+        self, file: InputFile, options: TreeOptions
+    ) -> tuple[bytes, list[BadRecord]]:
+        """One file's rows as JSON lines in memory (a Spark worker's decode, which hands them
+        on as Arrow: no file written and read back), with the file's bad records."""
+        out, bad = io.BytesIO(), list[BadRecord]()
+        with _gc_paused():
+            self.write_lines(file, options, out, bad)
+        return out.getvalue(), bad
 
     def write_lines(
         self,
