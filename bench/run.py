@@ -189,6 +189,7 @@ def courier_load(
     return out
 
 
+CLOSE_PHASE = "close (DuckDB checkpoint)"  # timed around the workspace's close, not a statement
 # Where a courier run spends its time, by the SQL statements it sends to DuckDB.
 PHASES = [
     ("schema: sampled detection", re.compile(r"^DESCRIBE SELECT \* FROM read_json")),
@@ -204,7 +205,7 @@ PHASES = [
     ("insert into the feed", re.compile(r"^INSERT INTO \"\w+\"\.\"main\"")),
     ("dedupe (last record wins)", re.compile(r"_courier_dups_|_courier_losers_|QUALIFY")),
     ("commit", re.compile(r"^COMMIT")),
-    ("close (DuckDB checkpoint)", None),  # timed around the workspace's close
+    (CLOSE_PHASE, None),
 ]
 
 
@@ -239,7 +240,7 @@ def profile_statements() -> Phases:
         close = ws.close
 
         def close_timed() -> None:  # closing the feed database checkpoints it
-            with phases("close (DuckDB checkpoint)"):
+            with phases(CLOSE_PHASE):
                 close()
 
         ws.close = close_timed
