@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from courier.cli.options import State, emit_json, error_handler, json_option, now_utc, table
-from courier.scheduling.loop import Scheduler
 from courier.scheduling.planning import get_group, group_zone, schedule_of
 from courier.scheduling.runner import GroupRunner
 from courier.scheduling.status import courier_status
@@ -222,6 +221,8 @@ def scheduler(
     """Run every group on its schedule and every source on its interval, in the foreground,
     until SIGTERM or Ctrl-C."""
     context = state.context()
+    from courier.scheduling.loop import Scheduler  # APScheduler: only this command needs it
+
     verbose_logs(state)
     start = parse_time(since, context.project.time_zone) if since else None
     if not context.project.groups:

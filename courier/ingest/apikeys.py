@@ -27,7 +27,6 @@ client header (X-Client-Instance); streams with `envelope = true` record it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -45,7 +44,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-import jwt
 import orjson
 
 from courier.errors import ConfigError, IngestError, not_found
@@ -343,6 +341,8 @@ class Access:
             )
         if self._pool is None:
             self._pool = ThreadPoolExecutor(DERIVERS, thread_name_prefix="scrypt")
+        import asyncio  # loaded already by the server; not at the top, for the CLI's start
+
         self._deriving += 1
         try:
             derived = await asyncio.get_running_loop().run_in_executor(
@@ -363,6 +363,8 @@ class Access:
 
     # -- GET /api/token ---------------------------------------------------------------------
     async def exchange(self, scope: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        import jwt  # imported when used: see tokens.create_token
+
         authorization = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -450,6 +452,8 @@ class Access:
         return client_id, f"apikey:{key.name}"
 
     def verify_token(self, stream_id: str, raw: bytes) -> ApiKey:
+        import jwt
+
         self._refresh()
         cached = self._tokens.get(raw)
         if cached is not None and time.time() <= cached[0] + LEEWAY:

@@ -21,10 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from courier.config.models import StreamConfig
 from courier.errors import ConfigError, IngestError
 
@@ -78,6 +74,9 @@ def load_keys(
                 "auth.secret",
             )
         return StreamKeys(stream.id, tenant, "HS256", secret, secret)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     private: Any = None
     public: Any = None
     try:
@@ -114,6 +113,8 @@ def load_keys(
 
 def create_token(keys: StreamKeys, expires_at: datetime, now: datetime | None = None) -> str:
     """A signed token for the stream; ConfigError when only the verifying key is configured."""
+    import jwt  # here, not at the top: jwt pulls in ~80 ms of imports every command would pay
+
     if keys.sign_key is None:
         raise ConfigError(
             f"stream {keys.stream!r} uses RS256 and no auth.private_key is set: tokens can be "
@@ -206,6 +207,8 @@ class Denylist:
 
 def token_claims(keys: StreamKeys, token: str) -> dict[str, Any]:
     """The claims of a token this stream signed (expired or not); ConfigError otherwise."""
+    import jwt
+
     try:
         return dict(
             jwt.decode(
@@ -237,6 +240,8 @@ class TokenVerifier:
 
     def verify(self, stream_id: str, token: bytes | str) -> None:
         """Raise IngestError(401) unless `token` is valid now for `stream_id` and its tenant."""
+        import jwt
+
         raw = token.strip() if isinstance(token, bytes) else token.strip().encode("latin-1")
         cache = self._cache.get(stream_id)
         if cache is None:
