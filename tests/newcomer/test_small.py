@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import threading
 import time
 import tomllib
 from datetime import UTC, date, datetime
@@ -69,16 +72,32 @@ def test_group_run_says_what_it_waits_for(make_project: ProjectFactory) -> None:
     p = make_project
     now = datetime.now(UTC)
     at = now.replace(minute=0, second=0, microsecond=0)  # this hour's fire time
-    # ends 20 s from now: a busy machine may take seconds to start the command (with 4 s,
-    # CI saw the wait over before the group run began, and nothing said)
-    wait = int((now - at).total_seconds()) + 20
+    # a wait that ends 10 minutes from now: the message is read as it comes, then the waiting
+    # run is stopped (a wait that ends makes the run go on: the test above)
+    wait = int((now - at).total_seconds()) + 600
     clicks_group(p, f"{wait}s")
-    proc = courier(p, "group", "run", "hourly", "--at", at.isoformat(), "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert "clicks: waiting until " in proc.stderr
-    assert f"(wait = {wait}s after {at.strftime('%Y-%m-%dT%H:%M:%SZ')})" in proc.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "courier", "--project", str(p.root), "group", "run", "hourly",
+         "--at", at.isoformat(), "--json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(proc.stderr or []), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    try:
+        while not any("waiting until" in line for line in said) and proc.poll() is None:
+            assert time.monotonic() < deadline, "".join(said)
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    reader.join(timeout=30)
+    message = next((line for line in said if "clicks: waiting until " in line), "")
+    assert message, "".join(said)
+    assert f"(wait = {wait}s after {at.strftime('%Y-%m-%dT%H:%M:%SZ')})" in message
     assert re.search(
-        r"first 'clicks/\d{4}/\d\d/\d\d/\d\d/\*\.ndjson' in storage 'landing'", proc.stderr
+        r"first 'clicks/\d{4}/\d\d/\d\d/\d\d/\*\.ndjson' in storage 'landing'", message
     )
 
 
