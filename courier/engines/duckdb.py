@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from courier.engines.base import LINE_COLUMN, RANK_COLUMN, QueryEngine, Rows, WindowFile
-from courier.engines.record_order import remembered_record_order
+from courier.engines.remembered_order import remembered_record_order
 from courier.errors import DatabaseLockedError, LoadError, QueryError
 from courier.formats import base as formats
 from courier.formats.limits import ColumnBudget, keys_collide

@@ -12,12 +12,6 @@ aggregates, GROUP BY, DISTINCT, set operations other than UNION ALL, a FROM that
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import sqlglot
@@ -26,11 +20,9 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from courier.engines.base import LINE_COLUMN, RANK_COLUMN
+from courier.engines.remembered_order import QUOTES
 
 Edit = tuple[int, int, str]  # replace text[start:end] with the string
-
-
-QUOTES = {"duckdb": '"', "spark": "`"}  # how each dialect quotes an identifier
 
 
 def quote(identifier: str, dialect: str = "duckdb") -> str:
@@ -59,53 +51,6 @@ def carry_record_order(sql: str, relations: dict[str, str], dialect: str = "duck
     for start, end, text in sorted(edits, reverse=True):
         out = out[:start] + text + out[end:]
     return out
-
-
-def remembered_record_order(
-    sql: str, relations: dict[str, str], cache: Path | None, dialect: str = "duckdb"
-) -> str | None:
-    """carry_record_order, remembered in the folder `cache` by query text. A courier runs the
-    same query run after run, and each parse costs sqlglot's dialect (~60 ms to import) and
-    the parse. The relations' names change from run to run, so the edit is kept with
-    stand-ins for them; the key holds this module's own source, so a new courier version
-    edits afresh. A cache that cannot be read or written is only slower."""
-    stand_ins = {tag: f"_courier_relation_{i}_" for i, tag in enumerate(sorted(relations))}
-    if (
-        cache is None
-        or any(s in sql for s in stand_ins.values())
-        or any(q in name for name in relations.values() for q in QUOTES.values())
-    ):
-        return carry_record_order(sql, relations, dialect)
-    key = json.dumps(
-        [_code_version(), sqlglot.__version__, dialect, sql, sorted(stand_ins.items())]
-    )
-    path = cache / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
-    try:
-        edited = json.loads(path.read_text())["sql"]
-    except (OSError, ValueError, KeyError, TypeError):
-        edited = carry_record_order(sql, stand_ins, dialect)
-        _remember(path, {"sql": edited})
-    if not isinstance(edited, str):
-        return None
-    for tag, stand_in in stand_ins.items():
-        edited = edited.replace(stand_in, relations[tag])
-    return edited
-
-
-@functools.cache
-def _code_version() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-
-
-def _remember(path: Path, value: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(value, fh)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # read-only project: edit the query each run
 
 
 class _Carrier:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from courier.engines.record_order import carry_record_order, remembered_record_order
+from courier.engines.record_order import carry_record_order
+from courier.engines.remembered_order import remembered_record_order
 from tests.newcomer.helpers import courier
 from tests.projects import ProjectFactory, event
 
