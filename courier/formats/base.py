@@ -10,12 +10,13 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Iterator
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from courier.errors import FormatError
 from courier.plan import BadRecord, InputFile
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 BATCH_ROWS = 50_000
 
