@@ -263,6 +263,17 @@ def multi_feed_project(root: Path, lake: str = LOCAL_LAKE) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The multi-feed project run once without a kill, and its --json result: what a killed
+    run must converge to (read only; one for the module's kill tests)."""
+    clean = multi_feed_project(tmp_path_factory.mktemp("delta-clean") / "clean")
+    once = courier_run(clean)
+    assert once["status"] == "succeeded" and once["files"]["loaded"] == 2, once
+    assert all(once["feeds"][f]["loaded"] > 0 for f in MULTI_FEEDS)
+    return clean, once
+
+
 def courier_run(root: Path, point: str = "none") -> Any:
     import json
     import subprocess
@@ -308,12 +319,11 @@ def delta_commits(root: Path, feed: str) -> list[tuple[int, str]]:
     "point",
     ["before_first_commit", "after_commit_1", "after_commit_2", "before_state_commit"],
 )
-def test_kill_9_of_courier_run_rolls_the_run_forward(tmp_path: Path, point: str) -> None:
-    clean = multi_feed_project(tmp_path / "clean")
+def test_kill_9_of_courier_run_rolls_the_run_forward(
+    tmp_path: Path, point: str, clean_run: tuple[Path, Any]
+) -> None:
+    clean, once = clean_run
     killed = multi_feed_project(tmp_path / "killed")
-    once = courier_run(clean)
-    assert once["status"] == "succeeded" and once["files"]["loaded"] == 2, once
-    assert all(once["feeds"][f]["loaded"] > 0 for f in MULTI_FEEDS)
 
     courier_run(killed, point)
     [dead] = [r for r in Context(load_project(killed)).runs("session_events")]
@@ -357,10 +367,11 @@ def test_kill_9_of_courier_run_rolls_the_run_forward(tmp_path: Path, point: str)
         assert delta_commits(killed, feed) == [(0, loader)], feed
 
 
-def test_a_roll_forward_killed_in_turn_is_rolled_forward_by_the_next_run(tmp_path: Path) -> None:
-    clean = multi_feed_project(tmp_path / "clean")
+def test_a_roll_forward_killed_in_turn_is_rolled_forward_by_the_next_run(
+    tmp_path: Path, clean_run: tuple[Path, Any]
+) -> None:
+    clean, _ = clean_run
     killed = multi_feed_project(tmp_path / "killed")
-    courier_run(clean)
     courier_run(killed, "after_commit_1")  # session_log committed
     [dead] = Context(load_project(killed)).runs("session_events")
     courier_run(killed, "after_commit_1")  # recovery commits sessions, then dies too
@@ -584,10 +595,9 @@ def test_status_page_shows_delta_feeds_through_their_destination(tmp_path: Path)
 
 @pytest.mark.parametrize("store", ["s3", "azure"])
 def test_a_run_killed_between_feed_commits_rolls_forward_on_object_storage(
-    tmp_path: Path, store: str, request: pytest.FixtureRequest
+    tmp_path: Path, store: str, request: pytest.FixtureRequest, clean_run: tuple[Path, Any]
 ) -> None:
-    clean = multi_feed_project(tmp_path / "clean")
-    courier_run(clean)
+    clean, _ = clean_run
     killed = multi_feed_project(tmp_path / "killed", lake_storage(store, request))
     courier_run(killed, "after_commit_1")  # the append-only log committed, the rest not
     [dead] = Context(load_project(killed)).runs("session_events")
