@@ -20,10 +20,10 @@ def remembered_record_order(
     sql: str, relations: dict[str, str], cache: Path | None, dialect: str = "duckdb"
 ) -> str | None:
     """carry_record_order, remembered in the folder `cache` by query text. A courier runs the
-    same query run after run, and each parse costs sqlglot's dialect (~60 ms to import) and
-    the parse. The relations' names change from run to run, so the edit is kept with
-    stand-ins for them; the key holds the edit's code, so a new courier version edits
-    afresh. A cache that cannot be read or written is only slower."""
+    same query run after run, and each edit costs importing sqlglot and the parse. The
+    relations' names change from run to run, so the edit is kept with stand-ins for them;
+    the key holds the edit's code, so a new courier or sqlglot version edits afresh. A cache
+    that cannot be read or written is only slower."""
     stand_ins = {tag: f"_courier_relation_{i}_" for i, tag in enumerate(sorted(relations))}
     if (
         cache is None
@@ -31,7 +31,7 @@ def remembered_record_order(
         or any(q in name for name in relations.values() for q in QUOTES.values())
     ):
         return _carry(sql, relations, dialect)
-    key = json.dumps([_code_version(), version("sqlglot"), dialect, sql, sorted(stand_ins.items())])
+    key = json.dumps([_code_version(), dialect, sql, sorted(stand_ins.items())])
     path = cache / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
     try:
         edited = json.loads(path.read_text())["sql"]
@@ -53,8 +53,9 @@ def _carry(sql: str, relations: dict[str, str], dialect: str) -> str | None:
 
 @functools.cache
 def _code_version() -> str:
-    """The edit's code (record_order.py and this module): a new courier version edits afresh."""
-    code = hashlib.sha256()
+    """The edit's code (record_order.py, this module and sqlglot's version, once a process:
+    reading the version costs ~8 ms): a new courier or sqlglot version edits afresh."""
+    code = hashlib.sha256(version("sqlglot").encode())
     for path in (Path(__file__).with_name("record_order.py"), Path(__file__)):
         code.update(path.read_bytes())
     return code.hexdigest()[:16]
