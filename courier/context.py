@@ -430,7 +430,13 @@ class Context:
         self.console.status(f"{courier.name}: the cluster reads {len(files)} file(s)")
         pinned = ws.state.pinned_schema(courier.name, tag)
         options = courier.options.model_dump()
-        rows, summary, bad_count = runner.read(tag, files, uris, pinned, courier.format, options)
+
+        def heads(f: WindowFile, nbytes: int) -> bytes:  # the schema sample: ranged reads
+            return storage.read_head(f.key, nbytes)
+
+        rows, summary, bad_count = runner.read(
+            tag, files, uris, pinned, courier.format, options, heads
+        )
         bad.extend(summary.bad)
         record.schema_changes = summary.schema_changes if pinned is not None else []
         check_bad_records(courier, summary, bad_count)

@@ -203,6 +203,21 @@ class AzureStorage(RemoteStorage):
         with self._errors("read", key):
             return blob.download_blob(max_concurrency=4).readall()
 
+    def read_head(self, key: str, nbytes: int) -> bytes:
+        from azure.core.exceptions import HttpResponseError
+
+        blob = self._blob(key)
+        with self._errors("read", key):
+            if nbytes <= 0:
+                blob.get_blob_properties()  # absent: FileNotFoundError, as for any length
+                return b""
+            try:
+                return blob.download_blob(offset=0, length=nbytes).readall()
+            except HttpResponseError as exc:
+                if exc.status_code != 416:  # a range of an empty blob: 416, nothing to read
+                    raise
+                return b""
+
     def download(self, key: str, dest: Path) -> None:
         blob = self._blob(key)
         dest = Path(dest)

@@ -78,6 +78,11 @@ class StorageBackend(abc.ABC):
         """Whole object; FileNotFoundError when absent."""
 
     @abc.abstractmethod
+    def read_head(self, key: str, nbytes: int) -> bytes:
+        """The object's first `nbytes` bytes (all of it when shorter), one ranged read;
+        FileNotFoundError when absent."""
+
+    @abc.abstractmethod
     def download(self, key: str, dest: Path) -> None:
         """Stream the object into a local file (never the whole object in memory)."""
 

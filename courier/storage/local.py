@@ -73,6 +73,13 @@ class LocalStorage(StorageBackend):
             raise FileNotFoundError(f"{self.describe()}: no object {key!r}")
         return path.read_bytes()
 
+    def read_head(self, key: str, nbytes: int) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.describe()}: no object {key!r}")
+        with path.open("rb") as fh:
+            return fh.read(max(0, nbytes))
+
     def download(self, key: str, dest: Path) -> None:
         path = self._path(key)
         if not path.is_file():

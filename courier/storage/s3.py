@@ -241,6 +241,29 @@ class S3Storage(RemoteStorage):
             finally:
                 body.close()
 
+    def read_head(self, key: str, nbytes: int) -> bytes:
+        if nbytes <= 0:
+            self.stat(key)  # absent: FileNotFoundError, as for any other length
+            return b""
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+        with self._errors("read", key):
+            try:
+                got = self.client.get_object(
+                    Bucket=self.bucket, Key=full, Range=f"bytes=0-{nbytes - 1}"
+                )
+            except ClientError as exc:
+                # S3 answers a range of an empty object with 416 InvalidRange
+                if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                    raise
+                return b""
+            body = got["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+
     def download(self, key: str, dest: Path) -> None:
         full = self._key(key)
         # s3transfer writes a temporary file beside dest and renames it when complete.

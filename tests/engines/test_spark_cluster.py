@@ -342,3 +342,69 @@ def test_the_cluster_reads_and_writes_azure(azurite_endpoint: str, tmp_path: Pat
         stop_process(proc)
     names = [b.name for b in service.get_container_client("streams").list_blobs("feeds/")]
     assert any(n.startswith("feeds/things/_delta_log/") for n in names)
+
+
+def test_the_schema_sample_comes_from_the_files_heads_as_the_cluster_would_take_it(
+    sail: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new courier's schema sample is each file's first lines. Read from the heads through
+    courier's storage (ranged reads) it holds what the cluster's own sample holds: blank lines
+    counted, CRLF ends, lines that are not objects or not JSON left out, lines after the first
+    `per_file` not read. The heads are read in growing ranges, never the whole file."""
+    from courier.engines.base import WindowFile
+    from courier.engines.spark_run import SparkRunner
+
+    monkeypatch.setattr(spark_run, "SAMPLE_RECORDS", 8)
+    monkeypatch.setattr(spark_run, "SAMPLE_MIN_PER_FILE", 4)  # 4 lines of each of 2 files
+    monkeypatch.setattr(spark_run, "HEAD_FIRST_READ", 16)
+    pad = "p" * 40
+    texts = [
+        f'{{"id": 1, "pad": "{pad}"}}\r\n\r\n[1, 2]\r\n{{"id": 2.5, "t": "2026-11-22"}}\r\n'
+        + '{"late": true}\r\n' * 200,
+        f'not json\n{{"id": 3, "v": {{"a": [1]}}}}\n{{"v": null, "pad": "{pad}"}}\n'
+        + '{"other": 1}\n' * 200,
+    ]
+    files, ranked = [], []
+    for rank, text in enumerate(texts):
+        path = tmp_path / f"part-{rank}.ndjson"
+        path.write_bytes(text.encode())
+        files.append(WindowFile(str(path), path.name, path.stat().st_size, rank))
+        ranked.append((str(path), rank))
+    asked: list[int] = []
+
+    def heads(f: WindowFile, nbytes: int) -> bytes:
+        asked.append(nbytes)
+        with open(f.uri, "rb") as fh:
+            return fh.read(nbytes)
+
+    runner = SparkRunner("lake", "sc://cluster.example:15002", sail)
+    lines = runner._lines(ranked, pieces=True)
+    from_cluster = runner.schema(lines, ranked, None, every_key=False)
+    runner._heads, runner._window = heads, {f.rank: f for f in files}
+    from_heads = runner.schema(lines, ranked, None, every_key=False)
+    assert from_heads == from_cluster
+    assert set(from_heads) == {"id", "pad", "t", "v", "other"}  # line 4 of file 2; no "late"
+    assert from_heads["id"] == "DOUBLE"
+    assert asked[:3] == [16, 64, 256]  # grown until four lines were complete
+    assert max(asked) < min(f.size for f in files)
+
+
+def test_first_lines_of_a_head() -> None:
+    data = b'{"a": 1}\n\n{"b": 2}\r\n{"c": 3}\n{"d": 4}'
+    read = data.__getitem__
+
+    def head(n: int) -> bytes:
+        return read(slice(0, n))
+
+    assert spark_run.first_lines(head, len(data), 3) == ['{"a": 1}', '{"b": 2}']
+    assert spark_run.first_lines(head, len(data), 10) == [
+        '{"a": 1}',
+        '{"b": 2}',
+        '{"c": 3}',
+        '{"d": 4}',
+    ]  # the last line, unended, is whole at the end of the object
+    assert spark_run.first_lines(head, 0, 3) == []
+    assert spark_run.objects(['{"a": 1}', "[1]", "{bad", ' {"b": 2} ']) == [
+        '{"a": 1}',
+        ' {"b": 2} ',
+    ]

@@ -33,6 +33,7 @@ def assert_every_primitive_refused(storage: StorageBackend, tmp: Path, *phrases:
         lambda: list(storage.list()),
         lambda: storage.stat("a.txt"),
         lambda: storage.read_bytes("a.txt"),
+        lambda: storage.read_head("a.txt", 10),
         lambda: storage.write_bytes("a.txt", b"x"),
         lambda: storage.download("a.txt", tmp / "dest"),
         lambda: storage.upload(src, "a.txt"),
@@ -89,7 +90,22 @@ class StorageContract:
             storage.read_bytes("nope/missing.txt")
         with pytest.raises(FileNotFoundError):
             storage.download("nope/missing.txt", tmp_path / "out")
+        for nbytes in (0, 10):
+            with pytest.raises(FileNotFoundError):
+                storage.read_head("nope/missing.txt", nbytes)
         assert not storage.exists("nope/missing.txt")
+
+    def test_read_head(self, storage: StorageBackend) -> None:
+        """The first bytes of an object in one ranged read: fewer than it holds, exactly as
+        many, more (all of it), none; and an empty object."""
+        data = bytes(range(256)) * 40  # 10,240 bytes
+        storage.write_bytes("h/data.bin", data)
+        assert storage.read_head("h/data.bin", 1000) == data[:1000]
+        assert storage.read_head("h/data.bin", len(data)) == data
+        assert storage.read_head("h/data.bin", 1 << 20) == data
+        assert storage.read_head("h/data.bin", 0) == b""
+        storage.write_bytes("h/empty.bin", b"")
+        assert storage.read_head("h/empty.bin", 100) == b""
 
     def test_exists(self, storage: StorageBackend) -> None:
         storage.write_bytes("d/e.txt", b"x")
