@@ -124,6 +124,11 @@ def jvm_flatten(ds: Any, project: Path, work: Path) -> tuple[list[float], int, P
     proc, remote = start_spark_jvm(work / "jvm")
     seconds, rows, out = [], 0, work / "jvm-out"
     pinned = None  # the second run reads as a courier's next run: with the schema the first pinned
+
+    def heads(f: WindowFile, nbytes: int) -> bytes:  # the schema sample, as courier's run reads it
+        with open(f.uri, "rb") as fh:
+            return fh.read(nbytes)
+
     try:
         session = connect("jvm", remote)
         for attempt in range(2):
@@ -131,7 +136,9 @@ def jvm_flatten(ds: Any, project: Path, work: Path) -> tuple[list[float], int, P
             out = (work / f"jvm-out-{attempt}").resolve()
             started = time.perf_counter()
             runner = SparkRunner("jvm", remote, session, str(scratch))
-            tag_rows, summary, _ = runner.read(courier.file_tag, files, ds.files, pinned)
+            tag_rows, summary, _ = runner.read(
+                courier.file_tag, files, ds.files, pinned, heads=heads
+            )
             job = runner.prepare(courier, load, tag_rows, files, "", f"bench-{attempt}",
                                  datetime.now(UTC), summary.schema)  # fmt: skip
             job.rows.write.mode("overwrite").parquet(str(out))

@@ -370,10 +370,10 @@ def test_the_schema_sample_comes_from_the_files_heads_as_the_cluster_would_take_
         path.write_bytes(text.encode())
         files.append(WindowFile(str(path), path.name, path.stat().st_size, rank))
         ranked.append((str(path), rank))
-    asked: list[int] = []
+    asked: dict[str, list[int]] = {f.key: [] for f in files}  # the heads are read in parallel
 
     def heads(f: WindowFile, nbytes: int) -> bytes:
-        asked.append(nbytes)
+        asked[f.key].append(nbytes)
         with open(f.uri, "rb") as fh:
             return fh.read(nbytes)
 
@@ -385,8 +385,13 @@ def test_the_schema_sample_comes_from_the_files_heads_as_the_cluster_would_take_
     assert from_heads == from_cluster
     assert set(from_heads) == {"id", "pad", "t", "v", "other"}  # line 4 of file 2; no "late"
     assert from_heads["id"] == "DOUBLE"
-    assert asked[:3] == [16, 64, 256]  # grown until four lines were complete
-    assert max(asked) < min(f.size for f in files)
+    assert asked["part-0.ndjson"] == [16, 64, 256]  # grown until four lines were complete
+    assert all(max(asked[f.key]) < f.size for f in files)
+    # the steady check (each file's first 128 lines detect as the pinned types) the same way
+    agreeing = {**from_heads, "late": "BOOLEAN"}
+    for pinned, agrees in ((agreeing, True), ({**agreeing, "id": "BIGINT"}, False)):
+        parsed = spark.parse_text(lines, pinned, pieces=True)
+        assert runner._agrees(parsed, pinned) is spark_run.agrees(parsed, pinned) is agrees
 
 
 def test_first_lines_of_a_head() -> None:
