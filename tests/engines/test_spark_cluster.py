@@ -409,7 +409,8 @@ def test_first_lines_of_a_head() -> None:
         '{"d": 4}',
     ]  # the last line, unended, is whole at the end of the object
     assert spark_run.first_lines(head, 0, 3) == []
-    assert spark_run.objects(['{"a": 1}', "[1]", "{bad", ' {"b": 2} ']) == [
-        '{"a": 1}',
-        ' {"b": 2} ',
-    ]
+    # the sample's lines start as objects; one that is not JSON after all is skipped
+    assert spark_run.detect(['{"a": 1}', "{bad", '{"a": 2.5, "b": true}', '{"a": 1} x']) == {
+        "a": "DOUBLE",
+        "b": "BOOLEAN",
+    }
