@@ -314,14 +314,14 @@ class SparkRunner:
         parsed lines), else over the parsed lines."""
         from courier.engines.duckdb import STEADY_SAMPLE_PER_FILE
 
+        heads = None
         if (
-            self._heads is None
-            or self._decoded is not None
-            or len(self._window) > HEADS_CHECK_FILES
+            self._heads is not None
+            and self._decoded is None
+            and len(self._window) <= HEADS_CHECK_FILES
         ):
-            return agrees(parsed, pinned)
-        seen = detect(self._sample_heads(list(self._window), STEADY_SAMPLE_PER_FILE, None))
-        return all(pinned.get(k) == v for k, v in seen.items())
+            heads = self._sample_heads(list(self._window), STEADY_SAMPLE_PER_FILE, None)
+        return agrees(parsed, pinned, heads)
 
     def read(
         self,
@@ -649,17 +649,20 @@ def detect(lines: list[str]) -> dict[str, str]:
             con.close()
 
 
-def agrees(parsed: Any, pinned: dict[str, str]) -> bool:
-    """Does DuckDB's detection over the first STEADY_SAMPLE_PER_FILE lines of each file (from
-    parse_text's rows) give the pinned types? The DuckDB engine's steady-state check."""
+def agrees(parsed: Any, pinned: dict[str, str], lines: list[str] | None = None) -> bool:
+    """Does DuckDB's detection over the first STEADY_SAMPLE_PER_FILE lines of each file give
+    the pinned types? The DuckDB engine's steady-state check. The lines come from
+    parse_text's rows, or are given (`lines`: read from the files' heads)."""
     from pyspark.sql import functions as F
 
     from courier.engines.duckdb import STEADY_SAMPLE_PER_FILE
 
-    head = parsed.where(
-        (F.col(spark.LINE) <= STEADY_SAMPLE_PER_FILE) & F.col(spark.NEW_KEYS).isNotNull()
-    )
-    seen = detect([r[0] for r in head.orderBy(RANK, spark.LINE).select("value").collect()])
+    if lines is None:
+        head = parsed.where(
+            (F.col(spark.LINE) <= STEADY_SAMPLE_PER_FILE) & F.col(spark.NEW_KEYS).isNotNull()
+        )
+        lines = [r[0] for r in head.orderBy(RANK, spark.LINE).select("value").collect()]
+    seen = detect(lines)
     return all(pinned.get(k) == v for k, v in seen.items())
 
 

@@ -61,29 +61,28 @@ class LocalStorage(StorageBackend):
         found.sort(key=lambda o: o.key)
         yield from found
 
-    def stat(self, key: str) -> ObjectInfo:
+    def _object(self, key: str) -> Path:
+        """The object's file; FileNotFoundError when there is none."""
         path = self._path(key)
         if not path.is_file():
             raise FileNotFoundError(f"{self.describe()}: no object {key!r}")
+        return path
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._object(key)
         return self._info(key, path.stat())
 
     def read_bytes(self, key: str) -> bytes:
-        path = self._path(key)
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.describe()}: no object {key!r}")
+        path = self._object(key)
         return path.read_bytes()
 
     def read_head(self, key: str, nbytes: int) -> bytes:
-        path = self._path(key)
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.describe()}: no object {key!r}")
+        path = self._object(key)
         with path.open("rb") as fh:
             return fh.read(max(0, nbytes))
 
     def download(self, key: str, dest: Path) -> None:
-        path = self._path(key)
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.describe()}: no object {key!r}")
+        path = self._object(key)
         shutil.copyfile(path, dest)
 
     def local_path(self, key: str) -> Path | None:

@@ -233,13 +233,16 @@ class S3Storage(RemoteStorage):
         )
 
     def read_bytes(self, key: str) -> bytes:
-        full = self._key(key)
         with self._errors("read", key):
-            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
-            try:
-                return bytes(body.read())
-            finally:
-                body.close()
+            return self._get(key)
+
+    def _get(self, key: str, **extra: Any) -> bytes:
+        """The object's bytes (or the range `extra` asks for), its body always closed."""
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)["Body"]
+        try:
+            return bytes(body.read())
+        finally:
+            body.close()
 
     def read_head(self, key: str, nbytes: int) -> bytes:
         if nbytes <= 0:
@@ -247,22 +250,14 @@ class S3Storage(RemoteStorage):
             return b""
         from botocore.exceptions import ClientError
 
-        full = self._key(key)
         with self._errors("read", key):
             try:
-                got = self.client.get_object(
-                    Bucket=self.bucket, Key=full, Range=f"bytes=0-{nbytes - 1}"
-                )
+                return self._get(key, Range=f"bytes=0-{nbytes - 1}")
             except ClientError as exc:
                 # S3 answers a range of an empty object with 416 InvalidRange
                 if exc.response.get("Error", {}).get("Code") != "InvalidRange":
                     raise
                 return b""
-            body = got["Body"]
-            try:
-                return bytes(body.read())
-            finally:
-                body.close()
 
     def download(self, key: str, dest: Path) -> None:
         full = self._key(key)
